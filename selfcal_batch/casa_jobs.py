@@ -1,0 +1,148 @@
+"""Functions that run inside the CASA child process (they import casatools).
+
+Called by name through :func:`selfcal_batch.calibration.job`; never import this module in
+a Dask worker or any process that imports python-casacore.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
+    """Describe an MS: what the pipeline needs to validate and plan a dataset.
+
+    Raises ``ValueError`` with a one-line reason for an MS we cannot self-calibrate.
+    """
+    import numpy as np
+    from casatools import msmetadata, table
+
+    if not os.path.isdir(vis):
+        raise ValueError(f"{vis} does not exist or is not a directory")
+    if not os.path.exists(os.path.join(vis, "table.dat")):
+        raise ValueError(f"{vis} is not a measurement set (no table.dat)")
+    tb = table()
+    try:
+        tb.open(vis)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{vis} cannot be opened as a table: {str(exc).strip()[:200]}") from None
+    try:
+        cols = list(tb.colnames())
+        nrows = int(tb.nrows())
+        keywords = tb.keywordnames()
+    finally:
+        tb.close()
+    for sub in ("ANTENNA", "SPECTRAL_WINDOW", "FIELD", "POLARIZATION", "DATA_DESCRIPTION"):
+        if sub not in keywords:
+            raise ValueError(f"{vis} is not a measurement set (no {sub} subtable)")
+    if "DATA" not in cols:
+        raise ValueError(f"{vis} has no DATA column")
+    if nrows == 0:
+        raise ValueError(f"{vis} has no rows")
+    tb.open(os.path.join(vis, "FEED"))
+    nfeed = tb.nrows()
+    tb.close()
+    if nfeed == 0:
+        raise ValueError(f"{vis} has an empty FEED subtable (CASA cannot calibrate it)")
+
+    msmd = msmetadata()
+    msmd.open(vis)
+    try:
+        fields = list(msmd.fieldnames())
+        if field:
+            wanted = [f.strip() for f in field.split(",") if f.strip()]
+            for f in wanted:
+                if f not in fields and not (f.isdigit() and int(f) < len(fields)):
+                    raise ValueError(f"field '{f}' not in the MS (fields: {', '.join(fields)})")
+        ant_names = list(msmd.antennanames())
+        nspw = int(msmd.nspw())
+        spws = []
+        for s in range(nspw):
+            freqs = msmd.chanfreqs(s)
+            spws.append(
+                {
+                    "id": s,
+                    "nchan": int(len(freqs)),
+                    "freq_min": float(np.min(freqs)),
+                    "freq_max": float(np.max(freqs)),
+                    "ref_freq": float(msmd.reffreq(s)["m0"]["value"]),
+                    "chan_width": float(np.abs(np.median(msmd.chanwidths(s)))),
+                }
+            )
+        scans = []
+        for sc in msmd.scannumbers():
+            sc = int(sc)
+            scans.append({"scan": sc, "spws": sorted(int(x) for x in msmd.spwsforscan(sc))})
+        ncorr = [int(msmd.ncorrforpol(p)) for p in range(msmd.npol())]
+        exposure = float(msmd.exposuretime(scan=int(msmd.scannumbers()[0]))["value"])
+    finally:
+        msmd.close()
+
+    tb.open(vis)
+    try:
+        a1 = tb.getcol("ANTENNA1")
+        a2 = tb.getcol("ANTENNA2")
+        t = tb.getcol("TIME")
+        uvw = tb.getcol("UVW")
+        flag_row = tb.getcol("FLAG_ROW") if "FLAG_ROW" in cols else np.zeros(nrows, bool)
+        # Flag fraction on a sparse subset of rows: cheap on big MSs.
+        step = max(1, nrows // 20000)
+        nsamp = 0
+        nflag = 0
+        for start in range(0, nrows, max(1, nrows // 20)):
+            fl = tb.getcol("FLAG", startrow=start, nrow=min(1000, nrows - start), rowincr=step)
+            nsamp += fl.size
+            nflag += int(fl.sum())
+        data_zero = False
+        sample = tb.getcol("DATA", startrow=0, nrow=min(2000, nrows))
+        if np.all(sample == 0):
+            data_zero = True
+    finally:
+        tb.close()
+    cross = a1 != a2
+    if not np.any(cross):
+        raise ValueError(f"{vis} has no cross-correlations")
+    ants_present = sorted(set(int(x) for x in np.concatenate([a1[cross], a2[cross]])))
+    flagged_fraction = nflag / nsamp if nsamp else 1.0
+    if flagged_fraction >= 0.999 or bool(np.all(flag_row)):
+        raise ValueError(f"{vis} has no unflagged data ({100 * flagged_fraction:.1f}% flagged)")
+    if data_zero:
+        raise ValueError(f"{vis}: DATA column is all zeros in the first rows")
+    uvdist = np.sqrt(uvw[0, cross] ** 2 + uvw[1, cross] ** 2)
+    utimes = np.unique(t)
+    dt = np.diff(utimes)
+    return {
+        "vis": vis,
+        "nrows": nrows,
+        "columns": cols,
+        "fields": fields,
+        "antenna_names": ant_names,
+        "antennas_present": ants_present,
+        "n_antennas_present": len(ants_present),
+        "spws": spws,
+        "scans": scans,
+        "ncorr": ncorr,
+        "integration_s": float(np.median(dt[dt > 0])) if np.any(dt > 0) else exposure,
+        "exposure_s": exposure,
+        "time_on_source_s": float(len(utimes) * (np.median(dt[dt > 0]) if np.any(dt > 0) else exposure)),
+        "time_span_s": float(utimes[-1] - utimes[0]) if len(utimes) > 1 else exposure,
+        "max_baseline_m": float(np.max(uvdist)),
+        "flagged_fraction": float(flagged_fraction),
+    }
+
+
+def flag_fraction(vis: str) -> float:
+    """Fraction of flagged visibilities (all rows)."""
+    from casatasks import flagdata
+
+    s = flagdata(vis=vis, mode="summary", display="", flagbackup=False)
+    return float(s["flagged"]) / float(s["total"]) if s and s.get("total") else 1.0
+
+
+def rmtables(paths: list[str]) -> None:
+    """Remove CASA tables (ignores ones that do not exist)."""
+    from casatasks import rmtables as _rm
+
+    for p in paths:
+        if os.path.exists(p):
+            _rm(p)

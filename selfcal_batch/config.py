@@ -1,0 +1,294 @@
+"""Typed, validated pipeline configuration for one dataset.
+
+Every setting a campaign's ``[defaults]`` or a ``[[datasets]]`` entry may carry is a field
+here. :meth:`PipelineConfig.from_dict` rejects unknown keys and wrong types with a
+one-line :class:`ConfigError` naming the dotted key (with a did-you-mean hint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+#: Step names, in execution order (the seed's names; run_autoflag_* accepted as aliases).
+STEP_NAMES: tuple[str, ...] = (
+    "startup",
+    "save_init_flags",
+    "fov_image",
+    "run_rflag_init",
+    "test_image",
+    "select_refant",
+    "p0",
+    "p1",
+    "p2",
+    "ap1",
+    "split_trial_1",
+    "report_results",
+    "run_rflag_final",
+)
+STEP_ALIASES = {"run_autoflag_init": "run_rflag_init", "run_autoflag_final": "run_rflag_final"}
+DEFAULT_STEPS: tuple[str, ...] = (
+    "startup",
+    "save_init_flags",
+    "test_image",
+    "select_refant",
+    "p0",
+    "p1",
+    "p2",
+    "ap1",
+    "split_trial_1",
+    "report_results",
+)
+_SOLINT_RE = re.compile(r"^(int|inf|\d+(\.\d+)?(s|min)?)$")
+
+
+@dataclass(frozen=True)
+class WSCleanConfig:
+    """How WSClean is run and its fixed deconvolution settings."""
+
+    binary: str = "wsclean"
+    #: Container image (.sif); when set, WSClean runs as ``<runtime> exec IMAGE wsclean``.
+    container: str = ""
+    container_runtime: str = "apptainer"
+    #: Major-cycle gain; must be < 1 so WSClean writes MODEL_DATA (WSClean 3.1).
+    mgain: float = 0.8
+    gain: float = 0.1
+    nmiter: int = 12
+    use_wgridder: bool = True
+    parallel_gridding: int = 1
+    #: Sub-image size (pixels) for -parallel-deconvolution; 0 = off.
+    parallel_deconvolution: int = 0
+    #: Memory cap per run in GB (-abs-mem); 0 = WSClean's default.
+    abs_mem_gb: float = 0.0
+    extra_args: tuple[str, ...] = ()
+    timeout_s: float = 7200.0
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Acceptance gate thresholds (issue 7)."""
+
+    enabled: bool = True
+    #: Post SNR must be >= pre SNR * snr_tolerance.
+    snr_tolerance: float = 1.0
+    #: Off-source rms may rise by at most this fraction...
+    rms_tolerance: float = 0.05
+    #: ...unless the estimated per-solution SNR is above this.
+    high_snr: float = 5.0
+    #: Beam area must stay within this fraction of the original image's.
+    beam_tolerance: float = 0.05
+    #: Maximum fraction of flagged (failed) solutions.
+    max_flagged_solutions: float = 0.2
+    #: No antenna may lose more than this fraction of its solutions.
+    max_antenna_loss: float = 0.5
+    #: Amplitude steps: integrated flux may change by at most this fraction.
+    flux_tolerance: float = 0.05
+    #: Stop the phase ladder at the first rejected phase step.
+    stop_on_phase_reject: bool = True
+
+
+@dataclass(frozen=True)
+class SolintConfig:
+    """SNR-based solution intervals and the extended ladder (issue 7)."""
+
+    snr_based: bool = True
+    #: Minimum estimated per-solution SNR.
+    min_snr: float = 3.0
+    #: Continue the phase ladder below the template's shortest interval.
+    extend_ladder: bool = True
+    #: Estimated SNR needed before attempting an extension step.
+    extend_min_snr: float = 6.0
+    max_extra_steps: int = 4
+    #: Longest interval the lengthening may reach (seconds).
+    max_solint_s: float = 1200.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one dataset's pipeline needs besides the MS path."""
+
+    instrument: str = "VLA"
+    band: str = "C"
+    field: str = ""
+    spw: str = ""
+    steps: tuple[str, ...] = DEFAULT_STEPS
+    imsize: int = 512
+    #: Pixel size ('0.1arcsec') or 'auto' (beam / pixels_per_beam from the longest baseline).
+    cell: str = "auto"
+    pixels_per_beam: float = 5.0
+    #: WSClean -channels-out (0 = the band default, capped by the number of channels).
+    channels_out: int = 0
+    niter: int = 100000
+    final_niter: int = 150000
+    final_robust: float = 0.5
+    final_multiscale: bool = True
+    test_robust: float = 0.0
+    test_uvtaper: str = ""
+    allow_negative: bool = True
+    threads: int = 2
+    template_thresholds_mjy: tuple[float, ...] = (10.0, 20.0, 50.0, 100.0)
+    #: Force a template instead of selecting by flux ('' = select).
+    force_template: str = ""
+    #: Per-template overrides: {template: {step: {key: value}}}.
+    templates: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: '' = rank antennas automatically.
+    refant: str = ""
+    refantmode: str = "strict"
+    calwt: bool = False
+    statwt_init: bool = False
+    statwt_final: bool = True
+    #: Time averaging of the working copy ('' = none, e.g. '20s'), and channel binning.
+    timebin: str = ""
+    chanbin: int = 1
+    #: 'shared': one imaging setup along the ladder (fewer WSClean runs, like-for-like
+    #: gate comparisons); 'template': each step's own robust/taper/multiscale (the seed).
+    ladder_imaging: str = "shared"
+    plots: bool = True
+    keep_work_ms: bool = False
+    casa_timeout_s: float = 3600.0
+    wsclean: WSCleanConfig = field(default_factory=WSCleanConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    solint: SolintConfig = field(default_factory=SolintConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> "PipelineConfig":
+        """Build and validate from a (TOML-derived) mapping; errors name ``where.key``."""
+        cfg = _build(cls, data, where)
+        cfg.validate(where)
+        return cfg
+
+    def with_updates(self, **kw: Any) -> "PipelineConfig":
+        """A validated copy with some fields replaced."""
+        new = dataclasses.replace(self, **kw)
+        new.validate()
+        return new
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly mapping."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+    def digest(self, *names: str) -> str:
+        """Stable short hash of some (or all) fields: for step-input hashing."""
+        d = self.to_dict()
+        if names:
+            d = {k: d[k] for k in names}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self, where: str = "") -> None:
+        """Cross-field and range checks; raises ConfigError naming the key."""
+        p = f"{where}." if where else ""
+        from .templates import TEMPLATE_NAMES, normalise_band, normalise_instrument
+
+        try:
+            inst = normalise_instrument(self.instrument)
+            normalise_band(inst, self.band)
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"{p}instrument/band: {exc}") from None
+        steps = [STEP_ALIASES.get(s, s) for s in self.steps]
+        for s in steps:
+            if s not in STEP_NAMES:
+                raise _err(f"{p}steps", f"unknown step {s!r}", s, STEP_NAMES)
+        if self.imsize < 32 or self.imsize % 2:
+            raise ConfigError(f"{p}imsize: must be an even number >= 32, got {self.imsize}")
+        if self.cell != "auto" and not re.match(r"^\d+(\.\d+)?(e-?\d+)?(arcsec|asec|amin|arcmin|deg)$", self.cell):
+            raise ConfigError(f"{p}cell: expected 'auto' or e.g. '0.1arcsec', got {self.cell!r}")
+        if not -2.0 <= self.final_robust <= 2.0 or not -2.0 <= self.test_robust <= 2.0:
+            raise ConfigError(f"{p}final_robust/test_robust: robust must be within [-2, 2]")
+        if self.threads < 1:
+            raise ConfigError(f"{p}threads: must be >= 1, got {self.threads}")
+        th = list(self.template_thresholds_mjy)
+        if len(th) != 4 or any(b <= a for a, b in zip(th, th[1:])) or th[0] <= 0:
+            raise ConfigError(f"{p}template_thresholds_mjy: need 4 increasing positive values, got {th}")
+        if self.force_template and self.force_template not in TEMPLATE_NAMES:
+            raise _err(f"{p}force_template", f"unknown template {self.force_template!r}",
+                       self.force_template, TEMPLATE_NAMES)
+        for name, steps_over in self.templates.items():
+            if name not in TEMPLATE_NAMES:
+                raise _err(f"{p}templates", f"unknown template {name!r}", name, TEMPLATE_NAMES)
+        if self.ladder_imaging not in ("shared", "template"):
+            raise ConfigError(f"{p}ladder_imaging: must be 'shared' or 'template', got {self.ladder_imaging!r}")
+        if self.refantmode not in ("strict", "flex"):
+            raise ConfigError(f"{p}refantmode: must be 'strict' or 'flex'")
+        if self.timebin and not _SOLINT_RE.match(self.timebin):
+            raise ConfigError(f"{p}timebin: expected e.g. '20s', got {self.timebin!r}")
+        if self.chanbin < 1:
+            raise ConfigError(f"{p}chanbin: must be >= 1")
+        if not 0 < self.wsclean.mgain < 1:
+            raise ConfigError(f"{p}wsclean.mgain: must be in (0, 1) so WSClean writes MODEL_DATA")
+        if self.wsclean.container_runtime not in ("apptainer", "singularity"):
+            raise ConfigError(f"{p}wsclean.container_runtime: 'apptainer' or 'singularity'")
+        g = self.gate
+        for k in ("rms_tolerance", "beam_tolerance", "max_flagged_solutions", "max_antenna_loss",
+                  "flux_tolerance"):
+            if not 0 <= getattr(g, k) <= 1:
+                raise ConfigError(f"{p}gate.{k}: must be within [0, 1]")
+        if self.solint.min_snr < 0:
+            raise ConfigError(f"{p}solint.min_snr: must be >= 0")
+        # Template overrides are validated (keys, types, ranges) by templates.template_params.
+        from .templates import template_params
+
+        for name, over in self.templates.items():
+            template_params(name, inst, self.band, over)
+
+
+def _err(key: str, msg: str, value: str, choices: typing.Iterable[str]) -> ConfigError:
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (choose from: {', '.join(choices)})"
+    return ConfigError(f"{key}: {msg}{hint}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, checking keys and value types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in names:
+            raise _err(dotted, "unknown key", key, sorted(names))
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value

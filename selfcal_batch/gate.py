@@ -1,0 +1,277 @@
+"""Pure decisions from measured numbers: accept/revert a step, choose a solution interval.
+
+Nothing here runs a program or reads a file; every function is unit-tested on numbers.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .config import GateConfig, SolintConfig
+
+
+# -- solution statistics ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolutionStats:
+    """How many solutions a gaincal produced, per antenna (from solvestats or the table)."""
+
+    #: antenna name -> (solutions with unflagged data, solutions that passed minsnr)
+    per_antenna: Mapping[str, tuple[int, int]]
+
+    @property
+    def flagged_fraction(self) -> float:
+        """Fraction of attempted solutions (antennas with data) that failed."""
+        tried = sum(t for t, _ in self.per_antenna.values())
+        ok = sum(o for _, o in self.per_antenna.values())
+        return 1.0 - ok / tried if tried else 1.0
+
+    def antenna_loss(self) -> dict[str, float]:
+        """Failed fraction of each antenna that had data."""
+        return {a: 1.0 - o / t for a, (t, o) in self.per_antenna.items() if t > 0}
+
+    def without(self, antennas: set[str]) -> "SolutionStats":
+        """The same statistics ignoring some (known-bad) antennas."""
+        return SolutionStats({a: v for a, v in self.per_antenna.items() if a not in antennas})
+
+
+def solution_stats_from_solvestats(solvestats: Mapping[str, Any], antenna_names: list[str]) -> SolutionStats:
+    """Sum gaincal's ``solvestats`` (``spwN -> antN -> counts``) over spws, per antenna name."""
+    acc: dict[str, list[int]] = {}
+    for spw_key, spw in solvestats.items():
+        if not spw_key.startswith("spw") or not isinstance(spw, Mapping):
+            continue
+        for ant_key, counts in spw.items():
+            if not ant_key.startswith("ant") or not isinstance(counts, Mapping):
+                continue
+            aid = int(ant_key[3:])
+            name = antenna_names[aid] if aid < len(antenna_names) else ant_key
+            tried = int(sum(_as_list(counts.get("data_unflagged", 0))))
+            ok = int(sum(_as_list(counts.get("above_minsnr", 0))))
+            a = acc.setdefault(name, [0, 0])
+            a[0] += tried
+            a[1] += ok
+    return SolutionStats({k: (v[0], v[1]) for k, v in acc.items()})
+
+
+def _as_list(x: Any) -> list[float]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def bad_antennas(good_fraction: Mapping[str, float], limit: float = 0.5) -> set[str]:
+    """Antennas already bad before self-calibration (e.g. dead): excluded from the gate."""
+    return {a for a, f in good_fraction.items() if f < limit}
+
+
+# -- acceptance gate -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Accept or revert, with every reason and the numbers behind it."""
+
+    accepted: bool
+    reasons: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """All reasons joined ('' when accepted)."""
+        return "; ".join(self.reasons)
+
+
+def evaluate_step(
+    pre: Mapping[str, float],
+    post: Mapping[str, float],
+    *,
+    original_beam_area: float,
+    solutions: SolutionStats | None,
+    est_snr: float,
+    cfg: GateConfig,
+    amplitude: bool = False,
+    exclude_antennas: set[str] | None = None,
+) -> GateDecision:
+    """Compare the post-calibration image with the pre-calibration one (same settings).
+
+    ``pre``/``post`` carry ``snr``, ``rms_offsource``, ``beam_area_pix`` and (for amplitude
+    steps) ``total_flux_mask``. Keep the step only if SNR does not drop, rms does not rise by
+    more than ``rms_tolerance`` (unless ``est_snr > high_snr``), the beam area stays within
+    ``beam_tolerance`` of the original image's, the flagged-solution fraction is below
+    ``max_flagged_solutions`` and no antenna loses more than ``max_antenna_loss`` of its
+    solutions; amplitude steps must also keep the integrated flux within ``flux_tolerance``.
+    """
+    reasons: list[str] = []
+    m: dict[str, float] = {}
+    snr_pre, snr_post = float(pre.get("snr", math.nan)), float(post.get("snr", math.nan))
+    m["snr_ratio"] = snr_post / snr_pre if snr_pre > 0 else math.nan
+    if not (math.isfinite(snr_post) and math.isfinite(snr_pre)):
+        reasons.append("SNR not measurable")
+    elif snr_post < snr_pre * cfg.snr_tolerance:
+        reasons.append(f"SNR decreased {snr_pre:.1f} -> {snr_post:.1f}")
+    rms_pre, rms_post = float(pre.get("rms_offsource", math.nan)), float(post.get("rms_offsource", math.nan))
+    m["rms_ratio"] = rms_post / rms_pre if rms_pre > 0 else math.nan
+    if math.isfinite(m["rms_ratio"]) and m["rms_ratio"] > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr:
+        reasons.append(f"rms rose {100 * (m['rms_ratio'] - 1):.1f}% (> {100 * cfg.rms_tolerance:.0f}%)")
+    beam_post = float(post.get("beam_area_pix", math.nan))
+    if original_beam_area > 0 and math.isfinite(beam_post):
+        m["beam_change"] = beam_post / original_beam_area - 1
+        if abs(m["beam_change"]) > cfg.beam_tolerance:
+            reasons.append(f"beam area changed {100 * m['beam_change']:+.1f}% (> {100 * cfg.beam_tolerance:.0f}%)")
+    if amplitude:
+        f_pre, f_post = float(pre.get("total_flux_mask", math.nan)), float(post.get("total_flux_mask", math.nan))
+        if f_pre > 0 and math.isfinite(f_post):
+            m["flux_ratio"] = f_post / f_pre
+            if abs(m["flux_ratio"] - 1) > cfg.flux_tolerance:
+                reasons.append(f"integrated flux changed {100 * (m['flux_ratio'] - 1):+.1f}% "
+                               f"(> {100 * cfg.flux_tolerance:.0f}%)")
+    if solutions is not None:
+        sol = solutions.without(exclude_antennas or set())
+        m["flagged_solutions"] = sol.flagged_fraction
+        if sol.flagged_fraction > cfg.max_flagged_solutions:
+            reasons.append(f"{100 * sol.flagged_fraction:.0f}% of solutions flagged "
+                           f"(> {100 * cfg.max_flagged_solutions:.0f}%)")
+        losses = sol.antenna_loss()
+        worst = max(losses.items(), key=lambda kv: kv[1], default=None)
+        if worst is not None:
+            m["worst_antenna_loss"] = worst[1]
+            if worst[1] > cfg.max_antenna_loss:
+                reasons.append(f"antenna {worst[0]} lost {100 * worst[1]:.0f}% of its solutions")
+    return GateDecision(accepted=not reasons, reasons=tuple(reasons), metrics=m)
+
+
+# -- solution intervals --------------------------------------------------------------
+
+_SOLINT = re.compile(r"^(\d+(?:\.\d+)?)(s|min)?$")
+
+
+def solint_seconds(solint: str, integration_s: float, scan_s: float) -> float:
+    """Seconds spanned by a CASA solint ('int', 'inf' = one scan, '60s', '2min')."""
+    if solint == "int":
+        return integration_s
+    if solint == "inf":
+        return scan_s
+    m = _SOLINT.match(solint)
+    if not m:
+        raise ValueError(f"bad solint {solint!r}")
+    v = float(m.group(1))
+    return v * 60 if m.group(2) == "min" else v
+
+
+def format_solint(seconds: float, integration_s: float) -> str:
+    """A CASA solint string for ``seconds`` ('int' at the integration time)."""
+    if seconds <= integration_s * 1.01:
+        return "int"
+    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+
+
+def estimate_solution_snr(
+    image_snr: float,
+    n_antennas: int,
+    time_on_source_s: float,
+    solint_s: float,
+    *,
+    spw_fraction: float = 1.0,
+    pol_fraction: float = 1.0,
+) -> float:
+    """auto_selfcal's estimate of the per-antenna, per-solution SNR.
+
+    ``SNR_sol = SNR_image / (sqrt(N_ant - 3) * sqrt(T_on / solint))``, scaled by
+    ``sqrt(spw_fraction)`` when spws are solved separately and ``sqrt(pol_fraction)`` when
+    polarisations are (gaintype G: 0.5).
+    """
+    if not (image_snr > 0 and n_antennas > 3 and time_on_source_s > 0 and solint_s > 0):
+        return 0.0
+    n_sol = max(1.0, time_on_source_s / solint_s)
+    return image_snr / (math.sqrt(n_antennas - 3) * math.sqrt(n_sol)) * math.sqrt(spw_fraction * pol_fraction)
+
+
+@dataclass(frozen=True)
+class SolintChoice:
+    """The interval and combination chosen for a step, or why it is skipped."""
+
+    solint: str
+    combine: str
+    est_snr: float
+    skip: bool = False
+    reason: str = ""
+
+
+def choose_solint(
+    template_solint: str,
+    template_combine: str,
+    gaintype: str,
+    *,
+    image_snr: float,
+    n_antennas: int,
+    n_spw: int,
+    integration_s: float,
+    scan_s: float,
+    time_on_source_s: float,
+    cfg: SolintConfig,
+) -> SolintChoice:
+    """Keep the template interval if its estimated SNR reaches ``cfg.min_snr``; otherwise
+    lengthen it (doubling, up to the scan length or ``max_solint_s``), then also combine
+    spectral windows; skip the step when nothing allowed reaches the minimum."""
+
+    def est(sol_s: float, combine: str) -> float:
+        spw_frac = 1.0 if ("spw" in combine or n_spw <= 1) else 1.0 / n_spw
+        pol_frac = 0.5 if gaintype == "G" else 1.0
+        return estimate_solution_snr(image_snr, n_antennas, time_on_source_s, sol_s,
+                                     spw_fraction=spw_frac, pol_fraction=pol_frac)
+
+    base_s = solint_seconds(template_solint, integration_s, scan_s)
+    if not cfg.snr_based:
+        return SolintChoice(template_solint, template_combine, est(base_s, template_combine))
+    first = est(base_s, template_combine)
+    if first >= cfg.min_snr:
+        return SolintChoice(template_solint, template_combine, first)
+    limit = max(base_s, min(cfg.max_solint_s, max(scan_s, base_s)))
+    combos = [template_combine]
+    if "spw" not in template_combine and n_spw > 1:
+        combos.append(",".join(c for c in (template_combine, "spw") if c))
+    for combine in combos:
+        s = base_s
+        while True:
+            e = est(s, combine)
+            if e >= cfg.min_snr:
+                why = f"lengthened {template_solint} -> {format_solint(s, integration_s)}"
+                if combine != template_combine:
+                    why += f", combine='{combine}'"
+                return SolintChoice(format_solint(s, integration_s), combine, e, reason=why + f" (est. SNR {e:.1f})")
+            if s >= limit:
+                break
+            s = min(limit, s * 2)
+    best = est(limit, combos[-1])
+    return SolintChoice(template_solint, template_combine, best, skip=True,
+                        reason=f"estimated solution SNR {best:.2f} < {cfg.min_snr:g} even at "
+                               f"{format_solint(limit, integration_s)} with combine='{combos[-1]}'")
+
+
+def extension_solints(
+    shortest_s: float,
+    integration_s: float,
+    *,
+    image_snr: float,
+    n_antennas: int,
+    time_on_source_s: float,
+    gaintype: str,
+    cfg: SolintConfig,
+) -> list[tuple[str, float]]:
+    """Shorter phase intervals to try after the template's ladder: halving from
+    ``shortest_s`` down to the integration time while the estimated SNR stays above
+    ``cfg.extend_min_snr``; at most ``cfg.max_extra_steps``. Returns (solint, est_snr)."""
+    if not cfg.extend_ladder:
+        return []
+    out: list[tuple[str, float]] = []
+    s = shortest_s
+    pol_frac = 0.5 if gaintype == "G" else 1.0
+    while len(out) < cfg.max_extra_steps and s > integration_s * 1.01:
+        s = max(integration_s, s / 2)
+        e = estimate_solution_snr(image_snr, n_antennas, time_on_source_s, s, pol_fraction=pol_frac)
+        if e < cfg.extend_min_snr:
+            break
+        out.append((format_solint(s, integration_s), e))
+    return out

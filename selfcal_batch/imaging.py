@@ -1,0 +1,203 @@
+"""WSClean: typed options, a pure argv builder, and a thin runner.
+
+Targets WSClean 3.1 (Debian bookworm): ``-use-wgridder`` (no ``-gridder``), MODEL_DATA
+written only with ``-mgain < 1``, and ``-local-rms`` never combined with ``-multiscale``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WSCleanError
+from .process import run_tool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WSCleanOptions:
+    """One WSClean imaging run (field names follow WSClean's flags)."""
+
+    name: str
+    size: int
+    scale: str
+    data_column: str = "DATA"
+    niter: int = 100000
+    mgain: float = 0.8
+    gain: float = 0.1
+    nmiter: int = 12
+    robust: float = 0.0
+    auto_mask: float = 5.0
+    auto_threshold: float = 3.0
+    fits_mask: str = ""
+    multiscale: bool = False
+    multiscale_scales: str = ""
+    multiscale_max_scales: int = 6
+    multiscale_scale_bias: float = 0.7
+    channels_out: int = 1
+    fit_spectral_pol: int = 0
+    deconvolution_channels: int = 0
+    negative: bool = True
+    taper_gaussian: str = ""
+    update_model: bool = False
+    threads: int = 1
+    parallel_gridding: int = 1
+    parallel_deconvolution: int = 0
+    use_wgridder: bool = True
+    abs_mem_gb: float = 0.0
+    local_rms: bool = False
+    predict: bool = False
+    extra_args: tuple[str, ...] = ()
+
+    def imaging_key(self) -> tuple:
+        """Fields that change what the image looks like (for reuse decisions)."""
+        return (self.size, self.scale, self.data_column, self.robust, self.multiscale,
+                self.multiscale_scales, self.channels_out, self.taper_gaussian, self.negative)
+
+    def replace(self, **kw: object) -> "WSCleanOptions":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The MFS (or single-channel) products of one WSClean run."""
+
+    prefix: str
+    image: str
+    residual: str
+    model: str
+    psf: str
+    channel_images: tuple[str, ...] = ()
+
+    def exists(self) -> bool:
+        """True when the restored image and residual are on disk."""
+        return Path(self.image).exists() and Path(self.residual).exists()
+
+
+def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "wsclean") -> list[str]:
+    """The WSClean command line for ``opts`` (pure; no file system access)."""
+    if not 0 < opts.mgain <= 1:
+        raise ValueError(f"mgain must be in (0, 1], got {opts.mgain}")
+    if opts.update_model and opts.mgain >= 1 and not opts.predict:
+        raise ValueError("WSClean 3.1 writes MODEL_DATA only with mgain < 1")
+    if opts.local_rms and opts.multiscale:
+        raise ValueError("-local-rms with -multiscale crashes WSClean 3.1; use one of them")
+    a: list[str] = [binary, "-name", opts.name]
+    if opts.predict:
+        a += ["-predict", "-j", str(max(1, opts.threads))]
+        if opts.channels_out > 1:
+            a += ["-channels-out", str(opts.channels_out)]
+        if opts.use_wgridder:
+            a += ["-use-wgridder"]
+        return a + [str(ms)]
+    a += ["-size", str(opts.size), str(opts.size), "-scale", opts.scale]
+    a += ["-niter", str(opts.niter), "-mgain", f"{opts.mgain:g}", "-gain", f"{opts.gain:g}"]
+    a += ["-nmiter", str(opts.nmiter)]
+    a += ["-weight", "briggs", f"{opts.robust:g}"]
+    a += ["-auto-mask", f"{opts.auto_mask:g}", "-auto-threshold", f"{opts.auto_threshold:g}"]
+    if opts.local_rms:
+        a += ["-local-rms"]
+    if opts.fits_mask:
+        a += ["-fits-mask", opts.fits_mask]
+    if opts.multiscale:
+        a += ["-multiscale", "-multiscale-scale-bias", f"{opts.multiscale_scale_bias:g}"]
+        if opts.multiscale_scales:
+            a += ["-multiscale-scales", opts.multiscale_scales]
+        else:
+            a += ["-multiscale-max-scales", str(opts.multiscale_max_scales)]
+    a += ["-j", str(max(1, opts.threads))]
+    if opts.parallel_gridding > 1:
+        a += ["-parallel-gridding", str(opts.parallel_gridding)]
+    if opts.parallel_deconvolution > 0:
+        a += ["-parallel-deconvolution", str(opts.parallel_deconvolution)]
+    if opts.use_wgridder:
+        a += ["-use-wgridder"]
+    if opts.abs_mem_gb > 0:
+        a += ["-abs-mem", f"{opts.abs_mem_gb:g}"]
+    if opts.channels_out > 1:
+        a += ["-channels-out", str(opts.channels_out), "-join-channels"]
+        if opts.fit_spectral_pol > 0:
+            a += ["-fit-spectral-pol", str(min(opts.fit_spectral_pol, opts.channels_out))]
+        if 0 < opts.deconvolution_channels < opts.channels_out:
+            a += ["-deconvolution-channels", str(opts.deconvolution_channels)]
+    a += ["-negative" if opts.negative else "-no-negative"]
+    if opts.taper_gaussian:
+        a += ["-taper-gaussian", opts.taper_gaussian]
+    a += ["-update-model-required" if opts.update_model else "-no-update-model-required"]
+    a += list(opts.extra_args)
+    a += ["-data-column", opts.data_column, str(ms)]
+    return a
+
+
+def expected_products(opts: WSCleanOptions) -> ImageSet:
+    """Output file names WSClean 3.1 writes for ``opts``."""
+    p = opts.name
+    tag = "-MFS" if opts.channels_out > 1 else ""
+    chans = tuple(f"{p}-{i:04d}-image.fits" for i in range(opts.channels_out)) if opts.channels_out > 1 else ()
+    return ImageSet(
+        prefix=p,
+        image=f"{p}{tag}-image.fits",
+        residual=f"{p}{tag}-residual.fits",
+        model=f"{p}{tag}-model.fits",
+        psf=f"{p}{tag}-psf.fits",
+        channel_images=chans,
+    )
+
+
+def container_prefix(runtime: str, image: str, bind: list[str]) -> list[str]:
+    """``apptainer exec --bind a,b IMAGE`` (the WSClean argv follows)."""
+    if not image:
+        return []
+    if not Path(image).exists():
+        raise WSCleanError("wsclean", f"container image not found: {image}")
+    prefix = [runtime, "exec"]
+    if bind:
+        prefix += ["--bind", ",".join(sorted(set(bind)))]
+    return prefix + [image]
+
+
+_DIVERGE = re.compile(r"Iteration.*KJy")
+
+
+def run_wsclean(
+    opts: WSCleanOptions,
+    ms: str | os.PathLike[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    binary: str = "wsclean",
+    container: str = "",
+    container_runtime: str = "apptainer",
+    timeout: float | None = None,
+) -> ImageSet:
+    """Run WSClean; raise :class:`WSCleanError` on failure, divergence or missing output."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(max(1, opts.threads))
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    ms = Path(ms).resolve()
+    argv = build_argv(opts, ms, binary=binary)
+    bind = [str(ms.parent), str(Path(cwd).resolve())]
+    if opts.fits_mask:
+        bind.append(str(Path(opts.fits_mask).resolve().parent))
+    argv = container_prefix(container_runtime, container, bind) + argv
+    diverged: list[str] = []
+
+    def watch(line: str) -> None:
+        if _DIVERGE.search(line):
+            diverged.append(line.strip())
+
+    run_tool(argv, tool="wsclean", log_path=log_path, env=env, cwd=cwd, timeout=timeout,
+             category="wsclean", on_line=watch, error_cls=WSCleanError)
+    if diverged:
+        raise WSCleanError("wsclean", f"clean diverged: {diverged[0][:200]} (log: {log_path})")
+    products = expected_products(opts)
+    if opts.predict:
+        return products
+    if not Path(cwd, products.image).exists() and not Path(products.image).exists():
+        raise WSCleanError("wsclean", f"finished but wrote no {products.image} (log: {log_path})")
+    return products

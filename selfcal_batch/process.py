@@ -1,0 +1,151 @@
+"""One runner for every external program (WSClean, the CASA child, containers).
+
+argv lists only (never a shell string), an explicit environment, its own process group
+(so a timeout or cancellation kills the whole tree), every output line streamed to a
+log file, and wall time accumulated per category for the benchmarks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import ToolError
+
+log = logging.getLogger(__name__)
+
+#: Seconds spent in external programs in this process, by category ("wsclean", "casa", ...).
+TOOL_SECONDS: dict[str, float] = defaultdict(float)
+#: Number of runs in this process, by category.
+TOOL_RUNS: dict[str, int] = defaultdict(int)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """Outcome of one external program run."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    seconds: float
+    tail: str
+
+
+def describe_returncode(rc: int) -> str:
+    """'exit 3' or 'killed by SIGSEGV' for a subprocess return code."""
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit {rc}"
+
+
+def run_tool(
+    argv: Sequence[str],
+    *,
+    tool: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    category: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    check: bool = True,
+    error_cls: type[ToolError] = ToolError,
+) -> ToolResult:
+    """Run ``argv``; append its output to ``log_path``; raise ``error_cls`` on failure.
+
+    The exact command line is written to the log and to the module logger first, ready to
+    copy and paste.
+    """
+    argv = [str(a) for a in argv]
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmdline = shlex.join(argv)
+    log.info("[%s] %s", tool, cmdline)
+    tail: deque[str] = deque(maxlen=40)
+    t0 = time.monotonic()
+    timed_out = threading.Event()
+    with open(log_path, "a", buffering=1) as fh:
+        fh.write(f"\n$ {cmdline}\n")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(cwd) if cwd else None,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise error_cls(tool, f"program not found: {argv[0]!r} ({exc.strerror})") from exc
+        except OSError as exc:
+            raise error_cls(tool, f"cannot start {argv[0]!r}: {exc}") from exc
+
+        def _kill() -> None:
+            timed_out.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(timeout, _kill) if timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                line = line.rstrip("\n")
+                tail.append(line)
+                if on_line is not None:
+                    on_line(line)
+            rc = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        seconds = time.monotonic() - t0
+        fh.write(f"# {tool}: {describe_returncode(rc)} after {seconds:.1f} s\n")
+    cat = category or tool
+    TOOL_SECONDS[cat] += seconds
+    TOOL_RUNS[cat] += 1
+    result = ToolResult(tuple(argv), rc, seconds, "\n".join(tail))
+    if check and (rc != 0 or timed_out.is_set()):
+        if timed_out.is_set():
+            msg = f"timed out after {timeout:.0f} s"
+        else:
+            last = next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
+            msg = f"{describe_returncode(rc)}" + (f": {last[:300]}" if last else "")
+        raise error_cls(tool, msg + f" (log: {log_path})", returncode=rc, log_tail=result.tail)
+    return result
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the child's process group, then SIGKILL after a grace period."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

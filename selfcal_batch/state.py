@@ -1,0 +1,104 @@
+"""Per-dataset state on disk (``state.json``), written atomically after every change.
+
+A step is *done* when its record has status ``done`` and the same input hash as now; the
+hash chains the previous step's hash with the configuration the step depends on, so a
+changed setting invalidates the affected step and everything after it, nothing before.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_VERSION = 1
+
+
+def chain_hash(previous: str, step: str, *parts: Any) -> str:
+    """Hash of a step's inputs: the previous step's hash plus the given config parts."""
+    h = hashlib.sha256(previous.encode())
+    h.update(step.encode())
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temp file + fsync + rename (never a torn file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class DatasetState:
+    """Everything the step machine persists for one dataset."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "DatasetState":
+        """Load ``state.json`` (or start empty)."""
+        path = Path(path)
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("version") == STATE_VERSION:
+                    return cls(path, data)
+            except (OSError, json.JSONDecodeError):
+                pass
+        return cls(path, {"version": STATE_VERSION, "steps": {}, "current_step": ""})
+
+    def save(self) -> None:
+        """Persist atomically."""
+        self.data["updated"] = time.time()
+        atomic_write_json(self.path, self.data)
+
+    # -- step records ------------------------------------------------------------
+
+    @property
+    def steps(self) -> dict[str, dict[str, Any]]:
+        return self.data.setdefault("steps", {})
+
+    def is_done(self, step: str, input_hash: str) -> bool:
+        """True when ``step`` finished with these inputs."""
+        rec = self.steps.get(step)
+        return bool(rec and rec.get("status") in ("done", "skipped") and rec.get("input_hash") == input_hash)
+
+    def start(self, step: str, input_hash: str) -> None:
+        """Mark a step as running (persisted before any side effect)."""
+        prev = self.steps.get(step, {})
+        self.steps[step] = {"status": "running", "input_hash": input_hash,
+                            "started": time.time(), "attempts": prev.get("attempts", 0) + 1}
+        self.data["current_step"] = step
+        self.save()
+
+    def finish(self, step: str, status: str = "done", **info: Any) -> None:
+        """Record a step's outcome and outputs."""
+        rec = self.steps.setdefault(step, {})
+        rec.update(info)
+        rec["status"] = status
+        rec["finished"] = time.time()
+        self.data["current_step"] = ""
+        self.save()
+
+    def invalidate_from(self, order: list[str], step: str) -> None:
+        """Forget ``step`` and every step after it in ``order``."""
+        if step in order:
+            for s in order[order.index(step):]:
+                self.steps.pop(s, None)
+        self.save()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
