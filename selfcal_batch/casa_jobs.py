@@ -73,7 +73,7 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
         for sc in msmd.scannumbers():
             sc = int(sc)
             scans.append({"scan": sc, "spws": sorted(int(x) for x in msmd.spwsforscan(sc))})
-        ncorr = [int(msmd.ncorrforpol(p)) for p in range(msmd.npol())]
+        ncorr = [int(n) for n in msmd.ncorrforpol()]
         exposure = float(msmd.exposuretime(scan=int(msmd.scannumbers()[0]))["value"])
     finally:
         msmd.close()

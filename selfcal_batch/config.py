@@ -13,7 +13,8 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from .errors import ConfigError
@@ -130,6 +131,9 @@ class PipelineConfig:
     final_niter: int = 150000
     final_robust: float = 0.5
     final_multiscale: bool = True
+    #: 'final': the test image uses the final-image settings and doubles as the like-for-like
+    #: "before" image; 'seed': the seed's test image (robust test_robust, auto-mask 5/3, niter 1e4).
+    test_imaging: str = "final"
     test_robust: float = 0.0
     test_uvtaper: str = ""
     allow_negative: bool = True
@@ -138,7 +142,7 @@ class PipelineConfig:
     #: Force a template instead of selecting by flux ('' = select).
     force_template: str = ""
     #: Per-template overrides: {template: {step: {key: value}}}.
-    templates: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    templates: dict[str, dict[str, dict[str, Any]]] = dc_field(default_factory=dict)
     #: '' = rank antennas automatically.
     refant: str = ""
     refantmode: str = "strict"
@@ -154,9 +158,9 @@ class PipelineConfig:
     plots: bool = True
     keep_work_ms: bool = False
     casa_timeout_s: float = 3600.0
-    wsclean: WSCleanConfig = field(default_factory=WSCleanConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-    solint: SolintConfig = field(default_factory=SolintConfig)
+    wsclean: WSCleanConfig = dc_field(default_factory=WSCleanConfig)
+    gate: GateConfig = dc_field(default_factory=GateConfig)
+    solint: SolintConfig = dc_field(default_factory=SolintConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "") -> "PipelineConfig":
@@ -189,7 +193,7 @@ class PipelineConfig:
 
         try:
             inst = normalise_instrument(self.instrument)
-            normalise_band(inst, self.band)
+            normalise_band(self.band, inst)
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"{p}instrument/band: {exc}") from None
         steps = [STEP_ALIASES.get(s, s) for s in self.steps]
@@ -213,6 +217,8 @@ class PipelineConfig:
         for name, steps_over in self.templates.items():
             if name not in TEMPLATE_NAMES:
                 raise _err(f"{p}templates", f"unknown template {name!r}", name, TEMPLATE_NAMES)
+        if self.test_imaging not in ("final", "seed"):
+            raise ConfigError(f"{p}test_imaging: must be 'final' or 'seed', got {self.test_imaging!r}")
         if self.ladder_imaging not in ("shared", "template"):
             raise ConfigError(f"{p}ladder_imaging: must be 'shared' or 'template', got {self.ladder_imaging!r}")
         if self.refantmode not in ("strict", "flex"):

@@ -1,0 +1,196 @@
+"""The per-dataset run context: paths, state, and the side-effect helpers steps use.
+
+Steps never call WSClean or CASA directly: they go through :meth:`Context.image` (runs
+WSClean, measures the image once, appends the statistics row) and :meth:`Context.casa`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import imstats
+from .calibration import Call, run_casa
+from .config import PipelineConfig
+from .imaging import ImageSet, WSCleanOptions, expected_products, run_wsclean
+from .state import DatasetState, atomic_write_json
+from .templates import band_defaults, cell_from_baseline, normalise_instrument
+
+log = logging.getLogger("selfcal_batch.pipeline")
+
+ROW_KEYS = ("dataset", "step", "role", "template", "robust", "path")
+
+
+@dataclass
+class Context:
+    """One dataset's run: configuration, directories, state and helpers."""
+
+    name: str
+    ms: Path
+    cfg: PipelineConfig
+    root: Path
+    threads: int
+    state: DatasetState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        for sub in ("images", "caltables", "logs", "plots", "masks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.state = DatasetState.load(self.root / "state.json")
+
+    # -- paths ----------------------------------------------------------------------
+    @property
+    def work_ms(self) -> Path:
+        return self.root / "work.ms"
+
+    @property
+    def final_ms(self) -> Path:
+        return self.root / "final.ms"
+
+    def img(self, prefix: str) -> str:
+        return str(self.root / "images" / prefix)
+
+    def caltable(self, step: str) -> str:
+        return str(self.root / "caltables" / f"{step}.G")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """MS description from ``casa_jobs.inspect_ms`` (set by the startup step)."""
+        return self.state.get("msinfo") or {}
+
+    @property
+    def instrument(self) -> str:
+        return normalise_instrument(self.cfg.instrument)
+
+    # -- external programs ---------------------------------------------------------
+    def casa(self, calls: list[Call], label: str) -> list[Any]:
+        """Run CASA calls in a child process (logged to logs/casa.log)."""
+        return run_casa(calls, workdir=self.root, label=label, log_path=self.root / "logs" / "casa.log",
+                        timeout=self.cfg.casa_timeout_s)
+
+    def base_options(self, **kw: Any) -> WSCleanOptions:
+        """WSClean options with the dataset-wide settings filled in."""
+        w = self.cfg.wsclean
+        opts = WSCleanOptions(
+            name="", size=self.cfg.imsize, scale=self.cell(), niter=self.cfg.niter,
+            mgain=w.mgain, gain=w.gain, nmiter=w.nmiter, channels_out=self.channels_out(),
+            fit_spectral_pol=min(2, self.channels_out()), negative=self.cfg.allow_negative,
+            threads=self.threads, parallel_gridding=w.parallel_gridding,
+            parallel_deconvolution=w.parallel_deconvolution, use_wgridder=w.use_wgridder,
+            abs_mem_gb=w.abs_mem_gb, extra_args=tuple(w.extra_args),
+        )
+        return opts.replace(**kw)
+
+    def cell(self) -> str:
+        """The pixel size: configured, or beam / pixels_per_beam from the data."""
+        if self.cfg.cell != "auto":
+            return self.cfg.cell
+        cached = self.state.get("cell")
+        if cached:
+            return cached
+        info = self.info
+        fmax = max(s["freq_max"] for s in info["spws"])
+        arcsec = cell_from_baseline(info["max_baseline_m"], fmax, self.cfg.pixels_per_beam)
+        cell = f"{arcsec:.4g}arcsec"
+        self.state.set("cell", cell)
+        return cell
+
+    def channels_out(self) -> int:
+        """-channels-out: configured or the band default, never above the channel count."""
+        nchan = sum(s["nchan"] for s in self.info.get("spws", [])) or 1
+        want = self.cfg.channels_out or band_defaults(self.instrument, self.cfg.band).nc
+        return max(1, min(want, nchan))
+
+    def image(
+        self,
+        opts: WSCleanOptions,
+        *,
+        step: str,
+        role: str,
+        template: str = "",
+        sigma: float = 6.0,
+        ms: Path | None = None,
+    ) -> tuple[ImageSet, dict[str, Any]]:
+        """Run WSClean (or reuse a complete earlier result), measure and record the image."""
+        ms = ms or self.work_ms
+        products = expected_products(opts)
+        done = self.state.data.setdefault("images_done", {})
+        if not (opts.name in done and products.exists() and done[opts.name] == list(opts.imaging_key())):
+            if opts.update_model:
+                self.state.set("model_in_ms", "")
+                self.state.save()
+            run_wsclean(opts, ms, log_path=self.root / "logs" / "wsclean.log", cwd=self.root / "images",
+                        binary=self.cfg.wsclean.binary, container=self.cfg.wsclean.container,
+                        container_runtime=self.cfg.wsclean.container_runtime,
+                        timeout=self.cfg.wsclean.timeout_s)
+            self.state.set("wsclean_runs", int(self.state.get("wsclean_runs", 0)) + 1)
+            done[opts.name] = list(opts.imaging_key())
+        if opts.update_model:
+            self.state.set("model_in_ms", opts.name)
+        stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
+        row = {"dataset": self.name, "step": step, "role": role, "template": template,
+               "robust": opts.robust, "path": str(Path(products.image).relative_to(self.root))}
+        row.update(stats)
+        self._record_row(row)
+        self.state.save()
+        log.info("%s %s/%s: peak %.4g Jy, rms %.3g Jy, SNR %.1f, flux(mask) %.4g Jy",
+                 self.name, step, role, stats.get("peak", math.nan), stats.get("rms_offsource", math.nan),
+                 stats.get("snr", math.nan), stats.get("total_flux_mask", math.nan))
+        return products, stats
+
+    def predict(self, prefix: str) -> None:
+        """Refill MODEL_DATA from an existing image's model (``wsclean -predict``)."""
+        opts = self.base_options(name=prefix, predict=True)
+        run_wsclean(opts, self.work_ms, log_path=self.root / "logs" / "wsclean.log", cwd=self.root / "images",
+                    binary=self.cfg.wsclean.binary, container=self.cfg.wsclean.container,
+                    container_runtime=self.cfg.wsclean.container_runtime, timeout=self.cfg.wsclean.timeout_s)
+        self.state.set("wsclean_runs", int(self.state.get("wsclean_runs", 0)) + 1)
+        self.state.set("model_in_ms", prefix)
+        self.state.save()
+
+    # -- statistics rows -------------------------------------------------------------
+    def _record_row(self, row: dict[str, Any]) -> None:
+        rows = [r for r in self.state.data.setdefault("image_rows", [])
+                if not (r["step"] == row["step"] and r["role"] == row["role"] and r["path"] == row["path"])]
+        rows.append(row)
+        self.state.data["image_rows"] = rows
+        self.write_properties_csv()
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.state.data.get("image_rows", []))
+
+    def write_properties_csv(self) -> None:
+        """image_properties.csv: one row per image, identity columns first."""
+        rows = self.rows()
+        keys = list(ROW_KEYS) + [k for k in imstats.STAT_COLUMNS if k not in ROW_KEYS]
+        extra = sorted({k for r in rows for k in r} - set(keys))
+        path = self.root / "image_properties.csv"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys + extra, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        tmp.replace(path)
+
+    def write_gain_tables_json(self) -> None:
+        """gain_tables.json: per step, the tables and spwmaps applied."""
+        atomic_write_json(self.root / "gain_tables.json", self.state.get("applied", {}))
+
+    def remove(self, *paths: Path | str) -> None:
+        """Delete files or directories (ignore missing)."""
+        for p in paths:
+            p = Path(p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                p.unlink()
+
+    def dump(self, name: str, data: Any) -> None:
+        """Write a JSON side file in the dataset directory."""
+        (self.root / name).write_text(json.dumps(data, indent=1, default=str))

@@ -1,0 +1,246 @@
+"""The self-calibration ladder: p0, p1, p2 (+ shorter extension steps), ap1.
+
+Each step: pre image (model in MODEL_DATA; reused from the previous step when the imaging
+settings match), gaincal + applycal of the new chain, post image with the same settings,
+then the acceptance gate decides keep or revert (flags restored, last accepted chain
+re-applied). Chaining follows the seed: p0 and p1 solve from scratch (p1 discards p0),
+later phase steps and ap1 solve incrementally on the accepted chain.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+from . import calibration as cal
+from . import gate
+from .context import Context
+from .imaging import WSCleanOptions
+from .masks import grow_iterations, make_clean_mask
+from .spwmap import spwmap_for
+from .templates import (
+    StepParams,
+    ladder_for,
+    minblperant,
+    post_p0_faint_reimage,
+    select_template,
+    template_params,
+)
+
+log = logging.getLogger("selfcal_batch.pipeline")
+SCRATCH_STEPS = ("p0", "p1")
+
+
+def is_phase(step: str) -> bool:
+    return step.startswith("p")
+
+
+def params_for(ctx: Context, template: str, step: str) -> StepParams | None:
+    """The template's parameters for ``step`` (extension steps copy the last phase step)."""
+    table = template_params(template, ctx.instrument, ctx.cfg.band, ctx.cfg.templates.get(template))
+    if step in table:
+        return table[step]
+    ext = ctx.state.get("extensions", {}).get(step)
+    if ext:
+        base = table[ext["base"]]
+        return dataclasses.replace(base, solint=ext["solint"], combine=ext.get("combine", base.combine))
+    return None
+
+
+def imaging_options(ctx: Context, template: str, step: str, params: StepParams) -> WSCleanOptions:
+    """Imaging settings for a ladder step ('shared': one setup along the ladder)."""
+    src = params
+    if ctx.cfg.ladder_imaging == "shared":
+        table = template_params(template, ctx.instrument, ctx.cfg.band, ctx.cfg.templates.get(template))
+        src = table.get("p1") or table["p0"]
+    robust = src.robust
+    if step == "p0" and ctx.state.get("modified_robust") is not None:
+        robust = ctx.state.get("modified_robust")
+    return ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
+                            auto_threshold=params.nsigma_autothreshold, multiscale=src.with_multiscale,
+                            multiscale_scales=src.scales, taper_gaussian=src.uvtaper)
+
+
+def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str) -> str:
+    """A clean mask from an earlier image (seed rules); '' when no emission is found."""
+    grow = grow_iterations(step, image["stats"].get("inner_flux_f", math.nan), template)
+    res = make_clean_mask(image["image"], ctx.root / "masks" / f"{name}.mask.fits", sigma, grow)
+    return str(res.path) if res.path and not res.empty else ""
+
+
+def _current_column(chain: list[dict[str, Any]]) -> str:
+    return "CORRECTED_DATA" if chain else "DATA"
+
+
+def _apply(ctx: Context, chain: list[dict[str, Any]], label: str) -> list[Any]:
+    """applycal the chain (CORRECTED_DATA = DATA when empty is not needed: we image DATA)."""
+    if not chain:
+        return []
+    return ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
+                                       [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label=label)
+
+
+def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
+    """Run one ladder step; returns (status, record) with status done|skipped."""
+    st = ctx.state
+    template = st.get("template_initial") if step == "p0" else st.get("template_final")
+    if not template:
+        return "skipped", {"reason": "no template (test_image did not run)"}
+    extension = step in st.get("extensions", {})
+    if not extension and step not in ladder_for(template):
+        return "skipped", {"reason": f"not in template {template}"}
+    chain: list[dict[str, Any]] = st.get("chain", [])
+    if is_phase(step) and st.get("ladder_stopped"):
+        return "skipped", {"reason": f"phase ladder stopped after {st.get('ladder_stopped')} was reverted"}
+    if not is_phase(step) and ctx.cfg.gate.enabled and not chain:
+        return "skipped", {"reason": "no phase step was accepted"}
+    params = params_for(ctx, template, step)
+    assert params is not None
+    info = ctx.info
+    current = st.get("current") or st.get("test_image")
+    n_ant = info["n_antennas_present"] - len(st.get("bad_antennas", []))
+    scan_s = min(info["time_span_s"], info["time_on_source_s"]) / max(1, len(info["scans"]))
+    choice = gate.choose_solint(params.solint, params.combine, params.gaintype,
+                                image_snr=current["stats"]["snr"], n_antennas=n_ant, n_spw=len(info["spws"]),
+                                integration_s=info["integration_s"], scan_s=max(scan_s, info["integration_s"]),
+                                time_on_source_s=info["time_on_source_s"], cfg=ctx.cfg.solint)
+    if choice.skip:
+        log.info("%s %s: skipped: %s", ctx.name, step, choice.reason)
+        return "skipped", {"reason": choice.reason, "est_snr": choice.est_snr}
+    params = dataclasses.replace(params, solint=choice.solint, combine=choice.combine)
+    vis = str(ctx.work_ms)
+    flagver = f"pre_{step}"
+    rec: dict[str, Any] = {"template": template, "solint": choice.solint, "combine": choice.combine,
+                           "est_snr": round(choice.est_snr, 2), "solint_reason": choice.reason}
+    # Bring the MS to the state this step starts from (matters when resuming).
+    saved = st.data.setdefault("flag_versions", [])
+    calls = [cal.flagmanager_call(vis, "restore" if flagver in saved else "save", flagver)]
+    ctx.casa(calls, label=f"{step}-flags")
+    if flagver not in saved:
+        saved.append(flagver)
+        st.save()
+    if st.get("corrected_chain") != [c["table"] for c in chain] and chain:
+        _apply(ctx, chain, f"{step}-reapply")
+        st.set("corrected_chain", [c["table"] for c in chain])
+    column = _current_column(chain)
+    opts = imaging_options(ctx, template, step, params).replace(data_column=column, update_model=True)
+    # Pre image: reuse the current image when it shows this data with these settings.
+    if current.get("key") == list(opts.imaging_key()) and current.get("column") == column:
+        pre = current
+        if st.get("model_in_ms") != pre["prefix"]:
+            ctx.predict(pre["prefix"])
+    else:
+        mask = _mask_from(ctx, current, step, template, params.sigma_mask, f"{step}_pre")
+        prods, stats = ctx.image(opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
+                                 role="pre", template=template, sigma=6.0)
+        pre = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": stats,
+               "key": list(opts.imaging_key()), "column": column}
+    orig = st.data.setdefault("original_beam", {})
+    beam_key = repr(opts.imaging_key()[3:])
+    orig.setdefault(beam_key, pre["stats"]["beam_area_pix"])
+    # Solve and apply.
+    pre_apply = [] if step in SCRATCH_STEPS else chain
+    scan_spws = [s["spws"] for s in info["scans"]]
+    spw_ids = [s["id"] for s in info["spws"]]
+    new_map = spwmap_for(params.combine, scan_spws, spw_ids)
+    table = ctx.caltable(step)
+    ctx.remove(table)
+    gc = cal.gaincal_call(vis, table, solint=params.solint, calmode=params.calmode, gaintype=params.gaintype,
+                          combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
+                          minsnr=params.minsnr, minblperant=minblperant(step if not extension else "p2",
+                                                                       ctx.instrument),
+                          solnorm=False, gaintable=[c["table"] for c in pre_apply],
+                          spwmap=[c["spwmap"] for c in pre_apply], field="")
+    new_chain = list(pre_apply) + [{"step": step, "table": table, "spwmap": new_map}]
+    results = ctx.casa([gc, cal.applycal_call(vis, [c["table"] for c in new_chain],
+                                              [c["spwmap"] for c in new_chain], calwt=ctx.cfg.calwt)],
+                       label=f"{step}-solve")
+    st.set("corrected_chain", [c["table"] for c in new_chain])
+    st.save()
+    sols = gate.solution_stats_from_solvestats((results[0] or {}).get("solvestats", {}), info["antenna_names"])
+    rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
+    # Post image with the same settings, masked from the pre image.
+    mask = _mask_from(ctx, pre, step, template, params.sigma_mask, f"{step}_post")
+    prods, post_stats = ctx.image(opts.replace(name=ctx.img(f"{step}_post"), data_column="CORRECTED_DATA",
+                                               fits_mask=mask), step=step, role="post", template=template)
+    post = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": post_stats,
+            "key": list(opts.imaging_key()), "column": "CORRECTED_DATA"}
+    if ctx.cfg.gate.enabled:
+        decision = gate.evaluate_step(pre["stats"], post_stats, original_beam_area=orig[beam_key],
+                                      solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,
+                                      amplitude="a" in params.calmode,
+                                      exclude_antennas=set(st.get("bad_antennas", [])))
+    else:
+        decision = gate.GateDecision(True, (), {})
+    rec.update({"accepted": decision.accepted, "reason": decision.reason,
+                "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
+                "table": table, "spwmap": new_map, "pre_image": pre["image"], "post_image": post["image"],
+                "snr_pre": pre["stats"]["snr"], "snr_post": post_stats["snr"]})
+    if decision.accepted:
+        st.set("chain", new_chain)
+        st.set("current", post)
+        applied = st.data.setdefault("applied", {})
+        applied[step] = {"tables": [c["table"] for c in new_chain], "spwmaps": [c["spwmap"] for c in new_chain]}
+        log.info("%s %s: ACCEPTED (solint %s, SNR %.1f -> %.1f)", ctx.name, step, params.solint,
+                 pre["stats"]["snr"], post_stats["snr"])
+    else:
+        log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
+        ctx.casa([cal.flagmanager_call(vis, "restore", flagver)], label=f"{step}-revert")
+        _apply(ctx, chain, f"{step}-revert-apply")
+        st.set("corrected_chain", [c["table"] for c in chain])
+        st.set("current", pre)
+        if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject:
+            st.set("ladder_stopped", step)
+    ctx.write_gain_tables_json()
+    if step == "p0":
+        reselect(ctx)
+    return "done", rec
+
+
+def reselect(ctx: Context) -> None:
+    """Template re-selection after p0 from the newest image (seed §2.10)."""
+    st = ctx.state
+    current = st.get("current")
+    flux = 1000 * current["stats"]["total_flux_mask"]
+    robust = post_p0_faint_reimage(flux)
+    if robust is not None:
+        chain = st.get("chain", [])
+        opts = ctx.base_options(name=ctx.img("p0_faint_check"), robust=robust, auto_mask=4.0,
+                                auto_threshold=1.5, data_column=_current_column(chain))
+        _, stats = ctx.image(opts, step="p0", role="reselect", template=st.get("template_initial"))
+        flux = 1000 * stats["total_flux_mask"]
+    new = ctx.cfg.force_template or select_template(flux, tuple(ctx.cfg.template_thresholds_mjy))
+    if new != st.get("template_final"):
+        log.info("%s: template re-selected after p0: %s -> %s (%.2f mJy)", ctx.name,
+                 st.get("template_final"), new, flux)
+    st.set("template_final", new)
+    st.set("reselect_flux_mjy", flux)
+
+
+def plan_extension(ctx: Context, after: str) -> str | None:
+    """After the template's last phase step, the next shorter phase step (or None)."""
+    st = ctx.state
+    if st.get("ladder_stopped") or not ctx.cfg.solint.extend_ladder:
+        return None
+    template = st.get("template_final")
+    exts = st.data.setdefault("extensions", {})
+    rec = st.steps.get(after, {})
+    if not rec.get("accepted"):
+        return None
+    solint_s = gate.solint_seconds(rec["solint"], ctx.info["integration_s"], ctx.info["time_span_s"])
+    base = rec.get("base") or (after if after in ladder_for(template) else "p2")
+    n = len([s for s in exts]) + 1
+    if n > ctx.cfg.solint.max_extra_steps:
+        return None
+    params = params_for(ctx, template, base)
+    options = gate.extension_solints(solint_s, ctx.info["integration_s"], image_snr=st.get("current")["stats"]["snr"],
+                                     n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
+                                     time_on_source_s=ctx.info["time_on_source_s"],
+                                     gaintype=params.gaintype, cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
+    if not options:
+        return None
+    name = f"p{2 + n}"
+    exts[name] = {"base": base, "solint": options[0][0], "est_snr": options[0][1]}
+    st.save()
+    return name

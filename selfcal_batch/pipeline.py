@@ -1,0 +1,320 @@
+"""The per-dataset pipeline: a step machine with its state on disk.
+
+``run_dataset`` never raises for a problem with the data or a tool: it returns a
+``DatasetResult`` with status ``failed`` and a one-line reason (full traceback in
+``logs/pipeline.log``). Finished steps whose inputs are unchanged are skipped, so a
+crashed or killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import errno
+import json
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import ladder, process, steps_final, steps_prep
+from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
+from .context import Context
+from .errors import SelfcalBatchError
+from .state import atomic_write_json, chain_hash
+from .templates import TEMPLATE_TABLE_VERSION
+
+log = logging.getLogger("selfcal_batch.pipeline")
+
+LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
+               "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
+               "refantmode", "wsclean", "allow_negative")
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "startup": ("field", "spw", "timebin", "chanbin"),
+    "save_init_flags": ("statwt_init",),
+    "fov_image": ("imsize", "cell", "pixels_per_beam", "wsclean"),
+    "run_rflag_init": (),
+    "test_image": ("imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
+                   "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
+                   "template_thresholds_mjy", "wsclean", "allow_negative"),
+    "select_refant": ("refant", "refantmode"),
+    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt"),
+    "report_results": ("plots",),
+    "run_rflag_final": (),
+}
+#: State entries a step may change and that are rolled back before re-running it.
+SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
+                 "applied", "modified_robust", "test_image", "final")
+
+
+@dataclass
+class DatasetResult:
+    """One dataset's outcome (written to ``result.json``; one row of datasets.csv)."""
+
+    name: str
+    ms: str
+    status: str = "failed"
+    error: str = ""
+    template_initial: str = ""
+    template_final: str = ""
+    steps_run: list[str] = field(default_factory=list)
+    steps_accepted: list[str] = field(default_factory=list)
+    steps_reverted: list[str] = field(default_factory=list)
+    steps_skipped: list[str] = field(default_factory=list)
+    snr_initial: float = math.nan
+    snr_final: float = math.nan
+    dr_initial: float = math.nan
+    dr_final: float = math.nan
+    rms_initial: float = math.nan
+    rms_final: float = math.nan
+    peak_initial: float = math.nan
+    peak_final: float = math.nan
+    total_flux_initial: float = math.nan
+    total_flux_final: float = math.nan
+    wall_s: float = 0.0
+    final_ms: str = ""
+    final_image: str = ""
+    wsclean_runs: int = 0
+    time_wsclean_s: float = 0.0
+    time_casa_s: float = 0.0
+    time_python_s: float = 0.0
+    decisions: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly mapping (NaN -> None)."""
+        d = dataclasses.asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _step_func(step: str) -> Callable[[Context], Any]:
+    table: dict[str, Callable[[Context], Any]] = {
+        "startup": steps_prep.startup,
+        "save_init_flags": steps_prep.save_init_flags,
+        "fov_image": steps_prep.fov_image,
+        "run_rflag_init": lambda c: steps_prep.run_rflag(c, final=False),
+        "test_image": steps_prep.test_image,
+        "select_refant": steps_prep.select_refant,
+        "split_trial_1": steps_final.split_trial_1,
+        "report_results": steps_final.report_results,
+        "run_rflag_final": lambda c: steps_prep.run_rflag(c, final=True),
+    }
+    return table[step]
+
+
+def _config_part(cfg: PipelineConfig, step: str) -> dict[str, Any]:
+    keys = DEPENDS.get(step, LADDER_KEYS)
+    d = cfg.to_dict()
+    return {k: d.get(k) for k in keys}
+
+
+class _Runner:
+    """Runs the requested steps in order, skipping finished ones."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.prev_hash = chain_hash("", "dataset", str(ctx.ms), TEMPLATE_TABLE_VERSION)
+        self.upstream_ran = False
+
+    def run(self, step: str, func: Callable[[Context], Any]) -> None:
+        ctx, st = self.ctx, self.ctx.state
+        h = chain_hash(self.prev_hash, step, _config_part(ctx.cfg, step))
+        self.prev_hash = h
+        if st.is_done(step, h) and not self.upstream_ran:
+            return
+        snaps = st.data.setdefault("snapshots", {})
+        if step in snaps and not self.upstream_ran:
+            for k, v in snaps[step].items():
+                st.data[k] = copy.deepcopy(v)
+        else:
+            snaps[step] = {k: copy.deepcopy(st.data.get(k)) for k in SNAPSHOT_KEYS}
+        self.upstream_ran = True
+        st.start(step, h)
+        log.info("%s: step %s", ctx.name, step)
+        t0 = time.monotonic()
+        out = func(ctx)
+        status, info = out if isinstance(out, tuple) else ("done", out or {})
+        info["seconds"] = round(time.monotonic() - t0, 2)
+        st.finish(step, status, **info)
+
+
+def run_steps(ctx: Context) -> None:
+    """Execute the configured steps (with the ladder extension before ap1)."""
+    cfg, st = ctx.cfg, ctx.state
+    requested = [STEP_ALIASES.get(s, s) for s in cfg.steps]
+    order = [s for s in STEP_NAMES if s in requested]
+    if "startup" in st.steps and not ctx.work_ms.exists() and any(s != "report_results" for s in order):
+        st.invalidate_from(list(st.steps), next(iter(st.steps)))
+    runner = _Runner(ctx)
+    last_phase = [s for s in order if ladder.is_phase(s)][-1:]
+    for step in order:
+        if step == "ap1":
+            _run_extensions(ctx, runner)
+        if step in ("p0", "p1", "p2", "ap1"):
+            runner.run(step, lambda c, s=step: _calibration_step(c, s))
+        else:
+            runner.run(step, _step_func(step))
+        if [step] == last_phase and "ap1" not in order:
+            _run_extensions(ctx, runner)
+
+
+def _calibration_step(ctx: Context, step: str) -> Any:
+    if step == "ap1" and ctx.state.get("chain"):
+        steps_final.split_before_ap1(ctx)
+    return ladder.run_step(ctx, step)
+
+
+def _run_extensions(ctx: Context, runner: _Runner) -> None:
+    """Shorter phase steps after the template's ladder, while each passes the gate."""
+    st = ctx.state
+    template = st.get("template_final")
+    if not template:
+        return
+    phase = [s for s in ladder.ladder_for(template) if ladder.is_phase(s)]
+    last = phase[-1] if phase else None
+    if last is None or st.steps.get(last, {}).get("status") != "done":
+        return
+    done_ext = list(st.get("extensions", {}))
+    i = 0
+    while True:
+        if i < len(done_ext):
+            name = done_ext[i]
+        else:
+            name = ladder.plan_extension(ctx, last)
+            if name is None:
+                break
+        runner.run(name, lambda c, s=name: ladder.run_step(c, s))
+        rec = st.steps.get(name, {})
+        if not rec.get("accepted"):
+            break
+        last = name
+        i += 1
+
+
+def build_result(ctx: Context, status: str, error: str, wall: float, timing: dict[str, float]) -> DatasetResult:
+    """Collect the DatasetResult from the state."""
+    st = ctx.state
+    res = DatasetResult(name=ctx.name, ms=str(ctx.ms), status=status, error=error, wall_s=round(wall, 2))
+    res.template_initial = st.get("template_initial") or ""
+    res.template_final = st.get("template_final") or ""
+    for step, rec in st.steps.items():
+        if not (ladder.is_phase(step) or step.startswith("ap")):
+            continue
+        if rec.get("status") == "done":
+            res.steps_run.append(step)
+            (res.steps_accepted if rec.get("accepted") else res.steps_reverted).append(step)
+        elif rec.get("status") == "skipped":
+            res.steps_skipped.append(step)
+        res.decisions[step] = {k: rec.get(k) for k in ("status", "accepted", "reason", "solint", "combine",
+                                                         "est_snr", "solint_reason", "flagged_solutions")
+                               if rec.get(k) not in (None, "")}
+    init = (st.get("test_image") or {}).get("stats") or {}
+    fin = (st.get("final") or {}).get("stats") or {}
+    for suffix, s in (("initial", init), ("final", fin)):
+        setattr(res, f"snr_{suffix}", float(s.get("snr", math.nan)))
+        setattr(res, f"dr_{suffix}", float(s.get("dynamic_range", math.nan)))
+        setattr(res, f"rms_{suffix}", float(s.get("rms_offsource", math.nan)))
+        setattr(res, f"peak_{suffix}", float(s.get("peak", math.nan)))
+        setattr(res, f"total_flux_{suffix}", float(s.get("total_flux_mask", math.nan)))
+    if ctx.final_ms.exists():
+        res.final_ms = str(ctx.final_ms)
+    if (ctx.root / "final-image.fits").exists():
+        res.final_image = str(ctx.root / "final-image.fits")
+    res.wsclean_runs = int(st.get("wsclean_runs", 0))
+    res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)
+    res.time_casa_s = round(timing.get("casa", 0.0), 2)
+    res.time_python_s = round(max(0.0, wall - res.time_wsclean_s - res.time_casa_s), 2)
+    return res
+
+
+def _one_line(exc: BaseException, step: str) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"disk full while running step {step}: {exc.filename or ''}".strip()
+    from .errors import DatasetError
+
+    text = exc.problem if isinstance(exc, DatasetError) else str(exc)
+    msg = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if isinstance(exc, SelfcalBatchError):
+        return f"{step}: {msg}"
+    return f"{step}: internal error {type(exc).__name__}: {msg}"
+
+
+def run_dataset(
+    name: str,
+    ms: str | Path,
+    config: PipelineConfig,
+    out_dir: str | Path,
+    *,
+    threads: int | None = None,
+    restart: bool = False,
+    restart_from: str | None = None,
+) -> DatasetResult:
+    """Self-calibrate one MS into ``<out_dir>/datasets/<name>/``; never raises for bad data."""
+    t0 = time.monotonic()
+    root = Path(out_dir).resolve() / "datasets" / name
+    if restart and root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
+    handler = logging.FileHandler(root / "logs" / "pipeline.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    pkg_log = logging.getLogger("selfcal_batch")
+    pkg_log.addHandler(handler)
+    if pkg_log.level == logging.NOTSET or pkg_log.level > logging.INFO:
+        pkg_log.setLevel(logging.INFO)
+    before = dict(process.TOOL_SECONDS)
+    ctx: Context | None = None
+    status, error, step = "finished", "", "setup"
+    try:
+        ctx = Context(name=name, ms=Path(ms).resolve(), cfg=config, root=root,
+                      threads=threads or config.threads)
+        ctx.state.set("config", config.to_dict())
+        ctx.state.set("name", name)
+        ctx.state.set("ms", str(Path(ms).resolve()))
+        if restart_from:
+            restart_from = STEP_ALIASES.get(restart_from, restart_from)
+            keys = list(ctx.state.steps)
+            if restart_from in keys:
+                ctx.state.invalidate_from(keys, restart_from)
+        ctx.state.save()
+        run_steps(ctx)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (reported as the dataset's failure)
+        step = ctx.state.get("current_step") or step if ctx else step
+        status, error = "failed", _one_line(exc, step)
+        log.error("%s: FAILED: %s\n%s", name, error, traceback.format_exc())
+        if isinstance(exc, SystemExit):
+            raise
+    finally:
+        pkg_log.removeHandler(handler)
+        handler.close()
+    timing = {k: process.TOOL_SECONDS.get(k, 0.0) - before.get(k, 0.0) for k in ("wsclean", "casa")}
+    wall = time.monotonic() - t0
+    if ctx is None:
+        res = DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
+    else:
+        if status == "finished":
+            ctx.state.set("current_step", "")
+            if not ctx.cfg.keep_work_ms:
+                ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
+        ctx.state.set("status", status)
+        ctx.state.set("error", error)
+        ctx.state.save()
+        res = build_result(ctx, status, error, wall, timing)
+    try:
+        atomic_write_json(root / "result.json", res.to_dict())
+    except OSError as exc:
+        log.error("%s: cannot write result.json: %s", name, exc)
+    return res
+
+
+def load_result(root: Path) -> dict[str, Any] | None:
+    """Read a dataset's result.json (None if absent or unreadable)."""
+    try:
+        return json.loads((Path(root) / "result.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

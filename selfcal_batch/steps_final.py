@@ -1,0 +1,95 @@
+"""Final steps: split of the calibrated data, final image, per-dataset report."""
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+from . import calibration as cal
+from .context import Context
+from .imaging import WSCleanOptions
+
+log = logging.getLogger("selfcal_batch.pipeline")
+
+
+def final_options(ctx: Context, name: str, column: str = "DATA") -> WSCleanOptions:
+    """The seed's final-image settings (robust 0.5, multiscale, auto-mask 4 / threshold 1.5)."""
+    cfg = ctx.cfg
+    return ctx.base_options(name=ctx.img(name), robust=cfg.final_robust, multiscale=cfg.final_multiscale,
+                            niter=cfg.final_niter, auto_mask=4.0, auto_threshold=1.5, data_column=column,
+                            negative=True)
+
+
+def split_before_ap1(ctx: Context) -> str:
+    """Keep the phase-only calibrated data (seed: ``<ms>_p_trial_1.ms``)."""
+    out = ctx.root / "phase_only.ms"
+    if ctx.state.get("chain") and not out.exists():
+        ctx.casa([cal.task("split", vis=str(ctx.work_ms), outputvis=str(out), datacolumn="corrected",
+                           keepflags=True)], label="split-phase-only")
+    return str(out)
+
+
+def split_trial_1(ctx: Context) -> dict[str, Any]:
+    """final.ms = calibrated visibilities in DATA (+ statwt); final-image.fits from it."""
+    st = ctx.state
+    chain = st.get("chain", [])
+    if chain and st.get("corrected_chain") != [c["table"] for c in chain]:
+        ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
+                                    [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label="final-apply")
+        st.set("corrected_chain", [c["table"] for c in chain])
+    tmp = ctx.root / "final.ms.partial"
+    ctx.remove(tmp, ctx.final_ms)
+    calls = [cal.task("split", vis=str(ctx.work_ms), outputvis=str(tmp),
+                      datacolumn="corrected" if chain else "data", keepflags=True)]
+    if ctx.cfg.statwt_final:
+        calls.append(cal.task("statwt", vis=str(tmp), statalg="chauvenet", timebin="12s", datacolumn="data"))
+    ctx.casa(calls, label="final-split")
+    tmp.rename(ctx.final_ms)
+    products, stats = ctx.image(final_options(ctx, "final"), step="final", role="final",
+                                template=st.get("template_final", ""), ms=ctx.final_ms)
+    shutil.copyfile(products.image, ctx.root / "final-image.fits")
+    st.set("final", {"image": products.image, "stats": stats})
+    log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
+             stats["dynamic_range"], stats["peak"])
+    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits")}
+
+
+def report_results(ctx: Context) -> dict[str, Any]:
+    """Per-dataset plots: solution SNR histograms, gains, and the summary figure."""
+    if not ctx.cfg.plots:
+        return {"plots": []}
+    from . import plots
+
+    made: list[str] = []
+    names = ctx.info.get("antenna_names")
+    for step, rec in ctx.state.steps.items():
+        table = rec.get("table") if isinstance(rec, dict) else None
+        if not table or rec.get("status") != "done":
+            continue
+        try:
+            out = ctx.root / "plots" / f"{step}_snr.png"
+            plots.plot_solution_snr_hist(table, out, minsnr=1.0)
+            made.append(str(out))
+            out = ctx.root / "plots" / f"{step}_gains.png"
+            plots.plot_gains(table, out, antenna_names=names, amplitude=step.startswith("a"))
+            made.append(str(out))
+        except Exception as exc:  # noqa: BLE001  (a plot must never fail the dataset)
+            log.warning("%s: plot of %s failed: %s", ctx.name, step, exc)
+    images = {}
+    test = ctx.state.get("test_image") or {}
+    if test.get("image"):
+        images["initial"] = test["image"]
+    final = ctx.state.get("final") or {}
+    if final.get("image"):
+        images["final"] = final["image"]
+    try:
+        out = ctx.root / "plots" / "summary.png"
+        plots.plot_summary(out, ctx.rows(), images)
+        made.append(str(out))
+        for label, img in images.items():
+            thumb = ctx.root / "plots" / f"thumb_{label}.png"
+            plots.thumbnail(img, thumb)
+            made.append(str(thumb))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s: summary plot failed: %s", ctx.name, exc)
+    return {"plots": made}

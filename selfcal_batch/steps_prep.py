@@ -1,0 +1,161 @@
+"""Preparation steps: startup (working copy), flags, FOV/test images, template, refant."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from . import calibration as cal
+from .context import Context
+from .errors import CasaTaskError, DatasetError
+from .refant import rank_refants
+from .templates import (
+    measurement_sigma,
+    select_template,
+    test_image_faint_reimage,
+)
+
+log = logging.getLogger("selfcal_batch.pipeline")
+
+
+def inspect(ctx: Context, vis: Path, field: str = "") -> dict[str, Any]:
+    """Describe an MS in the CASA child; a bad MS becomes a one-line DatasetError."""
+    try:
+        return ctx.casa([cal.job("inspect_ms", vis=str(vis), field=field)], label="inspect")[0]
+    except CasaTaskError as exc:
+        msg = str(exc)
+        msg = msg.split("inspect_ms: ", 1)[-1].replace("ValueError: ", "")
+        raise DatasetError(ctx.name, msg) from None
+
+
+def startup(ctx: Context) -> dict[str, Any]:
+    """Validate the input MS and make the private working copy (the input is only read)."""
+    src = ctx.ms
+    if not src.exists():
+        raise DatasetError(ctx.name, f"MS not found: {src}")
+    if not (src / "table.dat").exists():
+        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
+    src_info = inspect(ctx, src, ctx.cfg.field)
+    ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
+    split_kw: dict[str, Any] = dict(vis=str(src), outputvis=str(ctx.work_ms), datacolumn="data",
+                                    field=ctx.cfg.field, spw=ctx.cfg.spw, keepflags=True)
+    if ctx.cfg.timebin:
+        split_kw["timebin"] = ctx.cfg.timebin
+    if ctx.cfg.chanbin > 1:
+        split_kw["width"] = ctx.cfg.chanbin
+    ctx.casa([cal.task("split", **split_kw)], label="working-copy")
+    info = inspect(ctx, ctx.work_ms)
+    info["input"] = {k: src_info[k] for k in ("nrows", "flagged_fraction", "n_antennas_present")}
+    if info["n_antennas_present"] < 4:
+        raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
+                                     "self-calibration needs at least 4")
+    ctx.state.set("msinfo", info)
+    log.info("%s: working copy %s: %d rows, %d antennas, %d spws, %.0f s on source, %.1f%% flagged",
+             ctx.name, ctx.work_ms.name, info["nrows"], info["n_antennas_present"], len(info["spws"]),
+             info["time_on_source_s"], 100 * info["flagged_fraction"])
+    return {"work_ms": str(ctx.work_ms)}
+
+
+def save_init_flags(ctx: Context) -> dict[str, Any]:
+    """Save the 'Original' flag version (and run statwt if configured)."""
+    calls = [cal.flagmanager_call(str(ctx.work_ms), "save", "Original", "Original flags")]
+    if ctx.cfg.statwt_init:
+        calls.append(cal.task("statwt", vis=str(ctx.work_ms), datacolumn="data"))
+    ctx.casa(calls, label="init-flags")
+    return {"statwt": ctx.cfg.statwt_init}
+
+
+def fov_image(ctx: Context) -> dict[str, Any]:
+    """A wide, shallow image of DATA to look for confusing sources (seed: 8192 px, niter 100)."""
+    size = min(4096, 4 * ctx.cfg.imsize)
+    cell_value = float(ctx.cell().replace("arcsec", ""))
+    opts = ctx.base_options(name=ctx.img("fov"), size=size, scale=f"{2 * cell_value:.4g}arcsec",
+                            niter=100, robust=0.5, auto_mask=8.0, auto_threshold=3.0)
+    products, stats = ctx.image(opts, step="fov_image", role="fov")
+    return {"image": products.image}
+
+
+def run_rflag(ctx: Context, final: bool = False) -> dict[str, Any]:
+    """tfcrop (init: DATA) or rflag+tfcrop (final: residual) flagging, then extend."""
+    vis = str(ctx.final_ms if final else ctx.work_ms)
+    name = "final" if final else "init"
+    calls = [cal.flagmanager_call(vis, "save", f"before_rflag_{name}")]
+    if final:
+        calls.append(cal.task("flagdata", vis=vis, mode="rflag", datacolumn="data", ntime="6min",
+                              combinescans=False, winsize=5, timedevscale=2.5, freqdevscale=2.5,
+                              action="apply", flagbackup=False))
+    calls.append(cal.task("flagdata", vis=vis, mode="tfcrop", datacolumn="data", ntime="scan",
+                          combinescans=False, winsize=5, timecutoff=2.5, freqcutoff=2.5, maxnpieces=5,
+                          flagnearfreq=False, flagneartime=False, action="apply", flagbackup=False))
+    calls.append(cal.task("flagdata", vis=vis, mode="extend", growtime=80.0, growfreq=80.0,
+                          growaround=True, extendpols=False, action="apply", flagbackup=False))
+    calls.append(cal.job("flag_fraction", vis=vis))
+    frac = ctx.casa(calls, label=f"rflag-{name}")[-1]
+    return {"flagged_fraction": frac}
+
+
+def test_image(ctx: Context) -> dict[str, Any]:
+    """Image DATA, measure the masked flux and select the template (seed rules)."""
+    cfg = ctx.cfg
+    if cfg.test_imaging == "final":
+        from .steps_final import final_options
+
+        opts = final_options(ctx, "test_image").replace(taper_gaussian=cfg.test_uvtaper)
+    else:
+        opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,
+                                auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
+    products, stats = ctx.image(opts, step="test_image", role="test", sigma=8.0)
+    flux = 1000 * stats["total_flux_mask"]
+    sigma = measurement_sigma("test_image", flux)
+    if sigma != 8.0:
+        from . import imstats
+
+        stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
+        flux = 1000 * stats["total_flux_mask"]
+    modified_robust = None
+    re = test_image_faint_reimage(flux, opts.robust, cfg.test_uvtaper)
+    if re is not None:
+        modified_robust = re["robust"] if not re.get("uvtaper") else None
+        opts2 = ctx.base_options(name=ctx.img("test_image_faint"), robust=re["robust"],
+                                 taper_gaussian=re.get("uvtaper", ""), auto_mask=4.0, auto_threshold=1.5)
+        products, stats = ctx.image(opts2, step="test_image", role="test", sigma=8.0)
+        flux = 1000 * stats["total_flux_mask"]
+    template = cfg.force_template or select_template(flux, tuple(cfg.template_thresholds_mjy))
+    ctx.state.set("template_initial", template)
+    ctx.state.set("template_final", template)
+    ctx.state.set("modified_robust", modified_robust)
+    ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats})
+    log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
+             " (forced)" if cfg.force_template else "")
+    return {"template": template, "flux_mjy": flux, "image": products.image}
+
+
+def select_refant(ctx: Context) -> dict[str, Any]:
+    """Rank antennas by the fraction of good phase solutions (per antenna id)."""
+    info = ctx.info
+    names = info["antenna_names"]
+    table = str(ctx.root / "caltables" / "find_refant.phase")
+    ctx.remove(table)
+    ctx.casa([cal.task("gaincal", vis=str(ctx.work_ms), caltable=table, field="", refantmode="flex",
+                       solint="inf", minblperant=3, gaintype="G", calmode="p")], label="find-refant")
+    from casacore.tables import table as ctable
+
+    with ctable(table, ack=False) as t:
+        a1 = t.getcol("ANTENNA1")
+        flags = t.getcol("FLAG")
+        snr = t.getcol("SNR")
+    ranking = rank_refants(a1, flags, names, snr)
+    good = {}
+    for aid in sorted(set(int(a) for a in a1)):
+        sel = a1 == aid
+        good[names[aid]] = float(1.0 - flags[sel].mean()) if sel.any() else 0.0
+    for aid in info["antennas_present"]:
+        good.setdefault(names[aid], 0.0)
+    refant = ctx.cfg.refant or ",".join(ranking)
+    bad = sorted(a for a, f in good.items() if f < 0.5)
+    ctx.state.set("refant", refant)
+    ctx.state.set("antenna_good_fraction", good)
+    ctx.state.set("bad_antennas", bad)
+    log.info("%s: refant ranking %s%s", ctx.name, ",".join(ranking[:5]),
+             f"; bad antennas: {', '.join(bad)}" if bad else "")
+    return {"refant": refant.split(",")[0], "bad_antennas": bad}
