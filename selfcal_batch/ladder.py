@@ -15,6 +15,7 @@ from typing import Any
 
 from . import calibration as cal
 from . import gate
+from .chaining import chain_after, chain_after_decision, pre_apply_chain
 from .context import Context
 from .imaging import WSCleanOptions
 from .masks import grow_iterations, make_clean_mask
@@ -29,7 +30,6 @@ from .templates import (
 )
 
 log = logging.getLogger("selfcal_batch.pipeline")
-SCRATCH_STEPS = ("p0", "p1")
 
 
 def is_phase(step: str) -> bool:
@@ -140,7 +140,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     beam_key = repr(opts.imaging_key()[3:])
     orig.setdefault(beam_key, pre["stats"]["beam_area_pix"])
     # Solve and apply.
-    pre_apply = [] if step in SCRATCH_STEPS else chain
+    pre_apply = pre_apply_chain(step, chain)
     scan_spws = [s["spws"] for s in info["scans"]]
     spw_ids = [s["id"] for s in info["spws"]]
     new_map = spwmap_for(params.combine, scan_spws, spw_ids)
@@ -152,7 +152,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                                                                        ctx.instrument),
                           solnorm=False, gaintable=[c["table"] for c in pre_apply],
                           spwmap=[c["spwmap"] for c in pre_apply], field="")
-    new_chain = list(pre_apply) + [{"step": step, "table": table, "spwmap": new_map}]
+    new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
     results = ctx.casa([gc, cal.applycal_call(vis, [c["table"] for c in new_chain],
                                               [c["spwmap"] for c in new_chain], calwt=ctx.cfg.calwt)],
                        label=f"{step}-solve")
@@ -177,8 +177,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": table, "spwmap": new_map, "pre_image": pre["image"], "post_image": post["image"],
                 "snr_pre": pre["stats"]["snr"], "snr_post": post_stats["snr"]})
+    st.set("chain", chain_after_decision(chain, new_chain, decision.accepted))
     if decision.accepted:
-        st.set("chain", new_chain)
         st.set("current", post)
         applied = st.data.setdefault("applied", {})
         applied[step] = {"tables": [c["table"] for c in new_chain], "spwmaps": [c["spwmap"] for c in new_chain]}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from . import calibration as cal
@@ -38,13 +39,17 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
                                     [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label="final-apply")
         st.set("corrected_chain", [c["table"] for c in chain])
     tmp = ctx.root / "final.ms.partial"
-    ctx.remove(tmp, ctx.final_ms)
+    ctx.remove(tmp, ctx.final_ms, Path(str(tmp) + ".flagversions"), Path(str(ctx.final_ms) + ".flagversions"))
     calls = [cal.task("split", vis=str(ctx.work_ms), outputvis=str(tmp),
                       datacolumn="corrected" if chain else "data", keepflags=True)]
     if ctx.cfg.statwt_final:
         calls.append(cal.task("statwt", vis=str(tmp), statalg="chauvenet", timebin="12s", datacolumn="data"))
     ctx.casa(calls, label="final-split")
     tmp.rename(ctx.final_ms)
+    flagv = Path(str(tmp) + ".flagversions")
+    if flagv.exists():
+        ctx.remove(Path(str(ctx.final_ms) + ".flagversions"))
+        flagv.rename(str(ctx.final_ms) + ".flagversions")
     products, stats = ctx.image(final_options(ctx, "final"), step="final", role="final",
                                 template=st.get("template_final", ""), ms=ctx.final_ms)
     shutil.copyfile(products.image, ctx.root / "final-image.fits")

@@ -1,0 +1,137 @@
+"""Acceptance gate, solution-interval and chaining logic (pure numbers, nothing run)."""
+import math
+
+import pytest
+
+from selfcal_batch import gate
+from selfcal_batch.chaining import chain_after, chain_after_decision, pre_apply_chain
+from selfcal_batch.config import GateConfig, SolintConfig
+
+CFG = GateConfig()
+PRE = {"snr": 100.0, "rms_offsource": 1e-3, "beam_area_pix": 30.0, "total_flux_mask": 0.1}
+
+
+def _sols(**per):
+    return gate.SolutionStats({a: v for a, v in per.items()})
+
+
+def test_accepts_improvement():
+    post = dict(PRE, snr=150.0, rms_offsource=0.8e-3)
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=_sols(a=(10, 10), b=(10, 9)),
+                           est_snr=4.0, cfg=CFG)
+    assert d.accepted and d.reason == ""
+    assert d.metrics["snr_ratio"] == pytest.approx(1.5)
+
+
+def test_rejects_snr_drop():
+    d = gate.evaluate_step(PRE, dict(PRE, snr=95.0), original_beam_area=30.0, solutions=None, est_snr=4.0, cfg=CFG)
+    assert not d.accepted and "SNR decreased" in d.reason
+
+
+def test_rms_rise_tolerated_only_at_high_estimated_snr():
+    post = dict(PRE, snr=120.0, rms_offsource=1.2e-3)
+    low = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=3.0, cfg=CFG)
+    high = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=8.0, cfg=CFG)
+    assert not low.accepted and "rms rose 20.0%" in low.reason
+    assert high.accepted
+
+
+def test_beam_compared_with_original_not_previous():
+    post = dict(PRE, snr=120.0, beam_area_pix=31.0)
+    d = gate.evaluate_step(dict(PRE, beam_area_pix=31.0), post, original_beam_area=29.0, solutions=None,
+                           est_snr=4.0, cfg=CFG)
+    assert not d.accepted and "beam area" in d.reason
+
+
+def test_flagged_solutions_and_antenna_loss():
+    post = dict(PRE, snr=120.0)
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=_sols(a=(10, 7), b=(10, 7)),
+                           est_snr=4.0, cfg=CFG)
+    assert not d.accepted and "30% of solutions flagged" in d.reason
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0,
+                           solutions=_sols(**{f"a{i}": (10, 10) for i in range(20)}, bad=(10, 2)),
+                           est_snr=4.0, cfg=CFG)
+    assert not d.accepted and "antenna bad lost 80%" in d.reason
+
+
+def test_known_bad_antenna_is_excluded():
+    post = dict(PRE, snr=120.0)
+    sols = _sols(**{f"a{i}": (10, 10) for i in range(20)}, dead=(10, 0))
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=sols, est_snr=4.0, cfg=CFG,
+                           exclude_antennas={"dead"})
+    assert d.accepted
+
+
+def test_amplitude_step_flux_change_rejected():
+    post = dict(PRE, snr=110.0, total_flux_mask=0.088)
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=9.0, cfg=CFG, amplitude=True)
+    assert not d.accepted and "integrated flux changed -12.0%" in d.reason
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=9.0, cfg=CFG)
+    assert d.accepted  # phase steps do not test the flux
+
+
+def test_nan_snr_is_rejected():
+    d = gate.evaluate_step(PRE, dict(PRE, snr=math.nan), original_beam_area=30.0, solutions=None,
+                           est_snr=1.0, cfg=CFG)
+    assert not d.accepted
+
+
+def test_solvestats_parsing():
+    ss = {"spw0": {"ant0": {"data_unflagged": [2], "above_minsnr": [2]},
+                   "ant2": {"data_unflagged": [2], "above_minsnr": [0]}},
+          "spw1": {"ant0": {"data_unflagged": [2], "above_minsnr": [1]}}}
+    s = gate.solution_stats_from_solvestats(ss, ["ea01", "ea02", "ea03"])
+    assert s.per_antenna == {"ea01": (4, 3), "ea03": (2, 0)}
+    assert s.flagged_fraction == pytest.approx(0.5)
+
+
+def test_solution_snr_estimate_formula():
+    # auto_selfcal: SNR / (sqrt(N-3) * sqrt(T/solint))
+    assert gate.estimate_solution_snr(100.0, 28, 1200.0, 60.0) == pytest.approx(100 / (5 * math.sqrt(20)))
+    assert gate.estimate_solution_snr(100.0, 3, 1200.0, 60.0) == 0.0
+
+
+KW = dict(n_antennas=28, n_spw=2, integration_s=10.0, scan_s=1200.0, time_on_source_s=1200.0)
+
+
+def test_solint_kept_when_snr_suffices():
+    c = gate.choose_solint("60s", "", "T", image_snr=500.0, cfg=SolintConfig(), **KW)
+    assert (c.solint, c.combine, c.skip) == ("60s", "", False)
+
+
+def test_solint_lengthened_then_combined_then_skipped():
+    c = gate.choose_solint("60s", "", "T", image_snr=40.0, cfg=SolintConfig(), **KW)
+    assert not c.skip and gate.solint_seconds(c.solint, 10, 1200) > 60 and c.est_snr >= 3
+    assert "lengthened" in c.reason
+    c = gate.choose_solint("60s", "", "T", image_snr=5.0, cfg=SolintConfig(), **KW)
+    assert c.skip and "estimated solution SNR" in c.reason
+
+
+def test_solint_snr_based_off_keeps_template():
+    c = gate.choose_solint("60s", "", "T", image_snr=1.0, cfg=SolintConfig(snr_based=False), **KW)
+    assert c.solint == "60s" and not c.skip
+
+
+def test_extension_halves_to_integration_time():
+    out = gate.extension_solints(48.0, 10.0, image_snr=5000.0, n_antennas=27, time_on_source_s=1200.0,
+                                 gaintype="T", cfg=SolintConfig())
+    assert [s for s, _ in out] == ["24s", "12s", "int"]
+    assert gate.extension_solints(48.0, 10.0, image_snr=20.0, n_antennas=27, time_on_source_s=1200.0,
+                                  gaintype="T", cfg=SolintConfig()) == []
+    assert gate.extension_solints(48.0, 10.0, image_snr=5000.0, n_antennas=27, time_on_source_s=1200.0,
+                                  gaintype="T", cfg=SolintConfig(extend_ladder=False)) == []
+
+
+def test_chaining_follows_the_seed():
+    p0 = {"step": "p0", "table": "p0.G"}
+    p1 = {"step": "p1", "table": "p1.G"}
+    p2 = {"step": "p2", "table": "p2.G"}
+    ap1 = {"step": "ap1", "table": "ap1.G"}
+    assert pre_apply_chain("p1", [p0]) == []                 # p1 discards p0
+    assert chain_after("p1", [p0], p1) == [p1]
+    assert pre_apply_chain("p2", [p1]) == [p1]                # p2 incremental on p1
+    assert chain_after("p2", [p1], p2) == [p1, p2]
+    assert chain_after("ap1", [p1, p2], ap1) == [p1, p2, ap1]
+    assert chain_after("ap1", [p0], ap1) == [p0, ap1]         # very_faint: p0 -> ap1
+    assert chain_after_decision([p1], [p1, p2], keep=False) == [p1]
+    assert chain_after_decision([p1], [p1, p2], keep=True) == [p1, p2]
