@@ -1,0 +1,310 @@
+"""Survey plots (matplotlib Agg, no pyplot): every function writes one PNG and returns it.
+
+Each plot is drawn even with no usable data (a labelled "no data" figure), so the report
+never links a missing file; :func:`survey_plots` additionally isolates failures per plot.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from .aggregate import Survey, ratio
+
+log = logging.getLogger(__name__)
+PLOT_FILES = {
+    "dr_before_after": "dr_before_after.png",
+    "snr_gain_vs_flux": "snr_gain_vs_flux.png",
+    "snr_steps": "snr_steps.png",
+    "template_usage": "template_usage.png",
+    "wall_time": "wall_time.png",
+    "thumbnails": "thumbnails.png",
+}
+TIME_PARTS = (("time_wsclean_s", "WSClean", "tab:blue"), ("time_casa_s", "CASA", "tab:orange"),
+              ("time_python_s", "Python", "tab:green"))
+
+
+def save(fig: Figure, out_png: Path, dpi: int = 100) -> Path:
+    """Render atomically (temporary file, then rename)."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}")
+    FigureCanvasAgg(fig)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp, out_png)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_png
+
+
+def message_figure(out_png: Path, title: str, text: str) -> Path:
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_axis_off()
+    return save(fig, out_png)
+
+
+def colours(keys: Sequence[str]) -> dict[str, Any]:
+    cmap = matplotlib.colormaps["tab10" if len(keys) <= 10 else "tab20"]
+    return {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
+
+
+def _num(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").astype(float).to_numpy()
+
+
+def _positive(*arrays: np.ndarray) -> np.ndarray:
+    ok = np.ones(len(arrays[0]), bool)
+    for a in arrays:
+        ok &= np.isfinite(a) & (a > 0)
+    return ok
+
+
+# ---------------------------------------------------------------------------- plots
+def plot_dr_before_after(ds: pd.DataFrame, out_png: Path) -> Path:
+    """Final vs initial dynamic range (log-log), coloured by initial template, 1:1 line."""
+    title = "Dynamic range before vs after self-calibration"
+    x, y = _num(ds, "dr_initial"), _num(ds, "dr_final")
+    ok = _positive(x, y)
+    if not ok.any():
+        return message_figure(out_png, title, "no dataset has both an initial and a final dynamic range")
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.add_subplot()
+    tmpl = ds["template_initial"].replace("", "(none)").to_numpy()
+    cmap = colours(sorted(set(tmpl[ok])))
+    for t, c in cmap.items():
+        m = ok & (tmpl == t)
+        ax.scatter(x[m], y[m], color=c, label=t, s=40, edgecolor="k", linewidth=0.5, zorder=3)
+    if ok.sum() <= 30:
+        for xi, yi, n in zip(x[ok], y[ok], ds["name"].to_numpy()[ok]):
+            ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    lo, hi = min(x[ok].min(), y[ok].min()) / 1.5, max(x[ok].max(), y[ok].max()) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), title=title,
+           xlabel="initial dynamic range (test image)", ylabel="final dynamic range")
+    ax.legend(title="template (initial)", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return save(fig, out_png)
+
+
+def plot_snr_gain_vs_flux(ds: pd.DataFrame, out_png: Path, thresholds_mjy: Sequence[float]) -> Path:
+    """SNR gain vs initial total flux (mJy, log x) with the template thresholds marked."""
+    title = "SNR gain vs initial flux density"
+    flux = _num(ds, "total_flux_initial") * 1e3
+    gain = ratio(ds, "snr_final", "snr_initial").to_numpy(dtype=float)
+    ok = _positive(flux, gain)
+    fig = Figure(figsize=(7, 5))
+    ax = fig.add_subplot()
+    if ok.any():
+        tmpl = ds["template_initial"].replace("", "(none)").to_numpy()
+        for t, c in colours(sorted(set(tmpl[ok]))).items():
+            m = ok & (tmpl == t)
+            ax.scatter(flux[m], gain[m], color=c, label=t, s=40, edgecolor="k", linewidth=0.5, zorder=3)
+        if ok.sum() <= 30:
+            for xi, yi, n in zip(flux[ok], gain[ok], ds["name"].to_numpy()[ok]):
+                ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        xs = np.concatenate([flux[ok], np.asarray(thresholds_mjy, float)])
+        ax.set_xlim(xs.min() / 2, xs.max() * 2)
+    else:
+        ax.text(0.5, 0.6, "no dataset has an initial flux and an SNR gain", ha="center",
+                transform=ax.transAxes)
+        ax.set_xlim(min(thresholds_mjy) / 2, max(thresholds_mjy) * 2)
+    for t in thresholds_mjy:
+        ax.axvline(t, color="grey", ls=":", lw=1)
+        ax.text(t, 1.0, f" {t:g} mJy", rotation=90, va="top", ha="right", fontsize=7, color="grey",
+                transform=ax.get_xaxis_transform())
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(xscale="log", title=title, xlabel="initial total flux in mask (mJy)",
+           ylabel="SNR gain (final / initial)")
+    if ok.any():
+        ax.legend(title="template (initial)", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return save(fig, out_png)
+
+
+def step_label(step: str, role: str) -> str:
+    if role in ("pre", "post"):
+        return f"{step} {role}"
+    return "test" if role == "test" else (role or step)
+
+
+def merge_orders(sequences: Sequence[Sequence[str]]) -> list[str]:
+    """One x order containing every sequence's labels, each sequence's order kept."""
+    merged: list[str] = []
+    for seq in sequences:
+        prev: str | None = None
+        for lab in seq:
+            if lab not in merged:
+                merged.insert(merged.index(prev) + 1 if prev is not None else 0, lab)
+            prev = lab
+    return merged
+
+
+def plot_snr_steps(images: pd.DataFrame, out_png: Path) -> Path:
+    """SNR of every image of every dataset in sequence (test, p0 pre/post, ..., final)."""
+    title = "SNR through the self-calibration steps"
+    if images.empty or "snr" not in images:
+        return message_figure(out_png, title, "no image statistics")
+    seqs: dict[str, tuple[list[str], np.ndarray]] = {}
+    for name, g in images.groupby("dataset", sort=False):
+        labels = [step_label(s, r) for s, r in zip(g["step"], g["role"])]
+        seqs[str(name)] = (labels, _num(g, "snr"))
+    order = merge_orders([s for s, _ in seqs.values()])
+    pos = {lab: i for i, lab in enumerate(order)}
+    fig = Figure(figsize=(max(7.0, 0.55 * len(order) + 2), 5))
+    ax = fig.add_subplot()
+    cmap = colours(list(seqs))
+    for name, (labels, snr) in seqs.items():
+        ok = np.isfinite(snr) & (snr > 0)
+        if ok.any():
+            xs = np.array([pos[lab] for lab in labels])
+            ax.plot(xs[ok], snr[ok], "o-", color=cmap[name], label=name, ms=4)
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
+    ax.set(yscale="log", title=title, ylabel="SNR (peak / off-source rms)")
+    if len(seqs) <= 15:
+        ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return save(fig, out_png)
+
+
+def plot_template_usage(ds: pd.DataFrame, out_png: Path) -> Path:
+    """Number of datasets per template at the initial and final selection."""
+    title = "Template usage"
+    ini = ds["template_initial"][ds["template_initial"] != ""]
+    fin = ds["template_final"][ds["template_final"] != ""]
+    names = sorted(set(ini) | set(fin))
+    if not names:
+        return message_figure(out_png, title, "no dataset got a template")
+    fig = Figure(figsize=(max(5.0, 1.2 * len(names) + 2), 4))
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    ci, cf = ini.value_counts(), fin.value_counts()
+    ax.bar(x - 0.2, [ci.get(n, 0) for n in names], 0.4, label="initial", color="tab:blue")
+    ax.bar(x + 0.2, [cf.get(n, 0) for n in names], 0.4, label="final", color="tab:orange")
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set(title=title, ylabel="datasets")
+    ax.legend()
+    fig.tight_layout()
+    return save(fig, out_png)
+
+
+def plot_wall_time(ds: pd.DataFrame, out_png: Path) -> Path:
+    """Wall time per dataset, stacked into WSClean / CASA / Python."""
+    title = "Wall time per dataset"
+    if ds.empty:
+        return message_figure(out_png, title, "no datasets")
+    fig = Figure(figsize=(max(6.0, 0.6 * len(ds) + 2), 4.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(ds))
+    bottom = np.zeros(len(ds))
+    for col, label, colour in TIME_PARTS:
+        v = np.nan_to_num(_num(ds, col), nan=0.0)
+        ax.bar(x, v, 0.7, bottom=bottom, label=label, color=colour)
+        bottom += v
+    failed = (ds["status"] == "failed").to_numpy()
+    for xi in x[failed]:
+        ax.text(xi, bottom[xi], "failed", ha="center", va="bottom", fontsize=7, color="tab:red")
+    ax.set_xticks(x, list(ds["name"]), rotation=45, ha="right")
+    ax.set(title=title, ylabel="seconds")
+    ax.legend()
+    fig.tight_layout()
+    return save(fig, out_png)
+
+
+# ---------------------------------------------------------------------------- thumbnails
+def dataset_thumbnails(out: Path, name: str, thumb_dir: Path, notes: list[str]) -> dict[str, Path]:
+    """``{'initial': png, 'final': png}`` for one dataset (reused or made from the FITS)."""
+    from ..plots import thumbnail
+
+    root = Path(out) / "datasets" / name
+    sources = {"initial": root / "images" / "test_image-MFS-image.fits",
+               "final": root / "final-image.fits"}
+    found: dict[str, Path] = {}
+    for which, fits in sources.items():
+        reuse = root / "plots" / f"thumb_{which}.png"
+        if reuse.is_file() and reuse.stat().st_size > 0:
+            found[which] = reuse
+            continue
+        if not fits.is_file():
+            notes.append(f"no {which} image ({fits.relative_to(Path(out))}) for a thumbnail")
+            continue
+        png = thumb_dir / f"{name}_{which}.png"
+        try:
+            found[which] = thumbnail(fits, png, size_px=200)
+        except (OSError, ValueError) as exc:
+            notes.append(f"{which} thumbnail failed: {exc}")
+    return found
+
+
+def plot_thumbnail_sheet(names: Sequence[str], thumbs: dict[str, dict[str, Path]], out_png: Path) -> Path:
+    """A before/after contact sheet (one row per dataset)."""
+    title = "Before / after images"
+    rows = [n for n in names if thumbs.get(n)]
+    if not rows:
+        return message_figure(out_png, title, "no thumbnails available")
+    fig = Figure(figsize=(4.4, 2.1 * len(rows) + 0.4))
+    for i, name in enumerate(rows):
+        for j, which in enumerate(("initial", "final")):
+            ax = fig.add_subplot(len(rows), 2, 2 * i + j + 1)
+            ax.set_axis_off()
+            png = thumbs[name].get(which)
+            if png is not None:
+                try:
+                    ax.imshow(imread(png))
+                except (OSError, ValueError, SyntaxError):
+                    ax.text(0.5, 0.5, "unreadable", ha="center", transform=ax.transAxes)
+            else:
+                ax.text(0.5, 0.5, f"no {which} image", ha="center", transform=ax.transAxes)
+            ax.set_title(f"{name}: {which}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, out_png, dpi=100)
+
+
+def survey_plots(s: Survey, plot_dir: Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:
+    """Draw every survey plot into ``plot_dir``; returns (plots, thumbnails per dataset)."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    thumb_dir = plot_dir / "thumbs"
+    if thumb_dir.is_dir():
+        shutil.rmtree(thumb_dir)
+    thumbs: dict[str, dict[str, Path]] = {}
+    for name in s.datasets["name"]:
+        dn = s.dataset_notes.setdefault(name, [])
+        try:
+            thumbs[name] = dataset_thumbnails(s.out, name, thumb_dir, dn)
+        except Exception as exc:  # noqa: BLE001 - one dataset's files must not stop the report
+            log.exception("thumbnails of %s", name)
+            dn.append(f"thumbnails failed: {type(exc).__name__}: {exc}")
+    jobs: dict[str, Callable[[Path], Path]] = {
+        "dr_before_after": lambda p: plot_dr_before_after(s.datasets, p),
+        "snr_gain_vs_flux": lambda p: plot_snr_gain_vs_flux(s.datasets, p, s.thresholds_mjy),
+        "snr_steps": lambda p: plot_snr_steps(s.images, p),
+        "template_usage": lambda p: plot_template_usage(s.datasets, p),
+        "wall_time": lambda p: plot_wall_time(s.datasets, p),
+        "thumbnails": lambda p: plot_thumbnail_sheet(list(s.datasets["name"]), thumbs, p),
+    }
+    made: dict[str, Path] = {}
+    for key, job in jobs.items():
+        path = plot_dir / PLOT_FILES[key]
+        try:
+            made[key] = job(path)
+        except Exception as exc:  # noqa: BLE001 - a broken plot is reported, not fatal
+            log.exception("survey plot %s", key)
+            s.notes.append(f"plot {PLOT_FILES[key]} failed: {type(exc).__name__}: {exc}")
+            path.unlink(missing_ok=True)
+    return made, thumbs

@@ -1,0 +1,316 @@
+"""Tests of selfcal_batch.report: pure statistics, and the report of a real small campaign.
+
+The campaign (two simulated datasets through the real pipeline + one failing dataset) is
+built once by ``report_fixtures.campaign_out``; tests that damage files work on copies.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from report_fixtures import DATASETS, FAILED, campaign_out, check_links, html_refs  # noqa: F401
+
+from selfcal_batch.report import build_report, compare_runs, pick_winner, template_summary
+from selfcal_batch.report.aggregate import DATASET_COLUMNS, split_list
+from selfcal_batch.report.figures import PLOT_FILES, merge_orders
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ALL = sorted([*DATASETS, FAILED])
+
+
+# ---------------------------------------------------------------------------- pure
+def _toy() -> pd.DataFrame:
+    rows = []
+    for i, (fin_t, rms_f, flux_f) in enumerate([("standard_2", 0.5, 2.0), ("standard_2", 0.5, 2.0),
+                                                ("standard_1", 0.25, 2.0), ("standard_1", 1.0, 4.0)]):
+        rows.append(dict(name=f"d{i + 1}", status="finished", template_initial="standard_1",
+                         template_final=fin_t, snr_initial=10.0, snr_final=10.0 * (i + 1),
+                         dr_initial=100.0, dr_final=100.0 + 200.0 * i, rms_initial=1.0, rms_final=rms_f,
+                         total_flux_initial=2.0, total_flux_final=flux_f, wall_s=10.0 * (i + 1),
+                         steps_accepted="p0;p1" if i < 3 else "p0", steps_reverted="p2" if i == 0 else ""))
+    # failed datasets never enter the statistics (even with values), only n_failed
+    rows.append(dict(name="f1", status="failed", error="boom", template_initial="standard_1",
+                     template_final="standard_1", snr_initial=1.0, snr_final=1000.0, dr_initial=1.0,
+                     dr_final=1000.0, wall_s=999.0, steps_accepted="p0;p1;p2"))
+    rows.append(dict(name="f2", status="failed", error="no MS", template_initial="", template_final=None))
+    # zero initial SNR: no gain (NaN), but the dataset is counted
+    rows.append(dict(name="z", status="finished", template_initial="bright", template_final="bright",
+                     snr_initial=0.0, snr_final=5.0, dr_initial=np.nan, dr_final=5.0, wall_s=7.0,
+                     steps_accepted=["p0"], steps_reverted=["p1", "p2"]))
+    rows.append(dict(name="s", status="skipped", template_initial="bright", template_final="bright"))
+    return pd.DataFrame(rows)
+
+
+def _row(t: pd.DataFrame, sel: str, name: str) -> pd.Series:
+    m = t[(t["selection"] == sel) & (t["template"] == name)]
+    assert len(m) == 1, (sel, name, t[["selection", "template"]])
+    return m.iloc[0]
+
+
+def test_template_summary_exact_medians_and_iqr() -> None:
+    t = template_summary(_toy())
+    assert list(t["selection"]).count("initial") == 3 and list(t["selection"]).count("final") == 4
+    r = _row(t, "initial", "standard_1")
+    assert (r["n_datasets"], r["n_failed"]) == (4, 1)
+    # snr gains 1,2,3,4; dr gains 1,3,5,7; rms .5,.5,.25,1; flux 1,1,1,2 (linear quantiles)
+    assert (r["snr_gain_median"], r["snr_gain_q25"], r["snr_gain_q75"]) == (2.5, 1.75, 3.25)
+    assert (r["dr_gain_median"], r["dr_gain_q25"], r["dr_gain_q75"]) == (4.0, 2.5, 5.5)
+    assert (r["rms_change_median"], r["rms_change_q25"], r["rms_change_q75"]) == (0.5, 0.4375, 0.625)
+    assert (r["flux_change_median"], r["flux_change_q25"], r["flux_change_q75"]) == (1.0, 1.0, 1.25)
+    assert (r["steps_accepted"], r["steps_reverted"]) == (7, 1)
+    assert r["frac_steps_kept"] == pytest.approx(7 / 8)
+    assert r["wall_s_median"] == 25.0
+    f2 = _row(t, "final", "standard_2")  # d1, d2
+    assert (f2["n_datasets"], f2["n_failed"]) == (2, 0)
+    assert (f2["snr_gain_median"], f2["snr_gain_q25"], f2["snr_gain_q75"]) == (1.5, 1.25, 1.75)
+    assert f2["frac_steps_kept"] == pytest.approx(4 / 5) and f2["wall_s_median"] == 15.0
+    f1 = _row(t, "final", "standard_1")  # d3, d4 + failed f1
+    assert (f1["n_datasets"], f1["n_failed"], f1["snr_gain_median"]) == (2, 1, 3.5)
+    b = _row(t, "initial", "bright")  # z (skipped s is neither finished nor failed)
+    assert (b["n_datasets"], b["n_failed"]) == (1, 0)
+    assert math.isnan(b["snr_gain_median"]) and math.isnan(b["dr_gain_q25"])
+    assert b["rms_change_median"] != b["rms_change_median"]  # no rms values at all
+    assert b["frac_steps_kept"] == pytest.approx(1 / 3) and b["wall_s_median"] == 7.0
+    none = _row(t, "final", "(none)")
+    assert (none["n_datasets"], none["n_failed"]) == (0, 1) and math.isnan(none["wall_s_median"])
+
+
+def test_template_summary_empty_and_list_forms() -> None:
+    empty = template_summary(pd.DataFrame())
+    assert empty.empty and {"selection", "template", "n_datasets", "n_failed",
+                            "snr_gain_median", "frac_steps_kept"} <= set(empty.columns)
+    df = _toy()
+    as_lists = df.copy()
+    as_lists["steps_accepted"] = [split_list(v) for v in df["steps_accepted"]]
+    pd.testing.assert_frame_equal(template_summary(df), template_summary(as_lists))
+
+
+def test_pick_winner_and_merge_orders() -> None:
+    assert pick_winner(100.0, 101.9) == "tie" and pick_winner(101.9, 100.0) == "tie"
+    assert pick_winner(100.0, 103.0) == "b" and pick_winner(103.0, 100.0) == "a"
+    assert pick_winner(None, 5.0) == "b" and pick_winner(5.0, float("nan")) == "a"
+    assert pick_winner(None, None) == "tie"
+    order = merge_orders([["test", "p0 pre", "p0 post", "final"],
+                          ["test", "p0 pre", "p0 post", "p1 post", "ap1 post", "final"],
+                          ["test", "final"]])
+    assert order == ["test", "p0 pre", "p0 post", "p1 post", "ap1 post", "final"]
+
+
+# ---------------------------------------------------------------------------- real campaign
+@pytest.fixture(scope="module")
+def report(campaign_out: Path) -> Path:
+    return build_report(campaign_out)
+
+
+def _results(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (out / "datasets").glob("*/result.json")}
+
+
+def test_datasets_csv_rebuilt_from_results(campaign_out: Path, report: Path) -> None:
+    res = _results(campaign_out)
+    assert sorted(res) == ALL
+    ds = pd.read_csv(campaign_out / "survey" / "datasets.csv", keep_default_na=False)
+    assert tuple(ds.columns) == DATASET_COLUMNS
+    assert sorted(ds["name"]) == ALL
+    for _, r in ds.iterrows():
+        src = res[r["name"]]
+        assert r["status"] == src["status"]
+        assert r["steps_accepted"] == ";".join(src["steps_accepted"])
+        if src["snr_final"] is not None:
+            assert float(r["snr_final"]) == pytest.approx(src["snr_final"], rel=1e-12)
+    for name in DATASETS:
+        assert res[name]["status"] == "finished", res[name]["error"]
+    broken = ds[ds["name"] == FAILED].iloc[0]
+    assert broken["status"] == "failed" and "does-not-exist.ms" in broken["error"]
+    assert broken["snr_final"] == ""  # NaN/None written as empty
+
+
+def test_steps_csv_matches_decisions(campaign_out: Path, report: Path) -> None:
+    steps = pd.read_csv(campaign_out / "survey" / "steps.csv")
+    for name, res in _results(campaign_out).items():
+        mine = steps[steps["dataset"] == name]
+        assert list(mine["step"]) == list(res["decisions"]), name
+        assert list(mine.loc[mine["outcome"] == "accepted", "step"]) == res["steps_accepted"]
+        assert list(mine.loc[mine["outcome"] == "reverted", "step"]) == res["steps_reverted"]
+        state = json.loads((campaign_out / "datasets" / name / "state.json").read_text())
+        for _, r in mine.iterrows():
+            assert r["solint"] == res["decisions"][r["step"]].get("solint")
+            assert r["snr_post"] == pytest.approx(state["steps"][r["step"]]["snr_post"])
+
+
+def test_image_properties_aggregated(campaign_out: Path, report: Path) -> None:
+    survey = campaign_out / "survey"
+    agg = pd.read_csv(survey / "image_properties.csv")
+    per = {n: pd.read_csv(campaign_out / "datasets" / n / "image_properties.csv") for n in DATASETS}
+    assert not (campaign_out / "datasets" / FAILED / "image_properties.csv").exists()
+    assert len(agg) == sum(len(d) for d in per.values())
+    assert len(agg) >= 2 * 8  # test + p0 pre/post + p1 pre/post + p2 + ap1 + final
+    want = {(n, p) for n, d in per.items() for p in d["path"]}
+    got = set(zip(agg["dataset"], agg["path"]))
+    assert got == want and len(got) == len(agg)
+    for n, p in got:
+        assert (campaign_out / "datasets" / n / p).is_file()
+    for n, d in per.items():  # same rows, same order, same values
+        mine = agg[agg["dataset"] == n].reset_index(drop=True)[list(d.columns)]
+        pd.testing.assert_frame_equal(mine, d, check_dtype=False)
+    pq = pd.read_parquet(survey / "image_properties.parquet")
+    pd.testing.assert_frame_equal(pq, agg, check_dtype=False)
+
+
+def test_templates_csv_recomputed(campaign_out: Path, report: Path) -> None:
+    survey = campaign_out / "survey"
+    written = pd.read_csv(survey / "templates.csv")
+    recomputed = template_summary(pd.read_csv(survey / "datasets.csv", keep_default_na=False))
+    pd.testing.assert_frame_equal(written, recomputed, check_dtype=False, rtol=1e-12)
+    res = _results(campaign_out)
+    for name in DATASETS:
+        r = res[name]
+        row = written[(written["selection"] == "initial") & (written["template"] == r["template_initial"])]
+        assert row["n_datasets"].sum() >= 1
+        if int(row["n_datasets"].iloc[0]) == 1:
+            assert row["snr_gain_median"].iloc[0] == pytest.approx(r["snr_final"] / r["snr_initial"])
+    none = written[written["template"] == "(none)"]
+    assert list(none["n_failed"]) == [1, 1] and list(none["n_datasets"]) == [0, 0]
+    assert written["n_failed"].sum() == 2  # the failed dataset, once per selection
+
+
+def test_plots_written(campaign_out: Path, report: Path) -> None:
+    plots = campaign_out / "survey" / "plots"
+    for f in PLOT_FILES.values():
+        data = (plots / f).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, f
+    for name in DATASETS:  # thumbnails reused from the pipeline's plots
+        assert (campaign_out / "datasets" / name / "plots" / "thumb_final.png").is_file()
+
+
+def test_html_rows_links_and_failure(campaign_out: Path, report: Path) -> None:
+    assert report == campaign_out / "survey" / "report.html"
+    text = report.read_text(encoding="utf-8")
+    assert text.count('class="dataset-row') == len(ALL)
+    for name in ALL:
+        assert f'data-dataset="{name}"' in text
+    assert "MS not found" in text and "does-not-exist.ms" in text
+    refs, ids = html_refs(report)
+    assert all(f"ds-{n}" in ids for n in ALL) and "dataset-table" in ids
+    assert check_links(report) > 20
+    srcs = {v for tag, a, v in refs if tag == "img"}
+    assert {f"plots/{f}" for f in PLOT_FILES.values()} <= srcs
+    for name in DATASETS:
+        assert f"../datasets/{name}/plots/thumb_initial.png" in srcs
+        for log in ("pipeline.log", "wsclean.log", "casa.log"):
+            assert f'href="../datasets/{name}/logs/{log}"' in text
+    assert 'href="../datasets/broken/logs/pipeline.log"' in text
+    assert "no image_properties.csv" in text  # the failed dataset says what is missing
+    assert "<link" not in text and "http://" not in text and "https://" not in text
+
+
+def test_cli_report(campaign_out: Path, report: Path) -> None:
+    from selfcal_batch.cli import main
+
+    res = CliRunner().invoke(main, ["report", str(campaign_out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("report.html")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.ms", "caltables", "survey")))
+
+
+def test_missing_files_and_campaign_files(campaign_out: Path, tmp_path: Path) -> None:
+    out = _copy(campaign_out, tmp_path / "damaged")
+    bright = out / "datasets" / "bright"
+    (bright / "image_properties.csv").unlink()
+    for p in (bright / "plots").glob("thumb_*.png"):
+        p.unlink()
+    (bright / "images" / "test_image-MFS-image.fits").unlink()
+    shutil.rmtree(bright / "logs")
+    (out / "datasets" / "crashed").mkdir()  # no result.json at all
+    (out / "campaign.json").write_text(json.dumps({
+        "campaign": "demo", "status": "finished", "host": "nodeX",
+        "versions": {"wsclean": "WSClean version 3.1-test"},
+        "manifest_resolved": {"defaults": {"template_thresholds_mjy": [5, 15, 40, 90]}}}))
+    html = build_report(out)
+    text = html.read_text(encoding="utf-8")
+    check_links(html)
+    assert text.count('class="dataset-row') == len(ALL) + 1
+    assert "WSClean version 3.1-test" in text and "5, 15, 40, 90 mJy" in text and "nodeX" in text
+    assert "no result.json" in text and "no image_properties.csv" in text
+    assert "missing log(s): pipeline.log, wsclean.log, casa.log" in text
+    # initial thumbnail: neither reused nor makeable; final made from final-image.fits
+    assert "no initial image" in text
+    assert (out / "survey" / "plots" / "thumbs" / "bright_final.png").stat().st_size > 0
+    agg = pd.read_csv(out / "survey" / "image_properties.csv")
+    assert set(agg["dataset"]) == set(DATASETS) - {"bright"}
+
+
+def test_campaign_written_csv_and_empty(campaign_out: Path, tmp_path: Path) -> None:
+    """A datasets.csv as the campaign runner writes it (decisions JSON column), and no data."""
+    out = _copy(campaign_out, tmp_path / "camp")
+    rows = [dict(r) for r in _results(out).values()]
+    try:
+        from selfcal_batch.campaign import normalise_row, write_survey_csv
+    except ImportError:
+        normalise_row = write_survey_csv = None
+    if write_survey_csv is not None:
+        write_survey_csv([normalise_row(r, r["name"], r["ms"]) for r in rows],
+                         out / "survey" / "datasets.csv")
+    else:
+        df = pd.DataFrame(rows)
+        for c in df.columns:
+            df[c] = [";".join(v) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else v
+                     for v in df[c]]
+        (out / "survey").mkdir(exist_ok=True)
+        df.to_csv(out / "survey" / "datasets.csv", index=False)
+    for name in DATASETS:  # the steps must still be found if result.json goes missing
+        (out / "datasets" / name / "result.json").unlink()
+    html = build_report(out)
+    check_links(html)
+    steps = pd.read_csv(out / "survey" / "steps.csv")
+    assert set(steps["dataset"]) == set(DATASETS)
+    assert html.read_text(encoding="utf-8").count('class="dataset-row') == len(ALL)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    html = build_report(empty)
+    text = html.read_text(encoding="utf-8")
+    assert "No datasets" in text and "no campaign.json" in text
+    check_links(html)
+    for f in PLOT_FILES.values():
+        assert (empty / "survey" / "plots" / f).read_bytes().startswith(PNG_MAGIC)
+    with pytest.raises(FileNotFoundError):
+        build_report(tmp_path / "does-not-exist")
+
+
+def test_compare_runs(campaign_out: Path, tmp_path: Path) -> None:
+    a = _copy(campaign_out, tmp_path / "run_a")
+    b = _copy(campaign_out, tmp_path / "run_b")
+    build_report(a)
+    res_b = _results(b)
+    big, small = sorted(DATASETS)
+    for name, factor in ((big, 1.5), (small, 1.01)):
+        r = res_b[name]
+        r["dr_final"] *= factor
+        (b / "datasets" / name / "result.json").write_text(json.dumps(r))
+    html = compare_runs(a, b)
+    dest = b / "compare-vs-run_a"
+    assert html == dest / "compare.html"
+    t = pd.read_csv(dest / "compare.csv", keep_default_na=False).set_index("name")
+    assert sorted(t.index) == ALL
+    assert t.loc[big, "winner"] == "b" and t.loc[small, "winner"] == "tie"
+    assert t.loc[FAILED, "winner"] == "tie"
+    assert (t.loc[FAILED, "status_a"], t.loc[FAILED, "status_b"]) == ("failed", "failed")
+    ra = _results(a)[big]
+    assert float(t.loc[big, "dr_gain_b"]) == pytest.approx(1.5 * ra["dr_final"] / ra["dr_initial"])
+    assert float(t.loc[big, "snr_final_a"]) == pytest.approx(ra["snr_final"])
+    for f in ("gain_scatter.png", "gain_bars.png"):
+        assert (dest / "plots" / f).read_bytes().startswith(PNG_MAGIC)
+    text = html.read_text(encoding="utf-8")
+    assert text.count('class="compare-row"') == len(ALL)
+    assert check_links(html) >= 4  # csv, 2 plots, run a's report
+    custom = compare_runs(a, b, tmp_path / "cmp")
+    assert custom == tmp_path / "cmp" / "compare.html" and custom.is_file()
