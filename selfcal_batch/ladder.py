@@ -69,6 +69,24 @@ def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, si
     return str(res.path) if res.path and not res.empty else ""
 
 
+#: Briggs ~0.5 weighting raises the noise above the natural-weighting thermal estimate.
+ROBUST_NOISE_FACTOR = 1.5
+
+
+def estimation_snr(ctx: Context, stats: dict[str, Any]) -> float:
+    """Image SNR for solution-SNR estimates: the larger of the measured peak/rms and the
+    source flux over the *thermal* image noise (from the visibilities). A bright source with
+    large phase errors has an image rms dominated by artefacts, which would otherwise make
+    the estimate skip exactly the datasets that need self-calibration most."""
+    snr = float(stats.get("snr", math.nan))
+    thermal = float(ctx.info.get("thermal_noise_jy") or math.nan)
+    flux = max(float(stats.get("peak", 0.0) or 0.0), float(stats.get("total_flux_mask", 0.0) or 0.0))
+    if math.isfinite(thermal) and thermal > 0 and flux > 0:
+        snr_th = flux / (thermal * ROBUST_NOISE_FACTOR)
+        snr = max(snr, snr_th) if math.isfinite(snr) else snr_th
+    return snr if math.isfinite(snr) else 0.0
+
+
 def _current_column(chain: list[dict[str, Any]]) -> str:
     return "CORRECTED_DATA" if chain else "DATA"
 
@@ -102,7 +120,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     n_ant = info["n_antennas_present"] - len(st.get("bad_antennas", []))
     scan_s = min(info["time_span_s"], info["time_on_source_s"]) / max(1, len(info["scans"]))
     choice = gate.choose_solint(params.solint, params.combine, params.gaintype,
-                                image_snr=current["stats"]["snr"], n_antennas=n_ant, n_spw=len(info["spws"]),
+                                image_snr=estimation_snr(ctx, current["stats"]), n_antennas=n_ant, n_spw=len(info["spws"]),
                                 integration_s=info["integration_s"], scan_s=max(scan_s, info["integration_s"]),
                                 time_on_source_s=info["time_on_source_s"], cfg=ctx.cfg.solint)
     if choice.skip:
@@ -229,12 +247,12 @@ def plan_extension(ctx: Context, after: str) -> str | None:
     if not rec.get("accepted"):
         return None
     solint_s = gate.solint_seconds(rec["solint"], ctx.info["integration_s"], ctx.info["time_span_s"])
-    base = rec.get("base") or (after if after in ladder_for(template) else "p2")
+    base = exts.get(after, {}).get("base") or after
     n = len([s for s in exts]) + 1
     if n > ctx.cfg.solint.max_extra_steps:
         return None
     params = params_for(ctx, template, base)
-    options = gate.extension_solints(solint_s, ctx.info["integration_s"], image_snr=st.get("current")["stats"]["snr"],
+    options = gate.extension_solints(solint_s, ctx.info["integration_s"], image_snr=estimation_snr(ctx, st.get("current")["stats"]),
                                      n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
                                      time_on_source_s=ctx.info["time_on_source_s"],
                                      gaintype=params.gaintype, cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
