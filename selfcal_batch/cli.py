@@ -1,0 +1,235 @@
+"""``selfcal-batch``: the command line (thin; the work is in campaign/manifest/cluster).
+
+``selfcal-batch CAMPAIGN.toml [options]`` is short for ``selfcal-batch run CAMPAIGN.toml``.
+Exit codes: 0 all datasets finished, 1 some dataset failed, 2 invalid input (manifest,
+options), 3 output directory locked by another run, 130 interrupted.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from . import __version__
+from .errors import CampaignLockedError, ConfigError, SelfcalBatchError
+
+log = logging.getLogger(__name__)
+DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "campaigns" / "demo.toml"
+# NB: never name an option --configfile, --noconfig or --nositeconfig: casaconfig parses
+# those from sys.argv in any process that imports casatools.
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet or verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=verbose > 0,
+                          markup=False, rich_tracebacks=False)
+    handler.setLevel(level)
+    # per-dataset outcomes are already printed by the progress display
+    handler.addFilter(lambda record: getattr(record, "console", True))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    pkg = logging.getLogger("selfcal_batch")
+    pkg.setLevel(min(logging.INFO, level))
+    logging.getLogger("distributed").setLevel(logging.WARNING if verbose < 2 else logging.INFO)
+
+
+class _DefaultRunGroup(click.Group):
+    """A group whose default command is ``run`` (``selfcal-batch x.toml`` == ``run x.toml``)."""
+
+    LAZY = ("simulate",)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in self.LAZY \
+                and args[0] not in ("--help", "-h", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = self.commands.get(name)
+        if cmd is not None or name != "simulate":
+            return cmd
+        try:
+            from .simulate.cli import simulate_command
+        except ImportError as exc:
+            msg = f"the simulator is not available: {exc}"
+
+            @click.command("simulate", help="Generate a synthetic MS (simulator unavailable).",
+                           context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def _missing(args: tuple[str, ...]) -> None:
+                raise click.ClickException(msg)
+
+            return _missing
+        return simulate_command
+
+
+@click.group(cls=_DefaultRunGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="selfcal-batch")
+def main() -> None:
+    """Survey-scale automated self-calibration (WSClean + CASA on Dask).
+
+    \b
+    selfcal-batch CAMPAIGN.toml [--dry-run] [--workers N] ...   (same as `run`)
+    selfcal-batch run-one MS --out DIR [--config FILE.toml]
+    selfcal-batch simulate ...
+    selfcal-batch report OUTDIR
+    selfcal-batch compare OUT_A OUT_B [--out DIR]
+    """
+
+
+@main.command("run")
+@click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workers", type=int, default=None, help="Local worker processes / batch jobs.")
+@click.option("--threads-per-dataset", type=int, default=None,
+              help="Cores each dataset claims (WSClean -j); overrides the manifest.")
+@click.option("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
+              help="Use an existing Dask scheduler (also $DASK_SCHEDULER_ADDRESS).")
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this dataset (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (overrides [campaign] output_dir).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
+@click.option("--restart", is_flag=True, help="Run every dataset from scratch.")
+@click.option("--restart-from", default=None, metavar="STEP", help="Redo STEP and everything after it.")
+@click.option("--quiet", is_flag=True, help="No live display: one line per finished dataset.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
+@click.option("--task", default=None, hidden=True, help="Task function 'module:function' (testing).")
+def run_cmd(manifest: Path | None, workers: int | None, threads_per_dataset: int | None,
+            scheduler_address: str | None, only: tuple[str, ...], out_dir: Path | None,
+            dry_run: bool, restart: bool, restart_from: str | None, quiet: bool, verbose: int,
+            task: str | None) -> None:
+    """Run the campaign in MANIFEST (default: the built-in demo campaign)."""
+    from .campaign import DEFAULT_TASK, RunOptions, plan_text, run_campaign
+    from .manifest import load_manifest
+
+    _setup_logging(verbose, quiet)
+    console = _console()
+    if manifest is None:
+        if not DEMO_MANIFEST.exists():
+            raise click.UsageError("no MANIFEST given and the demo campaign is not installed")
+        manifest = DEMO_MANIFEST
+        console.print(f"no manifest given: running the demo campaign {manifest}", markup=False)
+    opts = RunOptions(workers=workers, threads_per_dataset=threads_per_dataset,
+                      scheduler_address=scheduler_address, only=tuple(only), restart=restart,
+                      restart_from=restart_from, quiet=quiet, task=task or DEFAULT_TASK)
+    try:
+        campaign = load_manifest(manifest)
+        if out_dir is not None:
+            campaign = campaign.with_output_dir(out_dir)
+        if dry_run:
+            text, invalid = plan_text(campaign, opts)
+            click.echo(text)
+            sys.exit(1 if invalid else 0)
+        outcome = run_campaign(campaign, opts, console=console)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except CampaignLockedError as exc:
+        _fail(str(exc), 3)
+    except SelfcalBatchError as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    sys.exit(outcome.exit_code)
+
+
+def _console() -> Console:
+    """Rich console; wide when not a terminal (batch logs) so tables are not truncated."""
+    c = Console()
+    return c if c.is_terminal else Console(width=200)
+
+
+def _fail(msg: str, code: int) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+@main.command("run-one")
+@click.argument("ms", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (results under OUT/datasets/NAME/).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="TOML of pipeline settings (top level, or a manifest's [defaults]).")
+@click.option("--name", default=None, help="Dataset name (default: the MS stem).")
+@click.option("--threads", type=int, default=None, help="Cores for WSClean/CASA (default: config threads).")
+@click.option("--restart", is_flag=True, help="Run from scratch.")
+@click.option("--restart-from", default=None, metavar="STEP", help="Redo STEP and everything after it.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | None,
+                threads: int | None, restart: bool, restart_from: str | None, verbose: int) -> None:
+    """Self-calibrate one MS in this process (no Dask)."""
+    import tomllib
+
+    from .campaign import DEFAULT_TASK, execute_dataset, normalise_row
+    from .config import PipelineConfig
+    from .manifest import deep_merge
+    from .progress import summary_table
+
+    _setup_logging(verbose, False)
+    console = _console()
+    data: dict[str, Any] = {}
+    try:
+        if config_file is not None:
+            try:
+                data = tomllib.loads(config_file.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{config_file.name}: TOML syntax error: {exc}") from None
+            if "defaults" in data:  # a campaign manifest: use its [defaults] + [templates]
+                data = deep_merge(data["defaults"], {"templates": data.get("templates", {})})
+        cfg = PipelineConfig.from_dict(data)
+        if threads is not None:
+            cfg = cfg.with_updates(threads=threads)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    ms = ms.expanduser().resolve()
+    if not ms.exists():
+        _fail(f"ms not found: {ms}", 2)
+    name = name or ms.name.rsplit(".", 1)[0]
+    out_dir = out_dir.expanduser().resolve()
+    try:
+        res = execute_dataset(DEFAULT_TASK, name, str(ms), cfg, str(out_dir), threads=cfg.threads,
+                              restart=restart, restart_from=restart_from)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    row = normalise_row(res, name, ms)
+    console.print(summary_table([row], title=f"{name}"))
+    sys.exit(1 if row["status"] == "failed" else 0)
+
+
+@main.command("report")
+@click.argument("outdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report_cmd(outdir: Path) -> None:
+    """(Re)build the survey report of a campaign output directory."""
+    try:
+        from .report import build_report
+    except ImportError as exc:
+        _fail(f"the report package is not available: {exc}", 2)
+    res = build_report(outdir)
+    if res:
+        click.echo(str(res))
+
+
+@main.command("compare")
+@click.argument("out_a", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_b", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the comparison.")
+def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
+    """Compare two campaign output directories."""
+    try:
+        from .report import compare_runs
+    except ImportError as exc:
+        _fail(f"the report package is not available: {exc}", 2)
+    res = compare_runs(out_a, out_b, out)
+    if res:
+        click.echo(str(res))
+
+
+if __name__ == "__main__":
+    main()

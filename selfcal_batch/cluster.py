@@ -1,0 +1,328 @@
+"""Dask deployments for a campaign: local processes, an existing scheduler, SLURM, PBS.
+
+Topology (engineering notes 2.1, "Pattern A"): every worker *process* runs one dataset at a
+time (``threads_per_worker = 1``) and declares the abstract resource ``cores = C``; every
+dataset task claims ``{"cores": C}`` and runs WSClean with ``-j C``. Locally
+``n_workers = floor(cores / C)`` so workers x C never oversubscribes the machine. The
+pipeline itself only waits on child processes (WSClean, the CASA child), so one Dask thread
+per worker is enough and CASA never shares a process with another dataset.
+
+See :data:`DEPLOYMENTS_MD` for the user-facing description of each deployment.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConfigError, SelfcalBatchError
+from .manifest import ClusterSpec
+
+log = logging.getLogger(__name__)
+ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
+RESOURCE = "cores"
+_MAX_DEFAULT_JOBS = 64
+
+DEPLOYMENTS_MD = """\
+## Deployments
+
+Each dataset is one Dask task that runs in a worker *process*, one dataset per worker at a
+time. Workers declare the resource `cores=C` and each dataset claims `cores=C` (WSClean
+`-j C`, `OMP_NUM_THREADS=C`), where `C` is `[cluster] threads_per_dataset` (or
+`--threads-per-dataset`, default: the `threads` pipeline setting). Before submitting, the
+campaign checks that some worker can satisfy every claim (a claim no worker can meet would
+wait forever in Dask); a dataset that cannot be placed is reported failed.
+
+**Local (default).** `[cluster] kind = "local"`: a `LocalCluster` of
+`workers = floor(cores / C)` processes x 1 thread on this machine
+(`selfcal-batch campaign.toml --workers 2 --threads-per-dataset 1`).
+More workers than the cores allow are capped, with a warning.
+
+**Existing scheduler.** `--scheduler-address tcp://host:8786`, or the environment variable
+`DASK_SCHEDULER_ADDRESS`, or `[cluster] kind = "address"` + `address = "tcp://host:8786"`
+(first match wins, in that order). Start workers that declare the resource, e.g.
+`dask worker tcp://host:8786 --nworkers 4 --nthreads 1 --resources cores=8`. The number
+of worker deaths a dataset survives is the *scheduler's* `allowed-failures` setting here
+(start it with `DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=1`).
+
+**SLURM / PBS.** `[cluster] kind = "slurm"` or `"pbs"` uses dask-jobqueue: one batch job
+per worker, each with 1 Dask thread and `C` reserved CPUs (`#SBATCH --cpus-per-task=C` /
+`#PBS -l select=1:ncpus=C:mem=...`), `--resources cores=C`, and a prologue that exports
+`OMP_NUM_THREADS=C` after your own `prologue` lines (module load, venv activation).
+`workers` is the number of jobs (`cluster.scale(jobs=N)`); set `memory`, `walltime`,
+`queue`, `account` and `job_extra_directives`; anything else goes in `[cluster.kwargs]`
+(passed to `SLURMCluster`/`PBSCluster`) or in your site's `~/.config/dask/jobqueue.yaml`.
+The campaign process hosts the scheduler, so run it on a login node (in `tmux`/`screen`) or
+inside a small long-running job. `selfcal-batch campaign.toml --dry-run` prints the job
+script.
+
+Worker deaths (OOM kill, node failure) are retried `[cluster] retries` times (default 1);
+after that the dataset is reported failed with "worker died N times (...)" and every other
+dataset still finishes. Finished pipeline steps are resumed, so re-running a campaign only
+redoes what failed.
+"""
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """What one connected worker offers."""
+
+    address: str
+    nthreads: int
+    cores: float | None
+
+
+def local_cores() -> int:
+    """CPU cores this process may use (affinity-aware, e.g. inside a SLURM allocation)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def dashboard_available() -> bool:
+    """The Dask dashboard needs bokeh."""
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def resolve_cluster(spec: ClusterSpec, *, default_threads: int, workers: int | None = None,
+                    threads_per_dataset: int | None = None, scheduler_address: str | None = None,
+                    n_datasets: int = 1) -> ClusterSpec:
+    """Apply CLI / environment overrides and fill automatic values.
+
+    Precedence for the scheduler: ``--scheduler-address`` > ``$DASK_SCHEDULER_ADDRESS`` >
+    ``[cluster] kind = "address"``.
+    """
+    kw: dict[str, Any] = {}
+    env_addr = os.environ.get(ENV_ADDRESS, "").strip()
+    if scheduler_address:
+        kw.update(kind="address", address=scheduler_address)
+    elif env_addr and spec.kind in ("local", "address"):
+        kw.update(kind="address", address=env_addr)
+        log.info("using the scheduler in $%s: %s", ENV_ADDRESS, env_addr)
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"--workers: must be >= 1, got {workers}")
+        kw["workers"] = workers
+    if threads_per_dataset is not None:
+        if threads_per_dataset < 1:
+            raise ConfigError(f"--threads-per-dataset: must be >= 1, got {threads_per_dataset}")
+        kw["threads_per_dataset"] = threads_per_dataset
+    out = dataclasses.replace(spec, **kw)
+    if out.threads_per_dataset <= 0:
+        out = dataclasses.replace(out, threads_per_dataset=max(1, default_threads))
+    if out.kind == "address" and not out.address:
+        raise ConfigError("cluster.address: kind = 'address' needs address = 'tcp://host:port' "
+                          "(or --scheduler-address, or $DASK_SCHEDULER_ADDRESS)")
+    c = out.threads_per_dataset
+    if out.kind == "local":
+        cores = local_cores()
+        fit = max(1, cores // c)
+        n = out.workers or fit
+        if n > fit:
+            log.warning("cluster: %d workers x %d cores per dataset exceeds the %d cores of this "
+                        "machine; using %d workers", n, c, cores, fit)
+            n = fit
+        if c > cores:
+            log.warning("cluster: threads_per_dataset = %d exceeds the %d cores of this machine", c, cores)
+        out = dataclasses.replace(out, workers=n)
+    elif out.kind in ("slurm", "pbs") and out.workers <= 0:
+        out = dataclasses.replace(out, workers=max(1, min(n_datasets, _MAX_DEFAULT_JOBS)))
+    out.validate()
+    return out
+
+
+def describe(spec: ClusterSpec) -> str:
+    """One line: what will run where."""
+    c = spec.threads_per_dataset
+    if spec.kind == "local":
+        return (f"local: {spec.workers} worker process(es) x 1 thread, resources cores={c} each "
+                f"({local_cores()} cores on this machine); each dataset claims cores={c} (WSClean -j {c})")
+    if spec.kind == "address":
+        return f"existing scheduler {spec.address}; each dataset claims cores={c} (WSClean -j {c})"
+    extra = ", ".join(f"{k}={v}" for k, v in (("queue", spec.queue), ("account", spec.account),
+                                               ("walltime", spec.walltime), ("memory", spec.memory)) if v)
+    return (f"{spec.kind}: {spec.workers} job(s), each 1 worker x 1 thread with {c} reserved CPUs "
+            f"(cores={c}; WSClean -j {c}){'; ' + extra if extra else ''}")
+
+
+# ----------------------------------------------------------------------------------------
+# dask-jobqueue
+
+
+def jobqueue_kwargs(spec: ClusterSpec, out_dir: Path | None = None) -> dict[str, Any]:
+    """Keyword arguments for SLURMCluster / PBSCluster (and their Job classes)."""
+    if spec.kind not in ("slurm", "pbs"):
+        raise ConfigError(f"cluster.kind: {spec.kind!r} is not a batch system")
+    c = spec.threads_per_dataset
+    prologue = list(spec.prologue) + [
+        f"export OMP_NUM_THREADS={c}",
+        f"export OPENBLAS_NUM_THREADS={c}",
+        f"export MKL_NUM_THREADS={c}",
+    ]
+    kw: dict[str, Any] = {
+        "cores": 1,            # one Dask thread per job: one dataset at a time
+        "processes": 1,
+        "job_script_prologue": prologue,
+        "worker_extra_args": ["--resources", f"{RESOURCE}={c}"],
+        "job_extra_directives": list(spec.job_extra_directives),
+        "walltime": spec.walltime or None,
+        "job_name": "selfcal-batch",
+    }
+    if spec.memory:
+        kw["memory"] = spec.memory
+    if spec.queue:
+        kw["queue"] = spec.queue
+    if spec.account:
+        kw["account"] = spec.account
+    if spec.python:
+        kw["python"] = spec.python
+    if spec.interface:
+        kw["interface"] = spec.interface
+    if spec.local_directory:
+        kw["local_directory"] = spec.local_directory
+    if spec.log_directory:
+        kw["log_directory"] = spec.log_directory
+    elif out_dir is not None:
+        kw["log_directory"] = str(Path(out_dir) / "dask-jobs")
+    if spec.kind == "slurm":
+        kw["job_cpu"] = c      # --cpus-per-task=C although the worker has one Dask thread
+    else:
+        mem = spec.memory or _jobqueue_config("pbs", "memory")
+        if mem:
+            from dask.utils import parse_bytes
+            from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+            kw["resource_spec"] = f"select=1:ncpus={c}:mem={pbs_format_bytes_ceil(parse_bytes(mem))}"
+        else:
+            kw["resource_spec"] = f"select=1:ncpus={c}"
+    extra = dict(spec.kwargs)
+    if "worker_extra_args" in extra:  # keep the cores resource whatever the user adds
+        extra["worker_extra_args"] = kw["worker_extra_args"] + list(extra["worker_extra_args"])
+    kw.update(extra)
+    return kw
+
+
+def _jobqueue_config(kind: str, key: str) -> Any:
+    import dask
+
+    return dask.config.get(f"jobqueue.{kind}.{key}", None)
+
+
+def render_job_script(spec: ClusterSpec, out_dir: Path | None = None,
+                      scheduler: str = "tcp://SCHEDULER:8786") -> str:
+    """The batch script one worker job would run (no scheduler or batch system needed)."""
+    kw = jobqueue_kwargs(spec, out_dir)
+    kw.pop("log_directory", None)  # the Job class would create it
+    if spec.kind == "slurm":
+        from dask_jobqueue.slurm import SLURMJob as job_cls
+    else:
+        from dask_jobqueue.pbs import PBSJob as job_cls
+    try:
+        job = job_cls(scheduler=scheduler, name="selfcal-worker", **kw)
+    except ValueError as exc:
+        raise ConfigError(f"cluster: {' '.join(str(exc).split())} (set [cluster] memory)") from None
+    return job.job_script()
+
+
+# ----------------------------------------------------------------------------------------
+# clients
+
+
+@contextlib.contextmanager
+def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[Any]:
+    """A connected ``distributed.Client`` for a resolved spec (see :func:`resolve_cluster`).
+
+    The cluster (if created here) is closed on exit. Worker deaths tolerated per task come
+    from ``spec.retries`` (scheduler ``allowed-failures``) for clusters created here.
+    """
+    import dask
+    from distributed import Client
+
+    cfg = {"distributed.scheduler.allowed-failures": spec.retries}
+    dash = ":0" if spec.dashboard and dashboard_available() else None
+    with contextlib.ExitStack() as stack:
+        if spec.kind == "address":
+            try:
+                client = stack.enter_context(Client(spec.address, timeout="30s"))
+            except OSError as exc:
+                raise SelfcalBatchError(f"cannot connect to the Dask scheduler at {spec.address}: {exc}") from None
+            try:
+                client.wait_for_workers(1, timeout=spec.wait_for_workers_s)
+            except TimeoutError:
+                raise SelfcalBatchError(
+                    f"no worker connected to the scheduler at {spec.address} within "
+                    f"{spec.wait_for_workers_s:.0f} s") from None
+            yield client
+            return
+        if spec.kind == "local":
+            from distributed import LocalCluster
+
+            with dask.config.set(cfg):
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=spec.workers, threads_per_worker=1, processes=True,
+                    resources={RESOURCE: spec.threads_per_dataset},
+                    memory_limit=spec.memory or 0, dashboard_address=dash,
+                    local_directory=spec.local_directory or None,
+                ))
+            client = stack.enter_context(Client(cluster))
+            client.wait_for_workers(spec.workers, timeout=120)
+            yield client
+            return
+        kw = jobqueue_kwargs(spec, out_dir)
+        kw["scheduler_options"] = {"dashboard_address": dash}
+        if spec.kind == "slurm":
+            from dask_jobqueue import SLURMCluster as cls
+        else:
+            from dask_jobqueue import PBSCluster as cls
+        with dask.config.set(cfg):
+            try:
+                cluster = stack.enter_context(cls(**kw))
+            except ValueError as exc:
+                raise ConfigError(f"cluster: {' '.join(str(exc).split())}") from None
+        log.info("worker job script:\n%s", cluster.job_script())
+        cluster.scale(jobs=spec.workers)
+        client = stack.enter_context(Client(cluster))
+        yield client
+
+
+def worker_slots(client: Any) -> list[WorkerSlot]:
+    """The workers currently connected and the ``cores`` resource each declares."""
+    info = client.scheduler_info(n_workers=-1).get("workers", {})
+    return [WorkerSlot(addr, int(w.get("nthreads", 1)), (w.get("resources") or {}).get(RESOURCE))
+            for addr, w in info.items()]
+
+
+def capacity(spec: ClusterSpec, client: Any | None) -> tuple[float | None, int]:
+    """(largest ``cores`` any worker offers, datasets that can run at once).
+
+    For batch clusters the workers are configured here, so the answer does not depend on
+    which jobs have started yet.
+    """
+    c = spec.threads_per_dataset
+    if spec.kind in ("slurm", "pbs") or client is None:
+        return float(c), max(1, spec.workers)
+    slots = worker_slots(client)
+    offered = [s.cores for s in slots if s.cores is not None]
+    if not offered:
+        return None, 0
+    conc = sum(min(s.nthreads, int(s.cores // c)) for s in slots if s.cores)
+    return max(offered), max(1, conc)
+
+
+def check_claims(claims: dict[str, int], max_cores: float | None, where: str) -> dict[str, str]:
+    """Problems for claims no worker can satisfy: {dataset: one-line reason}."""
+    problems: dict[str, str] = {}
+    for name, need in claims.items():
+        if max_cores is None:
+            problems[name] = (f"no worker of {where} declares the '{RESOURCE}' resource (start workers "
+                              f"with --resources {RESOURCE}=N); the dataset would wait forever")
+        elif need > max_cores:
+            problems[name] = (f"needs {RESOURCE}={need} but the largest worker of {where} offers "
+                              f"{RESOURCE}={max_cores:g}; lower its threads or add bigger workers")
+    return problems

@@ -1,0 +1,555 @@
+"""Campaign manifest (TOML) -> :class:`Campaign` (typed, validated up front).
+
+Tables: ``[campaign]``, ``[defaults]`` (any pipeline setting), ``[templates.<name>.<step>]``,
+``[cluster]`` and ``[[datasets]]`` (``name``, ``ms``, per-dataset overrides and an optional
+``[datasets.simulate]`` table). Problems that concern the whole campaign (TOML syntax,
+unknown top-level keys, ``[campaign]``/``[cluster]``/``[defaults]`` errors, duplicate names)
+raise a one-line :class:`ConfigError` naming the key and the line. Problems of a single
+dataset (missing MS, invalid override) are recorded on that :class:`DatasetSpec` as
+``error`` so the runner can report it as a failed row while the others run.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import glob
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import PipelineConfig
+from .errors import ConfigError
+
+TOP_LEVEL_KEYS = ("campaign", "defaults", "templates", "cluster", "datasets")
+DATASET_KEYS = ("name", "ms", "simulate")
+CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
+_MEM_RE = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGTP]i?B|[KMGTP])$", re.IGNORECASE)
+_WALLTIME_RE = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
+
+
+@dataclass(frozen=True)
+class CampaignSection:
+    """``[campaign]``."""
+
+    name: str = ""
+    #: Output directory (relative to the manifest's directory).
+    output_dir: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """``[cluster]``: where the dataset tasks run (see :mod:`selfcal_batch.cluster`)."""
+
+    kind: str = "local"
+    #: Local: worker processes (0 = floor(cores / threads_per_dataset)).
+    #: slurm/pbs: number of batch jobs (one worker each; 0 = one per dataset, max 64).
+    workers: int = 0
+    #: CPU cores each dataset claims (Dask resource ``cores``; WSClean ``-j``);
+    #: 0 = the ``threads`` pipeline setting of ``[defaults]``.
+    threads_per_dataset: int = 0
+    #: Memory per worker/job, e.g. ``"16GiB"`` ('' = no Dask limit locally / jobqueue config).
+    memory: str = ""
+    #: Worker deaths tolerated per dataset before it is reported failed (also the Dask
+    #: ``retries`` for unexpected exceptions in the task).
+    retries: int = 1
+    #: Scheduler address for kind = "address" (e.g. ``tcp://10.0.0.5:8786``).
+    address: str = ""
+    #: Seconds to wait for the first worker of an existing scheduler.
+    wait_for_workers_s: float = 120.0
+    dashboard: bool = True
+    # -- slurm / pbs ---------------------------------------------------------------
+    queue: str = ""
+    account: str = ""
+    walltime: str = "04:00:00"
+    job_extra_directives: tuple[str, ...] = ()
+    #: Shell lines run before the worker starts (module load, venv activation...).
+    prologue: tuple[str, ...] = ()
+    #: Python on the compute nodes ('' = this interpreter).
+    python: str = ""
+    interface: str = ""
+    #: Worker scratch space ('' = Dask's default; e.g. "$TMPDIR" on HPC).
+    local_directory: str = ""
+    #: Batch job stdout/stderr ('' = <output_dir>/dask-jobs).
+    log_directory: str = ""
+    #: Extra keyword arguments passed verbatim to SLURMCluster / PBSCluster.
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str = "cluster") -> None:
+        """Range and cross-field checks (raise ConfigError naming the key)."""
+        if self.kind not in CLUSTER_KINDS:
+            raise _did_you_mean(f"{where}.kind", f"unknown kind {self.kind!r}", self.kind, CLUSTER_KINDS)
+        if self.workers < 0:
+            raise ConfigError(f"{where}.workers: must be >= 0 (0 = automatic), got {self.workers}")
+        if self.threads_per_dataset < 0:
+            raise ConfigError(f"{where}.threads_per_dataset: must be >= 0, got {self.threads_per_dataset}")
+        if self.retries < 0:
+            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
+        if self.memory and not _MEM_RE.match(self.memory.strip()):
+            raise ConfigError(f"{where}.memory: expected e.g. '16GiB', got {self.memory!r}")
+        if self.kind in ("slurm", "pbs") and self.walltime and not _WALLTIME_RE.match(self.walltime):
+            raise ConfigError(f"{where}.walltime: expected HH:MM:SS, got {self.walltime!r}")
+        if self.address and not re.match(r"^[a-z]+://[^\s]+$|^[^\s:/]+:\d+$", self.address):
+            raise ConfigError(f"{where}.address: expected e.g. 'tcp://host:8786', got {self.address!r}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of the campaign, fully resolved (or carrying its ``error``)."""
+
+    name: str
+    #: Absolute MS path (None when it could not be resolved).
+    ms: Path | None
+    #: Validated per-dataset config (None when ``error``).
+    config: PipelineConfig | None
+    #: Index of its ``[[datasets]]`` entry (a glob entry expands to several datasets).
+    index: int = 0
+    #: The per-dataset override table as written (without name/ms/simulate).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: Simulator preset + arguments used to create ``ms`` when absent.
+    simulate: dict[str, Any] | None = None
+    #: Cores this dataset claims (None: the cluster's threads_per_dataset).
+    threads: int | None = None
+    #: One-line reason this dataset cannot run ('' = fine).
+    error: str = ""
+    line: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "ms": str(self.ms) if self.ms else None, "index": self.index,
+            "overrides": self.overrides, "simulate": self.simulate, "threads": self.threads,
+            "error": self.error,
+            "config": self.config.to_dict() if self.config is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A loaded, validated campaign manifest."""
+
+    name: str
+    path: Path
+    output_dir: Path
+    description: str
+    defaults: dict[str, Any]
+    templates: dict[str, Any]
+    cluster: ClusterSpec
+    datasets: tuple[DatasetSpec, ...]
+    #: The default pipeline config ([defaults] + [templates]).
+    base_config: PipelineConfig
+
+    def select(self, only: typing.Iterable[str]) -> "Campaign":
+        """Only the named datasets (ConfigError for an unknown name)."""
+        only = list(only)
+        if not only:
+            return self
+        names = [d.name for d in self.datasets]
+        for n in only:
+            if n not in names:
+                raise _did_you_mean("--only", f"no dataset named {n!r}", n, names)
+        return dataclasses.replace(self, datasets=tuple(d for d in self.datasets if d.name in only))
+
+    def with_output_dir(self, out: str | Path) -> "Campaign":
+        return dataclasses.replace(self, output_dir=Path(out).expanduser().resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved manifest (JSON-friendly) for campaign.json."""
+        return {
+            "campaign": {"name": self.name, "manifest": str(self.path),
+                         "output_dir": str(self.output_dir), "description": self.description},
+            "defaults": self.defaults,
+            "templates": self.templates,
+            "cluster": dataclasses.asdict(self.cluster),
+            "datasets": [d.to_dict() for d in self.datasets],
+        }
+
+
+# ----------------------------------------------------------------------------------------
+# loading
+
+
+def load_manifest(path: str | Path) -> Campaign:
+    """Read and validate a campaign manifest; global problems raise :class:`ConfigError`."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"manifest not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest {path}: {exc.strerror}") from None
+    return parse_manifest(text, path.resolve())
+
+
+def parse_manifest(text: str, path: Path) -> Campaign:
+    """Parse manifest ``text`` as if read from ``path`` (relative paths resolve against it)."""
+    label = path.name
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        where = f"{label}:{m.group(1)}" if m else label
+        raise ConfigError(f"{where}: TOML syntax error: {msg}") from None
+    loc = KeyLocator(text)
+
+    def fail(key_path: tuple, msg: str) -> ConfigError:
+        line = loc.find(key_path)
+        return ConfigError(f"{label}:{line}: {msg}" if line else f"{label}: {msg}")
+
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise fail((key,), str(_did_you_mean(key, "unknown top-level table", key, TOP_LEVEL_KEYS)))
+    base_dir = path.parent
+
+    # [campaign]
+    try:
+        section = build_dataclass(CampaignSection, data.get("campaign", {}), "campaign")
+    except _KeyedError as exc:
+        raise fail(exc.path, exc.msg) from None
+    name = section.name or path.stem
+    if not _NAME_RE.match(name):
+        raise fail(("campaign", "name"), f"campaign.name: {name!r} must be letters, digits, '.', '_', '+' or '-'")
+    output_dir = _resolve(base_dir, section.output_dir or f"{path.stem}-out")
+
+    # [cluster]
+    try:
+        cluster = build_dataclass(ClusterSpec, data.get("cluster", {}), "cluster")
+        cluster.validate()
+    except _KeyedError as exc:
+        raise fail(exc.path, exc.msg) from None
+    except ConfigError as exc:
+        raise fail(_key_path_of(str(exc)), str(exc)) from None
+
+    # [defaults] + [templates] -> the base config (errors here concern every dataset)
+    defaults = data.get("defaults", {})
+    templates = data.get("templates", {})
+    if not isinstance(defaults, dict):
+        raise fail(("defaults",), "defaults: expected a table")
+    if not isinstance(templates, dict):
+        raise fail(("templates",), "templates: expected a table")
+    base_dict = deep_merge(defaults, {"templates": templates}) if templates else copy.deepcopy(defaults)
+    try:
+        base_config = PipelineConfig.from_dict(base_dict)
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
+        key = _key_path_of(str(exc))
+        line = loc.find(("defaults", *key)) or loc.find(key)
+        raise ConfigError(f"{label}:{line}: {_one_line(exc)}" if line else f"{label}: {_one_line(exc)}") from None
+
+    # [[datasets]]
+    entries = data.get("datasets", [])
+    if not isinstance(entries, list):
+        raise fail(("datasets",), "datasets: expected an array of tables ([[datasets]])")
+    if not entries:
+        raise fail(("datasets",), "no [[datasets]] in the manifest")
+    datasets: list[DatasetSpec] = []
+    for i, entry in enumerate(entries):
+        datasets.extend(_resolve_dataset(i, entry, base_dict, base_dir, loc, label))
+    seen: dict[str, DatasetSpec] = {}
+    for d in datasets:
+        if d.name in seen:
+            other = seen[d.name]
+            raise fail(("datasets", d.index, "name"),
+                       f"datasets[{d.index}]: duplicate dataset name {d.name!r} "
+                       f"(also datasets[{other.index}]{', line ' + str(other.line) if other.line else ''})")
+        seen[d.name] = d
+    return Campaign(name=name, path=path, output_dir=output_dir, description=section.description,
+                    defaults=defaults, templates=templates, cluster=cluster,
+                    datasets=tuple(datasets), base_config=base_config)
+
+
+def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
+                     loc: "KeyLocator", label: str) -> list[DatasetSpec]:
+    """One ``[[datasets]]`` entry -> one DatasetSpec per MS (glob) with per-dataset errors."""
+    line = loc.find(("datasets", i))
+    if not isinstance(entry, dict):
+        return [DatasetSpec(f"datasets-{i}", None, None, index=i, line=line,
+                            error=f"datasets[{i}]: expected a table ({label}:{line})")]
+    raw_name = entry.get("name")
+    ms_raw = entry.get("ms")
+    simulate = entry.get("simulate")
+    overrides = {k: v for k, v in entry.items() if k not in DATASET_KEYS}
+
+    def err(nm: str, key_path: tuple, msg: str, ms: Path | None = None) -> DatasetSpec:
+        ln = loc.find(("datasets", i, *key_path)) or line
+        where = f" ({label}:{ln})" if ln else ""
+        return DatasetSpec(nm, ms, None, index=i, overrides=overrides, simulate=simulate,
+                           line=line, error=f"datasets[{i}] (name={nm!r}): {msg}{where}")
+
+    fallback = raw_name if isinstance(raw_name, str) and raw_name else f"datasets-{i}"
+    if raw_name is not None and not isinstance(raw_name, str):
+        return [err(f"datasets-{i}", ("name",), f"name: expected a string, got {raw_name!r}")]
+    if not isinstance(ms_raw, str) or not ms_raw:
+        if ms_raw is None:
+            return [err(fallback, (), "ms: missing (every dataset needs ms = \"path/to.ms\")")]
+        return [err(fallback, ("ms",), f"ms: expected a path string, got {ms_raw!r}")]
+    allowed = set(DATASET_KEYS) | {f.name for f in dataclasses.fields(PipelineConfig)}
+    for key in entry:
+        if key not in allowed:
+            return [err(fallback, (key,), str(_did_you_mean(key, "unknown key", key, sorted(allowed))))]
+    if simulate is not None and not isinstance(simulate, dict):
+        return [err(fallback, ("simulate",), "simulate: expected a table (preset = ..., ...)")]
+
+    is_glob = any(c in ms_raw for c in "*?[")
+    if is_glob:
+        if simulate is not None:
+            return [err(fallback, ("simulate",), "simulate: cannot be combined with a glob in ms")]
+        pattern = str(_resolve(base_dir, ms_raw))
+        matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+        if not matches:
+            return [err(fallback, ("ms",), f"ms: glob {ms_raw!r} matched no directory ({pattern})")]
+        pairs = [(f"{raw_name}-{m.name.rsplit('.', 1)[0]}" if raw_name else m.name.rsplit(".", 1)[0], m)
+                 for m in matches]
+    else:
+        ms = _resolve(base_dir, ms_raw)
+        nm = raw_name or ms.name.rsplit(".", 1)[0] or fallback
+        pairs = [(nm, ms)]
+
+    out: list[DatasetSpec] = []
+    for nm, ms in pairs:
+        if not _NAME_RE.match(nm):
+            out.append(err(nm, ("name",), f"name: {nm!r} must be letters, digits, '.', '_', '+' or '-' "
+                                          "(it names files and the Dask task)", ms))
+            continue
+        if simulate is None:
+            if not ms.exists():
+                out.append(err(nm, ("ms",), f"ms not found: {ms}", ms))
+                continue
+            if not ms.is_dir():
+                out.append(err(nm, ("ms",), f"ms is not a measurement set directory: {ms}", ms))
+                continue
+        else:
+            problem = check_simulate(simulate)
+            if problem:
+                out.append(err(nm, ("simulate",), f"simulate: {problem}", ms))
+                continue
+        merged = deep_merge(base_dict, overrides)
+        try:
+            cfg = PipelineConfig.from_dict(merged)
+        except (ConfigError, ValueError, TypeError, KeyError) as exc:
+            key = _key_path_of(str(exc))
+            ln = (loc.find(("datasets", i, *key), exact=True) or loc.find(("defaults", *key), exact=True)
+                  or loc.find(key, exact=True) or line)
+            out.append(DatasetSpec(nm, ms, None, index=i, overrides=overrides, simulate=simulate,
+                                   line=line, error=f"datasets[{i}] (name={nm!r}): {_one_line(exc)}"
+                                   + (f" ({label}:{ln})" if ln else "")))
+            continue
+        threads = overrides.get("threads")
+        out.append(DatasetSpec(nm, ms, cfg, index=i, overrides=overrides, simulate=simulate,
+                               threads=threads if isinstance(threads, int) else None, line=line))
+    return out
+
+
+def check_simulate(sim: dict[str, Any]) -> str:
+    """'' when the simulate table looks valid; else a one-line problem.
+
+    Validated against the simulator when it is importable (a spec is built, nothing run).
+    """
+    preset = sim.get("preset")
+    if not isinstance(preset, str) or not preset:
+        return "needs preset = \"<name>\" (a simulator preset such as 'vla-c')"
+    try:
+        from . import simulate as simmod  # noqa: F401
+    except ImportError:
+        return ""
+    try:
+        build_sim_spec(sim)
+    except ImportError:
+        return ""
+    except Exception as exc:  # the simulator's own validation (SimulationError, TypeError...)
+        return _one_line(exc)
+    return ""
+
+
+def build_sim_spec(sim: dict[str, Any]) -> Any:
+    """A simulator ``SimSpec`` from ``{"preset": name, **overrides}``."""
+    from . import simulate as simmod
+
+    args = {k: v for k, v in sim.items() if k != "preset"}
+    preset = sim["preset"]
+    for helper in ("spec_from_preset", "make_spec", "preset_spec"):
+        fn = getattr(simmod, helper, None)
+        if callable(fn):
+            return fn(preset, **args)
+    presets = getattr(simmod, "PRESETS")
+    if preset not in presets:
+        raise _did_you_mean("preset", f"unknown simulator preset {preset!r}", preset, sorted(presets))
+    base = presets[preset]
+    if dataclasses.is_dataclass(base):
+        names = {f.name for f in dataclasses.fields(base)}
+        for k in args:
+            if k not in names:
+                raise _did_you_mean(k, "unknown simulator argument", k, sorted(names))
+        return dataclasses.replace(base, **args)
+    return simmod.SimSpec(**{**dict(base), **args})
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+class _KeyedError(Exception):
+    def __init__(self, path: tuple, msg: str):
+        super().__init__(msg)
+        self.path = path
+        self.msg = msg
+
+
+def build_dataclass(cls: type, data: Any, where: str) -> Any:
+    """Instantiate a flat dataclass from a TOML table, checking keys and types."""
+    if not isinstance(data, dict):
+        raise _KeyedError((where,), f"{where}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = (where, key)
+        dotted = f"{where}.{key}"
+        if key not in names:
+            raise _KeyedError(path, str(_did_you_mean(dotted, "unknown key", key, names)))
+        tp = hints[key]
+        origin = typing.get_origin(tp)
+        ok = True
+        if tp is bool:
+            ok = isinstance(value, bool)
+            expected = "true/false"
+        elif tp is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            expected = "an integer"
+        elif tp is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            expected = "a number"
+            value = float(value) if ok else value
+        elif tp is str:
+            ok = isinstance(value, str)
+            expected = "a string"
+        elif origin is tuple:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            expected = "a list of strings"
+            value = tuple(value) if ok else value
+        elif origin is dict:
+            ok = isinstance(value, dict)
+            expected = "a table"
+        if not ok:
+            raise _KeyedError(path, f"{dotted}: expected {expected}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _did_you_mean(key: str, msg: str, value: str, choices: typing.Iterable[str]) -> ConfigError:
+    choices = list(choices)
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (choose from: {', '.join(choices)})"
+    return ConfigError(f"{key}: {msg}{hint}")
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge of two tables; ``over`` wins; inputs are not modified."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _resolve(base_dir: Path, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else (base_dir / q)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _key_path_of(msg: str) -> tuple:
+    """('wsclean', 'mgain') from 'wsclean.mgain: ...' (best effort, for line lookup)."""
+    head = msg.split(":", 1)[0].strip()
+    head = head.split("/", 1)[0]
+    head = re.sub(r"\[\d+\]", "", head)
+    if not head or " " in head:
+        return ()
+    return tuple(p for p in head.split(".") if p)
+
+
+class KeyLocator:
+    """Maps TOML key paths (``("datasets", 2, "imsize")``) to 1-based line numbers.
+
+    A line scanner, not a parser: it follows ``[table]`` / ``[[array]]`` headers, dotted
+    keys and one level of inline tables, which is enough to point at the offending line.
+    """
+
+    _ARRAY_HDR = re.compile(r"^\s*\[\[\s*([^\]]+?)\s*\]\]")
+    _TABLE_HDR = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'))*)\s*=(.*)$""")
+    _INLINE_KEY = re.compile(r"""[{,]\s*([A-Za-z0-9_\-]+|"[^"]*")\s*=""")
+
+    def __init__(self, text: str):
+        self.lines: dict[tuple, int] = {}
+        counters: dict[tuple, int] = {}
+        current: tuple = ()
+        for n, raw in enumerate(text.splitlines(), start=1):
+            line = raw.split("#", 1)[0] if raw.lstrip().startswith(("[", "#")) else raw
+            m = self._ARRAY_HDR.match(line)
+            if m:
+                raw_parts = self._split(m.group(1))
+                parts = (*self._expand(raw_parts[:-1], counters), raw_parts[-1])
+                counters[parts] = counters.get(parts, -1) + 1
+                current = (*parts, counters[parts])
+                self._add(current, n)
+                continue
+            m = self._TABLE_HDR.match(line)
+            if m:
+                current = self._expand(self._split(m.group(1)), counters)
+                self._add(current, n)
+                continue
+            m = self._KEY.match(line)
+            if m:
+                path = (*current, *self._split(m.group(1)))
+                self._add(path, n)
+                rest = m.group(2).strip()
+                if rest.startswith("{"):
+                    for k in self._INLINE_KEY.findall(rest):
+                        self._add((*path, k.strip("\"'")), n)
+
+    @staticmethod
+    def _split(dotted: str) -> tuple:
+        return tuple(p.strip().strip("\"'") for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', dotted))
+
+    @staticmethod
+    def _expand(parts: tuple, counters: dict[tuple, int]) -> tuple:
+        out: list = []
+        for p in parts:
+            out.append(p)
+            if tuple(out) in counters:
+                out.append(counters[tuple(out)])
+        return tuple(out)
+
+    def _add(self, path: tuple, n: int) -> None:
+        for k in range(1, len(path) + 1):
+            self.lines.setdefault(path[:k], n)
+        self.lines[path] = self.lines.get(path, n)
+
+    def find(self, path: tuple, exact: bool = False) -> int | None:
+        """Line of ``path`` (or, unless ``exact``, of its longest known prefix)."""
+        path = tuple(path)
+        if not path:
+            return None
+        if path in self.lines:
+            return self.lines[path]
+        if exact:
+            return None
+        for k in range(len(path) - 1, 0, -1):
+            if path[:k] in self.lines:
+                return self.lines[path[:k]]
+        return None

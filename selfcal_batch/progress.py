@@ -1,0 +1,273 @@
+"""Campaign progress: a live rich display, or one plain line per finished dataset; and the
+row format shared by the display, the summary table and ``survey/datasets.csv``.
+
+The live view shows done / running / failed / queued counts, an ETA from the mean wall time
+of finished datasets, and the current step of every running dataset, read from its
+``<out>/datasets/<name>/state.json`` (``current_step``) every ~2 s. With ``quiet`` (batch
+jobs) or when the console is not a terminal only the per-dataset lines are printed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+POLL_S = 2.0
+#: ``survey/datasets.csv`` columns (the DatasetResult fields), in order.
+ROW_FIELDS = (
+    "name", "ms", "status", "error", "template_initial", "template_final", "steps_run",
+    "steps_accepted", "steps_reverted", "snr_initial", "snr_final", "dr_initial", "dr_final",
+    "rms_initial", "rms_final", "peak_initial", "peak_final", "total_flux_initial",
+    "total_flux_final", "wall_s", "final_ms", "final_image", "wsclean_runs", "time_wsclean_s",
+    "time_casa_s", "time_python_s",
+)
+
+
+def failed_row(name: str, ms: Any, error: str) -> dict[str, Any]:
+    row: dict[str, Any] = {k: None for k in ROW_FIELDS}
+    row.update(name=name, ms=str(ms) if ms else "", status="failed", error=error)
+    return row
+
+
+def normalise_row(res: dict[str, Any], name: str, ms: Any) -> dict[str, Any]:
+    """A result dict with every ROW_FIELDS key (extra keys kept)."""
+    row = {k: res.get(k) for k in ROW_FIELDS}
+    row.update({k: v for k, v in res.items() if k not in row})
+    row["name"] = row.get("name") or name
+    row["ms"] = row.get("ms") or (str(ms) if ms else "")
+    if row.get("status") not in ("finished", "failed", "skipped"):
+        row["error"] = row.get("error") or f"unexpected status {row.get('status')!r}"
+        row["status"] = "failed"
+    if row["status"] == "failed" and not row.get("error"):
+        row["error"] = "failed (no reason given)"
+    if row.get("error"):
+        row["error"] = " ".join(str(row["error"]).split())
+    return row
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return ";".join(str(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def write_survey_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """``survey/datasets.csv``: ROW_FIELDS first, then any extra keys; lists joined with ';'."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = sorted({k for r in rows for k in r if k not in ROW_FIELDS})
+    cols = list(ROW_FIELDS) + extra
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _csv_value(r.get(k)) for k in cols})
+    os.replace(tmp, path)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """'1h02m', '3m05s', '42s' or '-'."""
+    if seconds is None or not isinstance(seconds, (int, float)) or math.isnan(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _fmt_num(v: Any) -> str:
+    f = _num(v)
+    if f is None:
+        return "-"
+    return f"{f:.3g}" if abs(f) < 1000 else f"{f:.0f}"
+
+
+def template_text(row: dict[str, Any]) -> str:
+    a, b = row.get("template_initial") or "", row.get("template_final") or ""
+    if not a and not b:
+        return "-"
+    return a if a == b or not b else f"{a}→{b}"
+
+
+def snr_text(row: dict[str, Any]) -> str:
+    a, b = row.get("snr_initial"), row.get("snr_final")
+    if _num(a) is None and _num(b) is None:
+        return "-"
+    return f"{_fmt_num(a)}→{_fmt_num(b)}"
+
+
+def dr_gain_text(row: dict[str, Any]) -> str:
+    a, b = _num(row.get("dr_initial")), _num(row.get("dr_final"))
+    if a is None or b is None or a <= 0:
+        return "-"
+    return f"×{b / a:.2f}"
+
+
+def finished_line(row: dict[str, Any], done: int, total: int) -> str:
+    """The plain one-line record printed when a dataset ends."""
+    head = f"[{done}/{total}] {row.get('name')} {row.get('status')}"
+    if row.get("status") == "failed":
+        return f"{head}: {row.get('error') or 'unknown error'}"
+    return (f"{head} (template {template_text(row)}, SNR {snr_text(row)}, "
+            f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))})")
+
+
+def read_current_step(out_dir: Path, name: str) -> str:
+    """``current_step`` from a dataset's state.json ('' when unknown)."""
+    try:
+        data = json.loads((Path(out_dir) / "datasets" / name / "state.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("current_step") or "") if isinstance(data, dict) else ""
+
+
+class CampaignProgress:
+    """Tracks and renders a running campaign (use as a context manager)."""
+
+    def __init__(self, out_dir: Path, names: Iterable[str], *, slots: int = 1,
+                 quiet: bool = False, console: Console | None = None, title: str = ""):
+        self.out_dir = Path(out_dir)
+        self.names = list(names)
+        self.total = len(self.names)
+        self.slots = max(1, slots)
+        self.console = console or Console()
+        self.live_mode = not quiet and self.console.is_terminal
+        self.title = title
+        self.done: list[dict[str, Any]] = []
+        self.running: dict[str, float] = {}   # name -> first seen running (monotonic)
+        self.steps: dict[str, str] = {}
+        self.walls: list[float] = []
+        self._last_poll = 0.0
+        self._t0 = time.monotonic()
+        self._live: Live | None = None
+
+    # -- state updates ----------------------------------------------------------------
+
+    def set_running(self, names: Iterable[str]) -> None:
+        now = time.monotonic()
+        names = set(names)
+        for n in names:
+            self.running.setdefault(n, now)
+        for n in list(self.running):
+            if n not in names:
+                self.running.pop(n, None)
+
+    def finished(self, row: dict[str, Any], counted: bool = True) -> None:
+        """Record a finished dataset and print its line."""
+        name = str(row.get("name"))
+        started = self.running.pop(name, None)
+        if counted:
+            self.done.append(row)
+        wall = _num(row.get("wall_s"))
+        if wall is None and started is not None:
+            wall = time.monotonic() - started
+        if wall is not None and row.get("status") != "failed":
+            self.walls.append(float(wall))
+        line = finished_line(row, len(self.done), self.total)
+        style = "red" if row.get("status") == "failed" else "green"
+        if self.live_mode:
+            self.console.print(Text(line, style=style))
+        else:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        self.refresh(force=True)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(1 for r in self.done if r.get("status") == "failed")
+
+    def eta_s(self) -> float | None:
+        """Mean wall time of finished datasets x remaining / concurrent slots."""
+        remaining = self.total - len(self.done)
+        if not self.walls or remaining <= 0:
+            return None if remaining > 0 else 0.0
+        mean = sum(self.walls) / len(self.walls)
+        return mean * math.ceil(remaining / self.slots)
+
+    def poll_steps(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_poll < POLL_S:
+            return
+        self._last_poll = now
+        for n in self.running:
+            self.steps[n] = read_current_step(self.out_dir, n)
+
+    # -- rendering ------------------------------------------------------------------
+
+    def headline(self) -> str:
+        ok = len(self.done) - self.n_failed
+        queued = self.total - len(self.done) - len(self.running)
+        eta = self.eta_s()
+        return (f"{self.title + ': ' if self.title else ''}{ok} done · {len(self.running)} running · "
+                f"{self.n_failed} failed · {max(queued, 0)} queued of {self.total} · "
+                f"elapsed {fmt_duration(time.monotonic() - self._t0)} · ETA {fmt_duration(eta)}")
+
+    def renderable(self) -> Group:
+        table = Table(box=None, show_header=bool(self.running), pad_edge=False)
+        table.add_column("running", style="cyan")
+        table.add_column("step")
+        table.add_column("elapsed", justify="right")
+        now = time.monotonic()
+        for n, t in sorted(self.running.items()):
+            table.add_row(n, self.steps.get(n) or "starting", fmt_duration(now - t))
+        frac = len(self.done) / self.total if self.total else 1.0
+        width = 30
+        bar = Text("█" * int(frac * width) + "░" * (width - int(frac * width)), style="magenta")
+        return Group(Text(self.headline(), style="bold"), bar, table)
+
+    def refresh(self, force: bool = False) -> None:
+        self.poll_steps(force=force)
+        if self._live is not None:
+            self._live.update(self.renderable())
+
+    def __enter__(self) -> "CampaignProgress":
+        if self.live_mode:
+            self._live = Live(self.renderable(), console=self.console, refresh_per_second=2,
+                              transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+
+def summary_table(rows: list[dict[str, Any]], title: str = "Campaign summary") -> Table:
+    """Rich table: name, status, template, SNR initial→final, DR gain, wall, error."""
+    t = Table(title=title, show_lines=False)
+    t.add_column("name", style="bold")
+    t.add_column("status")
+    t.add_column("template")
+    t.add_column("SNR init→final", justify="right")
+    t.add_column("DR gain", justify="right")
+    t.add_column("wall", justify="right")
+    t.add_column("error", overflow="fold")
+    for r in rows:
+        st = str(r.get("status") or "")
+        style = {"failed": "red", "finished": "green"}.get(st, "yellow")
+        t.add_row(str(r.get("name")), Text(st, style=style), template_text(r), snr_text(r),
+                  dr_gain_text(r), fmt_duration(_num(r.get("wall_s"))), str(r.get("error") or ""))
+    return t

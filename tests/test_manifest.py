@@ -1,0 +1,408 @@
+"""Manifest parsing, merging, globs, relative paths, and one-line errors with line numbers."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from selfcal_batch.cli import main
+from selfcal_batch.errors import ConfigError
+from selfcal_batch.manifest import KeyLocator, load_manifest
+
+
+def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text).lstrip())
+    return p
+
+
+@pytest.fixture
+def data_dir(tmp_path, fake_ms):
+    for n in ("a", "b", "c"):
+        fake_ms(tmp_path / "data" / f"J{n}.ms")
+    return tmp_path / "data"
+
+
+def test_merge_defaults_templates_overrides_and_paths(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [campaign]
+        name = "survey1"
+        output_dir = "out"
+
+        [defaults]
+        imsize = 256
+        threads = 2
+        final_robust = 0.0
+        wsclean.mgain = 0.7
+
+        [templates.faint.p0]
+        solint = "240s"
+
+        [cluster]
+        workers = 1
+
+        [[datasets]]
+        name = "one"
+        ms = "data/Ja.ms"
+        imsize = 512
+        force_template = "bright"
+        [datasets.templates.faint.p1]
+        solint = "60s"
+
+        [[datasets]]
+        ms = "data/Jb.ms"
+        """)
+    c = load_manifest(p)
+    assert c.name == "survey1"
+    assert c.output_dir == tmp_path / "out"
+    one, two = c.datasets
+    assert one.ok and two.ok
+    assert one.name == "one" and one.ms == data_dir / "Ja.ms"
+    assert two.name == "Jb"  # stem of the MS when no name
+    assert one.config.imsize == 512 and two.config.imsize == 256
+    assert one.config.force_template == "bright"
+    assert one.config.final_robust == 0.0 and one.config.wsclean.mgain == 0.7
+    # [templates.X.Y] merged into the templates field; per-dataset tables deep-merge
+    assert one.config.templates["faint"] == {"p0": {"solint": "240s"}, "p1": {"solint": "60s"}}
+    assert two.config.templates == {"faint": {"p0": {"solint": "240s"}}}
+    assert c.cluster.workers == 1
+    assert c.base_config.threads == 2
+
+
+def test_glob_expands_one_dataset_per_match(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "field"
+        ms = "data/*.ms"
+        [[datasets]]
+        ms = "data/Jc*.ms"
+        """)
+    c = load_manifest(p)
+    names = [d.name for d in c.datasets]
+    assert names == ["field-Ja", "field-Jb", "field-Jc", "Jc"]
+    assert c.datasets[1].ms == data_dir / "Jb.ms"
+    assert c.output_dir == tmp_path / "c-out"
+
+
+def test_glob_matching_nothing_fails_that_dataset(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "none"
+        ms = "nowhere/*.ms"
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    c = load_manifest(p)
+    assert "matched no directory" in c.datasets[0].error
+    assert c.datasets[1].ok
+
+
+def test_syntax_error_reports_line(tmp_path):
+    p = write(tmp_path, """
+        [campaign]
+        name = "x"
+        [defaults]
+        imsize = = 3
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:4: TOML syntax error"):
+        load_manifest(p)
+
+
+def test_unknown_top_level_key_did_you_mean_and_line(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [[datasets]]
+        ms = "data/Ja.ms"
+
+        [clustre]
+        workers = 2
+        """)
+    with pytest.raises(ConfigError) as ei:
+        load_manifest(p)
+    msg = str(ei.value)
+    assert msg.startswith("c.toml:4:") and "did you mean 'cluster'" in msg and "\n" not in msg
+
+
+def test_unknown_cluster_key_and_wrong_type(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [cluster]
+        kind = "local"
+        worker = 2
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:3: cluster\.worker: unknown key \(did you mean 'workers'\?\)"):
+        load_manifest(p)
+    p = write(tmp_path, """
+        [cluster]
+        workers = "two"
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:2: cluster\.workers: expected an integer"):
+        load_manifest(p)
+    p = write(tmp_path, """
+        [cluster]
+        kind = "slrum"
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"c\.toml:2: cluster\.kind: .*did you mean 'slurm'"):
+        load_manifest(p)
+
+
+def test_defaults_errors_fail_fast_with_line(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [defaults]
+        band = "C"
+        imsize = "big"
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:3: imsize: expected an integer"):
+        load_manifest(p)
+    # a negative solint in a [templates.X.Y] override
+    p = write(tmp_path, """
+        [templates.faint.p0]
+        solint = "-30s"
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:2: templates\.faint\.p0\.solint: solint must be"):
+        load_manifest(p)
+    # an unknown template name
+    p = write(tmp_path, """
+        [templates.fiant.p0]
+        solint = "30s"
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:1: templates: unknown template 'fiant' \(did you mean 'faint'\?\)"):
+        load_manifest(p)
+
+
+def test_per_dataset_problems_do_not_stop_the_others(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [defaults]
+        imsize = 256
+
+        [[datasets]]
+        name = "good"
+        ms = "data/Ja.ms"
+
+        [[datasets]]
+        name = "missing"
+        ms = "data/nope.ms"
+
+        [[datasets]]
+        name = "typo"
+        ms = "data/Jb.ms"
+        imsze = 128
+
+        [[datasets]]
+        name = "robust"
+        ms = "data/Jc.ms"
+        final_robust = 3.0
+
+        [[datasets]]
+        name = "tmpl"
+        ms = "data/Jc.ms"
+        force_template = "brigth"
+
+        [[datasets]]
+        name = "step"
+        ms = "data/Jc.ms"
+        steps = ["startup", "p0", "p9"]
+
+        [[datasets]]
+        name = "solint"
+        ms = "data/Jc.ms"
+        [datasets.templates.bright.p1]
+        solint = "-5s"
+
+        [[datasets]]
+        name = "wrongtype"
+        ms = "data/Jc.ms"
+        plots = "yes"
+        """)
+    c = load_manifest(p)
+    by = {d.name: d for d in c.datasets}
+    assert by["good"].ok
+    assert by["missing"].error.startswith("datasets[1] (name='missing'): ms not found:")
+    assert by["missing"].error.endswith("(c.toml:10)")
+    assert by["typo"].error == ("datasets[2] (name='typo'): imsze: unknown key "
+                                "(did you mean 'imsize'?) (c.toml:15)")
+    assert "datasets[3] (name='robust')" in by["robust"].error and "robust" in by["robust"].error
+    assert "(c.toml:20)" in by["robust"].error
+    assert "did you mean 'bright'" in by["tmpl"].error and "(c.toml:25)" in by["tmpl"].error
+    assert "unknown step 'p9'" in by["step"].error and "(c.toml:30)" in by["step"].error
+    assert "templates.bright.p1.solint" in by["solint"].error and "(c.toml:36)" in by["solint"].error
+    assert "plots: expected true/false" in by["wrongtype"].error
+    for d in c.datasets:
+        assert "\n" not in d.error
+
+
+def test_duplicate_name_fails_fast(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "x"
+        ms = "data/Ja.ms"
+
+        [[datasets]]
+        name = "x"
+        ms = "data/Jb.ms"
+        """)
+    with pytest.raises(ConfigError, match=r"^c\.toml:6: datasets\[1\]: duplicate dataset name 'x' \(also datasets\[0\], line 1\)"):
+        load_manifest(p)
+
+
+def test_simulate_table_allows_absent_ms(tmp_path):
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "sim"
+        ms = "gen/sim.ms"
+        [datasets.simulate]
+        preset = "vla-c"
+        flux_jy = 0.04
+
+        [[datasets]]
+        name = "badsim"
+        ms = "gen/badsim.ms"
+        simulate = { flux_jy = 0.04 }
+        """)
+    c = load_manifest(p)
+    assert c.datasets[0].ok and c.datasets[0].simulate == {"preset": "vla-c", "flux_jy": 0.04}
+    assert c.datasets[0].ms == tmp_path / "gen" / "sim.ms"
+    assert "simulate: needs preset" in c.datasets[1].error
+
+
+def test_simulate_arguments_validated_when_simulator_present(tmp_path):
+    pytest.importorskip("selfcal_batch.simulate")
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "sim"
+        ms = "gen/sim.ms"
+        simulate = { preset = "vla-q", flux_jy = 0.04 }
+        [[datasets]]
+        name = "sim2"
+        ms = "gen/sim2.ms"
+        simulate = { preset = "vla-c", flux = 0.04 }
+        """)
+    c = load_manifest(p)
+    assert "unknown preset 'vla-q'" in c.datasets[0].error
+    assert "flux" in c.datasets[1].error
+
+
+def test_select_only(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [[datasets]]
+        ms = "data/Ja.ms"
+        [[datasets]]
+        ms = "data/Jb.ms"
+        """)
+    c = load_manifest(p)
+    assert [d.name for d in c.select(["Jb"]).datasets] == ["Jb"]
+    with pytest.raises(ConfigError, match="did you mean 'Ja'"):
+        c.select(["Jaa"])
+
+
+def test_key_locator():
+    text = textwrap.dedent("""
+        [defaults]
+        imsize = 3   # comment
+        wsclean.mgain = 0.5
+        [[datasets]]
+        name = "a"
+        [[datasets]]
+        name = "b"
+        simulate = { preset = "x", flux_jy = 1 }
+        [datasets.templates.faint.p0]
+        solint = "1s"
+        """).lstrip()
+    loc = KeyLocator(text)
+    assert loc.find(("defaults", "imsize")) == 2
+    assert loc.find(("defaults", "wsclean", "mgain")) == 3
+    assert loc.find(("datasets", 0)) == 4
+    assert loc.find(("datasets", 1, "name")) == 7
+    assert loc.find(("datasets", 1, "simulate", "flux_jy")) == 8
+    assert loc.find(("datasets", 1, "templates", "faint", "p0", "solint")) == 10
+    assert loc.find(("datasets", 1, "nothing")) == 6
+    assert loc.find(("datasets", 1, "nothing"), exact=True) is None
+
+
+# -- CLI: dry run and error exits -------------------------------------------------------
+
+
+def test_dry_run_prints_plan(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [defaults]
+        imsize = 256
+        [cluster]
+        threads_per_dataset = 1
+        [[datasets]]
+        name = "one"
+        ms = "data/Ja.ms"
+        force_template = "faint"
+        steps = ["startup", "test_image", "p0"]
+        [[datasets]]
+        name = "two"
+        ms = "data/Jb.ms"
+        """)
+    res = CliRunner().invoke(main, [str(p), "--dry-run", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "campaign c" in out and str(tmp_path / "c-out") in out
+    assert "local: 1 worker process(es) x 1 thread" in out
+    assert str(data_dir / "Ja.ms") in out
+    assert "template  faint" in out and "template  auto by flux" in out
+    assert "steps     startup test_image p0" in out
+    assert "resources cores=1 (WSClean -j 1)" in out
+    # options may come first too; --only selects
+    res = CliRunner().invoke(main, ["--dry-run", str(p), "--only", "two", "--threads-per-dataset", "2"])
+    assert res.exit_code == 0, res.output
+    assert "- one" not in res.output and "- two" in res.output and "cores=2" in res.output
+
+
+def test_dry_run_invalid_dataset_exits_1(tmp_path, data_dir):
+    p = write(tmp_path, """
+        [[datasets]]
+        ms = "data/Ja.ms"
+        [[datasets]]
+        name = "gone"
+        ms = "data/gone.ms"
+        """)
+    res = CliRunner().invoke(main, [str(p), "--dry-run"])
+    assert res.exit_code == 1
+    assert "gone: INVALID -> will be reported failed: datasets[1] (name='gone'): ms not found" in res.output
+
+
+def test_cli_config_error_exit_2(tmp_path):
+    p = write(tmp_path, "[defaults]\nimsize = = 1\n")
+    res = CliRunner().invoke(main, [str(p)])
+    assert res.exit_code == 2
+    assert "error: c.toml:2: TOML syntax error" in res.output
+    res = CliRunner().invoke(main, [str(tmp_path / "missing.toml"), "--dry-run"])
+    assert res.exit_code == 2 and "manifest not found" in res.output
+
+
+def test_cli_help_lists_commands():
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("run", "run-one", "simulate", "report", "compare"):
+        assert cmd in res.output
+    for bad in ("--configfile", "--noconfig", "--nositeconfig"):
+        assert bad not in CliRunner().invoke(main, ["run", "--help"]).output
+
+
+def test_shipped_manifests_parse(repo_root):
+    demo = load_manifest(repo_root / "campaigns" / "demo.toml")
+    assert [d.name for d in demo.datasets] == ["bright", "standard", "faint", "very-faint"]
+    assert all(d.ok and d.simulate for d in demo.datasets)
+    assert demo.output_dir == repo_root / "campaigns" / "demo-out"
+    fluxes = [d.simulate["flux_jy"] for d in demo.datasets]
+    assert fluxes == sorted(fluxes, reverse=True)
+    slurm = load_manifest(repo_root / "campaigns" / "example-slurm.toml")
+    assert slurm.cluster.kind == "slurm"
+    addr = load_manifest(repo_root / "campaigns" / "example-address.toml")
+    assert addr.cluster.kind == "address" and addr.cluster.address.startswith("tcp://")
