@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -26,6 +27,18 @@ log = logging.getLogger(__name__)
 TOOL_SECONDS: dict[str, float] = defaultdict(float)
 #: Number of runs in this process, by category.
 TOOL_RUNS: dict[str, int] = defaultdict(int)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM us when the parent dies (no orphaned WSClean/CASA
+    left writing into a dataset directory after its Dask worker was killed)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ def run_tool(
                 errors="replace",
                 bufsize=1,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except FileNotFoundError as exc:
             raise error_cls(tool, f"program not found: {argv[0]!r} ({exc.strerror})") from exc
