@@ -92,6 +92,11 @@ class GateConfig:
     max_antenna_loss: float = 0.5
     #: Amplitude steps: integrated flux may change by at most this fraction.
     flux_tolerance: float = 0.05
+    #: Solutions must carry signal: mean squared (phase x SNR) of the non-reference solutions
+    #: (~1-2.3 for pure noise) must reach this; 0 disables the test.
+    min_phase_significance: float = 3.0
+    #: Amplitude steps: mean squared ((|g|/median - 1) x SNR) (~0.5 for pure noise); 0 disables.
+    min_amp_significance: float = 1.5
     #: Stop the phase ladder at the first rejected phase step.
     stop_on_phase_reject: bool = True
 

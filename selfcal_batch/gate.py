@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .config import GateConfig, SolintConfig
 
 
@@ -66,6 +68,32 @@ def bad_antennas(good_fraction: Mapping[str, float], limit: float = 0.5) -> set[
     return {a for a, f in good_fraction.items() if f < limit}
 
 
+def solution_significance(gains: np.ndarray, snr: np.ndarray, flags: np.ndarray) -> dict[str, float]:
+    """How far solutions stand above their own noise (pure numbers from a caltable).
+
+    ``phase``: mean of (phase x SNR)^2 over unflagged, non-reference solutions: ~1 for pure
+    noise at high SNR (a little more at SNR ~3), >> 1 when there are real phase errors to
+    correct. ``amp``: mean of ((|g| / median|g| - 1) x SNR)^2 (~0.5 for pure noise with
+    CASA's 'ap' SNR). A step whose corrections are consistent with noise can only add noise
+    (and bias a faint source's peak upwards), however its image looks.
+    """
+    g = np.asarray(gains).ravel()
+    s = np.asarray(snr, dtype=float).ravel()
+    ok = ~np.asarray(flags, dtype=bool).ravel() & np.isfinite(s) & (s > 0) & np.isfinite(g)
+    g, s = g[ok], s[ok]
+    ph = np.angle(g)
+    nonref = np.abs(ph) > 1e-7
+    out = {"n_solutions": float(ok.sum()), "phase": math.nan, "amp": math.nan}
+    if nonref.sum() >= 3:
+        out["phase"] = float(np.mean((ph[nonref] * s[nonref]) ** 2))
+    if g.size >= 3:
+        amp = np.abs(g)
+        med = float(np.median(amp))
+        if med > 0:
+            out["amp"] = float(np.mean(((amp / med - 1.0) * s) ** 2))
+    return out
+
+
 # -- acceptance gate -----------------------------------------------------------------
 
 
@@ -93,6 +121,7 @@ def evaluate_step(
     cfg: GateConfig,
     amplitude: bool = False,
     exclude_antennas: set[str] | None = None,
+    significance: Mapping[str, float] | None = None,
 ) -> GateDecision:
     """Compare the post-calibration image with the pre-calibration one (same settings).
 
@@ -102,6 +131,8 @@ def evaluate_step(
     ``beam_tolerance`` of the original image's, the flagged-solution fraction is below
     ``max_flagged_solutions`` and no antenna loses more than ``max_antenna_loss`` of its
     solutions; amplitude steps must also keep the integrated flux within ``flux_tolerance``.
+    With ``significance`` (from :func:`solution_significance`), the corrections must stand
+    above their noise (``min_phase_significance`` / ``min_amp_significance``).
     """
     reasons: list[str] = []
     m: dict[str, float] = {}
@@ -127,6 +158,13 @@ def evaluate_step(
             if abs(m["flux_ratio"] - 1) > cfg.flux_tolerance:
                 reasons.append(f"integrated flux changed {100 * (m['flux_ratio'] - 1):+.1f}% "
                                f"(> {100 * cfg.flux_tolerance:.0f}%)")
+    if significance is not None:
+        key, limit = ("amp", cfg.min_amp_significance) if amplitude else ("phase", cfg.min_phase_significance)
+        value = float(significance.get(key, math.nan))
+        m[f"{key}_significance"] = value
+        if limit > 0 and math.isfinite(value) and value < limit:
+            reasons.append(f"{'amplitude' if amplitude else 'phase'} corrections consistent with noise "
+                           f"(significance {value:.2f} < {limit:g})")
     if solutions is not None:
         sol = solutions.without(exclude_antennas or set())
         m["flagged_solutions"] = sol.flagged_fraction

@@ -178,6 +178,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     st.save()
     sols = gate.solution_stats_from_solvestats((results[0] or {}).get("solvestats", {}), info["antenna_names"])
     rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
+    significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
     # Post image with the same settings, masked from the pre image.
     mask = _mask_from(ctx, pre, step, template, params.sigma_mask, f"{step}_post")
     prods, post_stats = ctx.image(opts.replace(name=ctx.img(f"{step}_post"), data_column="CORRECTED_DATA",
@@ -188,7 +189,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
         decision = gate.evaluate_step(pre["stats"], post_stats, original_beam_area=orig[beam_key],
                                       solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,
                                       amplitude="a" in params.calmode,
-                                      exclude_antennas=set(st.get("bad_antennas", [])))
+                                      exclude_antennas=set(st.get("bad_antennas", [])),
+                                      significance=significance)
     else:
         decision = gate.GateDecision(True, (), {})
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
@@ -214,6 +216,18 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     if step == "p0":
         reselect(ctx)
     return "done", rec
+
+
+def _significance(table: str, bad: set[str], names: list[str]) -> dict[str, float]:
+    """Read a caltable (python-casacore) and measure how far its solutions stand above noise."""
+    import numpy as np
+    from casacore.tables import table as ctable
+
+    with ctable(table, ack=False) as t:
+        a1 = t.getcol("ANTENNA1")
+        gains, snr, flags = t.getcol("CPARAM"), t.getcol("SNR"), t.getcol("FLAG")
+    keep = np.array([names[a] not in bad if a < len(names) else True for a in a1], dtype=bool)
+    return gate.solution_significance(gains[keep], snr[keep], flags[keep])
 
 
 def reselect(ctx: Context) -> None:

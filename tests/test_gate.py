@@ -135,3 +135,31 @@ def test_chaining_follows_the_seed():
     assert chain_after("ap1", [p0], ap1) == [p0, ap1]         # very_faint: p0 -> ap1
     assert chain_after_decision([p1], [p1, p2], keep=False) == [p1]
     assert chain_after_decision([p1], [p1, p2], keep=True) == [p1, p2]
+
+
+def test_solution_significance_noise_vs_signal():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n, snr = 2000, 20.0
+    noise = (rng.normal(size=n) + 1j * rng.normal(size=n)) / (snr * np.sqrt(2))
+    pure = 1.0 + noise
+    pure[::27] = 1.0  # reference-antenna solutions are exactly 0 phase
+    real = np.exp(1j * np.radians(rng.normal(0, 30, n))) * pure
+    s = np.full(n, snr)
+    f = np.zeros(n, bool)
+    assert gate.solution_significance(pure, s, f)["phase"] < 1.5
+    assert gate.solution_significance(real, s, f)["phase"] > 50
+
+
+def test_gate_rejects_noise_consistent_corrections():
+    post = dict(PRE, snr=114.0)
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=3.1, cfg=CFG,
+                           significance={"phase": 2.3, "amp": 0.5})
+    assert not d.accepted and "phase corrections consistent with noise" in d.reason
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=3.1, cfg=CFG,
+                           significance={"phase": 40.0, "amp": 0.5})
+    assert d.accepted
+    d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=9.0, cfg=CFG,
+                           amplitude=True, significance={"phase": 0.4, "amp": 0.5})
+    assert not d.accepted and "amplitude corrections consistent with noise" in d.reason
