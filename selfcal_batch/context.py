@@ -124,11 +124,7 @@ class Context:
             if opts.update_model:
                 self.state.set("model_in_ms", "")
                 self.state.save()
-            run_wsclean(opts, ms, log_path=self.root / "logs" / "wsclean.log", cwd=self.root / "images",
-                        binary=self.cfg.wsclean.binary, container=self.cfg.wsclean.container,
-                        container_runtime=self.cfg.wsclean.container_runtime,
-                        timeout=self.cfg.wsclean.timeout_s)
-            self.state.set("wsclean_runs", int(self.state.get("wsclean_runs", 0)) + 1)
+            self._wsclean(opts, ms)
             done[opts.name] = list(opts.imaging_key())
         if opts.update_model:
             self.state.set("model_in_ms", opts.name)
@@ -143,13 +139,17 @@ class Context:
                  stats.get("snr", math.nan), stats.get("total_flux_mask", math.nan))
         return products, stats
 
+    def _wsclean(self, opts: WSCleanOptions, ms: Path) -> None:
+        """Run WSClean with the dataset's logging, binary/container and timeout; count it."""
+        w = self.cfg.wsclean
+        run_wsclean(opts, ms, log_path=self.root / "logs" / "wsclean.log", cwd=self.root / "images",
+                    binary=w.binary, container=w.container, container_runtime=w.container_runtime,
+                    timeout=w.timeout_s)
+        self.state.set("wsclean_runs", int(self.state.get("wsclean_runs", 0)) + 1)
+
     def predict(self, prefix: str) -> None:
         """Refill MODEL_DATA from an existing image's model (``wsclean -predict``)."""
-        opts = self.base_options(name=prefix, predict=True)
-        run_wsclean(opts, self.work_ms, log_path=self.root / "logs" / "wsclean.log", cwd=self.root / "images",
-                    binary=self.cfg.wsclean.binary, container=self.cfg.wsclean.container,
-                    container_runtime=self.cfg.wsclean.container_runtime, timeout=self.cfg.wsclean.timeout_s)
-        self.state.set("wsclean_runs", int(self.state.get("wsclean_runs", 0)) + 1)
+        self._wsclean(self.base_options(name=prefix, predict=True), self.work_ms)
         self.state.set("model_in_ms", prefix)
         self.state.save()
 

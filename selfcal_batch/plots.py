@@ -27,7 +27,7 @@ _POL_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
 
 # --------------------------------------------------------------------------- helpers
-def _save(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
+def save_png(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
     """Render ``fig`` to ``out_png`` atomically (temporary file, then rename)."""
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def _message_figure(out_png: str | Path, text: str, size: tuple[float, float] = 
     ax = fig.add_subplot()
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 def _read_caltable(caltable: str | Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
@@ -128,7 +128,7 @@ def plot_solution_snr_hist(caltable: str | Path, out_png: str | Path,
     ax.set_title(name)
     ax.legend(loc="center right", fontsize="small")
     fig.tight_layout()
-    _save(fig, out_png)
+    save_png(fig, out_png)
     return {"frac_below_minsnr": frac_below, "frac_flagged": frac_flag,
             "n_solutions": int(snr.size), "median_snr": med}
 
@@ -199,7 +199,7 @@ def plot_gains(caltable: str | Path, out_png: str | Path,
         fig.legend(handles, labels, loc="upper right", fontsize="small", markerscale=3)
     fig.suptitle(f"{name}: {'phase & amplitude' if amplitude else 'phase'}")
     fig.tight_layout()
-    _save(fig, out_png)
+    save_png(fig, out_png)
     return {"n_antennas": len(ids), "n_points": int(np.count_nonzero(~flags)),
             "frac_flagged": float(np.mean(flags))}
 
@@ -331,7 +331,7 @@ def plot_summary(out_png: str | Path, rows: list[dict[str, Any]],
         axl.text(0.5, 0.5, "no image statistics", ha="center", va="center",
                  transform=axl.transAxes)
     axt.set_axis_off()
-    return _save(fig, out_png)
+    return save_png(fig, out_png)
 
 
 def thumbnail(image_fits: str | Path, out_png: str | Path, size_px: int = 200) -> Path:
@@ -343,4 +343,4 @@ def thumbnail(image_fits: str | Path, out_png: str | Path, size_px: int = 200) -
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     _draw_cutout(ax, cut, _norm([cut]))
     ax.set_axis_off()
-    return _save(fig, out_png, dpi=100)
+    return save_png(fig, out_png, dpi=100)

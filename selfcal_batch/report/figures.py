@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from ..plots import save_png
 from .aggregate import Survey, ratio
 
 log = logging.getLogger(__name__)
@@ -33,18 +34,7 @@ TIME_PARTS = (("time_wsclean_s", "WSClean", "tab:blue"), ("time_casa_s", "CASA",
               ("time_python_s", "Python", "tab:green"))
 
 
-def save(fig: Figure, out_png: Path, dpi: int = 100) -> Path:
-    """Render atomically (temporary file, then rename)."""
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}")
-    FigureCanvasAgg(fig)
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_png
+save = save_png  # one atomic PNG writer for the whole package (selfcal_batch.plots)
 
 
 def message_figure(out_png: Path, title: str, text: str) -> Path:
