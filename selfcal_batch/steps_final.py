@@ -21,6 +21,18 @@ def final_options(ctx: Context, name: str, column: str = "DATA") -> WSCleanOptio
                             negative=True)
 
 
+def statwt_timebin(info: dict[str, Any], min_samples: int = 64, floor_s: float = 12.0) -> str:
+    """statwt bin long enough for a stable variance: >= ``min_samples`` per baseline/spw.
+
+    The seed's fixed 12 s bin holds one integration of 10 s data; with few channels the
+    weights then scatter by tens of per cent and the re-weighted image gets worse.
+    """
+    nchan = min(s["nchan"] for s in info["spws"]) or 1
+    n_int = -(-min_samples // nchan)
+    seconds = max(floor_s, n_int * float(info.get("integration_s") or floor_s))
+    return f"{seconds:.0f}s"
+
+
 def split_before_ap1(ctx: Context) -> str:
     """Keep the phase-only calibrated data (seed: ``<ms>_p_trial_1.ms``)."""
     out = ctx.root / "phase_only.ms"
@@ -42,8 +54,9 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
     ctx.remove(tmp, ctx.final_ms, Path(str(tmp) + ".flagversions"), Path(str(ctx.final_ms) + ".flagversions"))
     calls = [cal.task("split", vis=str(ctx.work_ms), outputvis=str(tmp),
                       datacolumn="corrected" if chain else "data", keepflags=True)]
-    if ctx.cfg.statwt_final:
-        calls.append(cal.task("statwt", vis=str(tmp), statalg="chauvenet", timebin="12s", datacolumn="data"))
+    if ctx.cfg.statwt_final and chain:
+        calls.append(cal.task("statwt", vis=str(tmp), statalg="chauvenet", timebin=statwt_timebin(ctx.info),
+                              datacolumn="data"))
     ctx.casa(calls, label="final-split")
     tmp.rename(ctx.final_ms)
     flagv = Path(str(tmp) + ".flagversions")

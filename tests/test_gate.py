@@ -163,3 +163,11 @@ def test_gate_rejects_noise_consistent_corrections():
     d = gate.evaluate_step(PRE, post, original_beam_area=30.0, solutions=None, est_snr=9.0, cfg=CFG,
                            amplitude=True, significance={"phase": 0.4, "amp": 0.5})
     assert not d.accepted and "amplitude corrections consistent with noise" in d.reason
+
+
+def test_statwt_bins_hold_enough_samples():
+    from selfcal_batch.steps_final import statwt_timebin
+
+    assert statwt_timebin({"spws": [{"nchan": 64}], "integration_s": 10.0}) == "12s"
+    assert statwt_timebin({"spws": [{"nchan": 8}, {"nchan": 8}], "integration_s": 10.0}) == "80s"
+    assert statwt_timebin({"spws": [{"nchan": 4}], "integration_s": 2.0}) == "32s"
