@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import math
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -34,9 +35,9 @@ LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "chann
 DEPENDS: dict[str, tuple[str, ...]] = {
     "startup": ("field", "spw", "timebin", "chanbin"),
     "save_init_flags": ("statwt_init",),
-    "fov_image": ("imsize", "cell", "pixels_per_beam", "wsclean"),
+    "fov_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "wsclean"),
     "run_rflag_init": (),
-    "test_image": ("imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
+    "test_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
                    "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
                    "template_thresholds_mjy", "wsclean", "allow_negative"),
     "select_refant": ("refant", "refantmode"),
@@ -46,7 +47,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
 }
 #: State entries a step may change and that are rolled back before re-running it.
 SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
-                 "applied", "modified_robust", "test_image", "final")
+                 "applied", "modified_robust", "test_image", "initial", "final")
 
 
 @dataclass
@@ -103,8 +104,22 @@ def _step_func(step: str) -> Callable[[Context], Any]:
     return table[step]
 
 
+#: Settings the test image depends on only when it uses the final-image settings.
+_FINAL_IMAGING_KEYS = ("final_robust", "final_multiscale", "final_niter")
+#: Steps that do not read work.ms (every other step needs it).
+_NO_WORK_MS = ("startup", "report_results", "run_rflag_final")
+
+
+class _WorkMSMissing(Exception):
+    """A step must run but work.ms was deleted after an earlier successful run."""
+
+
 def _config_part(cfg: PipelineConfig, step: str) -> dict[str, Any]:
     keys = DEPENDS.get(step, LADDER_KEYS)
+    if step == "test_image" and cfg.test_imaging != "final":
+        # The seed-style test image does not use the final-image settings: changing them
+        # must not redo the test image and the whole ladder after it.
+        keys = tuple(k for k in keys if k not in _FINAL_IMAGING_KEYS)
     d = cfg.to_dict()
     return {k: d.get(k) for k in keys}
 
@@ -123,12 +138,23 @@ class _Runner:
         self.prev_hash = h
         if st.is_done(step, h) and not self.upstream_ran:
             return
+        if step not in _NO_WORK_MS and "startup" in st.steps and not ctx.work_ms.exists():
+            raise _WorkMSMissing(step)
         snaps = st.data.setdefault("snapshots", {})
         if step in snaps and not self.upstream_ran:
-            for k, v in snaps[step].items():
-                st.data[k] = copy.deepcopy(v)
+            # Roll back to the state before this step's first attempt. Keys that did not
+            # exist then are removed (restoring them as None breaks `st.get(k, default)`).
+            for k in SNAPSHOT_KEYS:
+                if k in snaps[step]:
+                    st.data[k] = copy.deepcopy(snaps[step][k])
+                else:
+                    st.data.pop(k, None)
         else:
-            snaps[step] = {k: copy.deepcopy(st.data.get(k)) for k in SNAPSHOT_KEYS}
+            snaps[step] = {k: copy.deepcopy(st.data[k]) for k in SNAPSHOT_KEYS if k in st.data}
+        # Images made by an earlier attempt of this (or a later) step may show other data
+        # (changed inputs) or no longer match MODEL_DATA (killed while WSClean or a later
+        # call rewrote it): a step that runs makes its images afresh.
+        st.data["images_done"] = {}
         self.upstream_ran = True
         st.start(step, h)
         log.info("%s: step %s", ctx.name, step)
@@ -144,8 +170,17 @@ def run_steps(ctx: Context) -> None:
     cfg, st = ctx.cfg, ctx.state
     requested = [STEP_ALIASES.get(s, s) for s in cfg.steps]
     order = [s for s in STEP_NAMES if s in requested]
-    if "startup" in st.steps and not ctx.work_ms.exists() and any(s != "report_results" for s in order):
+    try:
+        _run_order(ctx, order)
+    except _WorkMSMissing as exc:
+        # work.ms is deleted after success; a finished dataset whose steps are all still
+        # valid must not redo anything, but a step that has to run needs a new copy.
+        log.info("%s: step %s must run but work.ms was removed: redoing every step", ctx.name, exc)
         st.invalidate_from(list(st.steps), next(iter(st.steps)))
+        _run_order(ctx, order)
+
+
+def _run_order(ctx: Context, order: list[str]) -> None:
     runner = _Runner(ctx)
     last_phase = [s for s in order if ladder.is_phase(s)][-1:]
     for step in order:
@@ -209,7 +244,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
         res.decisions[step] = {k: rec.get(k) for k in ("status", "accepted", "reason", "solint", "combine",
                                                          "est_snr", "solint_reason", "flagged_solutions")
                                if rec.get(k) not in (None, "")}
-    init = (st.get("test_image") or {}).get("stats") or {}
+    init = (st.get("initial") or st.get("test_image") or {}).get("stats") or {}
     fin = (st.get("final") or {}).get("stats") or {}
     for suffix, s in (("initial", init), ("final", fin)):
         setattr(res, f"snr_{suffix}", float(s.get("snr", math.nan)))
@@ -228,12 +263,27 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     return res
 
 
-def _one_line(exc: BaseException, step: str) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"disk full while running step {step}: {exc.filename or ''}".strip()
-    from .errors import DatasetError
+def _disk_full(where: Path | None) -> bool:
+    """True when the file system of ``where`` has (almost) no space left."""
+    if where is None:
+        return False
+    try:
+        return shutil.disk_usage(where).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _one_line(exc: BaseException, step: str, where: Path | None = None) -> str:
+    from .errors import DatasetError, ToolError
 
     text = exc.problem if isinstance(exc, DatasetError) else str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:
+        # Also when a tool (CASA) died of it: say so, not "child died (SIGABRT)".
+        target = getattr(exc, "filename", None) or where or ""
+        return f"{step}: disk full (no space left on device) writing {target}".strip()
+    if isinstance(exc, ToolError) and _disk_full(where):
+        # WSClean reports ENOSPC as e.g. "Error writing to temporary weights file".
+        return f"{step}: disk full (no space left on device) under {where}: {exc.tool} failed"
     msg = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     if isinstance(exc, SelfcalBatchError):
         return f"{step}: {msg}"
@@ -253,13 +303,25 @@ def run_dataset(
     """Self-calibrate one MS into ``<out_dir>/datasets/<name>/``; never raises for bad data."""
     t0 = time.monotonic()
     root = Path(out_dir).resolve() / "datasets" / name
-    if restart and root.exists():
-        import shutil
-
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "logs").mkdir(exist_ok=True)
-    handler = logging.FileHandler(root / "logs" / "pipeline.log")
+    ms_path = Path(ms).resolve()
+    if ms_path == root or root in ms_path.parents or ms_path in root.parents:
+        # restart (rmtree), startup (removes work.ms) or any output would touch the input.
+        problem = (f"output directory {root} is inside the input MS {ms_path}" if ms_path in root.parents
+                   else f"input MS {ms_path} is inside the dataset's output directory {root}")
+        return DatasetResult(name=name, ms=str(ms), status="failed",
+                             error=f"setup: {problem}: refusing to run (the input must never be modified)")
+    try:
+        if restart and root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "logs").mkdir(exist_ok=True)
+        # A previous run's result must not outlive this run if its own cannot be written
+        # (disk full): a stale 'finished' would hide the failure.
+        (root / "result.json").unlink(missing_ok=True)
+        handler = logging.FileHandler(root / "logs" / "pipeline.log")
+    except OSError as exc:
+        return DatasetResult(name=name, ms=str(ms), status="failed", error=_one_line(exc, "setup", root),
+                             wall_s=round(time.monotonic() - t0, 2))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pkg_log = logging.getLogger("selfcal_batch")
     pkg_log.addHandler(handler)
@@ -274,6 +336,8 @@ def run_dataset(
         ctx.state.set("config", config.to_dict())
         ctx.state.set("name", name)
         ctx.state.set("ms", str(Path(ms).resolve()))
+        ctx.state.set("status", "running")
+        ctx.state.set("error", "")
         if restart_from:
             restart_from = STEP_ALIASES.get(restart_from, restart_from)
             keys = list(ctx.state.steps)
@@ -285,7 +349,7 @@ def run_dataset(
         raise
     except BaseException as exc:  # noqa: BLE001  (reported as the dataset's failure)
         step = ctx.state.get("current_step") or step if ctx else step
-        status, error = "failed", _one_line(exc, step)
+        status, error = "failed", _one_line(exc, step, root)
         log.error("%s: FAILED: %s\n%s", name, error, traceback.format_exc())
         if isinstance(exc, SystemExit):
             raise
@@ -303,7 +367,12 @@ def run_dataset(
                 ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
         ctx.state.set("status", status)
         ctx.state.set("error", error)
-        ctx.state.save()
+        try:
+            ctx.state.save()
+        except OSError as exc:  # e.g. the disk filled up: the result must still be returned
+            log.error("%s: cannot write state.json: %s", name, exc)
+            if status == "finished":
+                status, error = "failed", _one_line(exc, "finish", root)
         res = build_result(ctx, status, error, wall, timing)
     try:
         atomic_write_json(root / "result.json", res.to_dict())

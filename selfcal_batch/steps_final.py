@@ -50,6 +50,11 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
         ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
                                     [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label="final-apply")
         st.set("corrected_chain", [c["table"] for c in chain])
+    if not st.get("initial"):
+        # Seed-style test image: make the before image with the final settings.
+        ref, ref_stats = ctx.image(final_options(ctx, "initial"), step="initial", role="initial",
+                                   template=st.get("template_initial", ""))
+        st.set("initial", {"image": ref.image, "stats": ref_stats})
     tmp = ctx.root / "final.ms.partial"
     ctx.remove(tmp, ctx.final_ms, Path(str(tmp) + ".flagversions"), Path(str(ctx.final_ms) + ".flagversions"))
     calls = [cal.task("split", vis=str(ctx.work_ms), outputvis=str(tmp),
@@ -94,7 +99,7 @@ def report_results(ctx: Context) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001  (a plot must never fail the dataset)
             log.warning("%s: plot of %s failed: %s", ctx.name, step, exc)
     images = {}
-    test = ctx.state.get("test_image") or {}
+    test = ctx.state.get("initial") or ctx.state.get("test_image") or {}
     if test.get("image"):
         images["initial"] = test["image"]
     final = ctx.state.get("final") or {}

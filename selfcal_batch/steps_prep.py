@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +30,66 @@ def inspect(ctx: Context, vis: Path, field: str = "") -> dict[str, Any]:
         raise DatasetError(ctx.name, msg) from None
 
 
+#: State that describes the contents of work.ms: reset whenever a new copy is made.
+WORK_MS_STATE = ("flag_versions", "corrected_chain", "model_in_ms", "images_done", "cell", "original_beam")
+
+
+def read_only_view(src: Path, dest: Path) -> Path:
+    """A mirror of the MS ``src`` at ``dest`` for CASA to read instead of the input itself.
+
+    casacore creates or rewrites ``table.lock`` in every table it opens, even read-only:
+    opening the input MS would modify it. The mirror has real directories, symlinks to the
+    input's files and *copies* of its lock files (they are not just locks: they carry the
+    table's sync data, e.g. a row count newer than table.dat's; a real VLA MS reads as
+    empty without them), so locks are written in the mirror. Only ever opened read-only
+    (inspect, split): nothing is written through the links.
+    """
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        shutil.rmtree(dest)
+    for dirpath, _dirnames, filenames in os.walk(src, followlinks=True):
+        rel = Path(dirpath).relative_to(src)
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        for f in filenames:
+            if f == "table.lock":
+                shutil.copyfile(os.path.join(dirpath, f), dest / rel / f)
+            else:
+                os.symlink(os.path.realpath(os.path.join(dirpath, f)), dest / rel / f)
+    return dest
+
+
 def startup(ctx: Context) -> dict[str, Any]:
     """Validate the input MS and make the private working copy (the input is only read)."""
     src = ctx.ms
     if not src.exists():
         raise DatasetError(ctx.name, f"MS not found: {src}")
-    if not (src / "table.dat").exists():
+    if not src.is_dir() or not (src / "table.dat").exists():
         raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
-    src_info = inspect(ctx, src, ctx.cfg.field)
+    view = ctx.root / "input_view.ms"
     ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
-    split_kw: dict[str, Any] = dict(vis=str(src), outputvis=str(ctx.work_ms), datacolumn="data",
-                                    field=ctx.cfg.field, spw=ctx.cfg.spw, keepflags=True)
-    if ctx.cfg.timebin:
-        split_kw["timebin"] = ctx.cfg.timebin
-    if ctx.cfg.chanbin > 1:
-        split_kw["width"] = ctx.cfg.chanbin
-    ctx.casa([cal.task("split", **split_kw)], label="working-copy")
-    info = inspect(ctx, ctx.work_ms)
+    for key in WORK_MS_STATE:
+        ctx.state.data.pop(key, None)
+    try:
+        read_only_view(src, view)
+        try:
+            src_info = inspect(ctx, view, ctx.cfg.field)
+        except DatasetError as exc:
+            raise DatasetError(ctx.name, exc.problem.replace(str(view), str(src))) from None
+        split_kw: dict[str, Any] = dict(vis=str(view), outputvis=str(ctx.work_ms), datacolumn="data",
+                                        field=ctx.cfg.field, spw=ctx.cfg.spw, keepflags=True)
+        if ctx.cfg.timebin:
+            split_kw["timebin"] = ctx.cfg.timebin
+        if ctx.cfg.chanbin > 1:
+            split_kw["width"] = ctx.cfg.chanbin
+        ctx.casa([cal.task("split", **split_kw)], label="working-copy")
+        info = inspect(ctx, ctx.work_ms)
+    except BaseException:
+        # A partial copy is useless (startup redoes it) and may fill the disk.
+        ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
+        raise
+    finally:
+        ctx.remove(view)
     info["input"] = {k: src_info[k] for k in ("nrows", "flagged_fraction", "n_antennas_present")}
     if info["n_antennas_present"] < 4:
         raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
@@ -105,6 +150,11 @@ def test_image(ctx: Context) -> dict[str, Any]:
         opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,
                                 auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
     products, stats = ctx.image(opts, step="test_image", role="test", sigma=8.0)
+    if cfg.test_imaging == "final":
+        # Same settings as the final image: the like-for-like "before" image.
+        ctx.state.set("initial", {"image": products.image, "stats": stats})
+    else:
+        ctx.state.set("initial", None)
     flux = 1000 * stats["total_flux_mask"]
     sigma = measurement_sigma("test_image", flux)
     if sigma != 8.0:
@@ -145,6 +195,12 @@ def select_refant(ctx: Context) -> dict[str, Any]:
         flags = t.getcol("FLAG")
         snr = t.getcol("SNR")
     ranking = rank_refants(a1, flags, names, snr)
+    # gaincal's refant is an antenna *name* expression (CASA matches '20' to the antenna
+    # named '20' before id 20): antennas without data or without a unique, non-empty name
+    # cannot be used, and an empty name makes the list unparsable (real VLA data: antennas
+    # without data have empty names; "Antenna Expression: Parse error at or near ','").
+    present_names = {names[a] for a in info["antennas_present"]}
+    ranking = [n for n in ranking if n.strip() and n in present_names and names.count(n) == 1]
     good = {}
     for aid in sorted(set(int(a) for a in a1)):
         sel = a1 == aid
