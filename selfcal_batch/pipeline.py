@@ -99,7 +99,7 @@ def _step_func(step: str) -> Callable[[Context], Any]:
         "select_refant": steps_prep.select_refant,
         "split_trial_1": steps_final.split_trial_1,
         "report_results": steps_final.report_results,
-        "run_rflag_final": lambda c: steps_prep.run_rflag(c, final=True),
+        "run_rflag_final": steps_final.run_rflag_final,
     }
     return table[step]
 

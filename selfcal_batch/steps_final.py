@@ -116,3 +116,17 @@ def report_results(ctx: Context) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         log.warning("%s: summary plot failed: %s", ctx.name, exc)
     return {"plots": made}
+
+
+def run_rflag_final(ctx: Context) -> dict[str, Any]:
+    """Flag outliers in final.ms (rflag + tfcrop + extend), then re-make the final image."""
+    from .steps_prep import run_rflag
+
+    if not ctx.final_ms.exists():
+        return "skipped", {"reason": "no final.ms (split_trial_1 did not run)"}
+    out = run_rflag(ctx, final=True)
+    products, stats = ctx.image(final_options(ctx, "final_flagged"), step="run_rflag_final", role="final",
+                                template=ctx.state.get("template_final", ""), ms=ctx.final_ms)
+    shutil.copyfile(products.image, ctx.root / "final-image.fits")
+    ctx.state.set("final", {"image": products.image, "stats": stats})
+    return out

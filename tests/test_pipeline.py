@@ -116,3 +116,20 @@ def test_bright_source_selects_bright(tmp_path):
     res = run_dataset("br", str(ms), cfg, tmp_path / "out", threads=2)
     assert res.status == "finished", res.error
     assert res.template_initial == "bright"
+
+
+def test_optional_flagging_and_fov_steps(tmp_path):
+    spec = spec_from_preset("vla-c", flux_jy=0.05, phase_rms_deg=20.0, seed=51, duration_s=300, n_chan=8)
+    ms = simulate_ms_isolated(spec, tmp_path / "opt.ms")
+    cfg = PipelineConfig.from_dict({"imsize": 128, "solint": {"extend_ladder": False},
+                                    "steps": ["startup", "save_init_flags", "fov_image", "run_rflag_init",
+                                              "test_image", "select_refant", "p0", "split_trial_1",
+                                              "run_rflag_final"]})
+    res = run_dataset("opt", str(ms), cfg, tmp_path / "out", threads=2)
+    assert res.status == "finished", res.error
+    state = json.loads((tmp_path / "out" / "datasets" / "opt" / "state.json").read_text())
+    for step in ("fov_image", "run_rflag_init", "run_rflag_final"):
+        assert state["steps"][step]["status"] == "done", step
+    assert 0 <= state["steps"]["run_rflag_init"]["flagged_fraction"] < 0.5
+    assert (tmp_path / "out" / "datasets" / "opt" / "images" / "fov-MFS-image.fits").exists()
+    assert "final_flagged-MFS-image.fits" in state["final"]["image"]
