@@ -125,6 +125,8 @@ class PipelineConfig:
     band: str = "C"
     field: str = ""
     spw: str = ""
+    #: Column of the input MS to self-calibrate: 'data' or 'corrected' (already calibrated).
+    input_column: str = "data"
     steps: tuple[str, ...] = DEFAULT_STEPS
     imsize: int = 512
     #: Pixel size ('0.1arcsec') or 'auto' (beam / pixels_per_beam from the longest baseline).
@@ -222,6 +224,8 @@ class PipelineConfig:
         for name, steps_over in self.templates.items():
             if name not in TEMPLATE_NAMES:
                 raise _err(f"{p}templates", f"unknown template {name!r}", name, TEMPLATE_NAMES)
+        if self.input_column.lower() not in ("data", "corrected"):
+            raise ConfigError(f"{p}input_column: must be 'data' or 'corrected', got {self.input_column!r}")
         if self.test_imaging not in ("final", "seed"):
             raise ConfigError(f"{p}test_imaging: must be 'final' or 'seed', got {self.test_imaging!r}")
         if self.ladder_imaging not in ("shared", "template"):

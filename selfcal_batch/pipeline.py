@@ -33,7 +33,7 @@ LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "chann
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
                "refantmode", "wsclean", "allow_negative")
 DEPENDS: dict[str, tuple[str, ...]] = {
-    "startup": ("field", "spw", "timebin", "chanbin"),
+    "startup": ("field", "spw", "timebin", "chanbin", "input_column"),
     "save_init_flags": ("statwt_init",),
     "fov_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "wsclean"),
     "run_rflag_init": (),

@@ -76,7 +76,7 @@ def startup(ctx: Context) -> dict[str, Any]:
             src_info = inspect(ctx, view, ctx.cfg.field)
         except DatasetError as exc:
             raise DatasetError(ctx.name, exc.problem.replace(str(view), str(src))) from None
-        split_kw: dict[str, Any] = dict(vis=str(view), outputvis=str(ctx.work_ms), datacolumn="data",
+        split_kw: dict[str, Any] = dict(vis=str(view), outputvis=str(ctx.work_ms), datacolumn=column,
                                         field=ctx.cfg.field, spw=ctx.cfg.spw, keepflags=True)
         if ctx.cfg.timebin:
             split_kw["timebin"] = ctx.cfg.timebin
