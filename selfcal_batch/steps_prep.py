@@ -76,6 +76,12 @@ def startup(ctx: Context) -> dict[str, Any]:
             src_info = inspect(ctx, view, ctx.cfg.field)
         except DatasetError as exc:
             raise DatasetError(ctx.name, exc.problem.replace(str(view), str(src))) from None
+        if not ctx.cfg.field and len(src_info["fields"]) > 1:
+            raise DatasetError(ctx.name, f"the MS has {len(src_info['fields'])} fields "
+                                         f"({', '.join(src_info['fields'][:6])}); set 'field' to the target")
+        column = ctx.cfg.input_column.lower()
+        if column == "corrected" and "CORRECTED_DATA" not in src_info["columns"]:
+            raise DatasetError(ctx.name, "input_column = 'corrected' but the MS has no CORRECTED_DATA column")
         split_kw: dict[str, Any] = dict(vis=str(view), outputvis=str(ctx.work_ms), datacolumn=column,
                                         field=ctx.cfg.field, spw=ctx.cfg.spw, keepflags=True)
         if ctx.cfg.timebin:
