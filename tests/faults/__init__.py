@@ -1,0 +1,1 @@
+"""Fault-injection tests: bad input, kill-and-resume, input integrity, data variety."""
