@@ -153,6 +153,8 @@ class PipelineConfig:
     #: '' = rank antennas automatically.
     refant: str = ""
     refantmode: str = "strict"
+    #: Flag antennas whose phase solutions mostly fail while the rest of the array solves well.
+    flag_bad_antennas: bool = True
     calwt: bool = False
     statwt_init: bool = False
     statwt_final: bool = True
@@ -211,8 +213,9 @@ class PipelineConfig:
             raise ConfigError(f"{p}imsize: must be an even number >= 32, got {self.imsize}")
         if self.cell != "auto" and not re.match(r"^\d+(\.\d+)?(e-?\d+)?(arcsec|asec|amin|arcmin|deg)$", self.cell):
             raise ConfigError(f"{p}cell: expected 'auto' or e.g. '0.1arcsec', got {self.cell!r}")
-        if not -2.0 <= self.final_robust <= 2.0 or not -2.0 <= self.test_robust <= 2.0:
-            raise ConfigError(f"{p}final_robust/test_robust: robust must be within [-2, 2]")
+        for key in ("final_robust", "test_robust"):
+            if not -2.0 <= getattr(self, key) <= 2.0:
+                raise ConfigError(f"{p}{key}: robust must be within [-2, 2], got {getattr(self, key)}")
         if self.threads < 1:
             raise ConfigError(f"{p}threads: must be >= 1, got {self.threads}")
         th = list(self.template_thresholds_mjy)
@@ -251,7 +254,10 @@ class PipelineConfig:
         from .templates import template_params
 
         for name, over in self.templates.items():
-            template_params(name, inst, self.band, over)
+            try:
+                template_params(name, inst, self.band, over)
+            except ConfigError as exc:
+                raise ConfigError(f"{p}{exc}") from None
 
 
 def _err(key: str, msg: str, value: str, choices: typing.Iterable[str]) -> ConfigError:

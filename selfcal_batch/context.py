@@ -126,8 +126,10 @@ class Context:
                 self.state.save()
             self._wsclean(opts, ms)
             done[opts.name] = list(opts.imaging_key())
-        if opts.update_model:
-            self.state.set("model_in_ms", opts.name)
+            if opts.update_model:
+                self.state.set("model_in_ms", opts.name)
+        elif opts.update_model and self.state.get("model_in_ms") != opts.name:
+            self.predict(opts.name)
         stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
         row = {"dataset": self.name, "step": step, "role": role, "template": template,
                "robust": opts.robust, "path": str(Path(products.image).relative_to(self.root))}
@@ -142,6 +144,9 @@ class Context:
     def _wsclean(self, opts: WSCleanOptions, ms: Path) -> None:
         """Run WSClean with the dataset's logging, binary/container and timeout; count it."""
         w = self.cfg.wsclean
+        tmp = self.root / "tmp"
+        tmp.mkdir(exist_ok=True)
+        opts = opts.replace(temp_dir=str(tmp))
         run_wsclean(opts, ms, log_path=self.root / "logs" / "wsclean.log", cwd=self.root / "images",
                     binary=w.binary, container=w.container, container_runtime=w.container_runtime,
                     timeout=w.timeout_s)
@@ -149,6 +154,8 @@ class Context:
 
     def predict(self, prefix: str) -> None:
         """Refill MODEL_DATA from an existing image's model (``wsclean -predict``)."""
+        self.state.set("model_in_ms", "")
+        self.state.save()
         self._wsclean(self.base_options(name=prefix, predict=True), self.work_ms)
         self.state.set("model_in_ms", prefix)
         self.state.save()

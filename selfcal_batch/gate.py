@@ -63,6 +63,22 @@ def _as_list(x: Any) -> list[float]:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def antennas_to_flag(good_fraction: Mapping[str, float], *, limit: float = 0.5, array_min: float = 0.8,
+                     max_fraction: float = 0.25) -> list[str]:
+    """Antennas to flag before self-calibration: ones whose phase solutions mostly fail
+    while the array as a whole solves well (median good fraction >= ``array_min``), worst
+    first, at most ``max_fraction`` of the antennas. For a faint source (many antennas fail)
+    nothing is flagged: low SNR is not a broken antenna."""
+    if not good_fraction:
+        return []
+    values = sorted(good_fraction.values())
+    median = values[len(values) // 2] if len(values) % 2 else 0.5 * (values[len(values) // 2 - 1] + values[len(values) // 2])
+    if median < array_min:
+        return []
+    bad = sorted((f, a) for a, f in good_fraction.items() if f < limit)
+    return [a for _, a in bad[: int(max_fraction * len(good_fraction))]]
+
+
 def bad_antennas(good_fraction: Mapping[str, float], limit: float = 0.5) -> set[str]:
     """Antennas already bad before self-calibration (e.g. dead): excluded from the gate."""
     return {a for a, f in good_fraction.items() if f < limit}

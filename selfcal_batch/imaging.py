@@ -51,6 +51,8 @@ class WSCleanOptions:
     abs_mem_gb: float = 0.0
     local_rms: bool = False
     predict: bool = False
+    #: Directory for WSClean's reordered temporary files (cleaned after a failure).
+    temp_dir: str = ""
     extra_args: tuple[str, ...] = ()
 
     def imaging_key(self) -> tuple:
@@ -88,6 +90,8 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
     if opts.local_rms and opts.multiscale:
         raise ValueError("-local-rms with -multiscale crashes WSClean 3.1; use one of them")
     a: list[str] = [binary, "-name", opts.name]
+    if opts.temp_dir:
+        a += ["-temp-dir", opts.temp_dir]
     if opts.predict:
         a += ["-predict", "-j", str(max(1, opts.threads))]
         if opts.channels_out > 1:
@@ -184,6 +188,8 @@ def run_wsclean(
     bind = [str(ms.parent), str(Path(cwd).resolve())]
     if opts.fits_mask:
         bind.append(str(Path(opts.fits_mask).resolve().parent))
+    if opts.temp_dir:
+        bind.append(str(Path(opts.temp_dir).resolve()))
     argv = container_prefix(container_runtime, container, bind) + argv
     diverged: list[str] = []
 
@@ -191,8 +197,14 @@ def run_wsclean(
         if _DIVERGE.search(line):
             diverged.append(line.strip())
 
-    run_tool(argv, tool="wsclean", log_path=log_path, env=env, cwd=cwd, timeout=timeout,
-             category="wsclean", on_line=watch, error_cls=WSCleanError)
+    try:
+        run_tool(argv, tool="wsclean", log_path=log_path, env=env, cwd=cwd, timeout=timeout,
+                 category="wsclean", on_line=watch, error_cls=WSCleanError)
+    finally:
+        if opts.temp_dir:
+            # Reordered copies of the data (as large as the MS) must not outlive the run.
+            for leftover in Path(opts.temp_dir).glob("*.tmp"):
+                leftover.unlink(missing_ok=True)
     if diverged:
         raise WSCleanError("wsclean", f"clean diverged: {diverged[0][:200]} (log: {log_path})")
     products = expected_products(opts)

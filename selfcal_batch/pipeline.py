@@ -40,7 +40,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "test_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
                    "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
                    "template_thresholds_mjy", "wsclean", "allow_negative"),
-    "select_refant": ("refant", "refantmode"),
+    "select_refant": ("refant", "refantmode", "flag_bad_antennas"),
     "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt"),
     "report_results": ("plots",),
     "run_rflag_final": (),

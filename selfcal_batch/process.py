@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -141,7 +142,8 @@ def run_tool(
         if timed_out.is_set():
             msg = f"timed out after {timeout:.0f} s"
         else:
-            last = next((ln.strip() for ln in reversed(tail) if ln.strip()), "")
+            last = next((ln.strip() for ln in reversed(tail) if ">>>" in ln), "") or next(
+                (ln.strip() for ln in reversed(tail) if re.search(r"[A-Za-z]{3}", ln)), "")
             msg = f"{describe_returncode(rc)}" + (f": {last[:300]}" if last else "")
         raise error_cls(tool, msg + f" (log: {log_path})", returncode=rc, log_tail=result.tail)
     return result

@@ -36,9 +36,15 @@ def statwt_timebin(info: dict[str, Any], min_samples: int = 64, floor_s: float =
 def split_before_ap1(ctx: Context) -> str:
     """Keep the phase-only calibrated data (seed: ``<ms>_p_trial_1.ms``)."""
     out = ctx.root / "phase_only.ms"
-    if ctx.state.get("chain") and not out.exists():
-        ctx.casa([cal.task("split", vis=str(ctx.work_ms), outputvis=str(out), datacolumn="corrected",
+    chain = [c["table"] for c in ctx.state.get("chain") or []]
+    if chain and ctx.state.get("phase_only_chain") != chain:
+        partial = ctx.root / "phase_only.ms.partial"
+        ctx.remove(out, partial, Path(str(partial) + ".flagversions"))
+        ctx.casa([cal.task("split", vis=str(ctx.work_ms), outputvis=str(partial), datacolumn="corrected",
                            keepflags=True)], label="split-phase-only")
+        partial.rename(out)
+        ctx.remove(Path(str(partial) + ".flagversions"))
+        ctx.state.set("phase_only_chain", chain)
     return str(out)
 
 

@@ -213,11 +213,23 @@ def select_refant(ctx: Context) -> dict[str, Any]:
         good[names[aid]] = float(1.0 - flags[sel].mean()) if sel.any() else 0.0
     for aid in info["antennas_present"]:
         good.setdefault(names[aid], 0.0)
+    good = {a: f for a, f in good.items() if a.strip()}
     refant = ctx.cfg.refant or ",".join(ranking)
     bad = sorted(a for a, f in good.items() if f < 0.5)
+    flagged: list[str] = []
+    if ctx.cfg.flag_bad_antennas:
+        from .gate import antennas_to_flag
+
+        flagged = antennas_to_flag(good)
+        if flagged:
+            # A dead antenna's data are noise: flag them now, so the ladder's images and the
+            # gate's beam comparison are not disturbed when applycal would flag them later.
+            ctx.casa([cal.task("flagdata", vis=str(ctx.work_ms), mode="manual", antenna=",".join(flagged),
+                               flagbackup=False)], label="flag-bad-antennas")
+            log.warning("%s: flagged antennas with failed solutions: %s", ctx.name, ", ".join(flagged))
     ctx.state.set("refant", refant)
     ctx.state.set("antenna_good_fraction", good)
     ctx.state.set("bad_antennas", bad)
     log.info("%s: refant ranking %s%s", ctx.name, ",".join(ranking[:5]),
              f"; bad antennas: {', '.join(bad)}" if bad else "")
-    return {"refant": refant.split(",")[0], "bad_antennas": bad}
+    return {"refant": refant.split(",")[0], "bad_antennas": bad, "flagged_antennas": flagged}

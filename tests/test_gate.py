@@ -171,3 +171,13 @@ def test_statwt_bins_hold_enough_samples():
     assert statwt_timebin({"spws": [{"nchan": 64}], "integration_s": 10.0}) == "12s"
     assert statwt_timebin({"spws": [{"nchan": 8}, {"nchan": 8}], "integration_s": 10.0}) == "80s"
     assert statwt_timebin({"spws": [{"nchan": 4}], "integration_s": 2.0}) == "32s"
+
+
+def test_antennas_to_flag_only_outliers_of_a_working_array():
+    good = {f"ea{i:02d}": 1.0 for i in range(26)}
+    good["ea05"] = 0.0
+    assert gate.antennas_to_flag(good) == ["ea05"]
+    faint = {f"ea{i:02d}": 0.3 for i in range(26)}  # everyone fails: low SNR, not broken
+    assert gate.antennas_to_flag(faint) == []
+    many = {f"ea{i:02d}": (0.0 if i < 12 else 1.0) for i in range(26)}
+    assert len(gate.antennas_to_flag(many)) <= 6

@@ -117,9 +117,6 @@ def test_dead_antenna(variety: dict[str, dict[str, Any]]) -> None:
     assert st["refant"].split(",")[0] != dead
 
 
-@pytest.mark.xfail(reason="known defect (ladder/gate, not fixed here): applycal flags the dead antenna's "
-                          "data, the post image's beam differs from the pre image's by > 5% and the gate "
-                          "reverts a step that raised the SNR several-fold", strict=False)
 def test_dead_antenna_does_not_defeat_selfcal(variety: dict[str, dict[str, Any]]) -> None:
     _simulated_selfcal_worked(variety["dead_antenna"])
 
