@@ -174,18 +174,9 @@ def jobqueue_kwargs(spec: ClusterSpec, out_dir: Path | None = None) -> dict[str,
         "walltime": spec.walltime or None,
         "job_name": "selfcal-batch",
     }
-    if spec.memory:
-        kw["memory"] = spec.memory
-    if spec.queue:
-        kw["queue"] = spec.queue
-    if spec.account:
-        kw["account"] = spec.account
-    if spec.python:
-        kw["python"] = spec.python
-    if spec.interface:
-        kw["interface"] = spec.interface
-    if spec.local_directory:
-        kw["local_directory"] = spec.local_directory
+    for key in ("memory", "queue", "account", "python", "interface", "local_directory"):
+        if getattr(spec, key):
+            kw[key] = getattr(spec, key)
     if spec.log_directory:
         kw["log_directory"] = spec.log_directory
     elif out_dir is not None:

@@ -66,13 +66,19 @@ class Component:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Component":
-        if not isinstance(d, dict):
-            raise SimulationError(f"component must be a mapping (got {type(d).__name__})")
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise SimulationError(f"unknown component key(s): {', '.join(extra)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "component"))
+
+
+def checked_fields(cls: type, d: Any, what: str) -> dict[str, Any]:
+    """``d`` if it is a mapping whose keys are all fields of dataclass ``cls``; else a
+    one-line SimulationError naming the unknown keys."""
+    if not isinstance(d, dict):
+        raise SimulationError(f"{what} must be a mapping (got {type(d).__name__})")
+    known = {f.name for f in fields(cls)}
+    extra = sorted(set(d) - known)
+    if extra:
+        raise SimulationError(f"unknown {what} key(s): {', '.join(extra)} (known: {', '.join(sorted(known))})")
+    return d
 
 
 def lm_to_radec(l: float, m: float, ra0_deg: float, dec0_deg: float) -> tuple[float, float]:

@@ -241,12 +241,9 @@ class SimSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SimSpec":
-        if not isinstance(d, dict):
-            raise SimulationError(f"simulation spec must be a mapping (got {type(d).__name__})")
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise SimulationError(f"unknown simulation spec key(s): {', '.join(extra)}")
+        from .sky import checked_fields
+
+        d = checked_fields(cls, d, "simulation spec")
         return cls(**d)
 
     def to_json(self, path: str | Path) -> Path:
