@@ -25,7 +25,11 @@ from selfcal_batch.config import DEFAULT_STEPS
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
-VLA_TARBALL = Path("/work/shared/data/day2_TDEM0003_10s_norx_1src_1spw.ms.tar.gz")
+_VLA_NAME = "data/day2_TDEM0003_10s_norx_1src_1spw.ms.tar.gz"
+#: shared/ sits beside the repository (CI clones it there); /work/shared on a developer machine.
+VLA_TARBALL = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / _VLA_NAME,
+                                Path("/work/shared") / _VLA_NAME) if p.exists()),
+                   Path(__file__).resolve().parents[3] / "shared" / _VLA_NAME)
 
 #: Quick settings used by every run here (imsize 128, no ladder extension, no plots). One
 #: thread: two runs share the 2 cores, and WSClean -j 1 is bit-reproducible (-j 2 is not:
