@@ -399,8 +399,38 @@ def _tmpl(r: dict[str, Any]) -> str:
 # ======================================================================================
 # measurement machinery
 
+#: Set by main(): the directory holding the benchmarked ``selfcal_batch`` and its version label.
+CODE: dict[str, str] = {"dir": str(REPO), "version": ""}
+
+
+def pin_code(out: Path, rev: str) -> tuple[Path, str]:
+    """Export ``selfcal_batch/`` at git ``rev`` to OUT/code/<sha>/ (the repository changes under us)."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dest = out / "code" / sha
+    if not (dest / "selfcal_batch" / "__init__.py").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "selfcal_batch"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, sha
+
+
+def child_env() -> dict[str, str]:
+    """Environment for every child (campaign CLI, Dask workers, pipeline runs, CASA children)."""
+    env = dict(os.environ)
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    parts = [CODE["dir"]] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x and x != CODE["dir"]]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    return env
+
+
 def code_version() -> str:
-    """Short HEAD, plus a digest of uncommitted changes under selfcal_batch/ (others edit it live)."""
+    """The pinned commit, or short HEAD plus a digest of uncommitted changes under selfcal_batch/."""
+    if CODE["version"]:
+        return CODE["version"]
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout
 
@@ -673,8 +703,7 @@ def run_campaign(bench: Bench, label: str, datasets: Sequence[tuple[str, Path, d
     shutil.rmtree(out_dir, ignore_errors=True)
     manifest = write_manifest(bench.out / "manifests" / f"{label}.toml", f"bench-{label}", out_dir, defaults,
                               datasets, workers, threads)
-    env = dict(os.environ)
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    env = child_env()
     argv = [str(VENV_BIN / "selfcal-batch"), str(manifest), "--workers", str(workers),
             "--threads-per-dataset", str(threads), "--quiet"]
     log_path = bench.out / "logs" / f"campaign-{label}.log"
@@ -774,7 +803,7 @@ def run_one(bench: Bench, label: str, ms: Path, cfg: dict[str, Any], threads: in
     print(f"  run {label} (load {la0[0]:.2f}) ...", end="", flush=True)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_run-one", str(req)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=child_env())
     dt = time.monotonic() - t0
     la1 = os.getloadavg()
     root = out_root / "datasets" / label
@@ -790,7 +819,6 @@ def run_one(bench: Bench, label: str, ms: Path, cfg: dict[str, Any], threads: in
 
 def _child_run_one(req_path: str) -> int:
     req = json.loads(Path(req_path).read_text())
-    sys.path.insert(0, str(REPO))
     from selfcal_batch.config import PipelineConfig
     from selfcal_batch.pipeline import run_dataset
 
@@ -913,13 +941,16 @@ def section_opt(bench: Bench, base_row: dict[str, Any] | None) -> dict[str, Any]
     runs = []
     if base_row is None:
         base_row = run_one(bench, "scale-base", ms, cfg, a.threads)
-    runs.append(dict(base_row, variant="base (wgridder, no averaging)"))
+    runs.append(dict(base_row, variant="base (defaults, no averaging)"))
     variants: list[tuple[str, dict[str, Any]]] = [
         ("w-stacking (use_wgridder=false)", {"wsclean": {"use_wgridder": False}}),
         ("timebin 20s + chanbin 2", {"timebin": "20s", "chanbin": 2}),
     ]
     if a.opt_all:
-        variants += [("parallel_gridding=2", {"wsclean": {"parallel_gridding": 2}}),
+        from selfcal_batch.config import WSCleanConfig
+
+        pg = 1 if WSCleanConfig().parallel_gridding > 1 else 2
+        variants += [(f"parallel_gridding={pg}", {"wsclean": {"parallel_gridding": pg}}),
                      (f"parallel_deconvolution={a.imsize // 2}", {"wsclean": {"parallel_deconvolution": a.imsize // 2}}),
                      ("ladder_imaging=template", {"ladder_imaging": "template"}),
                      ("plots=false", {"plots": False})]
@@ -1003,6 +1034,14 @@ def edit_argv(argv: Sequence[str], name: str, drop: dict[str, int] | None = None
     return out
 
 
+def toggle(argv: Sequence[str], flag: str, values: list[str], label_off: str,
+           label_on: str) -> tuple[str, dict[str, int], list[str], None]:
+    """A replay variant that removes ``flag`` if the pipeline used it, else adds it."""
+    if flag in argv:
+        return label_off, {flag: len(values)}, [], None
+    return label_on, {}, [flag, *values], None
+
+
 def run_measured(argv: Sequence[str], cwd: Path, threads: int, log: Path) -> tuple[float, float, int]:
     """(seconds, peak RSS MB of the process, returncode) via os.wait4."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
@@ -1033,17 +1072,22 @@ def replay_wsclean(bench: Bench, root: Path, repeats: int) -> list[dict[str, Any
             continue
         size = int(argv[argv.index("-size") + 1])
         threads = int(argv[argv.index("-j") + 1])
+        wg = "-use-wgridder" in argv
+        flags = " ".join(f"{f} {argv[argv.index(f) + 1]}" for f in ("-parallel-gridding", "-parallel-deconvolution")
+                         if f in argv)
         variants: list[tuple[str, dict[str, int], list[str], int | None]] = [
-            ("as run (wgridder)", {}, [], None),
-            ("w-stacking (no -use-wgridder)", {"-use-wgridder": 0}, [], None),
-            ("-parallel-gridding 2", {}, ["-parallel-gridding", "2"], None),
-            (f"-parallel-deconvolution {size // 2}", {}, ["-parallel-deconvolution", str(size // 2)], None),
+            (f"as run ({'wgridder' if wg else 'w-stacking'}{', ' + flags if flags else ''})", {}, [], None),
+            toggle(argv, "-use-wgridder", [], "w-stacking (no -use-wgridder)", "-use-wgridder"),
+            toggle(argv, "-parallel-gridding", ["2"], "without -parallel-gridding", "-parallel-gridding 2"),
+            toggle(argv, "-parallel-deconvolution", [str(size // 2)], "without -parallel-deconvolution",
+                   f"-parallel-deconvolution {size // 2}"),
         ]
         if "-fits-mask" in argv:
             variants.append(("without -fits-mask (auto-mask only)", {"-fits-mask": 1}, [], None))
         if image.startswith("final") and size < 1024 and not bench.args.quick:
             variants.append(("1024^2 (seed size, same cell)", {}, [], 1024))
-            variants.append(("1024^2, w-stacking", {"-use-wgridder": 0}, [], 1024))
+            v = toggle(argv, "-use-wgridder", [], "w-stacking", "wgridder")
+            variants.append((f"1024^2, {v[0]}", v[1], v[2], 1024))
         base_min: dict[int | None, float] = {}  # speed-up is relative to the first run of the same size
         for j, (vname, drop, add, sz) in enumerate(variants):
             prefix = work / f"{'L' if image.startswith('ladder') else 'F'}{j}"
@@ -1143,12 +1187,13 @@ def main(argv: list[str] | None = None) -> int:
                    "ladder=template and plots=false as whole pipelines")
     p.add_argument("--merge", action="store_true", help="update the sections run now in an existing JSON "
                    "(keep the others)")
+    p.add_argument("--code", default="HEAD", help="git revision of selfcal_batch to benchmark, exported to "
+                   "OUT/code/<sha> so edits made meanwhile do not leak in (default HEAD); 'worktree' = live tree")
     p.add_argument("--report", action="store_true", help="only print the tables of an existing JSON")
     p.add_argument("--_run-one", dest="run_one", default="", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.run_one:
         return _child_run_one(a.run_one)
-    sys.path.insert(0, str(REPO))
     a.threads = a.threads or (os.cpu_count() or 1)
     a.duration = a.duration or (600.0 if a.quick else 1200.0)
     a.repeats = a.repeats or (1 if a.quick else 2)
@@ -1157,6 +1202,14 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"unknown section(s) {bad}; choose from {SECTIONS}")
     bench = Bench(a)
+    if not a.report:
+        if a.code == "worktree":
+            CODE.update(dir=str(REPO), version="")
+        else:
+            code_dir, sha = pin_code(bench.out, a.code)
+            CODE.update(dir=str(code_dir), version=sha)
+        sys.path.insert(0, CODE["dir"])
+        os.environ["PYTHONPATH"] = child_env()["PYTHONPATH"]  # simulator / CASA children of this process
     if a.report:
         res = json.loads(bench.json_path.read_text())
         res["targets"] = evaluate_targets(res)

@@ -194,3 +194,50 @@ def rmtables(paths: list[str]) -> None:
     for p in paths:
         if os.path.exists(p):
             _rm(p)
+
+
+def flag_checkpoint(vis: str, versionname: str, resume: bool = False) -> str:
+    """Save the flags as ``versionname``; when resuming a step whose first attempt already
+    saved it, restore it instead (the interrupted attempt may have changed flags since).
+
+    Deciding here, from the MS's own flag-version list, keeps the save and the calls after
+    it in one child without losing the pre-step flags if the child is killed half-way.
+    """
+    from casatasks import flagmanager
+
+    listing = os.path.join(vis.rstrip("/") + ".flagversions", "FLAG_VERSION_LIST")
+    names: set[str] = set()
+    if os.path.exists(listing):
+        with open(listing) as fh:
+            names = {ln.split(" : ")[0].strip() for ln in fh if ln.strip()}
+    table = os.path.join(os.path.dirname(listing), f"flags.{versionname}")
+    if resume and versionname in names and os.path.isdir(table):
+        flagmanager(vis=vis, mode="restore", versionname=versionname)
+        return "restored"
+    flagmanager(vis=vis, mode="save", versionname=versionname, comment=versionname, merge="replace")
+    return "saved"
+
+
+def working_copy(view: str, work: str, field: str = "", spw: str = "", column: str = "data",
+                 timebin: str = "", width: int = 1) -> dict[str, Any]:
+    """Inspect the (mirrored) input, split the private working copy, inspect the copy.
+
+    One child instead of three. ``ValueError`` (one line) for an MS we cannot use.
+    """
+    from casatasks import split
+
+    src = inspect_ms(view, field)
+    if not field and len(src["fields"]) > 1:
+        raise ValueError(f"the MS has {len(src['fields'])} fields ({', '.join(src['fields'][:6])}); "
+                         "set 'field' to the target")
+    if column == "corrected" and "CORRECTED_DATA" not in src["columns"]:
+        raise ValueError("input_column = 'corrected' but the MS has no CORRECTED_DATA column")
+    kw: dict[str, Any] = dict(vis=view, outputvis=work, datacolumn=column, field=field, spw=spw, keepflags=True)
+    if timebin:
+        kw["timebin"] = timebin
+    if width > 1:
+        kw["width"] = width
+    split(**kw)
+    if not os.path.exists(os.path.join(work, "table.dat")):
+        raise RuntimeError(f"split did not write the working copy {work} (see casa.log)")
+    return {"src": src, "work": inspect_ms(work)}

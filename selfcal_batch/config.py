@@ -51,6 +51,9 @@ DEFAULT_STEPS: tuple[str, ...] = (
 _SOLINT_RE = re.compile(r"^(int|inf|\d+(\.\d+)?(s|min)?)$")
 
 
+LADDER_IMAGING = ("shared", "initial", "final", "template")
+
+
 @dataclass(frozen=True)
 class WSCleanConfig:
     """How WSClean is run and its fixed deconvolution settings."""
@@ -163,9 +166,12 @@ class PipelineConfig:
     timebin: str = ""
     chanbin: int = 1
     #: 'shared': one imaging setup along the ladder (fewer WSClean runs, like-for-like
-    #: gate comparisons); 'template': each step's own robust/taper/multiscale (the seed).
+    #: gate comparisons); 'initial': that of the initial template (no re-image when the
+    #: template changes after p0); 'final': the final-image settings (the test image is
+    #: p0's model); 'template': each step's own robust/taper/multiscale (the seed).
     ladder_imaging: str = "shared"
     plots: bool = True
+    #: Keep work.ms and the phase-only calibrated copy made before ap1 (phase_only.ms).
     keep_work_ms: bool = False
     casa_timeout_s: float = 3600.0
     wsclean: WSCleanConfig = dc_field(default_factory=WSCleanConfig)
@@ -232,8 +238,9 @@ class PipelineConfig:
             raise ConfigError(f"{p}input_column: must be 'data' or 'corrected', got {self.input_column!r}")
         if self.test_imaging not in ("final", "seed"):
             raise ConfigError(f"{p}test_imaging: must be 'final' or 'seed', got {self.test_imaging!r}")
-        if self.ladder_imaging not in ("shared", "template"):
-            raise ConfigError(f"{p}ladder_imaging: must be 'shared' or 'template', got {self.ladder_imaging!r}")
+        if self.ladder_imaging not in LADDER_IMAGING:
+            raise ConfigError(f"{p}ladder_imaging: must be one of {', '.join(LADDER_IMAGING)}, "
+                              f"got {self.ladder_imaging!r}")
         if self.refantmode not in ("strict", "flex"):
             raise ConfigError(f"{p}refantmode: must be 'strict' or 'flex'")
         if self.timebin and not _SOLINT_RE.match(self.timebin):

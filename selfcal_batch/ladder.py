@@ -49,16 +49,33 @@ def params_for(ctx: Context, template: str, step: str) -> StepParams | None:
 
 
 def imaging_options(ctx: Context, template: str, step: str, params: StepParams) -> WSCleanOptions:
-    """Imaging settings for a ladder step ('shared': one setup along the ladder)."""
+    """Imaging settings for a ladder step (``cfg.ladder_imaging``).
+
+    'shared': the template's p1 (else p0) robust/taper/multiscale for every step;
+    'initial': the same, but of the initially selected template, so a re-selection after
+    p0 does not force a new pre-calibration image; 'final': the final-image settings, so
+    the test image is p0's model; 'template': each step's own settings (the seed).
+    """
+    mode = ctx.cfg.ladder_imaging
+    if mode == "final":
+        from .steps_final import final_options
+
+        robust = ctx.cfg.final_robust
+        if step == "p0" and ctx.state.get("modified_robust") is not None:
+            robust = ctx.state.get("modified_robust")
+        return final_options(ctx, "").replace(robust=robust, auto_mask=params.nsigma_automask,
+                                              auto_threshold=params.nsigma_autothreshold, niter=ctx.cfg.niter)
     src = params
-    if ctx.cfg.ladder_imaging == "shared":
-        table = template_params(template, ctx.instrument, ctx.cfg.band, ctx.cfg.templates.get(template))
+    if mode in ("shared", "initial"):
+        tmpl = ctx.state.get("template_initial") or template if mode == "initial" else template
+        table = template_params(tmpl, ctx.instrument, ctx.cfg.band, ctx.cfg.templates.get(tmpl))
         src = table.get("p1") or table["p0"]
     robust = src.robust
     if step == "p0" and ctx.state.get("modified_robust") is not None:
         robust = ctx.state.get("modified_robust")
+    multiscale = src.with_multiscale or (mode == "initial" and ctx.cfg.final_multiscale)
     return ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
-                            auto_threshold=params.nsigma_autothreshold, multiscale=src.with_multiscale,
+                            auto_threshold=params.nsigma_autothreshold, multiscale=multiscale,
                             multiscale_scales=src.scales, taper_gaussian=src.uvtaper)
 
 
@@ -91,12 +108,12 @@ def _current_column(chain: list[dict[str, Any]]) -> str:
     return "CORRECTED_DATA" if chain else "DATA"
 
 
-def _apply(ctx: Context, chain: list[dict[str, Any]], label: str) -> list[Any]:
-    """applycal the chain (CORRECTED_DATA = DATA when empty is not needed: we image DATA)."""
+def _apply_calls(ctx: Context, chain: list[dict[str, Any]]) -> list[cal.Call]:
+    """applycal of the chain into CORRECTED_DATA (none when empty: we then image DATA)."""
     if not chain:
         return []
-    return ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
-                                       [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label=label)
+    return [cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain], [c["spwmap"] for c in chain],
+                              calwt=ctx.cfg.calwt)]
 
 
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
@@ -131,16 +148,6 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     flagver = f"pre_{step}"
     rec: dict[str, Any] = {"template": template, "solint": choice.solint, "combine": choice.combine,
                            "est_snr": round(choice.est_snr, 2), "solint_reason": choice.reason}
-    # Bring the MS to the state this step starts from (matters when resuming).
-    saved = st.data.setdefault("flag_versions", [])
-    calls = [cal.flagmanager_call(vis, "restore" if flagver in saved else "save", flagver)]
-    ctx.casa(calls, label=f"{step}-flags")
-    if flagver not in saved:
-        saved.append(flagver)
-        st.save()
-    if st.get("corrected_chain") != [c["table"] for c in chain] and chain:
-        _apply(ctx, chain, f"{step}-reapply")
-        st.set("corrected_chain", [c["table"] for c in chain])
     column = _current_column(chain)
     opts = imaging_options(ctx, template, step, params).replace(data_column=column, update_model=True)
     # Pre image: reuse the current image when it shows this data with these settings.
@@ -149,6 +156,14 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
         if st.get("model_in_ms") != pre["prefix"]:
             ctx.predict(pre["prefix"])
     else:
+        calls = []
+        if st.get("resuming"):  # image the flags this step starts from
+            calls.append(cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=True))
+        if chain and st.get("corrected_chain") != [c["table"] for c in chain]:
+            calls += _apply_calls(ctx, chain)
+        if calls:
+            ctx.casa(calls, label=f"{step}-prepare")
+            st.set("corrected_chain", [c["table"] for c in chain])
         mask = _mask_from(ctx, current, step, template, params.sigma_mask, f"{step}_pre")
         prods, stats = ctx.image(opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
                                  role="pre", template=template, sigma=6.0)
@@ -157,7 +172,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     orig = st.data.setdefault("original_beam", {})
     beam_key = repr(opts.imaging_key()[3:])
     orig.setdefault(beam_key, pre["stats"]["beam_area_pix"])
-    # Solve and apply.
+    # One CASA child: flag checkpoint (the state this step starts from), solve, apply.
     pre_apply = pre_apply_chain(step, chain)
     scan_spws = [s["spws"] for s in info["scans"]]
     spw_ids = [s["id"] for s in info["spws"]]
@@ -171,12 +186,16 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                           solnorm=False, gaintable=[c["table"] for c in pre_apply],
                           spwmap=[c["spwmap"] for c in pre_apply], field="")
     new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
-    results = ctx.casa([gc, cal.applycal_call(vis, [c["table"] for c in new_chain],
-                                              [c["spwmap"] for c in new_chain], calwt=ctx.cfg.calwt)],
-                       label=f"{step}-solve")
+    st.set("corrected_chain", None)  # CORRECTED_DATA is being rewritten
+    st.save()
+    checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))
+    results = ctx.casa([checkpoint, gc, *_apply_calls(ctx, new_chain)], label=f"{step}-solve")
+    st.data.setdefault("flag_versions", [])
+    if flagver not in st.data["flag_versions"]:
+        st.data["flag_versions"].append(flagver)
     st.set("corrected_chain", [c["table"] for c in new_chain])
     st.save()
-    sols = gate.solution_stats_from_solvestats((results[0] or {}).get("solvestats", {}), info["antenna_names"])
+    sols = gate.solution_stats_from_solvestats((results[1] or {}).get("solvestats", {}), info["antenna_names"])
     rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
     significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
     # Post image with the same settings, masked from the pre image.
@@ -206,8 +225,9 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                  pre["stats"]["snr"], post_stats["snr"])
     else:
         log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
-        ctx.casa([cal.flagmanager_call(vis, "restore", flagver)], label=f"{step}-revert")
-        _apply(ctx, chain, f"{step}-revert-apply")
+        st.set("corrected_chain", None)
+        st.save()
+        ctx.casa([cal.flagmanager_call(vis, "restore", flagver)] + _apply_calls(ctx, chain), label=f"{step}-revert")
         st.set("corrected_chain", [c["table"] for c in chain])
         st.set("current", pre)
         if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject:

@@ -141,7 +141,10 @@ class _Runner:
         if step not in _NO_WORK_MS and "startup" in st.steps and not ctx.work_ms.exists():
             raise _WorkMSMissing(step)
         snaps = st.data.setdefault("snapshots", {})
-        if step in snaps and not self.upstream_ran:
+        resumed = step in snaps and not self.upstream_ran
+        # A resumed attempt restores the flags its first attempt saved; a fresh one saves anew.
+        st.data["resuming"] = resumed
+        if resumed:
             # Roll back to the state before this step's first attempt. Keys that did not
             # exist then are removed (restoring them as None breaks `st.get(k, default)`).
             for k in SNAPSHOT_KEYS:
@@ -195,7 +198,9 @@ def _run_order(ctx: Context, order: list[str]) -> None:
 
 
 def _calibration_step(ctx: Context, step: str) -> Any:
-    if step == "ap1" and ctx.state.get("chain"):
+    if step == "ap1" and ctx.state.get("chain") and ctx.cfg.keep_work_ms:
+        # The phase-only calibrated copy (seed: <ms>_p_trial_1.ms) is only kept with the
+        # working files; otherwise it would be deleted unread at the end of the run.
         steps_final.split_before_ap1(ctx)
     return ladder.run_step(ctx, step)
 

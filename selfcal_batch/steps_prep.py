@@ -20,16 +20,6 @@ from .templates import (
 log = logging.getLogger("selfcal_batch.pipeline")
 
 
-def inspect(ctx: Context, vis: Path, field: str = "") -> dict[str, Any]:
-    """Describe an MS in the CASA child; a bad MS becomes a one-line DatasetError."""
-    try:
-        return ctx.casa([cal.job("inspect_ms", vis=str(vis), field=field)], label="inspect")[0]
-    except CasaTaskError as exc:
-        msg = str(exc)
-        msg = msg.split("inspect_ms: ", 1)[-1].replace("ValueError: ", "")
-        raise DatasetError(ctx.name, msg) from None
-
-
 #: State that describes the contents of work.ms: reset whenever a new copy is made.
 WORK_MS_STATE = ("flag_versions", "corrected_chain", "model_in_ms", "images_done", "cell", "original_beam")
 
@@ -73,23 +63,16 @@ def startup(ctx: Context) -> dict[str, Any]:
     try:
         read_only_view(src, view)
         try:
-            src_info = inspect(ctx, view, ctx.cfg.field)
-        except DatasetError as exc:
-            raise DatasetError(ctx.name, exc.problem.replace(str(view), str(src))) from None
-        if not ctx.cfg.field and len(src_info["fields"]) > 1:
-            raise DatasetError(ctx.name, f"the MS has {len(src_info['fields'])} fields "
-                                         f"({', '.join(src_info['fields'][:6])}); set 'field' to the target")
-        column = ctx.cfg.input_column.lower()
-        if column == "corrected" and "CORRECTED_DATA" not in src_info["columns"]:
-            raise DatasetError(ctx.name, "input_column = 'corrected' but the MS has no CORRECTED_DATA column")
-        split_kw: dict[str, Any] = dict(vis=str(view), outputvis=str(ctx.work_ms), datacolumn=column,
-                                        field=ctx.cfg.field, spw=ctx.cfg.spw, keepflags=True)
-        if ctx.cfg.timebin:
-            split_kw["timebin"] = ctx.cfg.timebin
-        if ctx.cfg.chanbin > 1:
-            split_kw["width"] = ctx.cfg.chanbin
-        ctx.casa([cal.task("split", **split_kw)], label="working-copy")
-        info = inspect(ctx, ctx.work_ms)
+            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(ctx.work_ms), field=ctx.cfg.field,
+                                    spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
+                                    timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label="working-copy")[0]
+        except CasaTaskError as exc:
+            msg = str(exc)
+            if "ValueError: " not in msg:
+                raise
+            problem = msg.split("ValueError: ", 1)[1].replace(str(view), str(src))
+            raise DatasetError(ctx.name, problem) from None
+        src_info, info = out["src"], out["work"]
     except BaseException:
         # A partial copy is useless (startup redoes it) and may fill the disk.
         ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
@@ -151,7 +134,8 @@ def test_image(ctx: Context) -> dict[str, Any]:
     if cfg.test_imaging == "final":
         from .steps_final import final_options
 
-        opts = final_options(ctx, "test_image").replace(taper_gaussian=cfg.test_uvtaper)
+        # It also fills MODEL_DATA: with matching ladder settings it is p0's model image.
+        opts = final_options(ctx, "test_image").replace(taper_gaussian=cfg.test_uvtaper, update_model=True)
     else:
         opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,
                                 auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
@@ -175,12 +159,14 @@ def test_image(ctx: Context) -> dict[str, Any]:
         opts2 = ctx.base_options(name=ctx.img("test_image_faint"), robust=re["robust"],
                                  taper_gaussian=re.get("uvtaper", ""), auto_mask=4.0, auto_threshold=1.5)
         products, stats = ctx.image(opts2, step="test_image", role="test", sigma=8.0)
+        opts = opts2
         flux = 1000 * stats["total_flux_mask"]
     template = cfg.force_template or select_template(flux, tuple(cfg.template_thresholds_mjy))
     ctx.state.set("template_initial", template)
     ctx.state.set("template_final", template)
     ctx.state.set("modified_robust", modified_robust)
-    ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats})
+    ctx.state.set("test_image", {"prefix": products.prefix, "image": products.image, "residual": products.residual,
+                                 "stats": stats, "key": list(opts.imaging_key()), "column": opts.data_column})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
     return {"template": template, "flux_mjy": flux, "image": products.image}

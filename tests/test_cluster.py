@@ -27,6 +27,20 @@ def test_local_pattern_a(monkeypatch):
     assert "1 worker process(es) x 1 thread, resources cores=8" in cl.describe(s)
 
 
+def test_auto_threads_fill_the_cores(monkeypatch):
+    assert cl.auto_threads(2, 2, 8) == 1          # queued datasets: one core each
+    assert cl.auto_threads(2, 2, 1) == 2          # a single dataset gets the machine
+    assert cl.auto_threads(4, 16, 2) == 4         # capped by the threads setting
+    assert cl.auto_threads(4, 8, 3) == 2
+    monkeypatch.setattr(cl, "local_cores", lambda: 2)
+    s = cl.resolve_cluster(ClusterSpec(), default_threads=2, n_datasets=8)
+    assert (s.workers, s.threads_per_dataset) == (2, 1)
+    s = cl.resolve_cluster(ClusterSpec(), default_threads=2, n_datasets=8, threads_per_dataset=2)
+    assert (s.workers, s.threads_per_dataset) == (1, 2)   # explicit choice wins
+    s = cl.resolve_cluster(ClusterSpec(kind="slurm", memory="8GiB"), default_threads=2, n_datasets=8)
+    assert s.threads_per_dataset == 2                      # batch jobs: the threads setting
+
+
 def test_local_never_oversubscribes(monkeypatch, caplog):
     monkeypatch.setattr(cl, "local_cores", lambda: 2)
     with caplog.at_level(logging.WARNING):

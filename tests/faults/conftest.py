@@ -323,24 +323,27 @@ def wsclean_named(step: str, suffix: str, min_age: float = 0.3):
 
 
 def casa_task(step: str, task: str, key: str, suffix: str):
-    """Trigger: a casa_runner child whose first call is ``task`` with ``kwargs[key]`` ending in
-    ``suffix``, once the child has logged that the call started (casa.log); for split also
+    """Trigger: a casa_runner child with a call of ``task`` whose ``kwargs[key]`` ends in
+    ``suffix``, once the child has logged that this call started (casa.log); for split also
     once its output directory exists."""
     def trig(st: dict[str, Any], kids: list[Any], root: Path) -> str | None:
         if st.get("current_step") != step:
             return None
         for p in kids:
-            calls = casa_child_calls(p)
-            if not calls or calls[0].get("task") != task or not str(calls[0]["kwargs"].get(key, "")).endswith(suffix):
+            calls = casa_child_calls(p) or []
+            hits = [(i, c) for i, c in enumerate(calls)
+                    if c.get("task") == task and str(c["kwargs"].get(key, "")).endswith(suffix)]
+            if not hits:
                 continue
-            target = repr(calls[0]["kwargs"][key])
+            i, call = hits[0]
+            target = repr(call["kwargs"][key])
             try:
                 log = (root / "logs" / "casa.log").read_text(errors="replace")
             except OSError:
                 return None
-            if any(f"call 0: {task}(" in ln and target in ln for ln in log.splitlines()):
-                if task != "split" or Path(calls[0]["kwargs"]["outputvis"]).exists():
-                    return f"casa_runner {task} {key}={calls[0]['kwargs'][key]} (pid {p.pid})"
+            if any(f"call {i}: {task}(" in ln and target in ln for ln in log.splitlines()):
+                if task != "split" or Path(call["kwargs"]["outputvis"]).exists():
+                    return f"casa_runner {task} {key}={call['kwargs'][key]} (pid {p.pid})"
         return None
     return trig
 
