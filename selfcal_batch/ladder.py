@@ -200,10 +200,11 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
     # Post image with the same settings, masked from the pre image.
     mask = _mask_from(ctx, pre, step, template, params.sigma_mask, f"{step}_post")
-    prods, post_stats = ctx.image(opts.replace(name=ctx.img(f"{step}_post"), data_column="CORRECTED_DATA",
-                                               fits_mask=mask), step=step, role="post", template=template)
+    post_opts = opts.replace(name=ctx.img(f"{step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
+    prods, post_stats = ctx.image(post_opts, step=step, role="post", template=template)
+    # Keyed by what it shows (CORRECTED_DATA): after p0 the next step reuses it as its model.
     post = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": post_stats,
-            "key": list(opts.imaging_key()), "column": "CORRECTED_DATA"}
+            "key": list(post_opts.imaging_key()), "column": "CORRECTED_DATA"}
     if ctx.cfg.gate.enabled:
         decision = gate.evaluate_step(pre["stats"], post_stats, original_beam_area=orig[beam_key],
                                       solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,

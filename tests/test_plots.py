@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 from matplotlib.image import imread
 
-from selfcal_batch import plots
+from selfcal_batch import imstats, plots
 
 FWHM_PX = 4.0
 SIG_B = FWHM_PX / (2 * math.sqrt(2 * math.log(2)))
@@ -74,6 +74,15 @@ def write_image(path: Path, shape=(128, 128), x=70, y=60, peak=1.0, noise=1e-3, 
     return path
 
 
+def colour_fraction(png: Path, rgb: tuple[int, int, int], tol: int = 40) -> float:
+    """Fraction of the PNG's pixels within ``tol`` (per channel, 0-255) of ``rgb``."""
+    arr = (imread(png)[..., :3] * 255).astype(int)
+    return float(np.mean(np.all(np.abs(arr - np.asarray(rgb)) <= tol, axis=-1)))
+
+
+TAB_BLUE, TAB_ORANGE, BLACK = (31, 119, 180), (255, 127, 14), (0, 0, 0)
+
+
 def test_snr_histogram_fractions(tmp_path):
     nrow, npol = 3 * 10, 2
     snr = np.linspace(1, 40, nrow * npol).reshape(nrow, 1, npol)
@@ -86,6 +95,7 @@ def test_snr_histogram_fractions(tmp_path):
     assert res["frac_below_minsnr"] == pytest.approx(np.mean(snr <= 5.0))
     assert res["frac_flagged"] == pytest.approx(6 / 60)
     assert res["n_solutions"] == 60
+    assert colour_fraction(out, BLACK, 60) > 0.005  # histogram, frame, tick labels
 
 
 def test_gains_phase_and_amplitude_with_antenna_gaps(tmp_path):
@@ -104,6 +114,54 @@ def test_gains_phase_and_amplitude_with_antenna_gaps(tmp_path):
     assert_png(tmp_path / "amp.png")
     h_phase = imread(tmp_path / "phase.png").shape[0]
     assert imread(tmp_path / "amp.png").shape[0] > h_phase
+    for png in (tmp_path / "phase.png", tmp_path / "amp.png"):  # both polarizations drawn
+        assert colour_fraction(png, TAB_BLUE) > 1e-4
+        assert colour_fraction(png, TAB_ORANGE) > 1e-4
+
+
+def test_gains_many_antennas_one_figure(tmp_path):
+    """27 antennas (VLA-like), 2 polarizations, flags: counts and a readable-size PNG."""
+    names = [f"ea{i:02d}" for i in range(1, 28)]
+    flag = np.zeros((20 * 27, 1, 2), bool)
+    flag[::7, 0, 1] = True
+    cal = make_caltable(tmp_path / "p1.G", list(range(27)), names, ntimes=20, flag=flag)
+    out = tmp_path / "plots" / "p1_gains.png"
+    res = plots.plot_gains(cal, out, antenna_names=names)
+    assert res["n_antennas"] == 27
+    assert res["n_points"] == 20 * 27 * 2 - int(flag.sum())
+    assert res["frac_flagged"] == pytest.approx(flag.mean())
+    assert_png(out, min_bytes=20000)
+    h, w = imread(out).shape[:2]
+    assert w >= 1000 and h >= 600  # 6 x 5 panels of ~185 x 105 px
+    assert colour_fraction(out, TAB_BLUE) > 1e-3 and colour_fraction(out, TAB_ORANGE) > 1e-3
+    assert colour_fraction(out, BLACK, 60) > 0.005  # frames, names and tick labels
+
+
+def test_missing_caltable_gives_message_png(tmp_path):
+    res = plots.plot_gains(tmp_path / "nope.G", tmp_path / "g.png")
+    assert res["n_antennas"] == 0 and res["n_points"] == 0
+    assert_png(tmp_path / "g.png", min_bytes=500)
+    res = plots.plot_solution_snr_hist(tmp_path / "nope.G", tmp_path / "s.png", 3.0)
+    assert res["n_solutions"] == 0
+    assert_png(tmp_path / "s.png", min_bytes=500)
+
+
+def test_labels_are_drawn(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    blank = plots.save_png_labelled(fig, ax, [], tmp_path / "blank.png")
+    assert colour_fraction(blank, BLACK, 100) == 0.0
+    out = plots.save_png_labelled(fig, ax, [
+        plots.Label(0.5, 0.7, "phase (deg)", 12, frac=True),
+        plots.Label(0.1, 0.5, "rotated", 10, angle=90, frac=True),
+        plots.Label(0.5, 0.2, "a\nb", 10, "ma", color="tab:red", frac=True, mono=True)],
+        tmp_path / "labels.png")
+    assert imread(out).shape[:2] == (200, 300)
+    assert colour_fraction(out, BLACK, 100) > 0.005
+    assert colour_fraction(out, (214, 39, 40)) > 0.0002  # tab:red
 
 
 def test_empty_caltable_does_not_fail(tmp_path):
@@ -131,6 +189,28 @@ def test_summary_with_missing_image(tmp_path):
     assert_png(out, min_bytes=20000)
     out2 = plots.plot_summary(tmp_path / "s2.png", [], {"initial": str(tmp_path / "x.fits")})
     assert_png(out2)
+
+
+def test_summary_takes_image_statistics_from_rows(tmp_path, monkeypatch):
+    (tmp_path / "images").mkdir()
+    img = write_image(tmp_path / "images" / "final.fits", peak=0.25, noise=1e-3, seed=3)
+    row = {"step": "final", "role": "final", "path": "images/final.fits",
+           **imstats.image_statistics(img)}
+    calls = []
+    real = plots.array_statistics
+    monkeypatch.setattr(plots, "array_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = plots.plot_summary(tmp_path / "summary.png", [row], {"final": str(img)})
+    assert_png(out, min_bytes=20000)
+    assert calls == []  # statistics of the row reused, not recomputed
+    cut = plots._load_cutout(img)  # cached: the thumbnail reuses the summary's cutout
+    assert cut["stats"]["snr"] == row["snr"]
+    assert cut["data"].shape == (65, 65)  # max(64 px, 4·C95radii) around the peak
+    assert cut["data"][32, 32] == pytest.approx(row["peak"])
+    # a row that describes another version of the file (peak differs) is not trusted
+    other = write_image(tmp_path / "images" / "other.fits", peak=0.5, seed=4)
+    stale = {**row, "path": "images/other.fits"}
+    plots.plot_summary(tmp_path / "s2.png", [stale], {"final": str(other)})
+    assert calls == [1]
 
 
 def test_thumbnail_size(tmp_path):
