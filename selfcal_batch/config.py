@@ -51,7 +51,7 @@ DEFAULT_STEPS: tuple[str, ...] = (
 _SOLINT_RE = re.compile(r"^(int|inf|\d+(\.\d+)?(s|min)?)$")
 
 
-LADDER_IMAGING = ("shared", "initial", "final", "template")
+LADDER_IMAGING = ("initial", "shared", "template")
 
 
 @dataclass(frozen=True)
@@ -165,11 +165,11 @@ class PipelineConfig:
     #: Time averaging of the working copy ('' = none, e.g. '20s'), and channel binning.
     timebin: str = ""
     chanbin: int = 1
-    #: 'shared': one imaging setup along the ladder (fewer WSClean runs, like-for-like
-    #: gate comparisons); 'initial': that of the initial template (no re-image when the
-    #: template changes after p0); 'final': the final-image settings (the test image is
-    #: p0's model); 'template': each step's own robust/taper/multiscale (the seed).
-    ladder_imaging: str = "shared"
+    #: One imaging setup along the ladder (fewer WSClean runs, like-for-like gate
+    #: comparisons): 'initial' = the initially selected template's (+ multiscale when the
+    #: final image uses it), kept when the template changes after p0; 'shared' = the current
+    #: template's; 'template': each step's own robust/taper/multiscale (the seed).
+    ladder_imaging: str = "initial"
     plots: bool = True
     #: Keep work.ms and the phase-only calibrated copy made before ap1 (phase_only.ms).
     keep_work_ms: bool = False

@@ -157,6 +157,7 @@ class Context:
         self.state.set("model_in_ms", "")
         self.state.save()
         self._wsclean(self.base_options(name=prefix, predict=True), self.work_ms)
+        self.state.set("wsclean_predicts", int(self.state.get("wsclean_predicts", 0)) + 1)
         self.state.set("model_in_ms", prefix)
         self.state.save()
 

@@ -51,20 +51,12 @@ def params_for(ctx: Context, template: str, step: str) -> StepParams | None:
 def imaging_options(ctx: Context, template: str, step: str, params: StepParams) -> WSCleanOptions:
     """Imaging settings for a ladder step (``cfg.ladder_imaging``).
 
-    'shared': the template's p1 (else p0) robust/taper/multiscale for every step;
-    'initial': the same, but of the initially selected template, so a re-selection after
-    p0 does not force a new pre-calibration image; 'final': the final-image settings, so
-    the test image is p0's model; 'template': each step's own settings (the seed).
+    'initial' (default): the initially selected template's p1 (else p0) robust and taper,
+    multiscale if that template or the final image uses it, for every step, so that a
+    template re-selection after p0 does not force a new pre-calibration image; 'shared':
+    the current template's p1/p0 settings; 'template': each step's own settings (the seed).
     """
     mode = ctx.cfg.ladder_imaging
-    if mode == "final":
-        from .steps_final import final_options
-
-        robust = ctx.cfg.final_robust
-        if step == "p0" and ctx.state.get("modified_robust") is not None:
-            robust = ctx.state.get("modified_robust")
-        return final_options(ctx, "").replace(robust=robust, auto_mask=params.nsigma_automask,
-                                              auto_threshold=params.nsigma_autothreshold, niter=ctx.cfg.niter)
     src = params
     if mode in ("shared", "initial"):
         tmpl = ctx.state.get("template_initial") or template if mode == "initial" else template

@@ -78,6 +78,8 @@ class DatasetResult:
     final_ms: str = ""
     final_image: str = ""
     wsclean_runs: int = 0
+    #: Of those, predict-only runs (MODEL_DATA refilled from an earlier model after a revert).
+    wsclean_predicts: int = 0
     time_wsclean_s: float = 0.0
     time_casa_s: float = 0.0
     time_python_s: float = 0.0
@@ -262,6 +264,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     if (ctx.root / "final-image.fits").exists():
         res.final_image = str(ctx.root / "final-image.fits")
     res.wsclean_runs = int(st.get("wsclean_runs", 0))
+    res.wsclean_predicts = int(st.get("wsclean_predicts", 0))
     res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)
     res.time_casa_s = round(timing.get("casa", 0.0), 2)
     res.time_python_s = round(max(0.0, wall - res.time_wsclean_s - res.time_casa_s), 2)

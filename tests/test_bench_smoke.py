@@ -91,7 +91,7 @@ def test_report_json_and_targets(bench, tmp_path):
     res["targets"] = bench.evaluate_targets(res)
     by = {t["target"]: t for t in res["targets"]}
     assert by["own Python + Dask overhead < 5% of dataset wall"]["result"] == "FAIL"
-    assert by["WSClean runs for a standard dataset"]["result"] == "FAIL"
+    assert by["WSClean imaging runs for a standard dataset"]["result"] == "FAIL"
     assert by["CPU utilisation while queued (2x1)"]["result"] == "n/a"
     assert by["CPU utilisation while queued (1x2)"]["result"] == "FAIL"  # judged on demand, not system %
     assert by["worker peak RSS (1x2)"]["result"] == "PASS"
