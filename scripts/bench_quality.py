@@ -88,45 +88,12 @@ def run_variant(out: Path, ms: Path, name: str, variant: str, threads: int, imsi
 
 
 def phase_error_deg(root: Path, truth: dict[str, Any], plane: bool = False) -> float:
-    """Residual antenna phase rms of the accepted chain against the truth (spw 0, pol 0).
-
-    ``plane``: also remove, per time, a phase plane across the antenna positions, i.e. a
-    shift of the whole image, which self-calibration cannot determine (it keeps the
-    position of its first model); what is left is what self-calibration is responsible for.
-    """
-    from casacore.tables import table
-
-    from selfcal_batch.simulate import truth_phase_deg
+    """Residual antenna phase rms (deg) of the accepted chain against the truth; ``plane``:
+    without the image shift self-calibration cannot determine (see simulate.evaluate)."""
+    from selfcal_batch.simulate.evaluate import residual_phase_rms_deg
 
     state = json.loads((root / "state.json").read_text())
-    times = np.asarray(truth["gains"]["times"])
-    names = [a["name"] for a in truth["antennas"]]
-    total = {n: np.zeros(len(times)) for n in names}
-    for entry in state.get("chain") or []:
-        with table(entry["table"], ack=False) as t:
-            tt, a1, spw = t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("SPECTRAL_WINDOW_ID")
-            g, fl = t.getcol("CPARAM")[:, 0, 0], t.getcol("FLAG")[:, 0, 0]
-        for aid, n in enumerate(names):
-            sel = (a1 == aid) & (spw == spw.min()) & ~fl
-            if sel.sum() == 0:
-                total[n][:] = np.nan
-                continue
-            order = np.argsort(tt[sel])
-            total[n] += np.degrees(np.interp(times, tt[sel][order], np.unwrap(np.angle(g[sel][order]))))
-    diff = np.array([np.radians(total[n] - truth_phase_deg(truth, n, spw=0)) for n in names])
-    diff = diff[np.all(np.isfinite(diff), axis=1)]
-    if diff.size == 0:
-        return math.nan
-    ok = [n for n in names if np.all(np.isfinite(np.radians(total[n])))]
-    common = np.angle(np.exp(1j * diff).mean(axis=0))
-    resid = np.angle(np.exp(1j * (diff - common)))
-    if plane:
-        pos = {a["name"]: a["position_m"] for a in truth["antennas"]}
-        xyz = np.array([pos[n] for n in ok], dtype=float)
-        design = np.column_stack([np.ones(len(ok)), (xyz - xyz.mean(axis=0)) / 1000.0])
-        coef, *_ = np.linalg.lstsq(design, resid, rcond=None)
-        resid = np.angle(np.exp(1j * (resid - design @ coef)))
-    return float(np.sqrt(np.mean(np.degrees(resid) ** 2)))
+    return residual_phase_rms_deg([c["table"] for c in state.get("chain") or []], truth, plane=plane)[0]
 
 
 def position_error_arcsec(image: str, truth: dict[str, Any]) -> float:

@@ -45,9 +45,10 @@ def test_run_killed_while_reading_input_leaves_it_identical(base_ms: GuardedMS, 
     def during_split(st: dict, kids: list, root: Path) -> str | None:
         for p in kids:
             calls = casa_child_calls(p)
-            if calls and calls[0].get("task") == "split" and (root / "work.ms").exists():
+            # The working_copy job inspects the input view, then splits it into work.ms.
+            if calls and calls[0].get("job") == "working_copy" and (root / "work.ms").exists():
                 time.sleep(0.2)
-                return f"split {calls[0]['kwargs']['vis']} -> {calls[0]['kwargs']['outputvis']}"
+                return f"split {calls[0]['kwargs']['view']} -> {calls[0]['kwargs']['work']}"
         return None
 
     kill = run_until_killed("k", base_ms.path, out, cfg, "startup-split", during_split)
