@@ -34,7 +34,7 @@ from rich.console import Console
 
 from . import __version__
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
-                      render_job_script, resolve_cluster)
+                      render_job_script, resolve_cluster, warm_imports_plugin)
 from .config import STEP_ALIASES, STEP_NAMES
 from .errors import ConfigError, DatasetError, SimulationError
 from .lock import CampaignLock
@@ -388,6 +388,10 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
     progress: CampaignProgress | None = None
     try:
         with make_client(spec, out_dir=out_dir) as client:
+            try:
+                client.register_plugin(warm_imports_plugin())
+            except Exception as exc:  # noqa: BLE001  (an optimisation only)
+                log.warning("could not register the warm-up worker plugin: %s", exc)
             link = getattr(client, "dashboard_link", None) if spec.dashboard else None
             if link and dashboard_available():
                 console.print(f"Dask dashboard: {link}", markup=False, highlight=False)

@@ -333,3 +333,28 @@ def check_claims(claims: dict[str, int], max_cores: float | None, where: str) ->
             problems[name] = (f"needs {RESOURCE}={need} but the largest worker of {where} offers "
                               f"{RESOURCE}={max_cores:g}; lower its threads or add bigger workers")
     return problems
+
+
+#: Modules every dataset needs: imported once when a worker joins, not in its first dataset.
+WARM_MODULES = ("selfcal_batch.pipeline", "selfcal_batch.plots", "selfcal_batch.imstats", "casacore.tables")
+
+
+def warm_imports_plugin() -> Any:
+    """A Dask worker plugin that imports :data:`WARM_MODULES` when a worker starts (also
+    workers that join later, e.g. batch jobs), so the first dataset on each worker does not
+    pay ~1 s of imports (matplotlib, astropy, python-casacore)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class WarmImports(WorkerPlugin):
+        name = "selfcal-batch-warm-imports"
+
+        def setup(self, worker: Any) -> None:
+            import importlib
+
+            for mod in WARM_MODULES:
+                try:
+                    importlib.import_module(mod)
+                except Exception as exc:  # noqa: BLE001  (the dataset will report it)
+                    log.warning("worker %s: cannot import %s: %s", getattr(worker, "address", "?"), mod, exc)
+
+    return WarmImports()
