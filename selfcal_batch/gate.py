@@ -304,6 +304,18 @@ def choose_solint(
                                f"{format_solint(limit, integration_s)} with combine='{combos[-1]}'")
 
 
+def worth_extending(snr_pre: float, snr_post: float, min_gain: float) -> bool:
+    """Try a shorter interval only while the last accepted phase step still paid off: its
+    image SNR rose by at least ``min_gain`` (fraction). Below that, the phase errors on
+    that timescale are already under the noise, and a shorter interval has noisier
+    solutions; each extra step costs a solve and an image. ``min_gain <= 0``: always."""
+    if min_gain <= 0:
+        return True
+    if not (math.isfinite(snr_pre) and math.isfinite(snr_post) and snr_pre > 0):
+        return False
+    return snr_post >= snr_pre * (1.0 + min_gain)
+
+
 def extension_solints(
     shortest_s: float,
     integration_s: float,

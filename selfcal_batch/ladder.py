@@ -273,6 +273,12 @@ def plan_extension(ctx: Context, after: str) -> str | None:
     rec = st.steps.get(after, {})
     if not rec.get("accepted"):
         return None
+    if not gate.worth_extending(float(rec.get("snr_pre") or math.nan), float(rec.get("snr_post") or math.nan),
+                                ctx.cfg.solint.extend_min_gain):
+        log.info("%s: no shorter interval after %s: SNR gain %.2f%% < %.2g%%", ctx.name, after,
+                 100 * (float(rec.get("snr_post") or 0) / float(rec.get("snr_pre") or 1) - 1),
+                 100 * ctx.cfg.solint.extend_min_gain)
+        return None
     solint_s = gate.solint_seconds(rec["solint"], ctx.info["integration_s"], ctx.info["time_span_s"])
     base = exts.get(after, {}).get("base") or after
     n = len([s for s in exts]) + 1

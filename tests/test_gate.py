@@ -181,3 +181,13 @@ def test_antennas_to_flag_only_outliers_of_a_working_array():
     assert gate.antennas_to_flag(faint) == []
     many = {f"ea{i:02d}": (0.0 if i < 12 else 1.0) for i in range(26)}
     assert len(gate.antennas_to_flag(many)) <= 6
+
+
+def test_worth_extending_needs_a_measurable_gain():
+    from selfcal_batch.gate import worth_extending
+
+    assert worth_extending(100.0, 130.0, 0.01)          # the last step still paid off
+    assert not worth_extending(387.9, 389.7, 0.01)      # +0.46%: phase errors below the noise
+    assert worth_extending(387.9, 389.7, 0.0)           # rule switched off
+    assert not worth_extending(float("nan"), 10.0, 0.01)
+    assert worth_extending(100.0, 101.5, 0.01)
