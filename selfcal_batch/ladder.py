@@ -59,7 +59,7 @@ def imaging_options(ctx: Context, template: str, step: str, params: StepParams) 
     mode = ctx.cfg.ladder_imaging
     src = params
     if mode in ("shared", "initial"):
-        tmpl = ctx.state.get("template_initial") or template if mode == "initial" else template
+        tmpl = (ctx.state.get("template_initial") or template) if mode == "initial" else template
         table = template_params(tmpl, ctx.instrument, ctx.cfg.band, ctx.cfg.templates.get(tmpl))
         src = table.get("p1") or table["p0"]
     robust = src.robust
@@ -108,6 +108,18 @@ def _apply_calls(ctx: Context, chain: list[dict[str, Any]]) -> list[cal.Call]:
                               calwt=ctx.cfg.calwt)]
 
 
+def _casa_rewriting_corrected(ctx: Context, calls: list[cal.Call], label: str,
+                              chain: list[dict[str, Any]]) -> list[Any]:
+    """Run a CASA batch that leaves ``chain`` applied in CORRECTED_DATA; while it runs the
+    state says CORRECTED_DATA is unknown, so a kill half-way forces a re-apply on resume."""
+    ctx.state.set("corrected_chain", None)
+    ctx.state.save()
+    results = ctx.casa(calls, label=label)
+    ctx.state.set("corrected_chain", [c["table"] for c in chain])
+    ctx.state.save()
+    return results
+
+
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     """Run one ladder step; returns (status, record) with status done|skipped."""
     st = ctx.state
@@ -154,8 +166,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
         if chain and st.get("corrected_chain") != [c["table"] for c in chain]:
             calls += _apply_calls(ctx, chain)
         if calls:
-            ctx.casa(calls, label=f"{step}-prepare")
-            st.set("corrected_chain", [c["table"] for c in chain])
+            _casa_rewriting_corrected(ctx, calls, f"{step}-prepare", chain)
         mask = _mask_from(ctx, current, step, template, params.sigma_mask, f"{step}_pre")
         prods, stats = ctx.image(opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
                                  role="pre", template=template, sigma=6.0)
@@ -178,15 +189,9 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                           solnorm=False, gaintable=[c["table"] for c in pre_apply],
                           spwmap=[c["spwmap"] for c in pre_apply], field="")
     new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
-    st.set("corrected_chain", None)  # CORRECTED_DATA is being rewritten
-    st.save()
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))
-    results = ctx.casa([checkpoint, gc, *_apply_calls(ctx, new_chain)], label=f"{step}-solve")
-    st.data.setdefault("flag_versions", [])
-    if flagver not in st.data["flag_versions"]:
-        st.data["flag_versions"].append(flagver)
-    st.set("corrected_chain", [c["table"] for c in new_chain])
-    st.save()
+    results = _casa_rewriting_corrected(ctx, [checkpoint, gc, *_apply_calls(ctx, new_chain)], f"{step}-solve",
+                                        new_chain)
     sols = gate.solution_stats_from_solvestats((results[1] or {}).get("solvestats", {}), info["antenna_names"])
     rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
     significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
@@ -218,10 +223,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                  pre["stats"]["snr"], post_stats["snr"])
     else:
         log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
-        st.set("corrected_chain", None)
-        st.save()
-        ctx.casa([cal.flagmanager_call(vis, "restore", flagver)] + _apply_calls(ctx, chain), label=f"{step}-revert")
-        st.set("corrected_chain", [c["table"] for c in chain])
+        _casa_rewriting_corrected(ctx, [cal.flagmanager_call(vis, "restore", flagver), *_apply_calls(ctx, chain)],
+                                  f"{step}-revert", chain)
         st.set("current", pre)
         if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject:
             st.set("ladder_stopped", step)
