@@ -18,27 +18,33 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def tree_checksums(root: str | os.PathLike[str]) -> dict[str, str]:
-    """``{relative path: sha256}`` for every file under ``root`` (a file: its own entry).
+def _entry(p: Path) -> str:
+    """What is compared for one path: link target, or content + mode + modification time."""
+    if p.is_symlink():
+        return f"-> {os.readlink(p)}"
+    st = p.stat()
+    content = "<dir>" if p.is_dir() else file_sha256(p)
+    return f"{content} mode={st.st_mode:o} mtime_ns={st.st_mtime_ns}"
 
-    Directories are listed with the value ``"<dir>"`` so that an added empty directory
-    also shows up as a difference; symlinks are recorded by their target, not followed.
+
+def tree_checksums(root: str | os.PathLike[str]) -> dict[str, str]:
+    """``{relative path: fingerprint}`` for every file and directory under ``root``.
+
+    A fingerprint is the SHA-256 of a file's bytes (``"<dir>"`` for a directory) with the
+    path's mode and modification time (ns), so a rewrite with the same bytes, a chmod, or
+    a file added to or removed from a directory (its mtime changes) all show up. The
+    root itself is the entry ``"."``. Symlinks are recorded by their target, not followed.
     """
     root = Path(root)
     if root.is_file():
-        return {root.name: file_sha256(root)}
-    out: dict[str, str] = {}
+        return {root.name: _entry(root)}
+    out: dict[str, str] = {".": _entry(root)}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         base = Path(dirpath)
-        for d in dirnames:
-            p = base / d
-            rel = str(p.relative_to(root))
-            out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else "<dir>"
-        for f in sorted(filenames):
-            p = base / f
-            rel = str(p.relative_to(root))
-            out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else file_sha256(p)
+        for name in dirnames + sorted(filenames):
+            p = base / name
+            out[str(p.relative_to(root))] = _entry(p)
     return out
 
 

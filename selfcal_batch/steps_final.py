@@ -9,6 +9,7 @@ from typing import Any
 from . import calibration as cal
 from .context import Context
 from .imaging import WSCleanOptions
+from .msview import check_self_contained
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -69,6 +70,7 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
         calls.append(cal.task("statwt", vis=str(tmp), statalg="chauvenet", timebin=statwt_timebin(ctx.info),
                               datacolumn="data"))
     ctx.casa(calls, label="final-split")
+    check_self_contained(tmp, f"final split {tmp}")
     tmp.rename(ctx.final_ms)
     flagv = Path(str(tmp) + ".flagversions")
     if flagv.exists():

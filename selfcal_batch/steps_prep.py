@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from . import calibration as cal
 from .context import Context
 from .errors import CasaTaskError, DatasetError
+from .msview import check_self_contained, input_problem, read_only_view
 from .refant import rank_refants
 from .templates import (
     measurement_sigma,
@@ -24,31 +23,6 @@ log = logging.getLogger("selfcal_batch.pipeline")
 WORK_MS_STATE = ("flag_versions", "corrected_chain", "model_in_ms", "images_done", "cell", "original_beam")
 
 
-def read_only_view(src: Path, dest: Path) -> Path:
-    """A mirror of the MS ``src`` at ``dest`` for CASA to read instead of the input itself.
-
-    casacore creates or rewrites ``table.lock`` in every table it opens, even read-only:
-    opening the input MS would modify it. The mirror has real directories, symlinks to the
-    input's files and *copies* of its lock files (they are not just locks: they carry the
-    table's sync data, e.g. a row count newer than table.dat's; a real VLA MS reads as
-    empty without them), so locks are written in the mirror. Only ever opened read-only
-    (inspect, split): nothing is written through the links.
-    """
-    if dest.is_symlink() or dest.is_file():
-        dest.unlink()
-    elif dest.exists():
-        shutil.rmtree(dest)
-    for dirpath, _dirnames, filenames in os.walk(src, followlinks=True):
-        rel = Path(dirpath).relative_to(src)
-        (dest / rel).mkdir(parents=True, exist_ok=True)
-        for f in filenames:
-            if f == "table.lock":
-                shutil.copyfile(os.path.join(dirpath, f), dest / rel / f)
-            else:
-                os.symlink(os.path.realpath(os.path.join(dirpath, f)), dest / rel / f)
-    return dest
-
-
 def startup(ctx: Context) -> dict[str, Any]:
     """Validate the input MS and make the private working copy (the input is only read)."""
     src = ctx.ms
@@ -61,17 +35,18 @@ def startup(ctx: Context) -> dict[str, Any]:
     for key in WORK_MS_STATE:
         ctx.state.data.pop(key, None)
     try:
-        read_only_view(src, view)
+        try:
+            read_only_view(src, view)
+        except OSError as exc:
+            raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
         try:
             out = ctx.casa([cal.job("working_copy", view=str(view), work=str(ctx.work_ms), field=ctx.cfg.field,
                                     spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
                                     timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label="working-copy")[0]
         except CasaTaskError as exc:
-            msg = str(exc)
-            if "ValueError: " not in msg:
-                raise
-            problem = msg.split("ValueError: ", 1)[1].replace(str(view), str(src))
-            raise DatasetError(ctx.name, problem) from None
+            # One line about the user's MS, never the view's path or a child traceback.
+            raise DatasetError(ctx.name, f"{src}: {input_problem(str(exc), view, src)}") from None
+        check_self_contained(ctx.work_ms, f"working copy {ctx.work_ms}")
         src_info, info = out["src"], out["work"]
     except BaseException:
         # A partial copy is useless (startup redoes it) and may fill the disk.

@@ -58,11 +58,13 @@ def quick_config(**over: Any) -> dict[str, Any]:
     return cfg
 
 
-def start_pipeline(name: str, ms: Path, out: Path, cfg: dict[str, Any]) -> subprocess.Popen[str]:
-    """Start ``run_dataset`` in a child python in a new session (killable as a group)."""
+def start_pipeline(name: str, ms: Path, out: Path, cfg: dict[str, Any],
+                   wrap: list[str] | None = None) -> subprocess.Popen[str]:
+    """Start ``run_dataset`` in a child python in a new session (killable as a group);
+    ``wrap``: argv that runs the child command given as its trailing arguments."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen([PY, "-c", RUNNER, name, str(ms), str(out), json.dumps(cfg)],
+    return subprocess.Popen([*(wrap or []), PY, "-c", RUNNER, name, str(ms), str(out), json.dumps(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(out.parent),
                             env=env, start_new_session=True)
 
@@ -75,10 +77,11 @@ def finish_pipeline(proc: subprocess.Popen[str], timeout: float = 900) -> dict[s
     return json.loads(m.group(1))
 
 
-def run_pipeline(name: str, ms: Path, out: Path, cfg: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+def run_pipeline(name: str, ms: Path, out: Path, cfg: dict[str, Any], timeout: float = 900,
+                 wrap: list[str] | None = None) -> dict[str, Any]:
     """Run ``run_dataset`` in a child python to the end."""
     out.mkdir(parents=True, exist_ok=True)
-    return finish_pipeline(start_pipeline(name, ms, out, cfg), timeout)
+    return finish_pipeline(start_pipeline(name, ms, out, cfg, wrap), timeout)
 
 
 # -- inspection helpers ----------------------------------------------------------------

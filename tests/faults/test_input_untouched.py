@@ -8,12 +8,16 @@ read-only view) would show up here. The directory holding the input is checked t
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from selfcal_batch.checksum import tree_checksums, tree_diff
+from selfcal_batch.msview import leaving_links
 
 from .conftest import GuardedMS, casa_child_calls, quick_config, read_state, run_pipeline, run_until_killed
 
@@ -72,5 +76,67 @@ def test_checksum_helper_sees_every_kind_of_change(tmp_path: Path) -> None:
     (d / "table.lock").write_bytes(b"")
     (d / "table.dat").unlink()
     (d / "NEW").mkdir()
-    assert tree_diff(before, tree_checksums(d)) == ["added: NEW", "changed: SUB/table.lock",
+    assert tree_diff(before, tree_checksums(d)) == ["changed: .", "added: NEW", "changed: SUB/table.lock",
                                                     "removed: table.dat", "added: table.lock"]
+    # Same bytes, other mode or modification time: still a change.
+    before = tree_checksums(d)
+    os.chmod(d / "SUB" / "table.lock", 0o600)
+    st = (d / "NEW").stat()
+    os.utime(d / "NEW", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert tree_diff(before, tree_checksums(d)) == ["changed: NEW", "changed: SUB/table.lock"]
+
+
+
+def _read_only_mount_wrapper(src_dir: Path, mountpoint: Path) -> list[str]:
+    """argv prefix running a command with ``src_dir`` bind-mounted read-only at ``mountpoint``
+    in a private mount namespace (skips the test where that is not possible)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("read-only bind mounts need root and unshare(1)")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c",
+                            f"mount --bind -o ro '{src_dir}' '{mountpoint}' && ! touch '{mountpoint}/.w'"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.strip()[:200]}")
+    return ["unshare", "-m", "sh", "-c", f"mount --bind -o ro '{src_dir}' '{mountpoint}' && exec \"$@\"", "sh"]
+
+
+@pytest.mark.parametrize("which", ["base_ms", "vla_real_ms"])
+def test_input_on_read_only_mount_then_moved(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Survey data live on read-only archive storage: the run reads the input from a
+    read-only bind mount and finishes; the input keeps bytes, modes and mtimes; no link
+    under the output leaves it; after the input is moved away, final.ms and work.ms still
+    open with casacore and image with WSClean. The real VLA MS has a filled POINTING table
+    (split copies subtables file by file: links there used to leak into final.ms)."""
+    ms: GuardedMS = request.getfixturevalue(which)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    src = Path(shutil.copytree(ms.path, archive / "target.ms", symlinks=True))
+    before = tree_checksums(src)
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    wrap = _read_only_mount_wrapper(archive, mnt)
+    out = tmp_path / "out"
+    res = run_pipeline("ro", mnt / "target.ms", out, quick_config(keep_work_ms=True), wrap=wrap)
+    assert res["status"] in ("finished", "unchanged"), res["error"]
+    assert tree_diff(before, tree_checksums(src)) == []
+    assert not any(mnt.iterdir()), "the mount must not outlive its namespace"
+    moved = Path(shutil.move(str(archive), tmp_path / "moved"))
+    assert not src.exists() and (moved / "target.ms").is_dir()
+    root = out / "datasets" / "ro"
+    assert leaving_links(out) == []
+    assert subprocess.run(["find", str(out), "-type", "l"], capture_output=True, text=True).stdout == ""
+    from casacore.tables import table
+
+    for ms in (root / "final.ms", root / "work.ms"):
+        with table(str(ms), ack=False) as t:
+            assert t.nrows() > 0 and t.getcol("DATA", 0, 10).shape[0] == 10
+            for sub in t.getkeywords().values():
+                if isinstance(sub, str) and sub.startswith("Table: "):
+                    with table(sub[len("Table: "):], ack=False) as st:
+                        st.nrows()
+    img = tmp_path / "moved-img"
+    run = subprocess.run(["wsclean", "-quiet", "-reorder", "-size", "64", "64", "-scale", "4asec", "-niter", "0",
+                          "-name", str(img), str(root / "final.ms")], capture_output=True, text=True,
+                         cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-2000:] + run.stdout[-2000:]
+    assert Path(f"{img}-image.fits").exists()
