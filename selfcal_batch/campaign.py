@@ -39,6 +39,7 @@ from .config import STEP_ALIASES, STEP_NAMES
 from .errors import ConfigError, DatasetError, SimulationError
 from .lock import CampaignLock
 from .manifest import Campaign, DatasetSpec, build_sim_spec
+from .jobpool import JobPoolHealer
 from .progress import (ROW_FIELDS, CampaignProgress, failed_row, normalise_row, summary_table,  # noqa: F401
                        write_survey_csv)
 
@@ -467,6 +468,12 @@ class _Dispatcher:
         self.run_id = f"{_dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}"
         self.submits: dict[str, int] = {}
         self.deaths: dict[str, int] = {}
+        self.healer: JobPoolHealer | None = None
+        if spec.kind != "local":
+            cluster = getattr(client, "cluster", None) if spec.kind in ("slurm", "pbs") else None
+            self.healer = JobPoolHealer(cluster, client, spec.workers,
+                                        spec.max_job_replacements or 2 * max(1, spec.workers) + 2,
+                                        spec.no_worker_timeout_s)
 
     def submit(self, d: DatasetSpec) -> None:
         t = self.claims[d.name]
@@ -505,6 +512,9 @@ class _Dispatcher:
                           f"(killed or crashed: out of memory? {reason}; see the worker logs)")
             row = failed_row(d.name, d.ms, reason)
             _record_failure(self.out_dir, row, tb)
+        self._report(fut, d, row)
+
+    def _report(self, fut: Any, d: DatasetSpec, row: dict[str, Any]) -> None:
         (log.error if row["status"] == "failed" else log.info)(
             "%s %s%s", d.name, row["status"], f": {row['error']}" if row.get("error") else "",
             extra={"console": False})
@@ -525,6 +535,8 @@ class _Dispatcher:
                     self.collect(fut, d)
             queue.extendleft(reversed(self.resubmit))
             self.resubmit.clear()
+            if self.healer is not None and (reason := self.healer.tick(bool(queue or self.in_flight))):
+                self._give_up(queue, reason)
             now = time.monotonic()
             if self.spec.kind == "address" and now - last_cap >= 15.0:
                 last_cap = now  # workers may join an existing scheduler later
@@ -540,6 +552,23 @@ class _Dispatcher:
                 self.progress.set_running(d.name for k, (_, d) in self.in_flight.items() if k in busy)
                 self.progress.refresh()
             time.sleep(0.25)
+
+
+    def _give_up(self, queue: deque[DatasetSpec], reason: str) -> None:
+        """No worker is coming back: every dataset still queued or running fails with ``reason``."""
+        log.error("%s", reason)
+        for key, (fut, d) in list(self.in_flight.items()):
+            del self.in_flight[key]
+            fut.cancel()
+            row = failed_row(d.name, d.ms, reason)
+            _record_failure(self.out_dir, row)
+            self._report(fut, d, row)
+        while queue:
+            d = queue.popleft()
+            row = failed_row(d.name, d.ms, reason)
+            _record_failure(self.out_dir, row)
+            self.rows[d.name] = row
+            self.progress.finished(row)
 
 
 def _build_report(out_dir: Path, console: Console) -> None:

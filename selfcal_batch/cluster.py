@@ -61,7 +61,11 @@ per worker, each with 1 Dask thread and `C` reserved CPUs (`#SBATCH --cpus-per-t
 (passed to `SLURMCluster`/`PBSCluster`) or in your site's `~/.config/dask/jobqueue.yaml`.
 The campaign process hosts the scheduler, so run it on a login node (in `tmux`/`screen`) or
 inside a small long-running job. `selfcal-batch campaign.toml --dry-run` prints the job
-script.
+script. Jobs that end while datasets are pending (walltime, `scancel`, node loss) are
+replaced, up to `max_job_replacements` over the campaign (0 = 2 x workers + 2, so a job
+that dies at start is not resubmitted forever); when no worker has been connected for
+`no_worker_timeout_s` (default 900) the remaining datasets fail with one line saying so
+(this also applies to an existing scheduler whose workers are gone).
 
 Worker deaths (OOM kill, node failure) are retried `[cluster] retries` times (default 1);
 after that the dataset is reported failed with "worker died N times (...)" and every other

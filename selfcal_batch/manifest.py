@@ -77,6 +77,12 @@ class ClusterSpec:
     local_directory: str = ""
     #: Batch job stdout/stderr ('' = <output_dir>/dask-jobs).
     log_directory: str = ""
+    #: slurm/pbs: replacement jobs submitted over the campaign when jobs end while
+    #: datasets are pending (walltime, scancel, node loss); 0 = 2 x workers + 2.
+    max_job_replacements: int = 0
+    #: Fail the remaining datasets after this many seconds with no worker connected
+    #: (batch jobs that never start or keep dying; an existing scheduler's workers gone).
+    no_worker_timeout_s: float = 900.0
     #: Extra keyword arguments passed verbatim to SLURMCluster / PBSCluster.
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +94,11 @@ class ClusterSpec:
             raise ConfigError(f"{where}.workers: must be >= 0 (0 = automatic), got {self.workers}")
         if self.threads_per_dataset < 0:
             raise ConfigError(f"{where}.threads_per_dataset: must be >= 0, got {self.threads_per_dataset}")
+        if self.max_job_replacements < 0:
+            raise ConfigError(f"{where}.max_job_replacements: must be >= 0 (0 = automatic), "
+                              f"got {self.max_job_replacements}")
+        if self.no_worker_timeout_s <= 0:
+            raise ConfigError(f"{where}.no_worker_timeout_s: must be > 0, got {self.no_worker_timeout_s}")
         if self.retries < 0:
             raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
         if self.memory and not _MEM_RE.match(self.memory.strip()):
