@@ -245,6 +245,12 @@ def render_job_script(spec: ClusterSpec, out_dir: Path | None = None,
 # clients
 
 
+def scheduler_options(kw: dict[str, Any], dashboard_address: str | None) -> dict[str, Any]:
+    """The jobqueue scheduler's options: the user's ``[cluster.kwargs] scheduler_options``
+    win over ours (only the dashboard address is set here, and only when not given)."""
+    return {"dashboard_address": dashboard_address, **dict(kw.get("scheduler_options") or {})}
+
+
 @contextlib.contextmanager
 def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[Any]:
     """A connected ``distributed.Client`` for a resolved spec (see :func:`resolve_cluster`).
@@ -286,7 +292,7 @@ def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[A
             yield client
             return
         kw = jobqueue_kwargs(spec, out_dir)
-        kw["scheduler_options"] = {"dashboard_address": dash}
+        kw["scheduler_options"] = scheduler_options(kw, dash)
         if spec.kind == "slurm":
             from dask_jobqueue import SLURMCluster as cls
         else:

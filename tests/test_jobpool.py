@@ -76,3 +76,11 @@ def test_healer_for_an_existing_scheduler_only_times_out() -> None:
     client.connected = 0
     now[0] += 31.0
     assert healer.tick(pending=True).startswith("no Dask worker connected for 31 s")
+
+
+def test_user_scheduler_options_are_kept() -> None:
+    from selfcal_batch.cluster import scheduler_options
+
+    assert scheduler_options({}, ":0") == {"dashboard_address": ":0"}
+    user = {"scheduler_options": {"port": 8786, "dashboard_address": ":8787", "interface": "ib0"}}
+    assert scheduler_options(user, ":0") == {"dashboard_address": ":8787", "port": 8786, "interface": "ib0"}
