@@ -18,6 +18,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from .errors import ConfigError
+from .products import KEEP_PRODUCTS
 
 #: Step names, in execution order (the seed's names; run_autoflag_* accepted as aliases).
 STEP_NAMES: tuple[str, ...] = (
@@ -177,6 +178,9 @@ class PipelineConfig:
     plots: bool = True
     #: Keep work.ms and the phase-only calibrated copy made before ap1 (phase_only.ms).
     keep_work_ms: bool = False
+    #: WSClean products kept per run: 'default' = MFS image/residual/model and per-channel
+    #: models (what statistics, plots and resume read); 'all' = every file (debugging).
+    keep_products: str = "default"
     casa_timeout_s: float = 3600.0
     wsclean: WSCleanConfig = dc_field(default_factory=WSCleanConfig)
     gate: GateConfig = dc_field(default_factory=GateConfig)
@@ -245,6 +249,9 @@ class PipelineConfig:
         if self.ladder_imaging not in LADDER_IMAGING:
             raise ConfigError(f"{p}ladder_imaging: must be one of {', '.join(LADDER_IMAGING)}, "
                               f"got {self.ladder_imaging!r}")
+        if self.keep_products not in KEEP_PRODUCTS:
+            raise _err(f"{p}keep_products", f"unknown policy {self.keep_products!r}", self.keep_products,
+                       KEEP_PRODUCTS)
         if self.refantmode not in ("strict", "flex"):
             raise ConfigError(f"{p}refantmode: must be 'strict' or 'flex'")
         if self.timebin and not _SOLINT_RE.match(self.timebin):

@@ -18,6 +18,7 @@ from . import imstats
 from .calibration import Call, run_casa
 from .config import PipelineConfig
 from .imaging import ImageSet, WSCleanOptions, expected_products, run_wsclean
+from .products import prune
 from .state import DatasetState, atomic_write_json
 from .templates import band_defaults, cell_from_baseline, normalise_instrument
 
@@ -125,6 +126,7 @@ class Context:
                 self.state.set("model_in_ms", "")
                 self.state.save()
             self._wsclean(opts, ms)
+            prune(self.root / "images", Path(opts.name).name, self.cfg.keep_products)
             done[opts.name] = list(opts.imaging_key())
             if opts.update_model:
                 self.state.set("model_in_ms", opts.name)
