@@ -6,6 +6,9 @@ log file, and wall time accumulated per category for the benchmarks.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
 import os
 import re
@@ -16,18 +19,65 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .errors import ToolError
 
 log = logging.getLogger(__name__)
 
 #: Seconds spent in external programs in this process, by category ("wsclean", "casa", ...).
+#: Process-wide (benchmarks only): a dataset's own costs come from its :class:`ToolRecorder`.
 TOOL_SECONDS: dict[str, float] = defaultdict(float)
 #: Number of runs in this process, by category.
 TOOL_RUNS: dict[str, int] = defaultdict(int)
+
+
+@dataclass
+class ToolRecorder:
+    """One dataset's external-program runs: summed per category and, when ``path`` is
+    set, one JSON line per run (``logs/tools.jsonl``: time, step, tool, category, seconds,
+    exit code, argv).
+
+    Bound to the running code with :func:`recording`; it lives in a context variable, so
+    two datasets running in two threads of one worker process never see each other's
+    runs (a Dask worker runs each task in its own thread, with its own context).
+    """
+
+    path: Path | None = None
+    step: str = ""
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    runs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def record(self, tool: str, category: str, argv: Sequence[str], seconds: float, returncode: int) -> None:
+        self.seconds[category] += seconds
+        self.runs[category] += 1
+        if self.path is not None:
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": self.step, "tool": tool,
+                    "category": category, "seconds": round(seconds, 3), "returncode": returncode,
+                    "argv": list(argv)}
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+
+
+_RECORDER: contextvars.ContextVar[ToolRecorder | None] = contextvars.ContextVar("tool_recorder", default=None)
+
+
+@contextlib.contextmanager
+def recording(path: Path | None = None) -> Iterator[ToolRecorder]:
+    """Record every :func:`run_tool` call made by this thread inside the block."""
+    rec = ToolRecorder(path)
+    token = _RECORDER.set(rec)
+    try:
+        yield rec
+    finally:
+        _RECORDER.reset(token)
+
+
+def current_recorder() -> ToolRecorder | None:
+    """The recorder bound by the innermost :func:`recording` of this thread, if any."""
+    return _RECORDER.get()
 
 
 def _die_with_parent() -> None:
@@ -137,6 +187,8 @@ def run_tool(
     cat = category or tool
     TOOL_SECONDS[cat] += seconds
     TOOL_RUNS[cat] += 1
+    if (rec := _RECORDER.get()) is not None:
+        rec.record(tool, cat, argv, seconds, rc)
     result = ToolResult(tuple(argv), rc, seconds, "\n".join(tail))
     if check and (rc != 0 or timed_out.is_set()):
         if timed_out.is_set():
