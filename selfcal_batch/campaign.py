@@ -32,12 +32,14 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from . import __version__
+from . import __version__, records
+from . import restart as restart_plan
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from .config import STEP_ALIASES, STEP_NAMES
 from .errors import ConfigError, DatasetError, SimulationError
 from .lock import CampaignLock
+from .preflight import ensure_output_dir, input_problems, output_dir_problem
 from .manifest import Campaign, DatasetSpec, build_sim_spec
 from .progress import (ROW_FIELDS, CampaignProgress, failed_row, normalise_row, summary_table,  # noqa: F401
                        write_survey_csv)
@@ -67,6 +69,8 @@ class CampaignOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
     interrupted: bool = False
+    #: Datasets rejected before anything ran (manifest entry, resource claim, input check).
+    n_invalid: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -76,6 +80,8 @@ class CampaignOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
+        if self.n_invalid:
+            return 2
         return 1 if self.n_failed else 0
 
 
@@ -186,9 +192,21 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _with_records(out_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """A runner-side row with the dataset's attempts and summed costs from its state.json
+    (a worker death or a stopped campaign must not lose the cost of earlier attempts)."""
+    try:
+        state = json.loads((out_dir / "datasets" / str(row["name"]) / "state.json").read_text())
+    except (OSError, ValueError):
+        return row
+    row.update(records.row_from_state(state))
+    return row
+
+
 def _record_failure(out_dir: Path, row: dict[str, Any], tb: str = "") -> None:
     """Keep a runner-side failure next to the dataset's own outputs."""
     ddir = out_dir / "datasets" / str(row["name"])
+    _with_records(out_dir, row)
     try:
         _write_json(ddir / "result.json", row)
         if tb:
@@ -252,14 +270,55 @@ def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) ->
     return d.threads or threads_per_dataset
 
 
+def input_check(camp: Campaign, opts: RunOptions) -> dict[str, list[str]]:
+    """``{dataset name: [one line per problem]}`` of the up-front input check
+    (:func:`preflight.input_problems`) for every valid dataset whose MS exists or is not
+    simulated on first use. Only for the pipeline task (a ``--task`` stand-in reads no MS)."""
+    if opts.task != DEFAULT_TASK:
+        return {}
+    pairs: dict[str, tuple[str, str]] = {}
+    for d in camp.datasets:
+        if not d.ok or d.ms is None or d.config is None or (d.simulate and not d.ms.exists()):
+            continue
+        pairs[d.name] = (str(d.ms), d.config.input_column)
+    found = input_problems(sorted(set(pairs.values())))
+    return {name: found[ms] for name, (ms, _col) in pairs.items() if ms in found}
+
+
+def _dataset_state(out_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out_dir / "datasets" / name / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
+    """``{dataset name: what --restart-from will redo and why}`` (empty without it)."""
+    if not opts.restart_from:
+        return {}
+    step = STEP_ALIASES.get(opts.restart_from, opts.restart_from)
+    out: dict[str, str] = {}
+    for d in camp.datasets:
+        if not d.ok or d.config is None:
+            continue
+        root = camp.output_dir / "datasets" / d.name
+        p = restart_plan.plan_from_state(_dataset_state(camp.output_dir, d.name), step,
+                                         (root / "work.ms").exists(), d.config.keep_work_ms)
+        out[d.name] = restart_plan.describe(p)
+    return out
+
+
 def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
-    """The resolved plan printed by ``--dry-run``; also the number of invalid datasets."""
+    """The resolved plan printed by ``--dry-run``; also the number of problems (invalid
+    datasets, including those failing the input check, plus an unusable output directory)."""
     camp = campaign.select(opts.only)
     spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
+    out_problem = output_dir_problem(camp.output_dir)
     lines = [f"campaign {camp.name}  (manifest {camp.path})",
-             f"output   {camp.output_dir}",
+             f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
              f"cluster  {describe(spec)}",
              f"retries  {spec.retries} worker death(s) per dataset"
              + ("" if spec.kind != "address" else " (here: the scheduler's allowed-failures)")]
@@ -267,15 +326,19 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append(f"restart  {'all steps' if opts.restart else 'from ' + str(opts.restart_from)}")
     max_cores, _ = capacity(spec, None)
     invalid = 0
+    inputs = input_check(camp, opts)
+    restarts = restart_lines(camp, opts)
     lines.append(f"datasets ({len(camp.datasets)}):")
     for d in camp.datasets:
         t = _claim(d, spec.threads_per_dataset, opts.threads_per_dataset)
-        problem = d.error
-        if not problem and spec.kind != "address":
-            problem = check_claims({d.name: t}, max_cores, "this cluster").get(d.name, "")
-        if problem:
+        problems = [d.error] if d.error else []
+        if not problems and spec.kind != "address":
+            problems = [p for p in [check_claims({d.name: t}, max_cores, "this cluster").get(d.name, "")] if p]
+        problems = problems or inputs.get(d.name, [])
+        if problems:
             invalid += 1
-            lines.append(f"  - {d.name}: INVALID -> will be reported failed: {problem}")
+            lines.append(f"  - {d.name}: INVALID -> will be reported failed: {problems[0]}")
+            lines.extend(f"      {p}" for p in problems[1:])
             continue
         cfg = d.config
         assert cfg is not None
@@ -294,6 +357,8 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append(f"      resources cores={t} (WSClean -j {t})")
         if d.overrides:
             lines.append(f"      overrides {json.dumps(d.overrides, sort_keys=True)}")
+        if d.name in restarts:
+            lines.append(f"      restart   {restarts[d.name]}")
     if spec.kind in ("slurm", "pbs"):
         lines.append("worker job script:")
         try:
@@ -302,6 +367,9 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
             lines.append(f"  cannot render: {exc}")
     if invalid:
         lines.append(f"{invalid} of {len(camp.datasets)} dataset(s) are invalid")
+    if out_problem:
+        lines.append(f"error: {out_problem}")
+        invalid += 1
     return "\n".join(lines), invalid
 
 
@@ -355,6 +423,7 @@ def run_campaign(campaign: Campaign, opts: RunOptions, console: Console | None =
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(selected.datasets))
     outcome = CampaignOutcome(out_dir=out_dir)
+    ensure_output_dir(out_dir)  # one line (OutputDirError), never a traceback
     with CampaignLock(out_dir, selected.name):
         handlers = _add_log_file(out_dir / "campaign.log")
         old_term = _install_sigterm()
@@ -372,6 +441,15 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
                 console: Console, outcome: CampaignOutcome) -> None:
     out_dir = selected.output_dir
     started = _now()
+    t_start = time.monotonic()
+    try:
+        previous = json.loads((out_dir / "campaign.json").read_text())
+    except (OSError, ValueError):
+        previous = {}
+    runs = previous.get("runs") if isinstance(previous, dict) and isinstance(previous.get("runs"), list) else []
+    if isinstance(previous, dict) and previous.get("started") and not runs:
+        # A campaign.json written before runs were recorded: keep its run too.
+        runs = [{k: previous.get(k) for k in ("started", "finished", "status")}]
     log.info("campaign %s: %d dataset(s) -> %s; %s", selected.name, len(selected.datasets),
              out_dir, describe(spec))
     record: dict[str, Any] = {
@@ -382,11 +460,18 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         "cluster": {"description": describe(spec), **dataclasses.asdict(spec)},
         "versions": collect_versions(selected.base_config.wsclean.binary, out_dir / "logs"),
         "manifest_resolved": campaign.to_dict(),
+        # Every run of the campaign in this directory (this one last): started, finished, status,
+        # elapsed_s. "started"/"finished" above are this run's; the report sums the runs.
+        "runs": [*runs, {"started": started, "finished": None, "status": "running", "elapsed_s": None}],
     }
     _write_json(out_dir / "campaign.json", record)
     rows: dict[str, dict[str, Any]] = {}
     progress: CampaignProgress | None = None
     try:
+        # Before the cluster starts: the input check (no casacore on the inputs themselves)
+        # and what --restart-from will redo.
+        inputs = input_check(selected, opts)
+        restarts = restart_lines(selected, opts)
         with make_client(spec, out_dir=out_dir) as client:
             try:
                 client.register_plugin(warm_imports_plugin())
@@ -402,14 +487,21 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
             problems = check_claims(claims, max_cores, "the cluster")
             progress = CampaignProgress(out_dir, [d.name for d in selected.datasets], slots=slots,
                                         quiet=opts.quiet, console=console, title=selected.name)
+            for name, why in restarts.items():
+                if name not in inputs and name not in problems:
+                    console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
+                    log.info("%s: --restart-from %s: %s", name, opts.restart_from, why,
+                             extra={"console": False})
             with progress:
                 todo = []
                 for d in selected.datasets:
-                    reason = d.error or problems.get(d.name, "")
+                    found = inputs.get(d.name, [])
+                    reason = d.error or problems.get(d.name, "") or "; ".join(found)
                     if reason:
+                        outcome.n_invalid += 1
                         row = failed_row(d.name, d.ms, reason)
                         rows[d.name] = row
-                        _record_failure(out_dir, row)
+                        _record_failure(out_dir, row, "\n".join(found))
                         log.error("%s: %s", d.name, reason, extra={"console": False})
                         progress.finished(row)
                     else:
@@ -419,7 +511,8 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         outcome.interrupted = True
         log.error("campaign interrupted")
         for d in selected.datasets:
-            rows.setdefault(d.name, failed_row(d.name, d.ms, "interrupted (campaign stopped)"))
+            if d.name not in rows:
+                rows[d.name] = _with_records(out_dir, failed_row(d.name, d.ms, "interrupted (campaign stopped)"))
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise
@@ -436,7 +529,10 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         counts = {s: sum(1 for r in ordered if r.get("status") == s) for s in ("finished", "failed", "skipped")}
         status = "interrupted" if outcome.interrupted else ("failed" if counts["failed"] else "finished")
         record.update(status="error" if record.get("error") else status,
-                      finished=_now(), counts=counts, survey_csv=str(out_dir / "survey" / "datasets.csv"))
+                      finished=_now(), counts=counts, survey_csv=str(out_dir / "survey" / "datasets.csv"),
+                      elapsed_s=round(time.monotonic() - t_start, 2))
+        record["runs"][-1].update(finished=record["finished"], status=record["status"],
+                                  elapsed_s=record["elapsed_s"])
         _write_json(out_dir / "campaign.json", record)
     console.print(summary_table(ordered, title=f"Campaign {selected.name}: {counts['finished']} finished, "
                                 f"{counts['failed']} failed, {counts['skipped']} skipped"))

@@ -28,8 +28,10 @@ ROW_FIELDS = (
     "steps_accepted", "steps_reverted", "snr_initial", "snr_final", "dr_initial", "dr_final",
     "rms_initial", "rms_final", "peak_initial", "peak_final", "total_flux_initial",
     "total_flux_final", "wall_s", "final_ms", "final_image", "wsclean_runs", "time_wsclean_s",
-    "time_casa_s", "time_python_s",
+    "time_casa_s", "time_python_s", "n_attempts",
 )
+#: Result keys kept in result.json only (too wide for a CSV cell).
+CSV_EXCLUDED = ("attempts",)
 
 
 def failed_row(name: str, ms: Any, error: str) -> dict[str, Any]:
@@ -65,9 +67,12 @@ def _csv_value(v: Any) -> Any:
 
 
 def write_survey_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """``survey/datasets.csv``: ROW_FIELDS first, then any extra keys; lists joined with ';'."""
+    """``survey/datasets.csv``: ROW_FIELDS first, then any extra keys; lists joined with ';'.
+
+    The cost columns are the sums over every attempt (result.json); the attempt records
+    themselves (``attempts``) stay in result.json, their number is ``n_attempts``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = sorted({k for r in rows for k in r if k not in ROW_FIELDS})
+    extra = sorted({k for r in rows for k in r if k not in ROW_FIELDS and k not in CSV_EXCLUDED})
     cols = list(ROW_FIELDS) + extra
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
