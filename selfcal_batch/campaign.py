@@ -33,16 +33,15 @@ from typing import Any, Callable
 from rich.console import Console
 
 from . import __version__, records
-from . import restart as restart_plan
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from .config import STEP_ALIASES, STEP_NAMES
 from .errors import ConfigError, DatasetError, SimulationError
 from .lock import CampaignLock
-from .preflight import ensure_output_dir, input_problems, output_dir_problem
+from .preflight import dataset_input_problems, ensure_output_dir, output_dir_problem, restart_messages
 from .manifest import Campaign, DatasetSpec, build_sim_spec
-from .progress import (ROW_FIELDS, CampaignProgress, failed_row, normalise_row, summary_table,  # noqa: F401
-                       write_survey_csv)
+from .progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration, normalise_row,  # noqa: F401
+                       summary_table, write_survey_csv)
 
 log = logging.getLogger(__name__)
 DEFAULT_TASK = "selfcal_batch.pipeline:run_dataset"
@@ -271,42 +270,16 @@ def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) ->
 
 
 def input_check(camp: Campaign, opts: RunOptions) -> dict[str, list[str]]:
-    """``{dataset name: [one line per problem]}`` of the up-front input check
-    (:func:`preflight.input_problems`) for every valid dataset whose MS exists or is not
-    simulated on first use. Only for the pipeline task (a ``--task`` stand-in reads no MS)."""
-    if opts.task != DEFAULT_TASK:
-        return {}
-    pairs: dict[str, tuple[str, str]] = {}
-    for d in camp.datasets:
-        if not d.ok or d.ms is None or d.config is None or (d.simulate and not d.ms.exists()):
-            continue
-        pairs[d.name] = (str(d.ms), d.config.input_column)
-    found = input_problems(sorted(set(pairs.values())))
-    return {name: found[ms] for name, (ms, _col) in pairs.items() if ms in found}
-
-
-def _dataset_state(out_dir: Path, name: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads((out_dir / "datasets" / name / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The up-front input check (:func:`preflight.dataset_input_problems`), only for the
+    pipeline task (a ``--task`` stand-in reads no MS)."""
+    return dataset_input_problems(camp.datasets) if opts.task == DEFAULT_TASK else {}
 
 
 def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
     """``{dataset name: what --restart-from will redo and why}`` (empty without it)."""
     if not opts.restart_from:
         return {}
-    step = STEP_ALIASES.get(opts.restart_from, opts.restart_from)
-    out: dict[str, str] = {}
-    for d in camp.datasets:
-        if not d.ok or d.config is None:
-            continue
-        root = camp.output_dir / "datasets" / d.name
-        p = restart_plan.plan_from_state(_dataset_state(camp.output_dir, d.name), step,
-                                         (root / "work.ms").exists(), d.config.keep_work_ms)
-        out[d.name] = restart_plan.describe(p)
-    return out
+    return restart_messages(camp.datasets, camp.output_dir, STEP_ALIASES.get(opts.restart_from, opts.restart_from))
 
 
 def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
@@ -536,6 +509,10 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         _write_json(out_dir / "campaign.json", record)
     console.print(summary_table(ordered, title=f"Campaign {selected.name}: {counts['finished']} finished, "
                                 f"{counts['failed']} failed, {counts['skipped']} skipped"))
+    summed_s = sum(float(r.get("wall_s") or 0.0) for r in ordered)
+    console.print(f"campaign elapsed {fmt_duration(record.get('elapsed_s'))}; summed dataset time "
+                  f"{fmt_duration(summed_s)} (every attempt of the {len(ordered)} dataset(s) run now)",
+                  markup=False, highlight=False)
     _build_report(out_dir, console)
     if counts["failed"]:
         console.print(f"{counts['failed']} dataset(s) failed; logs in {out_dir / 'datasets'}/<name>/logs",

@@ -256,6 +256,39 @@ def input_problems(inputs: Iterable[tuple[str | Path, str]]) -> dict[str, list[s
     return result
 
 
+def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
+    """``{dataset name: [one line per problem]}`` of :func:`input_problems` for every valid
+    dataset (a ``manifest.DatasetSpec`` without ``error``) whose MS exists or is not
+    simulated on first use."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for d in datasets:
+        if not d.ok or d.ms is None or d.config is None or (d.simulate and not Path(d.ms).exists()):
+            continue
+        pairs[d.name] = (str(d.ms), d.config.input_column)
+    found = input_problems(sorted(set(pairs.values())))
+    return {name: found[ms] for name, (ms, _col) in pairs.items() if ms in found}
+
+
+def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[str, str]:
+    """``{dataset name: what restarting from step will redo and why}`` (:mod:`restart`),
+    from each dataset's ``state.json`` and ``work.ms`` under ``out_dir``."""
+    from . import restart
+
+    out: dict[str, str] = {}
+    for d in datasets:
+        if not d.ok or d.config is None:
+            continue
+        root = Path(out_dir) / "datasets" / d.name
+        try:
+            state = json.loads((root / "state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        p = restart.plan_from_state(state if isinstance(state, dict) else None, step,
+                                    (root / "work.ms").exists(), d.config.keep_work_ms)
+        out[d.name] = restart.describe(p)
+    return out
+
+
 def _main(argv: list[str]) -> int:
     for ms, column in json.loads(argv[0]):
         try:
