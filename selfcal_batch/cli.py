@@ -95,7 +95,7 @@ def main() -> None:
 @click.option("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
               help="Use an existing Dask scheduler (also $DASK_SCHEDULER_ADDRESS).")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this dataset (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (overrides [campaign] output_dir).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
 @click.option("--restart", is_flag=True, help="Run every dataset from scratch.")
@@ -154,7 +154,7 @@ def _fail(msg: str, code: int) -> None:
 
 @main.command("run-one")
 @click.argument("ms", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output directory (results under OUT/datasets/NAME/).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="TOML of pipeline settings (top level, or a manifest's [defaults]).")
