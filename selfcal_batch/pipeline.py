@@ -371,8 +371,8 @@ def run_dataset(
     prior: list[dict[str, Any]] = []
     try:
         if restart and root.exists():
-            # From scratch, but the records of earlier attempts (and their cost) are kept.
-            prior = DatasetState.load(root / "state.json").data.get("attempts") or []
+            # From scratch: the records of earlier attempts are kept, marked discarded (not summed).
+            prior = records.discard(DatasetState.load(root / "state.json").data.get("attempts") or [])
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)

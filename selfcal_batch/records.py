@@ -17,7 +17,9 @@ Costs are updated at every state save, so an attempt killed with SIGKILL keeps i
 to its last save (a tool killed mid-run loses only that run's seconds). An attempt with a
 start and no end found when the next attempt starts is closed as interrupted, its end being
 its last save. Summed costs count only attempts that ran at least one step: a no-op resume
-(every step already done) adds a record but changes none of the sums.
+(every step already done) adds a record but changes none of the sums. ``--restart`` (from
+scratch) keeps the earlier records, marked ``"discarded": true`` and no longer counted, so
+the sums are always the cost of the outputs on disk.
 
 Everything here is pure (dicts in, dicts out); the pipeline and the campaign call it.
 """
@@ -97,9 +99,17 @@ def finish_attempt(attempt: dict[str, Any], status: str, error: str, end: str) -
         attempt["exit"] = f"failed: {error}" if error else "failed"
 
 
+def discard(attempts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier attempts whose outputs ``--restart`` wiped: kept as records, marked
+    ``discarded`` (open ones closed as interrupted), no longer counted in the sums, which
+    then are the cost of the outputs on disk. New list."""
+    return [dict(a, discarded=True) for a in close_open([a for a in attempts if isinstance(a, dict)])]
+
+
 def counted(attempt: dict[str, Any]) -> bool:
-    """Whether an attempt's costs enter the sums: it ran (started) at least one step."""
-    return bool(attempt.get("steps"))
+    """Whether an attempt's costs enter the sums: it ran (started) at least one step and
+    its outputs were not wiped by a later ``--restart``."""
+    return bool(attempt.get("steps")) and not attempt.get("discarded")
 
 
 def summed(attempts: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -165,3 +165,13 @@ def test_structure_problems(tmp_path: Path, tiny_ms) -> None:
     shutil.rmtree(ms / "ANTENNA")
     assert structure_problems(ms) == [f"{ms}: ANTENNA table is missing",
                                       f"{ms}: FIELD table is damaged (no table.dat)"]
+
+
+def test_restart_from_scratch_keeps_records_but_not_their_cost() -> None:
+    old = _attempt("t0", ["startup", "p0"], wall=30.0, ws=10.0, casa=15.0, runs=3)
+    killed = _attempt("t1", ["startup"], wall=4.0, ws=0.0, casa=3.0, runs=0, end=None)
+    kept = records.discard([old, killed])
+    assert [a["discarded"] for a in kept] == [True, True] and kept[1]["exit"] == records.INTERRUPTED
+    new = _attempt("t2", ["startup", "p0"], wall=28.0, ws=9.0, casa=14.0, runs=3)
+    s = records.summed(kept + [new])
+    assert (s["wall_s"], s["wsclean_runs"], s["n_attempts"]) == (28.0, 3, 3)
