@@ -136,8 +136,10 @@ def finished_line(row: dict[str, Any], done: int, total: int) -> str:
     head = f"[{done}/{total}] {row.get('name')} {row.get('status')}"
     if row.get("status") == "failed":
         return f"{head}: {row.get('error') or 'unknown error'}"
+    n = _num(row.get("n_attempts")) or 0
+    over = f" over {int(n)} attempts" if n > 1 else ""
     return (f"{head} (template {template_text(row)}, SNR {snr_text(row)}, "
-            f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))})")
+            f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))}{over})")
 
 
 def read_current_step(out_dir: Path, name: str) -> str:
@@ -187,6 +189,9 @@ class CampaignProgress:
         if counted:
             self.done.append(row)
         wall = _num(row.get("wall_s"))
+        attempts = row.get("attempts")
+        if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict):
+            wall = _num(attempts[-1].get("wall_s"))  # this run's time, not the sum (for the ETA)
         if wall is None and started is not None:
             wall = time.monotonic() - started
         if wall is not None and row.get("status") != "failed":
