@@ -175,3 +175,21 @@ def test_restart_from_scratch_keeps_records_but_not_their_cost() -> None:
     new = _attempt("t2", ["startup", "p0"], wall=28.0, ws=9.0, casa=14.0, runs=3)
     s = records.summed(kept + [new])
     assert (s["wall_s"], s["wsclean_runs"], s["n_attempts"]) == (28.0, 3, 3)
+
+
+# -- report: campaign elapsed vs summed dataset time ---------------------------------------------
+
+
+def test_campaign_elapsed_from_campaign_json() -> None:
+    import math
+
+    from selfcal_batch.report.html import campaign_elapsed
+
+    camp = {"elapsed_s": 5.0, "runs": [{"elapsed_s": 30.0}, {"started": "2026-01-01T00:00:00+00:00",
+                                                              "finished": "2026-01-01T00:00:05+00:00"}]}
+    assert campaign_elapsed(camp) == (5.0, 35.0, 2)
+    # an older campaign.json: no elapsed_s and no runs, only started/finished
+    old = {"started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00"}
+    assert campaign_elapsed(old) == (60.0, 60.0, 1)
+    last, total, n = campaign_elapsed({})
+    assert math.isnan(last) and math.isnan(total) and n == 0
