@@ -416,13 +416,9 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
     started = _now()
     t_start = time.monotonic()
     try:
-        previous = json.loads((out_dir / "campaign.json").read_text())
+        runs = records.campaign_runs(json.loads((out_dir / "campaign.json").read_text()))
     except (OSError, ValueError):
-        previous = {}
-    runs = previous.get("runs") if isinstance(previous, dict) and isinstance(previous.get("runs"), list) else []
-    if isinstance(previous, dict) and previous.get("started") and not runs:
-        # A campaign.json written before runs were recorded: keep its run too.
-        runs = [{k: previous.get(k) for k in ("started", "finished", "status")}]
+        runs = []
     log.info("campaign %s: %d dataset(s) -> %s; %s", selected.name, len(selected.datasets),
              out_dir, describe(spec))
     record: dict[str, Any] = {

@@ -142,3 +142,16 @@ def row_from_state(state: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     attempts = close_open(state["attempts"])
     return {**summed(attempts), "attempts": attempts}
+
+
+def campaign_runs(previous: Any) -> list[dict[str, Any]]:
+    """The earlier campaign runs recorded in a previous ``campaign.json`` (its ``runs``; for a
+    file written before runs were recorded, its own started/finished/status)."""
+    if not isinstance(previous, dict):
+        return []
+    runs = previous.get("runs")
+    if isinstance(runs, list):
+        return [r for r in runs if isinstance(r, dict)]
+    if previous.get("started"):
+        return [{k: previous.get(k) for k in ("started", "finished", "status", "elapsed_s")}]
+    return []

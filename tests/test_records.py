@@ -193,3 +193,11 @@ def test_campaign_elapsed_from_campaign_json() -> None:
     assert campaign_elapsed(old) == (60.0, 60.0, 1)
     last, total, n = campaign_elapsed({})
     assert math.isnan(last) and math.isnan(total) and n == 0
+
+
+def test_campaign_runs_history() -> None:
+    assert records.campaign_runs(None) == [] and records.campaign_runs({}) == []
+    old = {"started": "a", "finished": "b", "status": "finished"}
+    assert records.campaign_runs(old) == [{"started": "a", "finished": "b", "status": "finished",
+                                           "elapsed_s": None}]
+    assert records.campaign_runs({"started": "c", "runs": [old, "junk"]}) == [old]
