@@ -32,16 +32,17 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from . import __version__
+from . import __version__, records
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from .config import STEP_ALIASES, STEP_NAMES
 from .errors import ConfigError, DatasetError, SimulationError
 from .lock import CampaignLock
+from .preflight import dataset_input_problems, ensure_output_dir, output_dir_problem, restart_messages
 from .manifest import Campaign, DatasetSpec, build_sim_spec
 from .jobpool import JobPoolHealer
-from .progress import (ROW_FIELDS, CampaignProgress, failed_row, normalise_row, summary_table,  # noqa: F401
-                       write_survey_csv)
+from .progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration, normalise_row,  # noqa: F401
+                       summary_table, write_survey_csv)
 
 log = logging.getLogger(__name__)
 DEFAULT_TASK = "selfcal_batch.pipeline:run_dataset"
@@ -68,6 +69,8 @@ class CampaignOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
     interrupted: bool = False
+    #: Datasets rejected before anything ran (manifest entry, resource claim, input check).
+    n_invalid: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -77,6 +80,8 @@ class CampaignOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
+        if self.n_invalid:
+            return 2
         return 1 if self.n_failed else 0
 
 
@@ -187,9 +192,21 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _with_records(out_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """A runner-side row with the dataset's attempts and summed costs from its state.json
+    (a worker death or a stopped campaign must not lose the cost of earlier attempts)."""
+    try:
+        state = json.loads((out_dir / "datasets" / str(row["name"]) / "state.json").read_text())
+    except (OSError, ValueError):
+        return row
+    row.update(records.row_from_state(state))
+    return row
+
+
 def _record_failure(out_dir: Path, row: dict[str, Any], tb: str = "") -> None:
     """Keep a runner-side failure next to the dataset's own outputs."""
     ddir = out_dir / "datasets" / str(row["name"])
+    _with_records(out_dir, row)
     try:
         _write_json(ddir / "result.json", row)
         if tb:
@@ -253,14 +270,29 @@ def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) ->
     return d.threads or threads_per_dataset
 
 
+def input_check(camp: Campaign, opts: RunOptions) -> dict[str, list[str]]:
+    """The up-front input check (:func:`preflight.dataset_input_problems`), only for the
+    pipeline task (a ``--task`` stand-in reads no MS)."""
+    return dataset_input_problems(camp.datasets) if opts.task == DEFAULT_TASK else {}
+
+
+def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
+    """``{dataset name: what --restart-from will redo and why}`` (empty without it)."""
+    if not opts.restart_from:
+        return {}
+    return restart_messages(camp.datasets, camp.output_dir, STEP_ALIASES.get(opts.restart_from, opts.restart_from))
+
+
 def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
-    """The resolved plan printed by ``--dry-run``; also the number of invalid datasets."""
+    """The resolved plan printed by ``--dry-run``; also the number of problems (invalid
+    datasets, including those failing the input check, plus an unusable output directory)."""
     camp = campaign.select(opts.only)
     spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
+    out_problem = output_dir_problem(camp.output_dir)
     lines = [f"campaign {camp.name}  (manifest {camp.path})",
-             f"output   {camp.output_dir}",
+             f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
              f"cluster  {describe(spec)}",
              f"retries  {spec.retries} worker death(s) per dataset"
              + ("" if spec.kind != "address" else " (here: the scheduler's allowed-failures)")]
@@ -268,15 +300,19 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append(f"restart  {'all steps' if opts.restart else 'from ' + str(opts.restart_from)}")
     max_cores, _ = capacity(spec, None)
     invalid = 0
+    inputs = input_check(camp, opts)
+    restarts = restart_lines(camp, opts)
     lines.append(f"datasets ({len(camp.datasets)}):")
     for d in camp.datasets:
         t = _claim(d, spec.threads_per_dataset, opts.threads_per_dataset)
-        problem = d.error
-        if not problem and spec.kind != "address":
-            problem = check_claims({d.name: t}, max_cores, "this cluster").get(d.name, "")
-        if problem:
+        problems = [d.error] if d.error else []
+        if not problems and spec.kind != "address":
+            problems = [p for p in [check_claims({d.name: t}, max_cores, "this cluster").get(d.name, "")] if p]
+        problems = problems or inputs.get(d.name, [])
+        if problems:
             invalid += 1
-            lines.append(f"  - {d.name}: INVALID -> will be reported failed: {problem}")
+            lines.append(f"  - {d.name}: INVALID -> will be reported failed: {problems[0]}")
+            lines.extend(f"      {p}" for p in problems[1:])
             continue
         cfg = d.config
         assert cfg is not None
@@ -295,6 +331,8 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append(f"      resources cores={t} (WSClean -j {t})")
         if d.overrides:
             lines.append(f"      overrides {json.dumps(d.overrides, sort_keys=True)}")
+        if d.name in restarts:
+            lines.append(f"      restart   {restarts[d.name]}")
     if spec.kind in ("slurm", "pbs"):
         lines.append("worker job script:")
         try:
@@ -303,6 +341,9 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
             lines.append(f"  cannot render: {exc}")
     if invalid:
         lines.append(f"{invalid} of {len(camp.datasets)} dataset(s) are invalid")
+    if out_problem:
+        lines.append(f"error: {out_problem}")
+        invalid += 1
     return "\n".join(lines), invalid
 
 
@@ -356,6 +397,7 @@ def run_campaign(campaign: Campaign, opts: RunOptions, console: Console | None =
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(selected.datasets))
     outcome = CampaignOutcome(out_dir=out_dir)
+    ensure_output_dir(out_dir)  # one line (OutputDirError), never a traceback
     with CampaignLock(out_dir, selected.name):
         handlers = _add_log_file(out_dir / "campaign.log")
         old_term = _install_sigterm()
@@ -373,6 +415,11 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
                 console: Console, outcome: CampaignOutcome) -> None:
     out_dir = selected.output_dir
     started = _now()
+    t_start = time.monotonic()
+    try:
+        runs = records.campaign_runs(json.loads((out_dir / "campaign.json").read_text()))
+    except (OSError, ValueError):
+        runs = []
     log.info("campaign %s: %d dataset(s) -> %s; %s", selected.name, len(selected.datasets),
              out_dir, describe(spec))
     record: dict[str, Any] = {
@@ -383,11 +430,18 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         "cluster": {"description": describe(spec), **dataclasses.asdict(spec)},
         "versions": collect_versions(selected.base_config.wsclean.binary, out_dir / "logs"),
         "manifest_resolved": campaign.to_dict(),
+        # Every run of the campaign in this directory (this one last): started, finished, status,
+        # elapsed_s. "started"/"finished" above are this run's; the report sums the runs.
+        "runs": [*runs, {"started": started, "finished": None, "status": "running", "elapsed_s": None}],
     }
     _write_json(out_dir / "campaign.json", record)
     rows: dict[str, dict[str, Any]] = {}
     progress: CampaignProgress | None = None
     try:
+        # Before the cluster starts: the input check (no casacore on the inputs themselves)
+        # and what --restart-from will redo.
+        inputs = input_check(selected, opts)
+        restarts = restart_lines(selected, opts)
         with make_client(spec, out_dir=out_dir) as client:
             try:
                 client.register_plugin(warm_imports_plugin())
@@ -403,14 +457,21 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
             problems = check_claims(claims, max_cores, "the cluster")
             progress = CampaignProgress(out_dir, [d.name for d in selected.datasets], slots=slots,
                                         quiet=opts.quiet, console=console, title=selected.name)
+            for name, why in restarts.items():
+                if name not in inputs and name not in problems:
+                    console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
+                    log.info("%s: --restart-from %s: %s", name, opts.restart_from, why,
+                             extra={"console": False})
             with progress:
                 todo = []
                 for d in selected.datasets:
-                    reason = d.error or problems.get(d.name, "")
+                    found = inputs.get(d.name, [])
+                    reason = d.error or problems.get(d.name, "") or "; ".join(found)
                     if reason:
+                        outcome.n_invalid += 1
                         row = failed_row(d.name, d.ms, reason)
                         rows[d.name] = row
-                        _record_failure(out_dir, row)
+                        _record_failure(out_dir, row, "\n".join(found))
                         log.error("%s: %s", d.name, reason, extra={"console": False})
                         progress.finished(row)
                     else:
@@ -420,7 +481,8 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         outcome.interrupted = True
         log.error("campaign interrupted")
         for d in selected.datasets:
-            rows.setdefault(d.name, failed_row(d.name, d.ms, "interrupted (campaign stopped)"))
+            if d.name not in rows:
+                rows[d.name] = _with_records(out_dir, failed_row(d.name, d.ms, "interrupted (campaign stopped)"))
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise
@@ -437,10 +499,17 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         counts = {s: sum(1 for r in ordered if r.get("status") == s) for s in ("finished", "failed", "skipped")}
         status = "interrupted" if outcome.interrupted else ("failed" if counts["failed"] else "finished")
         record.update(status="error" if record.get("error") else status,
-                      finished=_now(), counts=counts, survey_csv=str(out_dir / "survey" / "datasets.csv"))
+                      finished=_now(), counts=counts, survey_csv=str(out_dir / "survey" / "datasets.csv"),
+                      elapsed_s=round(time.monotonic() - t_start, 2))
+        record["runs"][-1].update(finished=record["finished"], status=record["status"],
+                                  elapsed_s=record["elapsed_s"])
         _write_json(out_dir / "campaign.json", record)
     console.print(summary_table(ordered, title=f"Campaign {selected.name}: {counts['finished']} finished, "
                                 f"{counts['failed']} failed, {counts['skipped']} skipped"))
+    summed_s = sum(float(r.get("wall_s") or 0.0) for r in ordered)
+    console.print(f"campaign elapsed {fmt_duration(record.get('elapsed_s'))}; summed dataset time "
+                  f"{fmt_duration(summed_s)} (every attempt of the {len(ordered)} dataset(s) run now)",
+                  markup=False, highlight=False)
     _build_report(out_dir, console)
     if counts["failed"]:
         console.print(f"{counts['failed']} dataset(s) failed; logs in {out_dir / 'datasets'}/<name>/logs",

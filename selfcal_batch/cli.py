@@ -2,7 +2,9 @@
 
 ``selfcal-batch CAMPAIGN.toml [options]`` is short for ``selfcal-batch run CAMPAIGN.toml``.
 Exit codes: 0 all datasets finished, 1 some dataset failed, 2 invalid input (manifest,
-options), 3 output directory locked by another run, 130 interrupted.
+options, an output directory that cannot be created or written, a dataset rejected before
+it ran: bad manifest entry, unmet resource claim, input MS failing the up-front check; the
+other datasets still run), 3 output directory locked by another run, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ def main() -> None:
 @click.option("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
               help="Use an existing Dask scheduler (also $DASK_SCHEDULER_ADDRESS).")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this dataset (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (overrides [campaign] output_dir).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved plan and exit.")
 @click.option("--restart", is_flag=True, help="Run every dataset from scratch.")
@@ -126,7 +128,7 @@ def run_cmd(manifest: Path | None, workers: int | None, threads_per_dataset: int
         if dry_run:
             text, invalid = plan_text(campaign, opts)
             click.echo(text)
-            sys.exit(1 if invalid else 0)
+            sys.exit(2 if invalid else 0)
         outcome = run_campaign(campaign, opts, console=console)
     except ConfigError as exc:
         _fail(str(exc), 2)
@@ -152,7 +154,7 @@ def _fail(msg: str, code: int) -> None:
 
 @main.command("run-one")
 @click.argument("ms", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output directory (results under OUT/datasets/NAME/).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="TOML of pipeline settings (top level, or a manifest's [defaults]).")
@@ -166,10 +168,13 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     """Self-calibrate one MS in this process (no Dask)."""
     import tomllib
 
+    from . import restart as restart_plan
     from .campaign import DEFAULT_TASK, execute_dataset, normalise_row
-    from .config import PipelineConfig
+    from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
+    from .errors import OutputDirError
     from .manifest import deep_merge
-    from .progress import summary_table
+    from .preflight import ensure_output_dir, input_problems
+    from .progress import failed_row, summary_table
 
     _setup_logging(verbose, False)
     console = _console()
@@ -190,8 +195,32 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     ms = ms.expanduser().resolve()
     if not ms.exists():
         _fail(f"ms not found: {ms}", 2)
+    if restart_from and STEP_ALIASES.get(restart_from, restart_from) not in STEP_NAMES:
+        _fail(f"--restart-from: unknown step {restart_from!r} (choose from: {', '.join(STEP_NAMES)})", 2)
     name = name or ms.name.rsplit(".", 1)[0]
     out_dir = out_dir.expanduser().resolve()
+    try:
+        ensure_output_dir(out_dir)
+    except OutputDirError as exc:
+        _fail(str(exc), 2)
+    problems = input_problems([(ms, cfg.input_column)]).get(str(ms), [])
+    if problems:
+        row = failed_row(name, ms, "; ".join(problems))
+        for p in problems:
+            click.echo(f"error: {p}", err=True)
+        console.print(summary_table([row], title=f"{name}"))
+        sys.exit(2)
+    if restart_from:
+        import json
+
+        root = out_dir / "datasets" / name
+        try:
+            state = json.loads((root / "state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        plan = restart_plan.plan_from_state(state, STEP_ALIASES.get(restart_from, restart_from),
+                                            (root / "work.ms").exists(), cfg.keep_work_ms)
+        console.print(f"{name}: {restart_plan.describe(plan)}", markup=False, highlight=False, soft_wrap=True)
     try:
         res = execute_dataset(DEFAULT_TASK, name, str(ms), cfg, str(out_dir), threads=cfg.threads,
                               restart=restart, restart_from=restart_from)

@@ -47,3 +47,7 @@ class SimulationError(SelfcalBatchError):
 
 class CampaignLockedError(SelfcalBatchError):
     """Another live campaign holds the output directory."""
+
+
+class OutputDirError(SelfcalBatchError):
+    """The output directory cannot be created or written (one line naming the path)."""

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CampaignLockedError
+from .errors import CampaignLockedError, OutputDirError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".selfcal-batch.lock"
@@ -89,7 +89,11 @@ class CampaignLock:
         self.info: dict[str, Any] | None = None
 
     def acquire(self) -> "CampaignLock":
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in its place, a read-only or missing parent
+            raise OutputDirError(f"cannot create output directory {self.out_dir}: "
+                                 f"{exc.strerror or exc}") from None
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -111,6 +115,9 @@ class CampaignLock:
                             os.unlink(self.path)
                         continue
                     raise locked_error(self.out_dir, other) from None
+                except OSError as exc:  # read-only file system, permission denied
+                    raise OutputDirError(f"output directory {self.out_dir} is not writable: cannot create "
+                                         f"{self.path.name} ({exc.strerror or exc})") from None
                 with os.fdopen(fd, "w") as fh:
                     json.dump(info, fh, indent=1)
                     fh.flush()

@@ -13,18 +13,22 @@ import errno
 import json
 import logging
 import math
+import os
 import shutil
+import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ladder, process, steps_final, steps_prep
+from . import ladder, process, records, steps_final, steps_prep
+from . import restart as restart_plan
 from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
 from .context import Context
 from .errors import SelfcalBatchError
-from .state import atomic_write_json, chain_hash
+from .state import DatasetState, atomic_write_json, chain_hash
 from .templates import TEMPLATE_TABLE_VERSION
 
 log = logging.getLogger("selfcal_batch.pipeline")
@@ -52,7 +56,11 @@ SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladd
 
 @dataclass
 class DatasetResult:
-    """One dataset's outcome (written to ``result.json``; one row of datasets.csv)."""
+    """One dataset's outcome (written to ``result.json``; one row of datasets.csv).
+
+    The cost fields (``wall_s``, ``time_*_s``, ``wsclean_runs``) are summed over every
+    attempt that ran a step (:mod:`selfcal_batch.records`); ``attempts`` lists every attempt.
+    """
 
     name: str
     ms: str
@@ -83,7 +91,11 @@ class DatasetResult:
     time_wsclean_s: float = 0.0
     time_casa_s: float = 0.0
     time_python_s: float = 0.0
+    #: Number of attempts on this dataset directory (also no-op resumes).
+    n_attempts: int = 0
     decisions: dict[str, Any] = field(default_factory=dict)
+    #: One record per attempt (records.py): start, end (UTC ISO), steps, exit, host, worker, costs.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly mapping (NaN -> None)."""
@@ -109,7 +121,7 @@ def _step_func(step: str) -> Callable[[Context], Any]:
 #: Settings the test image depends on only when it uses the final-image settings.
 _FINAL_IMAGING_KEYS = ("final_robust", "final_multiscale", "final_niter")
 #: Steps that do not read work.ms (every other step needs it).
-_NO_WORK_MS = ("startup", "report_results", "run_rflag_final")
+_NO_WORK_MS = restart_plan.NO_WORK_MS
 
 
 class _WorkMSMissing(Exception):
@@ -161,6 +173,8 @@ class _Runner:
         # call rewrote it): a step that runs makes its images afresh.
         st.data["images_done"] = {}
         self.upstream_ran = True
+        if st.get("attempts"):
+            records.note_step(st.data["attempts"][-1], step)
         st.start(step, h)
         log.info("%s: step %s", ctx.name, step)
         t0 = time.monotonic()
@@ -180,7 +194,8 @@ def run_steps(ctx: Context) -> None:
     except _WorkMSMissing as exc:
         # work.ms is deleted after success; a finished dataset whose steps are all still
         # valid must not redo anything, but a step that has to run needs a new copy.
-        log.info("%s: step %s must run but work.ms was removed: redoing every step", ctx.name, exc)
+        log.warning("%s: step %s must run but work.ms was removed after success: redoing from startup",
+                    ctx.name, exc)
         st.invalidate_from(list(st.steps), next(iter(st.steps)))
         _run_order(ctx, order)
 
@@ -268,7 +283,42 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)
     res.time_casa_s = round(timing.get("casa", 0.0), 2)
     res.time_python_s = round(max(0.0, wall - res.time_wsclean_s - res.time_casa_s), 2)
+    attempts = st.get("attempts")
+    if isinstance(attempts, list) and attempts:
+        # Summed over attempts: a resume or a no-op rerun never loses earlier costs.
+        for k, v in records.summed(attempts).items():
+            setattr(res, k, v)
+        res.attempts = copy.deepcopy(attempts)
     return res
+
+
+def _worker_id() -> str:
+    """The Dask worker's address when running in one, else this process id."""
+    if "distributed" in sys.modules:
+        try:
+            return str(sys.modules["distributed"].get_worker().address)
+        except Exception:  # noqa: BLE001  (not inside a worker)
+            pass
+    return f"pid {os.getpid()}"
+
+
+def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
+                  before: dict[str, float]) -> dict[str, Any]:
+    """Append this attempt to the state's records; its costs are refreshed at every save."""
+    attempts = records.start_attempt(prior or st.get("attempts") or [], records.utc_now(),
+                                     socket.gethostname(), _worker_id())
+    st.set("attempts", attempts)
+    att = attempts[-1]
+    runs0 = int(st.get("wsclean_runs", 0) or 0)
+
+    def costs(data: dict[str, Any]) -> None:
+        records.set_costs(att, wall=time.monotonic() - t0,
+                          wsclean=process.TOOL_SECONDS.get("wsclean", 0.0) - before.get("wsclean", 0.0),
+                          casa=process.TOOL_SECONDS.get("casa", 0.0) - before.get("casa", 0.0),
+                          wsclean_runs=int(data.get("wsclean_runs", 0) or 0) - runs0, seen=records.utc_now())
+
+    st.on_save = costs
+    return att
 
 
 def _disk_full(where: Path | None) -> bool:
@@ -318,8 +368,11 @@ def run_dataset(
                    else f"input MS {ms_path} is inside the dataset's output directory {root}")
         return DatasetResult(name=name, ms=str(ms), status="failed",
                              error=f"setup: {problem}: refusing to run (the input must never be modified)")
+    prior: list[dict[str, Any]] = []
     try:
         if restart and root.exists():
+            # From scratch: the records of earlier attempts are kept, marked discarded (not summed).
+            prior = records.discard(DatasetState.load(root / "state.json").data.get("attempts") or [])
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)
@@ -337,10 +390,12 @@ def run_dataset(
         pkg_log.setLevel(logging.INFO)
     before = dict(process.TOOL_SECONDS)
     ctx: Context | None = None
+    attempt: dict[str, Any] | None = None
     status, error, step = "finished", "", "setup"
     try:
         ctx = Context(name=name, ms=Path(ms).resolve(), cfg=config, root=root,
                       threads=threads or config.threads)
+        attempt = _open_attempt(ctx.state, prior, t0, before)
         ctx.state.set("config", config.to_dict())
         ctx.state.set("name", name)
         ctx.state.set("ms", str(Path(ms).resolve()))
@@ -348,12 +403,22 @@ def run_dataset(
         ctx.state.set("error", "")
         if restart_from:
             restart_from = STEP_ALIASES.get(restart_from, restart_from)
+            log.info("%s: --restart-from %s: %s", name, restart_from,
+                     restart_plan.describe(restart_plan.plan_from_state(ctx.state.data, restart_from,
+                                                              ctx.work_ms.exists(), config.keep_work_ms)))
             keys = list(ctx.state.steps)
             if restart_from in keys:
                 ctx.state.invalidate_from(keys, restart_from)
         ctx.state.save()
         run_steps(ctx)
     except KeyboardInterrupt:
+        if ctx is not None and attempt is not None:
+            records.finish_attempt(attempt, "interrupted", "stopped (KeyboardInterrupt/SIGTERM)",
+                                   records.utc_now())
+            try:
+                ctx.state.save()
+            except OSError:
+                pass
         raise
     except BaseException as exc:  # noqa: BLE001  (reported as the dataset's failure)
         step = ctx.state.get("current_step") or step if ctx else step
@@ -375,12 +440,16 @@ def run_dataset(
                 ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
         ctx.state.set("status", status)
         ctx.state.set("error", error)
+        if attempt is not None:
+            records.finish_attempt(attempt, status, error, records.utc_now())
         try:
             ctx.state.save()
         except OSError as exc:  # e.g. the disk filled up: the result must still be returned
             log.error("%s: cannot write state.json: %s", name, exc)
             if status == "finished":
                 status, error = "failed", _one_line(exc, "finish", root)
+                if attempt is not None:
+                    records.finish_attempt(attempt, status, error, records.utc_now())
         res = build_result(ctx, status, error, wall, timing)
     try:
         atomic_write_json(root / "result.json", res.to_dict())

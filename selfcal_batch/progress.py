@@ -28,8 +28,10 @@ ROW_FIELDS = (
     "steps_accepted", "steps_reverted", "snr_initial", "snr_final", "dr_initial", "dr_final",
     "rms_initial", "rms_final", "peak_initial", "peak_final", "total_flux_initial",
     "total_flux_final", "wall_s", "final_ms", "final_image", "wsclean_runs", "time_wsclean_s",
-    "time_casa_s", "time_python_s",
+    "time_casa_s", "time_python_s", "n_attempts",
 )
+#: Result keys kept in result.json only (too wide for a CSV cell).
+CSV_EXCLUDED = ("attempts",)
 
 
 def failed_row(name: str, ms: Any, error: str) -> dict[str, Any]:
@@ -65,9 +67,12 @@ def _csv_value(v: Any) -> Any:
 
 
 def write_survey_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """``survey/datasets.csv``: ROW_FIELDS first, then any extra keys; lists joined with ';'."""
+    """``survey/datasets.csv``: ROW_FIELDS first, then any extra keys; lists joined with ';'.
+
+    The cost columns are the sums over every attempt (result.json); the attempt records
+    themselves (``attempts``) stay in result.json, their number is ``n_attempts``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = sorted({k for r in rows for k in r if k not in ROW_FIELDS})
+    extra = sorted({k for r in rows for k in r if k not in ROW_FIELDS and k not in CSV_EXCLUDED})
     cols = list(ROW_FIELDS) + extra
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
@@ -131,8 +136,10 @@ def finished_line(row: dict[str, Any], done: int, total: int) -> str:
     head = f"[{done}/{total}] {row.get('name')} {row.get('status')}"
     if row.get("status") == "failed":
         return f"{head}: {row.get('error') or 'unknown error'}"
+    n = _num(row.get("n_attempts")) or 0
+    over = f" over {int(n)} attempts" if n > 1 else ""
     return (f"{head} (template {template_text(row)}, SNR {snr_text(row)}, "
-            f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))})")
+            f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))}{over})")
 
 
 def read_current_step(out_dir: Path, name: str) -> str:
@@ -182,6 +189,9 @@ class CampaignProgress:
         if counted:
             self.done.append(row)
         wall = _num(row.get("wall_s"))
+        attempts = row.get("attempts")
+        if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict):
+            wall = _num(attempts[-1].get("wall_s"))  # this run's time, not the sum (for the ETA)
         if wall is None and started is not None:
             wall = time.monotonic() - started
         if wall is not None and row.get("status") != "failed":

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 STATE_VERSION = 1
 
@@ -51,6 +51,8 @@ class DatasetState:
 
     path: Path
     data: dict[str, Any] = field(default_factory=dict)
+    #: Called with ``data`` before every save (the pipeline updates the attempt's costs).
+    on_save: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: Path) -> "DatasetState":
@@ -68,6 +70,8 @@ class DatasetState:
     def save(self) -> None:
         """Persist atomically."""
         self.data["updated"] = time.time()
+        if self.on_save is not None:
+            self.on_save(self.data)
         atomic_write_json(self.path, self.data)
 
     # -- step records ------------------------------------------------------------

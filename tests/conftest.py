@@ -43,3 +43,33 @@ def fake_ms():
         return path
 
     return make
+
+
+def make_tiny_ms(path: Path) -> Path:
+    """A minimal but structurally valid MS (python-casacore ``default_ms``: 2 main rows with
+    DATA and FLAG, one row in each subtable the up-front check reads). ~0.15 s."""
+    import numpy as np
+    from casacore.tables import default_ms, makearrcoldesc, maketabdesc, table
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = default_ms(str(path), maketabdesc([makearrcoldesc("DATA", 0j, ndim=2, shape=[1, 1])]))
+    t.addrows(2)
+    t.putcol("FLAG", np.zeros((2, 1, 1), bool))
+    t.putcol("DATA", np.zeros((2, 1, 1), complex))
+    t.close()
+    arrays = {"SPECTRAL_WINDOW": {"CHAN_FREQ": np.array([5e9]), "CHAN_WIDTH": np.array([1e6])},
+              "POLARIZATION": {"CORR_TYPE": np.array([5], np.int32)},
+              "FIELD": {"PHASE_DIR": np.zeros((1, 2))}}
+    for sub in ("ANTENNA", "SPECTRAL_WINDOW", "POLARIZATION", "DATA_DESCRIPTION", "FIELD", "FEED"):
+        with table(str(path / sub), readonly=False, ack=False) as st:
+            st.addrows(1)
+            for col, v in arrays.get(sub, {}).items():
+                st.putcell(col, 0, v)
+    return path
+
+
+@pytest.fixture
+def tiny_ms():
+    """Factory: ``tiny_ms(path)`` makes a minimal MS that passes the up-front input check."""
+    return make_tiny_ms

@@ -153,7 +153,8 @@ def test_fault_isolation_with_stand_in(tmp_path, fake_ms, capsys):
     # a claim no worker can meet fails fast instead of hanging
     assert "needs cores=4 but the largest worker of the cluster offers cores=1" in rows["big-1"]["error"]
     assert rows["missing"]["error"].startswith("datasets[7] (name='missing'): ms not found")
-    assert outcome.exit_code == 1
+    # datasets rejected before they ran (missing MS, unmet claim): exit 2, the others still ran
+    assert outcome.n_invalid == 2 and outcome.exit_code == 2
     # the pipeline got threads and a config with the same threads
     assert "threads=1 cfg.threads=1" in (out / "datasets/ok-1/attempts.log").read_text()
     # outputs
@@ -272,7 +273,8 @@ def _integration_manifest(tmp_path: Path, data: Path, datasets=("src-a", "src-b"
 
 
 def _check_three(out: Path, res: subprocess.CompletedProcess) -> None:
-    assert res.returncode == 1, res.stdout + res.stderr
+    # corrupt.ms fails the up-front input check: exit 2, the other two still finish
+    assert res.returncode == 2, res.stdout + res.stderr
     rows = {r["name"]: r for r in csv.DictReader(open(out / "survey" / "datasets.csv"))}
     assert rows["src-a"]["status"] == "finished", rows["src-a"]["error"]
     assert rows["src-b"]["status"] == "finished", rows["src-b"]["error"]

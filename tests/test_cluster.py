@@ -128,11 +128,11 @@ def test_job_script_extra_kwargs_and_missing_memory():
         cl.render_job_script(dataclasses.replace(SLURM, memory=""))
 
 
-def test_dry_run_shows_job_script(tmp_path):
+def test_dry_run_shows_job_script(tmp_path, tiny_ms):
     from selfcal_batch.campaign import RunOptions, plan_text
     from selfcal_batch.manifest import load_manifest
 
-    (tmp_path / "x.ms").mkdir()
+    tiny_ms(tmp_path / "x.ms")
     p = tmp_path / "c.toml"
     p.write_text('[cluster]\nkind = "pbs"\nmemory = "16GiB"\nthreads_per_dataset = 4\nqueue = "q1"\n'
                  '[[datasets]]\nms = "x.ms"\n')

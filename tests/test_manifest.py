@@ -334,7 +334,16 @@ def test_key_locator():
 # -- CLI: dry run and error exits -------------------------------------------------------
 
 
-def test_dry_run_prints_plan(tmp_path, data_dir):
+@pytest.fixture
+def tiny_data_dir(tmp_path, tiny_ms):
+    """Like data_dir, but MSs that pass the up-front input check of --dry-run."""
+    for n in ("a", "b"):
+        tiny_ms(tmp_path / "data" / f"J{n}.ms")
+    return tmp_path / "data"
+
+
+def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
+    data_dir = tiny_data_dir
     p = write(tmp_path, """
         [defaults]
         imsize = 256
@@ -364,7 +373,7 @@ def test_dry_run_prints_plan(tmp_path, data_dir):
     assert "- one" not in res.output and "- two" in res.output and "cores=2" in res.output
 
 
-def test_dry_run_invalid_dataset_exits_1(tmp_path, data_dir):
+def test_dry_run_invalid_dataset_exits_2(tmp_path, tiny_data_dir):
     p = write(tmp_path, """
         [[datasets]]
         ms = "data/Ja.ms"
@@ -373,7 +382,7 @@ def test_dry_run_invalid_dataset_exits_1(tmp_path, data_dir):
         ms = "data/gone.ms"
         """)
     res = CliRunner().invoke(main, [str(p), "--dry-run"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "gone: INVALID -> will be reported failed: datasets[1] (name='gone'): ms not found" in res.output
 
 

@@ -24,7 +24,7 @@ TEXT_COLUMNS = ("name", "ms", "status", "error", "template_initial", "template_f
                 *LIST_COLUMNS, "final_ms", "final_image")
 NUMERIC_COLUMNS = ("snr_initial", "snr_final", "dr_initial", "dr_final", "rms_initial", "rms_final",
                    "peak_initial", "peak_final", "total_flux_initial", "total_flux_final", "wall_s",
-                   "wsclean_runs", "time_wsclean_s", "time_casa_s", "time_python_s")
+                   "wsclean_runs", "time_wsclean_s", "time_casa_s", "time_python_s", "n_attempts")
 #: The columns of ``survey/datasets.csv`` (the DatasetResult fields, lists joined by ';').
 DATASET_COLUMNS = ("name", "ms", "status", "error", "template_initial", "template_final",
                    *LIST_COLUMNS, *NUMERIC_COLUMNS[:11], "final_ms", "final_image",
@@ -127,7 +127,7 @@ def rows_from_results(out: Path, notes: list[str]) -> list[dict[str, Any]]:
                          "listed as failed")
             res = {"name": d.name, "status": "failed",
                    "error": "no result.json (the dataset did not finish)"}
-        row = {k: v for k, v in res.items() if k != "decisions"}
+        row = {k: v for k, v in res.items() if k not in ("decisions", "attempts")}
         row["name"] = row.get("name") or d.name
         rows.append(row)
     return rows
@@ -157,7 +157,8 @@ def load_datasets(out: Path, notes: list[str] | None = None, write: bool = True)
         df = normalise_datasets(pd.DataFrame(rows))
         if write:
             saved = df[list(DATASET_COLUMNS)].copy()
-            saved["wsclean_runs"] = saved["wsclean_runs"].round().astype("Int64")
+            for c in ("wsclean_runs", "n_attempts"):
+                saved[c] = saved[c].round().astype("Int64")
             write_csv(saved, path)
         return df
     df = normalise_datasets(df)

@@ -92,6 +92,33 @@ def anchors(names: list[str]) -> dict[str, str]:
     return out
 
 
+def _iso_seconds(a: Any, b: Any) -> float:
+    """Seconds from ISO time ``a`` to ``b`` (NaN when either is missing or unparsable)."""
+    try:
+        return (_dt.datetime.fromisoformat(str(b)) - _dt.datetime.fromisoformat(str(a))).total_seconds()
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def campaign_elapsed(camp: dict[str, Any]) -> tuple[float, float, int]:
+    """(elapsed s of the last campaign run, elapsed s summed over every recorded run, number
+    of runs) from campaign.json (``elapsed_s`` or finished - started; ``runs``). NaN when
+    unknown. This is wall-clock time of the campaign process, unlike the datasets' summed
+    ``wall_s`` (every attempt of every dataset, concurrent ones added up)."""
+    last = to_float(camp.get("elapsed_s"))
+    if math.isnan(last):
+        last = _iso_seconds(camp.get("started"), camp.get("finished"))
+    runs = camp.get("runs") if isinstance(camp.get("runs"), list) else []
+    vals = []
+    for r in runs:
+        if isinstance(r, dict):
+            v = to_float(r.get("elapsed_s"))
+            vals.append(v if not math.isnan(v) else _iso_seconds(r.get("started"), r.get("finished")))
+    vals = [v for v in vals if not math.isnan(v)]
+    total = sum(vals) if vals else last
+    return last, total, max(len(runs), 1 if not math.isnan(last) else 0)
+
+
 def campaign_summary(s: Survey) -> dict[str, Any]:
     ds, camp = s.datasets, s.campaign
     counts = {k: int((ds["status"] == k).sum()) for k in ("finished", "failed", "skipped")}
@@ -107,8 +134,10 @@ def campaign_summary(s: Survey) -> dict[str, Any]:
             ("status", camp.get("status")), ("started", camp.get("started")),
             ("finished", camp.get("finished")), ("host", camp.get("host")),
             ("cluster", cluster.get("description") if isinstance(cluster, dict) else cluster)]
+    elapsed, elapsed_all, n_runs = campaign_elapsed(camp)
     return {"n": len(ds), "counts": counts, "other": other,
             "wall_total": sum(walls) if walls else math.nan,
+            "elapsed": elapsed, "elapsed_all": elapsed_all, "n_runs": n_runs,
             "wall_median": statistics.median(walls) if walls else math.nan,
             "info": [(k, str(v)) for k, v in info if v not in (None, "")],
             "versions": sorted((str(k), str(v)) for k, v in versions.items()),

@@ -170,3 +170,21 @@ def test_step_needing_deleted_work_ms_redoes_everything(prepared: Path, base_ms:
     assert all(st["steps"][s]["attempts"] == 1 for s in steps)  # records were reset
     assert st["steps"]["p0"]["status"] == "done" and "p0" in res.steps_run
     assert base_ms.changes() == []
+
+
+def test_killed_attempts_are_recorded_and_summed(kill_chain: dict[str, Any]) -> None:
+    """The result of the run killed three times lists four attempts (three interrupted,
+    found open at the next start, with the steps each ran) and sums their costs."""
+    from selfcal_batch import records
+
+    res = kill_chain["res"]
+    att = res["attempts"]
+    assert [a["exit"] for a in att] == [records.INTERRUPTED] * 3 + ["finished"]
+    assert res["n_attempts"] == 4
+    assert [a["steps"][-1] for a in att[:3]] == list(KILLED_STEPS)
+    assert att[1]["steps"][0] == "p0" and att[3]["steps"][0] == "split_trial_1"  # resumed, not redone
+    for k in ("wall_s", "time_wsclean_s", "time_casa_s", "time_python_s"):
+        assert res[k] == pytest.approx(sum(a[k] for a in att), abs=0.05), k
+    assert res["wsclean_runs"] == sum(a["wsclean_runs"] for a in att)
+    assert all(a["end"] and a["end"] >= a["start"] for a in att)
+    assert res["wall_s"] > att[3]["wall_s"] and att[0]["wall_s"] > 0

@@ -1,0 +1,303 @@
+"""Up-front checks, run before anything is submitted (also by ``--dry-run``).
+
+* :func:`output_dir_problem` / :func:`ensure_output_dir`: the output directory exists as a
+  writable directory or can be created (a file in its place, a parent that is a file or
+  not writable, a read-only mount: one line naming the path).
+* :func:`input_problems`: each input MS opens as a measurement set: the main table and the
+  subtables the pipeline reads (``SUBTABLES``) exist, open, have rows and their columns
+  the pipeline reads can be read; the input column exists. One line per problem naming
+  the user's MS path.
+
+The input itself is never opened with casacore (casacore writes ``table.lock`` even when
+opening read-only): the structure check only lists and opens files with the OS, and the
+table check opens a private view made by ``steps_prep.read_only_view`` in a temporary
+directory, in a child process (``python -m selfcal_batch.preflight``), so a damaged table
+that crashes casacore cannot take the campaign down, and every message names the user's
+MS path, never the view's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import OutputDirError
+
+#: Subtables the pipeline reads (casa_jobs.inspect_ms, split, gaincal) and the columns of
+#: each that must be readable. FEED: CASA cannot calibrate an MS without feeds.
+SUBTABLES: dict[str, tuple[str, ...]] = {
+    "ANTENNA": ("NAME", "POSITION", "DISH_DIAMETER"),
+    "SPECTRAL_WINDOW": ("NUM_CHAN", "CHAN_FREQ", "CHAN_WIDTH", "REF_FREQUENCY"),
+    "POLARIZATION": ("NUM_CORR", "CORR_TYPE"),
+    "DATA_DESCRIPTION": ("SPECTRAL_WINDOW_ID", "POLARIZATION_ID"),
+    "FIELD": ("NAME", "PHASE_DIR"),
+    "FEED": ("ANTENNA_ID", "SPECTRAL_WINDOW_ID"),
+}
+#: Main-table columns the pipeline reads (besides the input column).
+MAIN_COLUMNS = ("ANTENNA1", "ANTENNA2", "TIME", "UVW", "FLAG", "DATA_DESC_ID", "FIELD_ID")
+#: Seconds allowed per MS for the table check (a child process checks them all).
+CHECK_TIMEOUT_S = 120.0
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _not_writable(d: Path) -> str:
+    """'' when a file can be created in the directory ``d``, else the reason."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".selfcal-batch-probe-", dir=d)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return ""
+
+
+def output_dir_problem(path: str | Path) -> str:
+    """One line describing why ``path`` cannot be used as the output directory, or ''.
+
+    Creates nothing but a probe file that is removed at once (in ``path`` when it exists,
+    else in its nearest existing ancestor, which is what ``mkdir -p`` would write to).
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"output directory {path} is a broken symbolic link"
+    if path.exists():
+        if not path.is_dir():
+            return f"output directory {path} is a file, not a directory"
+        why = _not_writable(path)
+        return f"output directory {path} is not writable ({why})" if why else ""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create output directory {path}: {parent} is a file, not a directory"
+    why = _not_writable(parent)
+    return f"cannot create output directory {path}: {parent} is not writable ({why})" if why else ""
+
+
+def ensure_output_dir(path: str | Path) -> Path:
+    """Create the output directory (parents too); :class:`OutputDirError` with one line if
+    it cannot be created or written."""
+    path = Path(path)
+    problem = output_dir_problem(path)
+    if problem:
+        raise OutputDirError(problem)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"cannot create output directory {path}: {exc.strerror}") from None
+    why = _not_writable(path)
+    if why:
+        raise OutputDirError(f"output directory {path} is not writable ({why})")
+    return path
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def structure_problems(ms: str | Path) -> list[str]:
+    """Problems visible without opening any table: missing MS, not a directory, no
+    table.dat, missing or incomplete subtables, unreadable files (one line each)."""
+    ms = Path(ms)
+    if not ms.exists():
+        return [f"{ms}: MS not found"]
+    if not ms.is_dir() or not (ms / "table.dat").is_file():
+        return [f"{ms}: not a measurement set (no table.dat)"]
+    problems = []
+    for sub in SUBTABLES:
+        d = ms / sub
+        if not d.is_dir():
+            problems.append(f"{ms}: {sub} table is missing")
+        elif not (d / "table.dat").is_file():
+            problems.append(f"{ms}: {sub} table is damaged (no table.dat)")
+    unreadable = []
+    for dirpath, _dirs, files in os.walk(ms, followlinks=True):
+        if not os.access(dirpath, os.R_OK | os.X_OK):
+            unreadable.append(os.path.relpath(dirpath, ms) + "/")
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                with open(p, "rb"):
+                    pass
+            except OSError as exc:
+                unreadable.append(f"{os.path.relpath(p, ms)} ({exc.strerror})")
+    if unreadable:
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        problems.append(f"{ms}: cannot read {', '.join(unreadable[:3])}{more}")
+    return problems
+
+
+def _first_line(exc: BaseException, view: str, ms: str) -> str:
+    text = " ".join(str(exc).replace(view, ms).split())
+    return text[:200] if text else type(exc).__name__
+
+
+def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
+    """Open a read-only view of ``ms`` with python-casacore and check the main table and
+    ``SUBTABLES`` (open, rows, the columns the pipeline reads). Run in a child process."""
+    from casacore.tables import table
+
+    from .steps_prep import read_only_view
+
+    ms = Path(ms)
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="selfcal-batch-check-") as tmp:
+        view = str(read_only_view(ms, Path(tmp) / "view.ms"))
+        try:
+            t = table(view, readonly=True, ack=False)
+        except Exception as exc:  # noqa: BLE001  (casacore raises RuntimeError subclasses)
+            return [f"{ms}: main table cannot be opened: {_first_line(exc, view, str(ms))}"]
+        try:
+            cols = set(t.colnames())
+            nrows = t.nrows()
+            if column not in cols:
+                problems.append(f"{ms}: no {column} column")
+            missing = [c for c in MAIN_COLUMNS if c not in cols]
+            if missing:
+                problems.append(f"{ms}: main table has no {', '.join(missing)} column(s)")
+            if nrows == 0:
+                problems.append(f"{ms}: main table has no rows")
+            else:
+                for c in [c for c in (*MAIN_COLUMNS, column) if c in cols]:
+                    for row in sorted({0, nrows - 1}):
+                        try:
+                            t.getcol(c, startrow=row, nrow=1)
+                        except Exception as exc:  # noqa: BLE001
+                            problems.append(f"{ms}: main table is damaged: column {c} row {row} "
+                                            f"cannot be read ({_first_line(exc, view, str(ms))})")
+                            break
+        finally:
+            t.close()
+        for sub, sub_cols in SUBTABLES.items():
+            if not (Path(view) / sub / "table.dat").exists():
+                continue  # reported by structure_problems
+            try:
+                st = table(os.path.join(view, sub), readonly=True, ack=False)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"{ms}: {sub} table is damaged (cannot be opened: "
+                                f"{_first_line(exc, view, str(ms))})")
+                continue
+            try:
+                if st.nrows() == 0:
+                    problems.append(f"{ms}: {sub} table is empty (no rows)")
+                    continue
+                for c in sub_cols:
+                    if c not in st.colnames():
+                        problems.append(f"{ms}: {sub} table has no {c} column")
+                        break
+                    try:
+                        st.getcol(c)
+                    except Exception as exc:  # noqa: BLE001
+                        problems.append(f"{ms}: {sub} table is damaged (column {c} cannot be read: "
+                                        f"{_first_line(exc, view, str(ms))})")
+                        break
+            finally:
+                st.close()
+    return problems
+
+
+def _check_in_children(items: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Run :func:`table_problems` for (ms, column) pairs in child processes; a child that
+    dies on an MS reports that MS as damaged and a new child continues with the rest."""
+    out: dict[str, list[str]] = {}
+    todo = list(items)
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
+    while todo:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "selfcal_batch.preflight", json.dumps(todo)],
+                                  capture_output=True, text=True, env=env,
+                                  timeout=CHECK_TIMEOUT_S * len(todo) + 30)
+            stdout, rc, err = proc.stdout, proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            rc, err = None, "timed out"
+        for line in stdout.splitlines():
+            if line.startswith("CHECK "):
+                rec = json.loads(line[6:])
+                out[rec["ms"]] = rec["problems"]
+        todo = [it for it in todo if it[0] not in out]
+        if todo:
+            ms = todo.pop(0)[0]
+            how = (f"signal {-rc}" if rc is not None and rc < 0 else f"exit {rc}" if rc is not None
+                   else "timed out")
+            last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), "")
+            out[ms] = [f"{ms}: the table check crashed ({how}{': ' + last[:150] if last else ''}): "
+                       "the MS is probably damaged"]
+    return out
+
+
+def input_problems(inputs: Iterable[tuple[str | Path, str]]) -> dict[str, list[str]]:
+    """``{ms path: [one line per problem]}`` for (ms, input column) pairs; only MSs with
+    problems are keys. Structure first (no casacore); the table check only for MSs whose
+    structure is complete."""
+    result: dict[str, list[str]] = {}
+    deep: list[tuple[str, str]] = []
+    for ms, column in inputs:
+        ms = str(ms)
+        probs = structure_problems(ms)
+        if probs:
+            result[ms] = probs
+        else:
+            deep.append((ms, column.upper() if column else "DATA"))
+    if deep:
+        for ms, probs in _check_in_children(deep).items():
+            if probs:
+                result[ms] = probs
+    return result
+
+
+def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
+    """``{dataset name: [one line per problem]}`` of :func:`input_problems` for every valid
+    dataset (a ``manifest.DatasetSpec`` without ``error``) whose MS exists or is not
+    simulated on first use."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for d in datasets:
+        if not d.ok or d.ms is None or d.config is None or (d.simulate and not Path(d.ms).exists()):
+            continue
+        pairs[d.name] = (str(d.ms), d.config.input_column)
+    found = input_problems(sorted(set(pairs.values())))
+    return {name: found[ms] for name, (ms, _col) in pairs.items() if ms in found}
+
+
+def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[str, str]:
+    """``{dataset name: what restarting from step will redo and why}`` (:mod:`restart`),
+    from each dataset's ``state.json`` and ``work.ms`` under ``out_dir``."""
+    from . import restart
+
+    out: dict[str, str] = {}
+    for d in datasets:
+        if not d.ok or d.config is None:
+            continue
+        root = Path(out_dir) / "datasets" / d.name
+        try:
+            state = json.loads((root / "state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        p = restart.plan_from_state(state if isinstance(state, dict) else None, step,
+                                    (root / "work.ms").exists(), d.config.keep_work_ms)
+        out[d.name] = restart.describe(p)
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    for ms, column in json.loads(argv[0]):
+        try:
+            probs = table_problems(ms, column)
+        except Exception as exc:  # noqa: BLE001  (the check itself must report, not crash)
+            probs = [f"{ms}: cannot be checked: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"]
+        print("CHECK " + json.dumps({"ms": ms, "problems": probs}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

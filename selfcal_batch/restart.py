@@ -1,0 +1,66 @@
+"""What ``--restart-from STEP`` will redo on a dataset, and why (pure).
+
+The pipeline deletes ``work.ms`` (the private working copy every calibration step reads)
+after a successful run unless ``keep_work_ms`` is set. Redoing a step that reads it then
+needs a new copy, and the copy only has the right flags, models and corrected data after
+every earlier step ran on it again: the run redoes everything from ``startup``. The
+campaign prints this before it submits anything, so a user never waits for a silent full
+re-run; ``keep_work_ms = true`` keeps the copy and makes the partial restart possible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Steps that do not read work.ms (every other step needs it).
+NO_WORK_MS = ("startup", "report_results", "run_rflag_final")
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    """``first``: the first step that will run; ``redo``: the recorded steps that are redone
+    (in order); ``reason``: why (one line, without the dataset name)."""
+
+    requested: str
+    first: str
+    redo: tuple[str, ...] = field(default_factory=tuple)
+    reason: str = ""
+
+
+def plan(requested: str, recorded: list[str], work_ms_exists: bool, keep_work_ms: bool) -> RestartPlan:
+    """Decide what restarting from ``requested`` redoes.
+
+    ``recorded``: the dataset's step records in run order (``state.json`` ``steps`` keys);
+    ``work_ms_exists``: whether ``<dataset>/work.ms`` is on disk now; ``keep_work_ms``: the
+    dataset's setting. Never raises.
+    """
+    if not recorded:
+        return RestartPlan(requested, "", (), "no earlier run: every step runs")
+    if requested not in recorded:
+        return RestartPlan(requested, "", (), f"{requested} has not run on this dataset "
+                                              "(no record): only unfinished steps run")
+    redo = tuple(recorded[recorded.index(requested):])
+    needs_copy = any(s not in NO_WORK_MS for s in redo) and "startup" in recorded and not work_ms_exists
+    if needs_copy:
+        why = ("work.ms was removed after success" if not keep_work_ms
+               else "work.ms is missing (deleted by hand?)")
+        hint = (" (set keep_work_ms = true to keep the working copy for restarts from a later step)"
+                if not keep_work_ms else "")
+        return RestartPlan(requested, "startup", tuple(recorded),
+                           f"{why}: redoing from startup, all {len(recorded)} steps, not only "
+                           f"from {requested}{hint}")
+    kept = " (work.ms kept)" if work_ms_exists and any(s not in NO_WORK_MS for s in redo) else ""
+    return RestartPlan(requested, requested, redo,
+                       f"redoing from {requested}: {' '.join(redo)}{kept}")
+
+
+def plan_from_state(state: dict[str, Any] | None, requested: str, work_ms_exists: bool,
+                    keep_work_ms: bool) -> RestartPlan:
+    """:func:`plan` from a dataset's ``state.json`` content (None: never ran)."""
+    steps = list((state or {}).get("steps") or {}) if isinstance(state, dict) else []
+    return plan(requested, steps, work_ms_exists, keep_work_ms)
+
+
+def describe(p: RestartPlan) -> str:
+    """The one-line reason (the console prefixes the dataset name)."""
+    return p.reason
