@@ -17,6 +17,7 @@ from typing import Any
 from . import imstats
 from .calibration import Call, run_casa
 from .config import PipelineConfig
+from .errors import DatasetError
 from .imaging import ImageSet, WSCleanOptions, expected_products, run_wsclean
 from .products import prune
 from .state import DatasetState, atomic_write_json
@@ -121,7 +122,8 @@ class Context:
         ms = ms or self.work_ms
         products = expected_products(opts)
         done = self.state.data.setdefault("images_done", {})
-        if not (opts.name in done and products.exists() and done[opts.name] == list(opts.imaging_key())):
+        reusable = products.exists() and (not opts.update_model or products.can_predict())
+        if not (opts.name in done and reusable and done[opts.name] == list(opts.imaging_key())):
             if opts.update_model:
                 self.state.set("model_in_ms", "")
                 self.state.save()
@@ -156,9 +158,13 @@ class Context:
 
     def predict(self, prefix: str) -> None:
         """Refill MODEL_DATA from an existing image's model (``wsclean -predict``)."""
+        opts = self.base_options(name=prefix, predict=True)
+        if not expected_products(opts).can_predict():
+            raise DatasetError(self.name, f"cannot refill MODEL_DATA from {Path(prefix).name}: its per-channel "
+                                          "model images were removed (keep_products); rerun with --restart")
         self.state.set("model_in_ms", "")
         self.state.save()
-        self._wsclean(self.base_options(name=prefix, predict=True), self.work_ms)
+        self._wsclean(opts, self.work_ms)
         self.state.set("wsclean_predicts", int(self.state.get("wsclean_predicts", 0)) + 1)
         self.state.set("model_in_ms", prefix)
         self.state.save()

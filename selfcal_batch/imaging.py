@@ -74,11 +74,17 @@ class ImageSet:
     residual: str
     model: str
     psf: str
-    channel_images: tuple[str, ...] = ()
+    #: The model images ``wsclean -predict`` reads (per channel; the model itself for one channel).
+    channel_models: tuple[str, ...] = ()
 
     def exists(self) -> bool:
         """True when the restored image and residual are on disk."""
         return Path(self.image).exists() and Path(self.residual).exists()
+
+    def can_predict(self) -> bool:
+        """True when every model image ``wsclean -predict`` needs is on disk (the
+        ``keep_products`` policy removes per-channel models once a dataset has finished)."""
+        return all(Path(m).exists() for m in (self.channel_models or (self.model,)))
 
 
 def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "wsclean") -> list[str]:
@@ -142,14 +148,14 @@ def expected_products(opts: WSCleanOptions) -> ImageSet:
     """Output file names WSClean 3.1 writes for ``opts``."""
     p = opts.name
     tag = "-MFS" if opts.channels_out > 1 else ""
-    chans = tuple(f"{p}-{i:04d}-image.fits" for i in range(opts.channels_out)) if opts.channels_out > 1 else ()
+    chans = tuple(f"{p}-{i:04d}-model.fits" for i in range(opts.channels_out)) if opts.channels_out > 1 else ()
     return ImageSet(
         prefix=p,
         image=f"{p}{tag}-image.fits",
         residual=f"{p}{tag}-residual.fits",
         model=f"{p}{tag}-model.fits",
         psf=f"{p}{tag}-psf.fits",
-        channel_images=chans,
+        channel_models=chans,
     )
 
 

@@ -27,6 +27,8 @@ from . import ladder, process, records, steps_final, steps_prep
 from . import restart as restart_plan
 from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
 from .context import Context
+from .dataset_log import dataset_handler, in_dataset
+from .products import prune_finished
 from .errors import SelfcalBatchError
 from .state import DatasetState, atomic_write_json, chain_hash
 from .templates import TEMPLATE_TABLE_VERSION
@@ -303,7 +305,7 @@ def _worker_id() -> str:
 
 
 def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
-                  before: dict[str, float]) -> dict[str, Any]:
+                  rec: process.ToolRecorder) -> dict[str, Any]:
     """Append this attempt to the state's records; its costs are refreshed at every save."""
     attempts = records.start_attempt(prior or st.get("attempts") or [], records.utc_now(),
                                      socket.gethostname(), _worker_id())
@@ -313,8 +315,7 @@ def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
 
     def costs(data: dict[str, Any]) -> None:
         records.set_costs(att, wall=time.monotonic() - t0,
-                          wsclean=process.TOOL_SECONDS.get("wsclean", 0.0) - before.get("wsclean", 0.0),
-                          casa=process.TOOL_SECONDS.get("casa", 0.0) - before.get("casa", 0.0),
+                          wsclean=rec.seconds.get("wsclean", 0.0), casa=rec.seconds.get("casa", 0.0),
                           wsclean_runs=int(data.get("wsclean_runs", 0) or 0) - runs0, seen=records.utc_now())
 
     st.on_save = costs
@@ -379,23 +380,40 @@ def run_dataset(
         # A previous run's result must not outlive this run if its own cannot be written
         # (disk full): a stale 'finished' would hide the failure.
         (root / "result.json").unlink(missing_ok=True)
-        handler = logging.FileHandler(root / "logs" / "pipeline.log")
+        # Only this dataset's lines, also when a worker process runs several at once.
+        handler = dataset_handler(root / "logs" / "pipeline.log", name)
     except OSError as exc:
         return DatasetResult(name=name, ms=str(ms), status="failed", error=_one_line(exc, "setup", root),
                              wall_s=round(time.monotonic() - t0, 2))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pkg_log = logging.getLogger("selfcal_batch")
     pkg_log.addHandler(handler)
     if pkg_log.level == logging.NOTSET or pkg_log.level > logging.INFO:
         pkg_log.setLevel(logging.INFO)
-    before = dict(process.TOOL_SECONDS)
+    try:
+        with in_dataset(name), process.recording(root / "logs" / "tools.jsonl") as rec:
+            res = _attempt(name, ms, config, root, t0, rec, prior, threads, restart_from)
+    finally:
+        pkg_log.removeHandler(handler)
+        handler.close()
+    try:
+        atomic_write_json(root / "result.json", res.to_dict())
+    except OSError as exc:
+        log.error("%s: cannot write result.json: %s", name, exc)
+    return res
+
+
+def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: float,
+             rec: process.ToolRecorder, prior: list[dict[str, Any]], threads: int | None,
+             restart_from: str | None) -> DatasetResult:
+    """One attempt at a dataset (log handler and tool recorder already bound)."""
     ctx: Context | None = None
     attempt: dict[str, Any] | None = None
     status, error, step = "finished", "", "setup"
     try:
         ctx = Context(name=name, ms=Path(ms).resolve(), cfg=config, root=root,
                       threads=threads or config.threads)
-        attempt = _open_attempt(ctx.state, prior, t0, before)
+        rec.step_of = lambda: str(ctx.state.data.get("current_step") or "") if ctx else ""
+        attempt = _open_attempt(ctx.state, prior, t0, rec)
         ctx.state.set("config", config.to_dict())
         ctx.state.set("name", name)
         ctx.state.set("ms", str(Path(ms).resolve()))
@@ -426,10 +444,7 @@ def run_dataset(
         log.error("%s: FAILED: %s\n%s", name, error, traceback.format_exc())
         if isinstance(exc, SystemExit):
             raise
-    finally:
-        pkg_log.removeHandler(handler)
-        handler.close()
-    timing = {k: process.TOOL_SECONDS.get(k, 0.0) - before.get(k, 0.0) for k in ("wsclean", "casa")}
+    timing = {k: rec.seconds.get(k, 0.0) for k in ("wsclean", "casa")}
     wall = time.monotonic() - t0
     if ctx is None:
         res = DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
@@ -438,6 +453,8 @@ def run_dataset(
             ctx.state.set("current_step", "")
             if not ctx.cfg.keep_work_ms:
                 ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
+                # Without work.ms any restart redoes everything: no model will be predicted again.
+                prune_finished(ctx.root / "images", ctx.cfg.keep_products)
         ctx.state.set("status", status)
         ctx.state.set("error", error)
         if attempt is not None:
@@ -451,10 +468,6 @@ def run_dataset(
                 if attempt is not None:
                     records.finish_attempt(attempt, status, error, records.utc_now())
         res = build_result(ctx, status, error, wall, timing)
-    try:
-        atomic_write_json(root / "result.json", res.to_dict())
-    except OSError as exc:
-        log.error("%s: cannot write result.json: %s", name, exc)
     return res
 
 

@@ -47,6 +47,8 @@ class ToolRecorder:
 
     path: Path | None = None
     step: str = ""
+    #: When set, called at each run for the step name (e.g. the dataset state's current step).
+    step_of: Callable[[], str] | None = None
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     runs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -54,7 +56,8 @@ class ToolRecorder:
         self.seconds[category] += seconds
         self.runs[category] += 1
         if self.path is not None:
-            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": self.step, "tool": tool,
+            step = self.step_of() if self.step_of is not None else self.step
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "tool": tool,
                     "category": category, "seconds": round(seconds, 3), "returncode": returncode,
                     "argv": list(argv)}
             with open(self.path, "a") as fh:

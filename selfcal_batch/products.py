@@ -10,7 +10,10 @@ of files nothing reads. The ``default`` policy keeps, per run:
   reverted step and on resume;
 
 and removes the per-channel dirty/image/psf/residual and the dirty and psf images. The
-restoring beam stays in the kept images' headers. ``all`` keeps everything (debugging).
+restoring beam stays in the kept images' headers. Once a dataset has finished and its
+work.ms was removed (so any restart redoes everything), the per-channel models go too
+(:func:`prune_finished`); should one still be wanted, the run is re-imaged
+(``ImageSet.can_predict``). ``all`` keeps everything (debugging).
 """
 from __future__ import annotations
 
@@ -65,4 +68,18 @@ def prune(images_dir: Path, prefix: str, policy: str = "default") -> int:
             p.unlink()
         except FileNotFoundError:
             pass
+    return freed
+
+
+def prune_finished(images_dir: Path, policy: str = "default") -> int:
+    """After a dataset finished: delete the per-channel model images (default policy);
+    returns the bytes freed."""
+    if policy == "all" or not images_dir.is_dir():
+        return 0
+    freed = 0
+    for p in images_dir.iterdir():
+        m = _PRODUCT.match(p.name)
+        if m and m["kind"] == "model" and m["chan"] not in (None, "MFS"):
+            freed += p.stat().st_size
+            p.unlink()
     return freed

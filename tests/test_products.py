@@ -40,3 +40,15 @@ def test_prune_deletes_and_counts(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t-0000-model.fits", "t-0001-model.fits",
                                                            "t-MFS-image.fits", "t-MFS-model.fits",
                                                            "t-MFS-residual.fits"]
+
+
+def test_prune_finished_removes_channel_models_only(tmp_path) -> None:
+    from selfcal_batch.products import prune_finished
+
+    for n in _run("a", 3) + _run("b", 1):
+        (tmp_path / n).write_bytes(b"x" * 10)
+    assert prune_finished(tmp_path, "all") == 0
+    assert prune_finished(tmp_path) == 30
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not any(n.startswith("a-000") and n.endswith("-model.fits") for n in left)
+    assert "a-MFS-model.fits" in left and "b-model.fits" in left
