@@ -48,7 +48,10 @@ More workers than the cores allow are capped, with a warning.
 **Existing scheduler.** `--scheduler-address tcp://host:8786`, or the environment variable
 `DASK_SCHEDULER_ADDRESS`, or `[cluster] kind = "address"` + `address = "tcp://host:8786"`
 (first match wins, in that order). Start workers that declare the resource, e.g.
-`dask worker tcp://host:8786 --nworkers 4 --nthreads 1 --resources cores=8`. The number
+`dask worker tcp://host:8786 --nworkers 4 --nthreads 1 --resources cores=8`. A worker
+with several threads may run several datasets at once (`--nthreads 4 --resources cores=8`
+runs up to 4 datasets of 2 cores): each keeps its own `pipeline.log` and its own tool times
+(`logs/tools.jsonl`, one line per WSClean/CASA run). The number
 of worker deaths a dataset survives is the *scheduler's* `allowed-failures` setting here
 (start it with `DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=1`).
 
