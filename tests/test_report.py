@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -315,3 +317,33 @@ def test_compare_runs(campaign_out: Path, tmp_path: Path) -> None:
     assert check_links(html) >= 4  # csv, 2 plots, run a's report
     custom = compare_runs(a, b, tmp_path / "cmp")
     assert custom == tmp_path / "cmp" / "compare.html" and custom.is_file()
+
+
+def test_report_at_survey_scale_is_paged(campaign_out: Path, tmp_path: Path) -> None:
+    """Above INLINE_DATASETS_MAX datasets each dataset gets its own page; the summary page
+    links every one of them and stays small; the contact sheet is capped."""
+    from survey_clone import clone
+
+    from selfcal_batch.report import build_report
+    from selfcal_batch.report.figures import SHEET_MAX_ROWS
+    from selfcal_batch.report.html import INLINE_DATASETS_MAX
+
+    n = INLINE_DATASETS_MAX + 10
+    out = tmp_path / "big"
+    names = clone(campaign_out, n, out)
+    html = build_report(out)
+    text = html.read_text()
+    assert html.stat().st_size < 5_000_000
+    assert '<article class="dataset"' not in text
+    hrefs = re.findall(r'<td><a href="(datasets/[^"]+\.html)">', text)
+    assert len(hrefs) == n
+    for h in hrefs:
+        page = (html.parent / unquote(h)).read_text()
+        assert '<article class="dataset"' in page and 'href="../report.html"' in page
+        for link in re.findall(r'(?:src|href)="([^"#]+)"', page):
+            assert (html.parent / unquote(h)).parent.joinpath(unquote(link)).exists(), (h, link)
+    assert sum(1 for nm in names if nm in text) == n
+    from PIL import Image
+
+    with Image.open(out / "survey" / "plots" / "thumbnails.png") as im:
+        assert im.height < (SHEET_MAX_ROWS + 2) * 230

@@ -9,6 +9,7 @@ import datetime as _dt
 import math
 import os
 import re
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ PLOT_TITLES = {
     "wall_time": "Wall time per dataset (WSClean / CASA / Python)",
     "thumbnails": "Before / after thumbnails",
 }
+#: Up to this many datasets the report is one page; above, each dataset gets its own page
+#: (survey/datasets/<anchor>.html) and the summary page stays small (1000 datasets inline
+#: made a 7.1 MB page).
+INLINE_DATASETS_MAX = 50
 MAIN_LOGS = ("pipeline.log", "wsclean.log", "casa.log")
 DATASET_FILES = ("result.json", "state.json", "image_properties.csv", "gain_tables.json")
 SURVEY_FILES = ("datasets.csv", "templates.csv", "steps.csv", "image_properties.csv",
@@ -144,11 +149,13 @@ def campaign_summary(s: Survey) -> dict[str, Any]:
             "thresholds": ", ".join(f"{t:g}" for t in s.thresholds_mjy)}
 
 
-def dataset_rows(s: Survey, anchor: dict[str, str]) -> list[dict[str, Any]]:
+def dataset_rows(s: Survey, anchor: dict[str, str], paged: bool = False) -> list[dict[str, Any]]:
     rows = []
     for _, r in with_gains(s.datasets).iterrows():
+        a = anchor[r["name"]]
         rows.append({
-            "name": r["name"], "anchor": anchor[r["name"]], "status": r["status"],
+            "name": r["name"], "anchor": a, "href": f"datasets/{quote(a)}.html" if paged else f"#{a}",
+            "status": r["status"],
             "error": r["error"], "t_ini": r["template_initial"], "t_fin": r["template_final"],
             "snr_initial": r["snr_initial"], "snr_final": r["snr_final"], "snr_gain": r["snr_gain"],
             "dr_initial": r["dr_initial"], "dr_final": r["dr_final"], "dr_gain": r["dr_gain"],
@@ -228,15 +235,30 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
     plot_links = [(PLOT_TITLES[k], linker.link(plots[k])) for k in PLOT_FILES if k in plots]
     files = [(n, linker.link(survey_dir / n)) for n in SURVEY_FILES]
     files.append(("campaign.json", linker.link(s.out / "campaign.json")))
+    title = f"selfcal-batch survey report: {s.campaign.get('campaign') or s.out.name}"
+    paged = len(names) > INLINE_DATASETS_MAX
+    if paged:
+        sections = []
+        page_dir = survey_dir / "datasets"
+        if page_dir.is_dir():
+            shutil.rmtree(page_dir)  # no stale pages of datasets no longer in the survey
+        page_dir.mkdir()
+        page_linker = Linker(page_dir)
+        for n in names:
+            sec = dataset_section(s, n, anchor[n], thumbs.get(n, {}), page_linker)
+            _write(page_dir / f"{anchor[n]}.html", render("dataset_page.html.j2", title=f"{n}: {title}", s=sec))
+    else:
+        sections = [dataset_section(s, n, anchor[n], thumbs.get(n, {}), linker) for n in names]
     html = render(
-        "report.html.j2",
-        title=f"selfcal-batch survey report: {s.campaign.get('campaign') or s.out.name}",
+        "report.html.j2", title=title,
         generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        summary=campaign_summary(s), datasets=dataset_rows(s, anchor), templates=template_rows(s),
+        summary=campaign_summary(s), datasets=dataset_rows(s, anchor, paged), templates=template_rows(s),
         plots=[(t, h) for t, h in plot_links if h], files=[(n, h) for n, h in files if h],
-        sections=[dataset_section(s, n, anchor[n], thumbs.get(n, {}), linker) for n in names],
-        notes=s.notes)
-    path = survey_dir / "report.html"
+        sections=sections, paged=paged, notes=s.notes)
+    return _write(survey_dir / "report.html", html)
+
+
+def _write(path: Path, html: str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, path)
