@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .ms_inspect import repair_working_copy
+from .ms_inspect import repair_working_copy, zero_weight_rows
 from .polarisation import PolarisationError, choose_polarisation
 
 
@@ -59,6 +59,17 @@ def flag_checkpoint(vis: str, versionname: str, resume: bool = False) -> str:
     return "saved"
 
 
+def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str, Any]]) -> dict[int, int]:
+    """Input spw id -> working-copy spw id, by frequency (split renumbers selected spws)."""
+    out = {}
+    for w in work_spws:
+        for s in src_spws:
+            if s["freq_min"] - 1.0 <= w["freq_min"] and w["freq_max"] <= s["freq_max"] + 1.0:
+                out[int(s["id"])] = int(w["id"])
+                break
+    return out
+
+
 def _polarisation(vis: str, info: dict[str, Any]) -> Any:
     """The correlation choice for an inspected MS; ValueError naming ``vis`` if none fits."""
     try:
@@ -89,20 +100,29 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     if not spw:
         # Refuse before the (long) split when no correlation choice fits every spw.
         _polarisation(view, src)
+        if src["spws_unused"] or [s["id"] for s in src["spws"]] != list(range(len(src["spws"]))):
+            # Select the spws with data: split then renumbers them 0..n-1 (CASA gaincal loses
+            # the solutions of a spw whose id follows an unused one: measured, CASA 6.7).
+            kw["spw"] = ",".join(str(s["id"]) for s in src["spws"])
     split(**kw)
     if not os.path.exists(os.path.join(work, "table.dat")):
         raise RuntimeError(f"split did not write the working copy {work} (see casa.log)")
     first = inspect_ms(work)
     choice = _polarisation(view, first)
-    fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]))
+    zero = zero_weight_rows(view) if src["zero_weight_fraction"] > 0 else []
+    fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]),
+                                zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
     info = inspect_ms(work) if fixes["zero_weight_flagged"] or fixes["time_columns_fixed"] else first
     info["polarisation"] = choice.as_dict()
     info["repairs"] = fixes
     info["warnings"] = list(first["warnings"])
     if fixes["zero_weight_flagged"]:
-        info["warnings"].append(f"{fixes['zero_weight_flagged']} unflagged samples "
-                                f"({100 * first['zero_weight_fraction']:.1f}%) have weight 0: flagged in the "
-                                "working copy so that they stay excluded (also in final.ms)")
+        info["warnings"].append(f"{100 * src['zero_weight_fraction']:.1f}% of the unflagged samples have "
+                                f"weight 0: {fixes['zero_weight_flagged']} samples flagged in the working copy "
+                                "so that they stay excluded (also in final.ms)")
+    if zero and (timebin or width > 1):
+        info["warnings"].append("zero weights in the input cannot be matched after time/channel averaging: "
+                                "flag them in the input to keep them excluded")
     if fixes["time_columns_fixed"]:
         info["warnings"].append(f"INTERVAL/EXPOSURE set to the TIME spacing {first['integration_s']:.4g} s "
                                 "in the working copy")

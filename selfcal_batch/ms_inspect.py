@@ -343,12 +343,65 @@ def _noise_diffs(sub: Any, nrows: int, par: list[int]) -> np.ndarray:
     return np.concatenate([d.real[ok], d.imag[ok]])
 
 
-def repair_working_copy(vis: str, integration_s: float, fix_time: bool) -> dict[str, Any]:
+def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
+    """Unflagged samples with WEIGHT (or WEIGHT_SPECTRUM) 0, per spw: ``spw`` (id),
+    ``key`` (int64 row keys of :func:`row_keys`), ``mask`` (bool [ncorr, nchan or 1, nrow]).
+
+    Read from the input (view) because CASA split rewrites WEIGHT from SIGMA: the copy has
+    lost the zero weights (measured, CASA 6.7)."""
+    from casatools import table
+
+    out = []
+    tb = table()
+    tb.open(vis)
+    try:
+        has_ws = "WEIGHT_SPECTRUM" in tb.colnames()
+        ddid = tb.getcol("DATA_DESC_ID")
+        dd_spw = [int(r["SPECTRAL_WINDOW_ID"]) for r in _subtable_rows(vis, "DATA_DESCRIPTION", ["SPECTRAL_WINDOW_ID"])]
+        for d in np.unique(ddid):
+            rows = np.flatnonzero(ddid == d)
+            sub = tb.selectrows(rows.tolist())
+            try:
+                n = int(sub.nrows())
+                ws_ok = has_ws and n > 0 and sub.iscelldefined("WEIGHT_SPECTRUM", 0)
+                for start in range(0, n, CHUNK_ROWS):
+                    m = min(CHUNK_ROWS, n - start)
+                    zero = (sub.getcol("WEIGHT", startrow=start, nrow=m) == 0)[:, None, :]
+                    if ws_ok:
+                        zero = zero | (sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) == 0)
+                    zero = zero & ~sub.getcol("FLAG", startrow=start, nrow=m)
+                    hit = np.flatnonzero(zero.any(axis=(0, 1)))
+                    if hit.size:
+                        key = row_keys(sub.getcol("TIME", startrow=start, nrow=m)[hit],
+                                       sub.getcol("ANTENNA1", startrow=start, nrow=m)[hit],
+                                       sub.getcol("ANTENNA2", startrow=start, nrow=m)[hit])
+                        out.append({"spw": dd_spw[int(d)], "key": key, "mask": zero[..., hit]})
+            finally:
+                sub.close()
+    finally:
+        tb.close()
+    return out
+
+
+def row_keys(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray) -> np.ndarray:
+    """One int64 per row identifying (TIME to 1 ms, ANTENNA1, ANTENNA2) within a spw.
+
+    Antenna ids < 1024; TIME (MJD seconds, ~5e9 today) x 1000 x 2^20 stays below 2^63
+    until MJD seconds 8.7e9 (year 2137)."""
+    t_ms = np.round(np.asarray(time, dtype=float) * 1000.0).astype(np.int64)
+    return (t_ms << 20) + (np.asarray(antenna1, dtype=np.int64) << 10) + np.asarray(antenna2, dtype=np.int64)
+
+
+def repair_working_copy(vis: str, integration_s: float, fix_time: bool,
+                        zero_weights: list[dict[str, Any]] | None = None,
+                        spw_ids: dict[int, int] | None = None) -> dict[str, Any]:
     """Make the private working copy say what the input meant (never run on the input).
 
     * samples whose WEIGHT (or WEIGHT_SPECTRUM) is 0 but that are not flagged are flagged,
       so that no later statwt/calibration gives them a weight again (the user's zero
-      weights stay excluded in final.ms);
+      weights stay excluded in final.ms): those of the copy itself, and ``zero_weights``
+      (:func:`zero_weight_rows` of the input; ``spw_ids`` maps input spw ids to the copy's),
+      matched by TIME/ANTENNA1/ANTENNA2 (a spectral mask only where channel counts match);
     * with ``fix_time``, INTERVAL and EXPOSURE are set to the TIME spacing
       ``integration_s`` (CASA tasks such as statwt bin by INTERVAL: 0.01 s placeholders
       give one-sample bins and NaN weights).
@@ -363,16 +416,20 @@ def repair_working_copy(vis: str, integration_s: float, fix_time: bool) -> dict[
     try:
         has_ws = "WEIGHT_SPECTRUM" in tb.colnames()
         ddid = tb.getcol("DATA_DESC_ID")
+        dd_spw = [int(r["SPECTRAL_WINDOW_ID"]) for r in _subtable_rows(vis, "DATA_DESCRIPTION", ["SPECTRAL_WINDOW_ID"])]
         for d in np.unique(ddid):
             rows = np.flatnonzero(ddid == d)
             sub = tb.selectrows(rows.tolist())
             try:
                 n = int(sub.nrows())
                 ws_ok = has_ws and n > 0 and sub.iscelldefined("WEIGHT_SPECTRUM", 0)
+                src = _source_zero_mask(sub, zero_weights or [], (spw_ids or {}), dd_spw[int(d)])
                 for start in range(0, n, CHUNK_ROWS):
                     m = min(CHUNK_ROWS, n - start)
                     wt = sub.getcol("WEIGHT", startrow=start, nrow=m)
                     zero_w = wt == 0
+                    if src is not None:
+                        zero_w = zero_w | src[:, start:start + m]
                     ws = sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) if ws_ok else None
                     if not zero_w.any() and (ws is None or not (ws == 0).any()):
                         continue
@@ -395,3 +452,25 @@ def repair_working_copy(vis: str, integration_s: float, fix_time: bool) -> dict[
     finally:
         tb.close()
     return {"zero_weight_flagged": flagged, "time_columns_fixed": bool(fix_time and integration_s > 0)}
+
+
+def _source_zero_mask(sub: Any, zero_weights: list[dict[str, Any]], spw_ids: dict[int, int],
+                      spw: int) -> np.ndarray | None:
+    """[ncorr, nrow] mask of the rows of ``sub`` (one spw of the copy) that had zero weight in
+    the input (any channel); None when there are none."""
+    entries = [e for e in zero_weights if spw_ids.get(int(e["spw"]), int(e["spw"])) == spw]
+    if not entries or sub.nrows() == 0:
+        return None
+    keys = np.concatenate([e["key"] for e in entries])
+    masks = np.concatenate([e["mask"].any(axis=1) for e in entries], axis=-1)
+    order = np.argsort(keys)
+    keys, masks = keys[order], masks[:, order]
+    mine = row_keys(sub.getcol("TIME"), sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2"))
+    pos = np.clip(np.searchsorted(keys, mine), 0, len(keys) - 1)
+    found = keys[pos] == mine
+    ncorr = int(sub.getcell("WEIGHT", 0).shape[0])
+    if masks.shape[0] != ncorr:
+        masks = np.broadcast_to(masks.any(axis=0, keepdims=True), (ncorr, masks.shape[1]))
+    out = np.zeros((ncorr, len(mine)), dtype=bool)
+    out[:, found] = masks[:, pos[found]]
+    return out
