@@ -218,6 +218,9 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     decision = gate_applied_flags(decision, flags_before, flags_after, ctx.cfg.gate.max_flagged_solutions) \
         if ctx.cfg.gate.enabled else decision
     rec["data_flagged_by_apply"] = round(newly_flagged_fraction(flags_before, flags_after), 4)
+    if not rec["data_flagged_by_apply"] <= ctx.cfg.gate.max_flagged_solutions:
+        log.warning("%s %s: applying the solutions flagged %.0f%% of the unflagged data (solutions failed or "
+                    "the reference antenna is missing)", ctx.name, step, 100 * rec["data_flagged_by_apply"])
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": table, "spwmap": new_map, "pre_image": pre["image"], "post_image": post["image"],
