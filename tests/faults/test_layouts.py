@@ -106,6 +106,24 @@ def make_refant_flagged(base: Path, d: Path) -> Path:
     return out
 
 
+def make_refant_partial(base: Path, d: Path) -> Path:
+    """ea05 (the configured refant) flagged for the second half of the observation."""
+    from casacore.tables import table
+
+    out = _copy(base, d / "refant_partial.ms")
+    with table(str(out / "ANTENNA"), ack=False) as t:
+        a = list(t.getcol("NAME")).index("ea05")
+
+    def flag(t: Any) -> None:
+        tt = t.getcol("TIME")
+        sel = (tt > np.median(np.unique(tt))) & ((t.getcol("ANTENNA1") == a) | (t.getcol("ANTENNA2") == a))
+        f = t.getcol("FLAG")
+        f[sel] = True
+        t.putcol("FLAG", f)
+    _edit(out, flag)
+    return out
+
+
 def make_zero_weights(base: Path, d: Path) -> Path:
     """30% of the unflagged cross-correlation rows with WEIGHT 0."""
     out = _copy(base, d / "zero_weights.ms")
@@ -131,22 +149,28 @@ def make_time_columns(base: Path, d: Path) -> Path:
     return out
 
 
-#: case -> (how to make the MS from (base, spw3, dir), pipeline config overrides).
+#: case -> (how to make the MS from (base copy, other simulations, dir), pipeline config overrides).
 CASES: dict[str, tuple[Callable[[Path, Path, Path], Path], dict[str, Any]]] = {
-    "reference": (lambda base, spw3, d: base, {}),  # base_ms itself (only the pipeline reads it)
-    "one_hand": (lambda base, spw3, d: make_one_hand(base, d), {}),
-    "spw_shapes": (lambda base, spw3, d: make_spw_shapes(base, d), {}),
-    "spw_ids": (lambda base, spw3, d: make_spw_ids(spw3, d), {}),
-    "corr_mismatch": (lambda base, spw3, d: make_corr_mismatch(base, d), {}),
-    "refant_flagged": (lambda base, spw3, d: make_refant_flagged(base, d), {"refant": "ea01,ea02"}),
-    "zero_weights": (lambda base, spw3, d: make_zero_weights(base, d), {}),
-    "time_columns": (lambda base, spw3, d: make_time_columns(base, d), {}),
+    "reference": (lambda base, sims, d: base, {}),  # base_ms itself (only the pipeline reads it)
+    "one_hand": (lambda base, sims, d: make_one_hand(base, d), {}),
+    "spw_shapes": (lambda base, sims, d: make_spw_shapes(base, d), {}),
+    "spw_ids": (lambda base, sims, d: make_spw_ids(sims['spw3'], d), {}),
+    "corr_mismatch": (lambda base, sims, d: make_corr_mismatch(base, d), {}),
+    "refant_flagged": (lambda base, sims, d: make_refant_flagged(base, d), {"refant": "ea01,ea02"}),
+    "refant_partial": (lambda base, sims, d: make_refant_partial(base, d), {"refant": "ea05"}),
+    # The same MS with refantmode='strict' (gaincal flags the solutions without ea05), to p0 only.
+    "refant_partial_strict": (lambda base, sims, d: Path(str(d / "refant_partial.ms")),
+                              {"refant": "ea05", "refantmode": "strict", "steps": STEPS[:4]}),
+    "zero_weights": (lambda base, sims, d: make_zero_weights(base, d), {}),
+    "time_columns": (lambda base, sims, d: make_time_columns(base, d), {}),
+    # The same observation simulated at VLA Q band (45 GHz): a band the seed did not list.
+    "q_band": (lambda base, sims, d: sims["qband"], {"band": "Q"}),
 }
 
 
 def _run(case: str, ms: Path, out: Path, over: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
-    res = run_pipeline(case, ms, out, quick_config(steps=STEPS, **over))
+    res = run_pipeline(case, ms, out, quick_config(**{"steps": STEPS, **over}))
     root = out / "datasets" / case
     st = read_state(root)
     err = math.nan
@@ -160,14 +184,14 @@ def layouts(base_ms: GuardedMS, ms_factory: MSFactory, background: Any,
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Make every case's MS, run them two at a time, return {case: run}."""
     d = tmp_path_factory.mktemp("layouts")
-    spw3 = ms_factory.get("spw3", n_spw=3).path
+    sims = {"spw3": ms_factory.get("spw3", n_spw=3).path, "qband": ms_factory.get("qband", "vla-q").path}
     out = d / "out"
     out.mkdir()
     # CASA and casacore write table.lock into any table they open: derive from a copy.
     base = _copy(base_ms.path, d / "base_copy.ms")
     jobs = {}
     for case, (make, over) in CASES.items():
-        ms = base_ms.path if case == "reference" else make(base, spw3, d)
+        ms = base_ms.path if case == "reference" else make(base, sims, d)
         jobs[case] = background.submit(_run, case, ms, out, over)
     runs = {c: f.result() for c, f in jobs.items()}
     print("\n" + json.dumps({c: (r["res"]["status"], round(r["err"], 2), r["run_s"], r["res"]["error"])
@@ -240,6 +264,25 @@ def test_configured_refants_fully_flagged(layouts: dict[str, dict[str, Any]]) ->
     assert r["state"]["steps"]["p0"]["data_flagged_by_apply"] < 0.2
 
 
+def test_refant_missing_for_part_of_the_time(layouts: dict[str, dict[str, Any]]) -> None:
+    """refantmode 'flex' (default) keeps the solutions while ea05 is missing."""
+    r = _selfcal_as_good_as_reference(layouts, "refant_partial")
+    assert r["state"]["refant"].split(",")[0] == "ea05"
+    assert r["state"]["steps"]["p0"]["data_flagged_by_apply"] < 0.05
+
+
+def test_gate_counts_data_flagged_by_applycal(layouts: dict[str, dict[str, Any]]) -> None:
+    """With refantmode 'strict' gaincal's own counts look clean (no solution below minsnr)
+    but applycal flags half the data: the gate reverts p0, with the reason and a warning."""
+    r = layouts["refant_partial_strict"]
+    p0 = r["state"]["steps"]["p0"]
+    assert r["res"]["status"] != "failed", r["res"]["error"]
+    assert p0["flagged_solutions"] < 0.2 < p0["data_flagged_by_apply"], p0
+    assert p0["accepted"] is False and "applying the solutions flagged" in p0["reason"], p0
+    assert any("applying the solutions flagged" in w for w in _warnings(r))
+    assert r["res"]["steps_accepted"] == []
+
+
 def test_zero_weights_stay_excluded_in_final_ms(layouts: dict[str, dict[str, Any]]) -> None:
     from casacore.tables import table
 
@@ -271,6 +314,11 @@ def test_time_columns_that_disagree_with_time(layouts: dict[str, dict[str, Any]]
     assert r["state"]["steps"]["p0"]["est_snr"] == pytest.approx(ref["state"]["steps"]["p0"]["est_snr"], rel=0.05)
     assert math.isfinite(r["res"]["snr_final"]) and r["res"]["snr_final"] > 0.8 * ref["res"]["snr_final"]
     assert any("do not match the TIME spacing" in w for w in _warnings(r))
+
+
+def test_vla_q_band(layouts: dict[str, dict[str, Any]]) -> None:
+    r = _selfcal_as_good_as_reference(layouts, "q_band")
+    assert 40e9 < r["state"]["msinfo"]["spws"][0]["freq_min"] < 50e9
 
 
 def test_symlinked_ms_is_named_after_the_link(base_ms: GuardedMS, tmp_path: Path) -> None:
