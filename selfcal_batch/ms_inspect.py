@@ -47,7 +47,9 @@ def time_sampling(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, 
 
     The integration is the median spacing of consecutive TIME stamps of the same baseline
     and data description (s); with one time stamp only, the median INTERVAL. On-source time
-    = number of distinct TIME stamps x integration (s). Returns ``integration_s,
+    = the largest number of TIME stamps of one baseline and data description x integration
+    (s): baselines need not share time stamps (real VLA data: 15 distinct stamps in 80 s of
+    10-s integrations), so counting distinct stamps of the whole MS over-counts. Returns ``integration_s,
     interval_s, exposure_s`` (medians of the columns), ``time_on_source_s``,
     ``time_span_s`` and ``time_warning`` ('' when INTERVAL and EXPOSURE agree with the
     spacing within [INTERVAL_RATIO_LOW, INTERVAL_RATIO_HIGH]).
@@ -60,8 +62,12 @@ def time_sampling(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, 
     same = ((np.asarray(antenna1)[order][1:] == np.asarray(antenna1)[order][:-1])
             & (np.asarray(antenna2)[order][1:] == np.asarray(antenna2)[order][:-1])
             & (np.asarray(ddid)[order][1:] == np.asarray(ddid)[order][:-1]))
-    dt = np.diff(t)[same]
+    step = np.diff(t)
+    dt = step[same]
     dt = dt[dt > 0]
+    group = np.concatenate([[0], np.cumsum(~same)])
+    new_stamp = np.concatenate([[True], ~same | (step > 0)])
+    stamps = int(np.bincount(group, weights=new_stamp).max()) if len(t) else 0
     if dt.size:
         integration = float(np.median(dt))
     else:
@@ -70,7 +76,7 @@ def time_sampling(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray, 
     span = float(utimes[-1] - utimes[0]) if len(utimes) > 1 else integration
     warning = time_columns_disagree(integration, interval_med, exposure_med) if dt.size else ""
     return {"integration_s": integration, "interval_s": interval_med, "exposure_s": exposure_med,
-            "time_on_source_s": float(len(utimes) * integration), "time_span_s": span,
+            "time_on_source_s": float(stamps * integration), "time_span_s": span,
             "time_warning": warning}
 
 

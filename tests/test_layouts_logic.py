@@ -105,6 +105,15 @@ def test_time_sampling_with_scan_gaps_and_single_stamp():
     assert one["integration_s"] == 4.0 and one["time_warning"] == ""
 
 
+def test_on_source_time_when_baselines_do_not_share_time_stamps():
+    """Real VLA data: each baseline 8 stamps 10 s apart, offsets differ between baselines."""
+    t = np.concatenate([5e9 + off + 10.0 * np.arange(8) for off in (0.0, 1.0, 2.5)])
+    a1, a2 = np.repeat([0, 0, 1], 8), np.repeat([1, 2, 2], 8)
+    s = time_sampling(t, a1, a2, np.zeros(t.size), np.full(t.size, 0.04), np.full(t.size, 0.04))
+    assert s["integration_s"] == 10.0 and s["time_on_source_s"] == 80.0
+    assert "INTERVAL 0.04 s" in s["time_warning"]
+
+
 def test_time_columns_disagree_thresholds():
     assert time_columns_disagree(10.0, 10.0, 9.0) == ""
     assert time_columns_disagree(10.0, 10.0, 5.0) == ""  # half the spacing: dead time
