@@ -302,7 +302,8 @@ def plan_extension(ctx: Context, after: str) -> str | None:
     options = gate.extension_solints(solint_s, ctx.info["integration_s"], image_snr=estimation_snr(ctx, st.get("current")["stats"]),
                                      n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
                                      time_on_source_s=ctx.info["time_on_source_s"],
-                                     gaintype=params.gaintype, cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
+                                     gaintype=gaintype_for(params.gaintype, ctx.info.get("polarisation")),
+                                     cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
     if not options:
         return None
     name = f"p{2 + n}"

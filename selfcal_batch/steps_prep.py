@@ -174,19 +174,23 @@ def test_image(ctx: Context) -> dict[str, Any]:
     return {"template": template, "flux_mjy": flux, "image": products.image}
 
 
-def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float]) -> str:
-    """The configured refants that have unflagged data and good solutions (one warning per
-    dropped antenna; the ranked list when none is left), followed by the ranked list."""
+def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float], flagged: set[str]) -> str:
+    """The configured refants that have unflagged data and good solutions and were not just
+    flagged as bad (one warning per dropped antenna; the ranked list when none is left),
+    followed by the ranked list (without the flagged antennas)."""
     info = ctx.info
     names = info["antenna_names"]
     with_data = info.get("antennas_unflagged", info["antennas_present"])
-    usable = [names[a] for a in with_data if good.get(names[a], 0.0) > 0 and names[a] in ranking]
+    usable = [names[a] for a in with_data
+              if good.get(names[a], 0.0) > 0 and names[a] in ranking and names[a] not in flagged]
+    ranking = [a for a in ranking if a not in flagged] or ranking
     if not ctx.cfg.refant:
         return ",".join(ranking)
     kept, dropped, fell_back = filter_refants(ctx.cfg.refant, usable, ranking)
     for a in dropped:
         why = "not in the MS" if a not in names else (
-            "has no unflagged data" if names.index(a) not in with_data else "has no good solutions")
+            "has no unflagged data" if names.index(a) not in with_data else
+            "was flagged as bad" if a in flagged else "has no good solutions")
         log.warning("%s: configured reference antenna %s %s: not used", ctx.name, a, why)
     if fell_back:
         log.warning("%s: none of the configured reference antennas (%s) is usable: using the ranked list %s",
@@ -223,7 +227,6 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     for aid in info["antennas_present"]:
         good.setdefault(names[aid], 0.0)
     good = {a: f for a, f in good.items() if a.strip()}
-    refant = _refant_list(ctx, ranking, good)
     bad = sorted(a for a, f in good.items() if f < 0.5)
     flagged: list[str] = []
     if ctx.cfg.flag_bad_antennas:
@@ -236,6 +239,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
             ctx.casa([cal.task("flagdata", vis=str(ctx.work_ms), mode="manual", antenna=",".join(flagged),
                                flagbackup=False)], label="flag-bad-antennas")
             log.warning("%s: flagged antennas with failed solutions: %s", ctx.name, ", ".join(flagged))
+    refant = _refant_list(ctx, ranking, good, set(flagged))
     ctx.state.set("refant", refant)
     ctx.state.set("antenna_good_fraction", good)
     ctx.state.set("bad_antennas", bad)
