@@ -110,8 +110,10 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     first = inspect_ms(work)
     choice = _polarisation(view, first)
     zero = zero_weight_rows(view) if src["zero_weight_fraction"] > 0 else []
-    fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]),
-                                zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
+    fixes = {"zero_weight_flagged": 0, "time_columns_fixed": False}
+    if zero or first["zero_weight_fraction"] > 0 or first["time_warning"]:
+        fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]),
+                                    zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
     info = inspect_ms(work) if fixes["zero_weight_flagged"] or fixes["time_columns_fixed"] else first
     info["polarisation"] = choice.as_dict()
     info["repairs"] = fixes
