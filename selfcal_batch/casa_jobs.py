@@ -8,175 +8,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .ms_inspect import repair_working_copy, zero_weight_rows
+from .polarisation import PolarisationError, choose_polarisation
+
 
 def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
-    """Describe an MS: what the pipeline needs to validate and plan a dataset.
+    """Describe an MS (see :func:`selfcal_batch.ms_inspect.inspect_ms`); ``ValueError`` (one
+    line) for an MS we cannot self-calibrate."""
+    from .ms_inspect import inspect_ms as _inspect
 
-    Raises ``ValueError`` with a one-line reason for an MS we cannot self-calibrate.
-    """
-    import numpy as np
-    from casatools import msmetadata, table
-
-    if not os.path.isdir(vis):
-        raise ValueError(f"{vis} does not exist or is not a directory")
-    if not os.path.exists(os.path.join(vis, "table.dat")):
-        raise ValueError(f"{vis} is not a measurement set (no table.dat)")
-    tb = table()
-    try:
-        tb.open(vis)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{vis} cannot be opened as a table: {str(exc).strip()[:200]}") from None
-    try:
-        cols = list(tb.colnames())
-        nrows = int(tb.nrows())
-        keywords = tb.keywordnames()
-    finally:
-        tb.close()
-    for sub in ("ANTENNA", "SPECTRAL_WINDOW", "FIELD", "POLARIZATION", "DATA_DESCRIPTION"):
-        if sub not in keywords:
-            raise ValueError(f"{vis} is not a measurement set (no {sub} subtable)")
-    if "DATA" not in cols:
-        raise ValueError(f"{vis} has no DATA column")
-    if nrows == 0:
-        raise ValueError(f"{vis} has no rows")
-    tb.open(os.path.join(vis, "FEED"))
-    nfeed = tb.nrows()
-    tb.close()
-    if nfeed == 0:
-        raise ValueError(f"{vis} has an empty FEED subtable (CASA cannot calibrate it)")
-
-    msmd = msmetadata()
-    msmd.open(vis)
-    try:
-        fields = list(msmd.fieldnames())
-        if field:
-            wanted = [f.strip() for f in field.split(",") if f.strip()]
-            for f in wanted:
-                if f not in fields and not (f.isdigit() and int(f) < len(fields)):
-                    raise ValueError(f"field '{f}' not in the MS (fields: {', '.join(fields)})")
-        ant_names = list(msmd.antennanames())
-        nspw = int(msmd.nspw())
-        spws = []
-        for s in range(nspw):
-            freqs = msmd.chanfreqs(s)
-            spws.append(
-                {
-                    "id": s,
-                    "nchan": int(len(freqs)),
-                    "freq_min": float(np.min(freqs)),
-                    "freq_max": float(np.max(freqs)),
-                    "ref_freq": float(msmd.reffreq(s)["m0"]["value"]),
-                    "chan_width": float(np.abs(np.median(msmd.chanwidths(s)))),
-                }
-            )
-        scans = []
-        for sc in msmd.scannumbers():
-            sc = int(sc)
-            scans.append({"scan": sc, "spws": sorted(int(x) for x in msmd.spwsforscan(sc))})
-        ncorr = [int(n) for n in msmd.ncorrforpol()]
-        exposure = float(msmd.exposuretime(scan=int(msmd.scannumbers()[0]))["value"])
-    finally:
-        msmd.close()
-
-    tb.open(vis)
-    try:
-        a1 = tb.getcol("ANTENNA1")
-        a2 = tb.getcol("ANTENNA2")
-        t = tb.getcol("TIME")
-        uvw = tb.getcol("UVW")
-        flag_row = tb.getcol("FLAG_ROW") if "FLAG_ROW" in cols else np.zeros(nrows, bool)
-        # Flag fraction on a sparse subset of rows: cheap on big MSs.
-        step = max(1, nrows // 20000)
-        nsamp = 0
-        nflag = 0
-        for start in range(0, nrows, max(1, nrows // 20)):
-            fl = tb.getcol("FLAG", startrow=start, nrow=min(1000, nrows - start), rowincr=step)
-            nsamp += fl.size
-            nflag += int(fl.sum())
-        data_zero = False
-        sample = tb.getcol("DATA", startrow=0, nrow=min(2000, nrows))
-        if np.all(sample == 0):
-            data_zero = True
-        vis_noise = _visibility_noise(tb, nrows)
-        nflagged_total = 0
-        nsamp_total = 0
-        for start in range(0, nrows, 50000):
-            fl = tb.getcol("FLAG", startrow=start, nrow=min(50000, nrows - start))
-            a1c = tb.getcol("ANTENNA1", startrow=start, nrow=min(50000, nrows - start))
-            a2c = tb.getcol("ANTENNA2", startrow=start, nrow=min(50000, nrows - start))
-            fl = fl[..., a1c != a2c]
-            fl = fl[[0, fl.shape[0] - 1]] if fl.shape[0] > 1 else fl
-            nflagged_total += int(fl.sum())
-            nsamp_total += int(fl.size)
-    finally:
-        tb.close()
-    cross = a1 != a2
-    if not np.any(cross):
-        raise ValueError(f"{vis} has no cross-correlations")
-    ants_present = sorted(set(int(x) for x in np.concatenate([a1[cross], a2[cross]])))
-    flagged_fraction = nflag / nsamp if nsamp else 1.0
-    if flagged_fraction >= 0.999 or bool(np.all(flag_row)):
-        raise ValueError(f"{vis} has no unflagged data ({100 * flagged_fraction:.1f}% flagged)")
-    if data_zero:
-        raise ValueError(f"{vis}: DATA column is all zeros in the first rows")
-    uvdist = np.sqrt(uvw[0, cross] ** 2 + uvw[1, cross] ** 2)
-    # Thermal noise of a natural-weighted Stokes I image: sigma_vis / sqrt(unflagged samples).
-    n_good = max(1, nsamp_total - nflagged_total)
-    thermal = vis_noise / np.sqrt(n_good) if np.isfinite(vis_noise) else float("nan")
-    utimes = np.unique(t)
-    dt = np.diff(utimes)
-    return {
-        "vis": vis,
-        "nrows": nrows,
-        "columns": cols,
-        "fields": fields,
-        "antenna_names": ant_names,
-        "antennas_present": ants_present,
-        "n_antennas_present": len(ants_present),
-        "spws": spws,
-        "scans": scans,
-        "ncorr": ncorr,
-        "integration_s": float(np.median(dt[dt > 0])) if np.any(dt > 0) else exposure,
-        "exposure_s": exposure,
-        "time_on_source_s": float(len(utimes) * (np.median(dt[dt > 0]) if np.any(dt > 0) else exposure)),
-        "time_span_s": float(utimes[-1] - utimes[0]) if len(utimes) > 1 else exposure,
-        "max_baseline_m": float(np.max(uvdist)),
-        "flagged_fraction": float(flagged_fraction),
-        "vis_noise_jy": float(vis_noise),
-        "thermal_noise_jy": float(thermal),
-    }
-
-
-def _visibility_noise(tb, nrows: int) -> float:
-    """Per-visibility noise (Jy, one real part) from adjacent-channel differences.
-
-    Sky and gains are nearly identical in neighbouring channels, so their difference is
-    noise; with one channel per spw, differences of consecutive rows of a baseline are used.
-    Robust (MAD) over a sample of rows.
-    """
-    import numpy as np
-
-    step = max(1, nrows // 20000)
-    data = tb.getcol("DATA", startrow=0, nrow=min(nrows, 20000 * step), rowincr=step)
-    flag = tb.getcol("FLAG", startrow=0, nrow=min(nrows, 20000 * step), rowincr=step)
-    a1 = tb.getcol("ANTENNA1", startrow=0, nrow=min(nrows, 20000 * step), rowincr=step)
-    a2 = tb.getcol("ANTENNA2", startrow=0, nrow=min(nrows, 20000 * step), rowincr=step)
-    keep = a1 != a2
-    data, flag = data[..., keep], flag[..., keep]
-    ncorr = data.shape[0]
-    par = [0, ncorr - 1] if ncorr >= 2 else [0]
-    data, flag = data[par], flag[par]
-    if data.shape[1] >= 2:
-        d = data[:, 1:, :] - data[:, :-1, :]
-        ok = ~(flag[:, 1:, :] | flag[:, :-1, :])
-    else:
-        d = data[:, :, 1:] - data[:, :, :-1]
-        ok = ~(flag[:, :, 1:] | flag[:, :, :-1])
-    vals = np.concatenate([d.real[ok], d.imag[ok]])
-    if vals.size < 20:
-        return float("nan")
-    mad = np.median(np.abs(vals - np.median(vals)))
-    return float(1.4826 * mad / np.sqrt(2.0))
+    return _inspect(vis, field)
 
 
 def flag_fraction(vis: str) -> float:
@@ -218,6 +59,25 @@ def flag_checkpoint(vis: str, versionname: str, resume: bool = False) -> str:
     return "saved"
 
 
+def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str, Any]]) -> dict[int, int]:
+    """Input spw id -> working-copy spw id, by frequency (split renumbers selected spws)."""
+    out = {}
+    for w in work_spws:
+        for s in src_spws:
+            if s["freq_min"] - 1.0 <= w["freq_min"] and w["freq_max"] <= s["freq_max"] + 1.0:
+                out[int(s["id"])] = int(w["id"])
+                break
+    return out
+
+
+def _polarisation(vis: str, info: dict[str, Any]) -> Any:
+    """The correlation choice for an inspected MS; ValueError naming ``vis`` if none fits."""
+    try:
+        return choose_polarisation(info["correlations"])
+    except PolarisationError as exc:
+        raise ValueError(f"{vis}: {exc}") from None
+
+
 def working_copy(view: str, work: str, field: str = "", spw: str = "", column: str = "data",
                  timebin: str = "", width: int = 1) -> dict[str, Any]:
     """Inspect the (mirrored) input, split the private working copy, inspect the copy.
@@ -237,7 +97,38 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
         kw["timebin"] = timebin
     if width > 1:
         kw["width"] = width
+    if not spw:
+        # Refuse before the (long) split when no correlation choice fits every spw.
+        _polarisation(view, src)
+        if src["spws_unused"] or [s["id"] for s in src["spws"]] != list(range(len(src["spws"]))):
+            # Select the spws with data: split then renumbers them 0..n-1 (CASA gaincal loses
+            # the solutions of a spw whose id follows an unused one: measured, CASA 6.7).
+            kw["spw"] = ",".join(str(s["id"]) for s in src["spws"])
     split(**kw)
     if not os.path.exists(os.path.join(work, "table.dat")):
         raise RuntimeError(f"split did not write the working copy {work} (see casa.log)")
-    return {"src": src, "work": inspect_ms(work)}
+    first = inspect_ms(work)
+    choice = _polarisation(view, first)
+    zero = zero_weight_rows(view) if src["zero_weight_fraction"] > 0 else []
+    fixes = {"zero_weight_flagged": 0, "time_columns_fixed": False}
+    if zero or first["zero_weight_fraction"] > 0 or first["time_warning"]:
+        fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]),
+                                    zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
+    info = inspect_ms(work) if fixes["zero_weight_flagged"] or fixes["time_columns_fixed"] else first
+    info["polarisation"] = choice.as_dict()
+    info["repairs"] = fixes
+    info["warnings"] = list(first["warnings"])
+    if fixes["zero_weight_flagged"]:
+        info["warnings"].append(f"{100 * src['zero_weight_fraction']:.1f}% of the unflagged samples have "
+                                f"weight 0: {fixes['zero_weight_flagged']} samples flagged in the working copy "
+                                "so that they stay excluded (also in final.ms)")
+    if zero and (timebin or width > 1):
+        info["warnings"].append("zero weights in the input cannot be matched after time/channel averaging: "
+                                "flag them in the input to keep them excluded")
+    if fixes["time_columns_fixed"]:
+        info["warnings"].append(f"INTERVAL/EXPOSURE set to the TIME spacing {first['integration_s']:.4g} s "
+                                "in the working copy")
+    if choice.single_hand:
+        info["warnings"].append(f"imaging and calibrating {choice.note}: Stokes I needs both parallel hands "
+                                "in every spw")
+    return {"src": src, "work": info}

@@ -192,7 +192,8 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
             cfg = cfg.with_updates(threads=threads)
     except ConfigError as exc:
         _fail(str(exc), 2)
-    ms = ms.expanduser().resolve()
+    # absolute(), not resolve(): a symbolic link names the dataset after the path given.
+    ms = ms.expanduser().absolute()
     if not ms.exists():
         _fail(f"ms not found: {ms}", 2)
     if restart_from and STEP_ALIASES.get(restart_from, restart_from) not in STEP_NAMES:

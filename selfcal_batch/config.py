@@ -159,9 +159,12 @@ class PipelineConfig:
     force_template: str = ""
     #: Per-template overrides: {template: {step: {key: value}}}.
     templates: dict[str, dict[str, dict[str, Any]]] = dc_field(default_factory=dict)
-    #: '' = rank antennas automatically.
+    #: '' = rank antennas automatically; a list is filtered to antennas with unflagged data
+    #: and good solutions, then followed by the ranked list.
     refant: str = ""
-    refantmode: str = "strict"
+    #: 'flex' (default): gaincal moves to the next antenna of the refant list where the first
+    #: is missing, so a refant absent for part of the time does not flag those solutions.
+    refantmode: str = "flex"
     #: Flag antennas whose phase solutions mostly fail while the rest of the array solves well.
     flag_bad_antennas: bool = True
     calwt: bool = False

@@ -85,6 +85,7 @@ class Context:
             threads=self.threads, parallel_gridding=w.parallel_gridding,
             parallel_deconvolution=w.parallel_deconvolution, use_wgridder=w.use_wgridder,
             abs_mem_gb=w.abs_mem_gb, extra_args=tuple(w.extra_args),
+            pol=(self.info.get("polarisation") or {}).get("wsclean_pol", "i"),
         )
         return opts.replace(**kw)
 

@@ -51,14 +51,17 @@ class WSCleanOptions:
     abs_mem_gb: float = 0.0
     local_rms: bool = False
     predict: bool = False
+    #: WSClean -pol: 'i' (Stokes I, needs both parallel hands) or one hand ('rr', 'xx', ...).
+    pol: str = "i"
     #: Directory for WSClean's reordered temporary files (cleaned after a failure).
     temp_dir: str = ""
     extra_args: tuple[str, ...] = ()
 
     def imaging_key(self) -> tuple:
         """Fields that change what the image looks like (for reuse decisions)."""
-        return (self.size, self.scale, self.data_column, self.robust, self.multiscale,
-                self.multiscale_scales, self.channels_out, self.taper_gaussian, self.negative)
+        key = (self.size, self.scale, self.data_column, self.robust, self.multiscale,
+               self.multiscale_scales, self.channels_out, self.taper_gaussian, self.negative)
+        return key if self.pol == "i" else key + (self.pol,)
 
     def replace(self, **kw: object) -> "WSCleanOptions":
         """A copy with some fields changed."""
@@ -100,6 +103,8 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
         a += ["-temp-dir", opts.temp_dir]
     if opts.predict:
         a += ["-predict", "-j", str(max(1, opts.threads))]
+        if opts.pol != "i":
+            a += ["-pol", opts.pol]
         if opts.channels_out > 1:
             a += ["-channels-out", str(opts.channels_out)]
         if opts.use_wgridder:
@@ -109,6 +114,8 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
     a += ["-niter", str(opts.niter), "-mgain", f"{opts.mgain:g}", "-gain", f"{opts.gain:g}"]
     a += ["-nmiter", str(opts.nmiter)]
     a += ["-weight", "briggs", f"{opts.robust:g}"]
+    if opts.pol != "i":
+        a += ["-pol", opts.pol]
     a += ["-auto-mask", f"{opts.auto_mask:g}", "-auto-threshold", f"{opts.auto_threshold:g}"]
     if opts.local_rms:
         a += ["-local-rms"]

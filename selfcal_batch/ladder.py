@@ -15,10 +15,12 @@ from typing import Any
 
 from . import calibration as cal
 from . import gate
+from .applied_flags import gate_applied_flags, newly_flagged_fraction
 from .chaining import chain_after, chain_after_decision, pre_apply_chain
 from .context import Context
 from .imaging import WSCleanOptions
 from .masks import grow_iterations, make_clean_mask
+from .polarisation import gaintype_for
 from .spwmap import spwmap_for
 from .templates import (
     StepParams,
@@ -137,6 +139,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     params = params_for(ctx, template, step)
     assert params is not None
     info = ctx.info
+    params = dataclasses.replace(params, gaintype=gaintype_for(params.gaintype, info.get("polarisation")))
     current = st.get("current") or st.get("test_image")
     n_ant = info["n_antennas_present"] - len(st.get("bad_antennas", []))
     scan_s = min(info["time_span_s"], info["time_on_source_s"]) / max(1, len(info["scans"]))
@@ -190,9 +193,11 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                           spwmap=[c["spwmap"] for c in pre_apply], field="")
     new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))
-    results = _casa_rewriting_corrected(ctx, [checkpoint, gc, *_apply_calls(ctx, new_chain)], f"{step}-solve",
-                                        new_chain)
-    sols = gate.solution_stats_from_solvestats((results[1] or {}).get("solvestats", {}), info["antenna_names"])
+    frac = cal.job("flag_fraction", vis=vis)
+    results = _casa_rewriting_corrected(ctx, [checkpoint, frac, gc, *_apply_calls(ctx, new_chain), frac],
+                                        f"{step}-solve", new_chain)
+    flags_before, flags_after = float(results[1]), float(results[-1])
+    sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
     rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
     significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
     # Post image with the same settings, masked from the pre image.
@@ -210,6 +215,12 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                                       significance=significance)
     else:
         decision = gate.GateDecision(True, (), {})
+    decision = gate_applied_flags(decision, flags_before, flags_after, ctx.cfg.gate.max_flagged_solutions) \
+        if ctx.cfg.gate.enabled else decision
+    rec["data_flagged_by_apply"] = round(newly_flagged_fraction(flags_before, flags_after), 4)
+    if not rec["data_flagged_by_apply"] <= ctx.cfg.gate.max_flagged_solutions:
+        log.warning("%s %s: applying the solutions flagged %.0f%% of the unflagged data (solutions failed or "
+                    "the reference antenna is missing)", ctx.name, step, 100 * rec["data_flagged_by_apply"])
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": table, "spwmap": new_map, "pre_image": pre["image"], "post_image": post["image"],
@@ -291,7 +302,8 @@ def plan_extension(ctx: Context, after: str) -> str | None:
     options = gate.extension_solints(solint_s, ctx.info["integration_s"], image_snr=estimation_snr(ctx, st.get("current")["stats"]),
                                      n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
                                      time_on_source_s=ctx.info["time_on_source_s"],
-                                     gaintype=params.gaintype, cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
+                                     gaintype=gaintype_for(params.gaintype, ctx.info.get("polarisation")),
+                                     cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
     if not options:
         return None
     name = f"p{2 + n}"

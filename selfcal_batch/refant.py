@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["RefantStat", "refant_stats", "rank_refants", "refant_warning", "REFANT_MIN_GOOD"]
+__all__ = ["RefantStat", "refant_stats", "rank_refants", "refant_warning", "REFANT_MIN_GOOD",
+           "filter_refants"]
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +130,23 @@ def refant_warning(ranking_fractions: Sequence[float] | Sequence[RefantStat],
         return (f"best reference antenna has only {100 * best:.1f}% good solutions "
                 f"(< {100 * threshold:.0f}%); consider refantmode='flex'")
     return None
+
+
+def filter_refants(configured: str, usable: Sequence[str], ranking: Sequence[str]
+                   ) -> tuple[list[str], list[str], bool]:
+    """Keep the configured reference antennas that can serve as one.
+
+    ``configured``: the user's comma-separated list; ``usable``: names of antennas with
+    unflagged cross-correlation data and at least one good solution; ``ranking``: the
+    ranked list (best first). Returns ``(refants, dropped, fell_back)``: the configured
+    antennas that are usable, in the configured order, then the rest of ``ranking`` as
+    fall-backs (with ``refantmode='flex'`` gaincal moves to the next antenna of the list
+    where one is missing); ``dropped`` the configured names that are not usable;
+    ``fell_back`` True when none was usable and the list is ``ranking`` alone.
+    """
+    wanted = [a.strip() for a in configured.split(",") if a.strip()]
+    ok = set(usable)
+    kept = [a for a in wanted if a in ok]
+    dropped = [a for a in wanted if a not in ok]
+    rest = [a for a in ranking if a not in kept and a in ok]
+    return kept + rest, dropped, not kept

@@ -9,7 +9,8 @@ from . import calibration as cal
 from .context import Context
 from .errors import CasaTaskError, DatasetError
 from .msview import check_self_contained, input_problem, read_only_view
-from .refant import rank_refants
+from .polarisation import gaintype_for
+from .refant import filter_refants, rank_refants
 from .templates import (
     measurement_sigma,
     select_template,
@@ -59,6 +60,8 @@ def startup(ctx: Context) -> dict[str, Any]:
         raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
                                      "self-calibration needs at least 4")
     ctx.state.set("msinfo", info)
+    for warning in info.get("warnings", []):
+        log.warning("%s: %s: %s", ctx.name, src, warning)
     log.info("%s: working copy %s: %d rows, %d antennas, %d spws, %.0f s on source, %.1f%% flagged",
              ctx.name, ctx.work_ms.name, info["nrows"], info["n_antennas_present"], len(info["spws"]),
              info["time_on_source_s"], 100 * info["flagged_fraction"])
@@ -146,14 +149,39 @@ def test_image(ctx: Context) -> dict[str, Any]:
     return {"template": template, "flux_mjy": flux, "image": products.image}
 
 
+def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float], flagged: set[str]) -> str:
+    """The configured refants that have unflagged data and good solutions and were not just
+    flagged as bad (one warning per dropped antenna; the ranked list when none is left),
+    followed by the ranked list (without the flagged antennas)."""
+    info = ctx.info
+    names = info["antenna_names"]
+    with_data = info.get("antennas_unflagged", info["antennas_present"])
+    usable = [names[a] for a in with_data
+              if good.get(names[a], 0.0) > 0 and names[a] in ranking and names[a] not in flagged]
+    ranking = [a for a in ranking if a not in flagged] or ranking
+    if not ctx.cfg.refant:
+        return ",".join(ranking)
+    kept, dropped, fell_back = filter_refants(ctx.cfg.refant, usable, ranking)
+    for a in dropped:
+        why = "not in the MS" if a not in names else (
+            "has no unflagged data" if names.index(a) not in with_data else
+            "was flagged as bad" if a in flagged else "has no good solutions")
+        log.warning("%s: configured reference antenna %s %s: not used", ctx.name, a, why)
+    if fell_back:
+        log.warning("%s: none of the configured reference antennas (%s) is usable: using the ranked list %s",
+                    ctx.name, ctx.cfg.refant, ",".join(ranking[:5]))
+    return ",".join(kept)
+
+
 def select_refant(ctx: Context) -> dict[str, Any]:
     """Rank antennas by the fraction of good phase solutions (per antenna id)."""
     info = ctx.info
     names = info["antenna_names"]
     table = str(ctx.root / "caltables" / "find_refant.phase")
     ctx.remove(table)
+    gaintype = gaintype_for("G", info.get("polarisation"))
     ctx.casa([cal.task("gaincal", vis=str(ctx.work_ms), caltable=table, field="", refantmode="flex",
-                       solint="inf", minblperant=3, gaintype="G", calmode="p")], label="find-refant")
+                       solint="inf", minblperant=3, gaintype=gaintype, calmode="p")], label="find-refant")
     from casacore.tables import table as ctable
 
     with ctable(table, ack=False) as t:
@@ -174,7 +202,6 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     for aid in info["antennas_present"]:
         good.setdefault(names[aid], 0.0)
     good = {a: f for a, f in good.items() if a.strip()}
-    refant = ctx.cfg.refant or ",".join(ranking)
     bad = sorted(a for a, f in good.items() if f < 0.5)
     flagged: list[str] = []
     if ctx.cfg.flag_bad_antennas:
@@ -187,6 +214,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
             ctx.casa([cal.task("flagdata", vis=str(ctx.work_ms), mode="manual", antenna=",".join(flagged),
                                flagbackup=False)], label="flag-bad-antennas")
             log.warning("%s: flagged antennas with failed solutions: %s", ctx.name, ", ".join(flagged))
+    refant = _refant_list(ctx, ranking, good, set(flagged))
     ctx.state.set("refant", refant)
     ctx.state.set("antenna_good_fraction", good)
     ctx.state.set("bad_antennas", bad)

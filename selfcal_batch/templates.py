@@ -4,8 +4,8 @@ The seed keeps five parameter dictionaries (``params_very_faint`` ... ``params_b
 values depend on the instrument (VLA / e-MERLIN) and the receiver band.  Here every value is
 either a constant or a :class:`_Cond` -- ``_if(predicate, value_if_true, value_if_false)`` --
 whose predicate is a small function of ``(instrument, band)``.  Predicates test the band alone,
-exactly like the seed tests ``receiver`` alone (e-MERLIN only has L and C, so the K/Ka/Ku/X
-predicates are never true for it).  ``TAPER`` stands for the band's taper size (facts §3.2).
+exactly like the seed tests ``receiver`` alone (the seed's e-MERLIN had only L and C; its
+K band, allowed here, takes the K predicates like the VLA's; VLA Q goes with K/Ka).  ``TAPER`` stands for the band's taper size (facts §3.2).
 
 Deliberate departures from the seed:
 
@@ -56,8 +56,8 @@ TEMPLATE_NAMES: tuple[str, ...] = ("very_faint", "faint", "standard_1", "standar
 STEP_ORDER: tuple[str, ...] = ("p0", "p1", "p2", "ap1")
 INSTRUMENTS: tuple[str, ...] = ("VLA", "eMERLIN")
 BANDS: dict[str, tuple[str, ...]] = {
-    "VLA": ("L", "S", "C", "X", "Ku", "K", "Ka"),
-    "eMERLIN": ("L", "C"),
+    "VLA": ("4", "P", "L", "S", "C", "X", "Ku", "K", "Ka", "Q"),
+    "eMERLIN": ("L", "C", "K"),
 }
 DEFAULT_THRESHOLDS: tuple[float, float, float, float] = (10.0, 20.0, 50.0, 100.0)
 
@@ -137,23 +137,31 @@ _CELL_TAPER: dict[str, dict[str, tuple[str, str]]] = {
         "Ku": ("0.02arcsec", "0.2arcsec"),
         "K": ("0.01arcsec", "0.03arcsec"),
         "Ka": ("0.06arcsec", "0.07arcsec"),
+        # Bands the seed did not list: its nearest band's values scaled by wavelength
+        # (4 and P from L, Q from K), rounded.
+        "4": ("4arcsec", "20arcsec"),
+        "P": ("1arcsec", "4arcsec"),
+        "Q": ("0.005arcsec", "0.015arcsec"),
     },
     "eMERLIN": {
         "L": ("0.03arcsec", "0.2arcsec"),
         "C": ("0.008arcsec", "0.05arcsec"),
+        "K": ("0.002arcsec", "0.012arcsec"),  # C scaled by wavelength (not in the seed)
     },
 }
 
 
 def band_defaults(instrument: str, band: str) -> BandDefaults:
-    """Seed cell/taper (VLA values assume A configuration) and ``nc`` (VLA L/S/C 6, VLA 4, eM 3)."""
+    """Seed cell/taper (VLA values assume A configuration) and ``nc`` (VLA 4/P/L/S/C 6, other
+    VLA bands 4, eM 3). Bands the seed lacks (VLA 4, P, Q; e-MERLIN K) scale the nearest seed
+    band's cell and taper by wavelength."""
     inst = normalise_instrument(instrument)
     b = normalise_band(band, inst)
     cell, taper = _CELL_TAPER[inst][b]
     if inst == "eMERLIN":
         nc = 3
     else:
-        nc = 6 if b in ("L", "S", "C") else 4
+        nc = 6 if b in ("4", "P", "L", "S", "C") else 4
     return BandDefaults(cell=cell, taper=taper, nc=nc)
 
 
@@ -194,9 +202,10 @@ def _band_in(*bands: str) -> _Pred:
 
 
 EM = _Pred(lambda i, b: i == "eMERLIN", "eM")
-KKA = _band_in("K", "Ka")
-KKAKU = _band_in("K", "Ka", "Ku")
-XKKAKU = _band_in("X", "K", "Ka", "Ku")
+# Q (not in the seed) behaves like the seed's highest bands K/Ka.
+KKA = _band_in("K", "Ka", "Q")
+KKAKU = _band_in("K", "Ka", "Ku", "Q")
+XKKAKU = _band_in("X", "K", "Ka", "Ku", "Q")
 
 
 class _Taper:
@@ -237,7 +246,7 @@ _TEMPLATES: dict[str, dict[str, dict[str, Any]]] = {
                     _if(EM, 0.75, 1.0), 3.0, 1.5, "", False),
         "ap1": _step(1.0, _if(KKAKU | EM, "96s", "60s"), 6.0, "spw", "T", "ap",
                      _if(EM, 0.75, 1.0), 3.0, 1.5,
-                     _if(_band_in("C", "X", "Ku", "K", "Ka") | EM, TAPER, ""),
+                     _if(_band_in("C", "X", "Ku", "K", "Ka", "Q") | EM, TAPER, ""),
                      _if(KKAKU | EM, False, True)),
     },
     "faint": {
@@ -258,7 +267,7 @@ _TEMPLATES: dict[str, dict[str, dict[str, Any]]] = {
                     _if(EM, "spw", ""), _if(KKA, "T", "G"), "p", _if(KKA, 1.0, 1.5),
                     4.0, 1.0, "", False),
         "p2": _step(0.5, "48s", _if(EM, 12.0, 25.0), "", "T", "p", 1.5, 3.0, 1.0,
-                    _if(_band_in("X", "Ku", "K", "Ka"), TAPER, ""),  # no eM clause (sic)
+                    _if(_band_in("X", "Ku", "K", "Ka", "Q"), TAPER, ""),  # no eM clause (sic)
                     _if(KKAKU | EM, False, True)),
         "ap1": _step(0.5, "60s", 8.0, _if(EM, "spw", ""), "G", "ap", 1.5, 3.0, 1.0, "",
                      _if(KKAKU | EM, False, True)),

@@ -283,14 +283,14 @@ def test_simulate_arguments_validated_when_simulator_present(tmp_path):
         [[datasets]]
         name = "sim"
         ms = "gen/sim.ms"
-        simulate = { preset = "vla-q", flux_jy = 0.04 }
+        simulate = { preset = "vla-w", flux_jy = 0.04 }
         [[datasets]]
         name = "sim2"
         ms = "gen/sim2.ms"
         simulate = { preset = "vla-c", flux = 0.04 }
         """)
     c = load_manifest(p)
-    assert "unknown preset 'vla-q'" in c.datasets[0].error
+    assert "unknown preset 'vla-w'" in c.datasets[0].error
     assert "flux" in c.datasets[1].error
 
 

@@ -81,7 +81,7 @@ def test_spec_json_round_trip(tmp_path: Path) -> None:
     "kwargs, preset, match",
     [
         ({"duration_s": -5.0}, "vla-c", "duration_s"),
-        ({}, "vla-q", "unknown preset"),
+        ({}, "vla-w", "unknown preset"),
         ({"dead_antenna": 27}, "vla-c", "dead_antenna"),
         ({"dead_antenna": 7}, "emerlin-l", "dead_antenna"),
         ({"missing_spw": 2, "n_scans": 2}, "vla-c", "missing_spw"),

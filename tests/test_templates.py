@@ -172,10 +172,10 @@ def test_normalise():
     assert T.normalise_band("ku") == "Ku"
     assert T.normalise_band("KA", "EVLA") == "Ka"
     assert T.normalise_band("c", "eM") == "C"
-    with pytest.raises(ValueError, match=r"'X'.*L, C"):
+    with pytest.raises(ValueError, match=r"'X'.*L, C, K"):
         T.normalise_band("X", "eMERLIN")
-    with pytest.raises(ValueError, match=r"'Q'.*L, S, C, X, Ku, K, Ka"):
-        T.normalise_band("Q")
+    with pytest.raises(ValueError, match=r"'W'.*4, P, L, S, C, X, Ku, K, Ka, Q"):
+        T.normalise_band("W")
     # aliases work through template_params
     assert T.template_params("bright", "evla", "c") == T.template_params("bright", "VLA", "C")
 
@@ -190,6 +190,31 @@ def test_band_defaults():
     assert T.band_defaults("VLA", "Ka") == T.BandDefaults("0.06arcsec", "0.07arcsec", 4)
     assert T.band_defaults("eM", "L") == T.BandDefaults("0.03arcsec", "0.2arcsec", 3)
     assert T.band_defaults("eMERLIN", "C") == T.BandDefaults("0.008arcsec", "0.05arcsec", 3)
+
+
+def test_every_vla_band_and_emerlin_k():
+    """Every VLA receiver band (4, P, L, S, C, X, Ku, K, Ka, Q) and e-MERLIN L, C, K resolve
+    to complete templates; Q follows Ka's high-frequency choices, 4/P follow L's."""
+    assert T.BANDS["VLA"] == ("4", "P", "L", "S", "C", "X", "Ku", "K", "Ka", "Q")
+    assert T.BANDS["eMERLIN"] == ("L", "C", "K")
+    assert T.normalise_band("q") == "Q" and T.normalise_band("p") == "P" and T.normalise_band("4") == "4"
+    for band in T.BANDS["VLA"]:
+        d = T.band_defaults("VLA", band)
+        assert d.cell.endswith("arcsec") and d.taper.endswith("arcsec") and d.nc in (4, 6)
+        for name in T.TEMPLATE_NAMES:
+            assert T.template_params(name, "VLA", band)
+    assert T.band_defaults("VLA", "Q") == T.BandDefaults("0.005arcsec", "0.015arcsec", 4)
+    assert T.band_defaults("VLA", "P").nc == 6
+    for name in T.TEMPLATE_NAMES:
+        assert T.template_params(name, "VLA", "Q") == {
+            step: p if p.uvtaper != T.band_defaults("VLA", "Ka").taper else
+            T.StepParams(**{**p.as_dict(), "uvtaper": T.band_defaults("VLA", "Q").taper})
+            for step, p in T.template_params(name, "VLA", "Ka").items()}
+        assert T.template_params(name, "VLA", "P") == {
+            step: p if p.uvtaper != T.band_defaults("VLA", "L").taper else
+            T.StepParams(**{**p.as_dict(), "uvtaper": T.band_defaults("VLA", "P").taper})
+            for step, p in T.template_params(name, "VLA", "L").items()}
+    assert T.template_params("bright", "eMERLIN", "K")
 
 
 def test_cell_from_baseline():
