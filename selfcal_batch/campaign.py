@@ -536,6 +536,7 @@ class _Dispatcher:
         self.in_flight: dict[str, tuple[Any, DatasetSpec]] = {}
         self.run_id = f"{_dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}"
         self.submits: dict[str, int] = {}
+        self.first_submit: dict[str, float] = {}
         self.deaths: dict[str, int] = {}
         self.healer: JobPoolHealer | None = None
         if spec.kind != "local":
@@ -548,6 +549,7 @@ class _Dispatcher:
         t = self.claims[d.name]
         cfg = dataclasses.replace(d.config, threads=t) if d.config is not None else None
         n = self.submits[d.name] = self.submits.get(d.name, 0) + 1
+        self.first_submit.setdefault(d.name, time.time())
         key = _task_key(d.name, self.spec.kind, self.out_dir) + (f"-r{n}" if n > 1 else "")
         fut = self.client.submit(
             execute_dataset, self.opts.task, d.name, str(d.ms), cfg, str(self.out_dir),
@@ -557,13 +559,33 @@ class _Dispatcher:
         self.in_flight[key] = (fut, d)
         log.info("submitted %s (%s, cores=%d)", d.name, key, t)
 
+    def _row_on_disk(self, d: DatasetSpec) -> dict[str, Any] | None:
+        """The dataset's own result.json when written since its first submission here.
+
+        A finished result lives in its worker's memory until gathered: if that worker dies
+        first (another dataset killed it), Dask recomputes the task and may count deaths
+        against it. The pipeline's result.json on disk is the authoritative outcome.
+        """
+        path = self.out_dir / "datasets" / d.name / "result.json"
+        try:
+            if path.stat().st_mtime < self.first_submit.get(d.name, float("inf")) - 1.0:
+                return None
+            return normalise_row(json.loads(path.read_text()), d.name, d.ms)
+        except (OSError, ValueError, TypeError):
+            return None
+
     def collect(self, fut: Any, d: DatasetSpec) -> None:
         if fut.status == "finished":
             try:
                 row = normalise_row(fut.result(), d.name, d.ms)
             except Exception as exc:  # noqa: BLE001 - a malformed result is that dataset's failure
-                row = failed_row(d.name, d.ms, f"bad result from the task: {exc}")
-                _record_failure(self.out_dir, row)
+                row = self._row_on_disk(d) or failed_row(d.name, d.ms, f"bad result from the task: {exc}")
+                if row["status"] == "failed":
+                    _record_failure(self.out_dir, row)
+        elif (disk := self._row_on_disk(d)) is not None and disk.get("status") != "failed":
+            log.warning("%s: the task was lost with its worker after the dataset ended; using its "
+                        "result.json", d.name)
+            row = disk
         else:
             reason, tb, died = _error_reason(fut)
             if died:
@@ -620,8 +642,22 @@ class _Dispatcher:
                     busy = set()
                 self.progress.set_running(d.name for k, (_, d) in self.in_flight.items() if k in busy)
                 self.progress.refresh()
-            time.sleep(0.25)
+            self._wait_any(0.25)
 
+
+    def _wait_any(self, timeout: float) -> None:
+        """Sleep until a running dataset ends or ``timeout`` s pass (a finished dataset's
+        slot is refilled at once: polling alone cost up to 0.25 s per dataset)."""
+        futs = [f for f, _ in self.in_flight.values()]
+        if not futs:
+            time.sleep(timeout)
+            return
+        from distributed import wait
+
+        try:
+            wait(futs, timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
 
     def _give_up(self, queue: deque[DatasetSpec], reason: str) -> None:
         """No worker is coming back: every dataset still queued or running fails with ``reason``."""

@@ -48,3 +48,9 @@ def stand_in(name: str, ms: str, config: Any, out_dir: Path, *, threads: int,
     }
     (root / "result.json").write_text(json.dumps(res))
     return res
+
+
+def noop(name: str, ms: str, config: Any, out_dir: Path, *, threads: int,
+         restart: bool = False, restart_from: str | None = None) -> dict[str, Any]:
+    """A dataset that does nothing (scheduler-overhead benchmarks)."""
+    return {"name": name, "ms": ms, "status": "finished", "error": "", "wall_s": 0.0}
