@@ -164,6 +164,10 @@ class PipelineConfig:
     #: Flag antennas whose phase solutions mostly fail while the rest of the array solves well.
     flag_bad_antennas: bool = True
     calwt: bool = False
+    #: Amplitude steps (ap*) normalise their gains (gaincal solnorm) so the flux scale stays.
+    solnorm_amplitude: bool = True
+    #: gaincal normtype of that normalisation: 'median' (robust to one wild antenna) or 'mean'.
+    solnorm_type: str = "median"
     statwt_init: bool = False
     statwt_final: bool = True
     #: Time averaging of the working copy ('' = none, e.g. '20s'), and channel binning.
@@ -245,6 +249,8 @@ class PipelineConfig:
         if self.ladder_imaging not in LADDER_IMAGING:
             raise ConfigError(f"{p}ladder_imaging: must be one of {', '.join(LADDER_IMAGING)}, "
                               f"got {self.ladder_imaging!r}")
+        if self.solnorm_type not in ("median", "mean"):
+            raise ConfigError(f"{p}solnorm_type: must be 'median' or 'mean', got {self.solnorm_type!r}")
         if self.refantmode not in ("strict", "flex"):
             raise ConfigError(f"{p}refantmode: must be 'strict' or 'flex'")
         if self.timebin and not _SOLINT_RE.match(self.timebin):

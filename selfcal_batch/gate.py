@@ -110,6 +110,20 @@ def solution_significance(gains: np.ndarray, snr: np.ndarray, flags: np.ndarray)
     return out
 
 
+def amplitude_normalisation(calmode: str, enabled: bool, normtype: str = "median") -> dict[str, Any]:
+    """gaincal's ``solnorm``/``normtype`` for a step of ``calmode`` ('p', 'a', 'ap').
+
+    Amplitude steps normalise their solutions (``enabled``, median by default: robust to one
+    antenna with a wild gain) so that per-antenna amplitude errors are corrected while the
+    flux scale of the data stays put: without it, the solutions also absorb the model's
+    flux deficit (CLEAN recovers less than the true flux) and the integrated flux moves by
+    the mean gain (issue 14: ap1 reverted for "integrated flux changed -16.3%"). Phase-only
+    steps never normalise (their amplitudes are 1 by construction).
+    """
+    amp = "a" in calmode
+    return {"solnorm": bool(amp and enabled), "normtype": normtype if amp and enabled else "mean"}
+
+
 # -- acceptance gate -----------------------------------------------------------------
 
 

@@ -186,7 +186,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                           combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
                           minsnr=params.minsnr, minblperant=minblperant(step if not extension else "p2",
                                                                        ctx.instrument),
-                          solnorm=False, gaintable=[c["table"] for c in pre_apply],
+                          **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
+                                                                       ctx.cfg.solnorm_type), gaintable=[c["table"] for c in pre_apply],
                           spwmap=[c["spwmap"] for c in pre_apply], field="")
     new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))

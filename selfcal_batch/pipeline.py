@@ -31,7 +31,7 @@ log = logging.getLogger("selfcal_batch.pipeline")
 
 LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
-               "refantmode", "wsclean", "allow_negative")
+               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
 DEPENDS: dict[str, tuple[str, ...]] = {
     "startup": ("field", "spw", "timebin", "chanbin", "input_column"),
     "save_init_flags": ("statwt_init",),

@@ -191,3 +191,17 @@ def test_worth_extending_needs_a_measurable_gain():
     assert worth_extending(387.9, 389.7, 0.0)           # rule switched off
     assert not worth_extending(float("nan"), 10.0, 0.01)
     assert worth_extending(100.0, 101.5, 0.01)
+
+
+def test_amplitude_steps_normalise_by_median():
+    assert gate.amplitude_normalisation("ap", True) == {"solnorm": True, "normtype": "median"}
+    assert gate.amplitude_normalisation("a", True, "mean") == {"solnorm": True, "normtype": "mean"}
+    assert gate.amplitude_normalisation("p", True) == {"solnorm": False, "normtype": "mean"}
+    assert gate.amplitude_normalisation("ap", False) == {"solnorm": False, "normtype": "mean"}
+
+
+def test_gaincal_call_carries_normalisation():
+    from selfcal_batch.calibration import gaincal_call
+
+    call = gaincal_call("x.ms", "t.g", solint="inf", calmode="ap", **gate.amplitude_normalisation("ap", True))
+    assert call["kwargs"]["solnorm"] is True and call["kwargs"]["normtype"] == "median"
