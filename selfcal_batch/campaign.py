@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from rich.console import Console
 
+from .outcome import ALL_STATUSES
 from . import __version__
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
@@ -433,13 +434,13 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
             elif (prev := _previous_row(out_dir, d)) is not None:
                 all_rows.append(prev)
         write_survey_csv(all_rows, out_dir / "survey" / "datasets.csv")
-        counts = {s: sum(1 for r in ordered if r.get("status") == s) for s in ("finished", "failed", "skipped")}
+        counts = {s: sum(1 for r in ordered if r.get("status") == s) for s in ALL_STATUSES}
         status = "interrupted" if outcome.interrupted else ("failed" if counts["failed"] else "finished")
         record.update(status="error" if record.get("error") else status,
                       finished=_now(), counts=counts, survey_csv=str(out_dir / "survey" / "datasets.csv"))
         _write_json(out_dir / "campaign.json", record)
-    console.print(summary_table(ordered, title=f"Campaign {selected.name}: {counts['finished']} finished, "
-                                f"{counts['failed']} failed, {counts['skipped']} skipped"))
+    console.print(summary_table(ordered, title=f"Campaign {selected.name}: "
+                                + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("finished", "failed"))))
     _build_report(out_dir, console)
     if counts["failed"]:
         console.print(f"{counts['failed']} dataset(s) failed; logs in {out_dir / 'datasets'}/<name>/logs",

@@ -123,6 +123,10 @@ def _casa_rewriting_corrected(ctx: Context, calls: list[cal.Call], label: str,
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     """Run one ladder step; returns (status, record) with status done|skipped."""
     st = ctx.state
+    from .outcome import stop_reason
+
+    if stop_reason(ctx):
+        return "skipped", {"reason": stop_reason(ctx)}
     template = st.get("template_initial") if step == "p0" else st.get("template_final")
     if not template:
         return "skipped", {"reason": "no template (test_image did not run)"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ladder, process, steps_final, steps_prep
+from . import ladder, outcome, process, steps_final, steps_prep
 from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
 from .context import Context
 from .errors import SelfcalBatchError
@@ -39,15 +39,16 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "run_rflag_init": (),
     "test_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
                    "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
-                   "template_thresholds_mjy", "wsclean", "allow_negative"),
-    "select_refant": ("refant", "refantmode", "flag_bad_antennas"),
-    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt"),
+                   "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma",
+                   "decorrelation_limit"),
+    "select_refant": ("refant", "refantmode", "flag_bad_antennas", "guard"),
+    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard"),
     "report_results": ("plots",),
     "run_rflag_final": (),
 }
 #: State entries a step may change and that are rolled back before re-running it.
 SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
-                 "applied", "modified_robust", "test_image", "initial", "final")
+                 "applied", "modified_robust", "test_image", "initial", "final", "outcome", "guard")
 
 
 @dataclass
@@ -56,8 +57,11 @@ class DatasetResult:
 
     name: str
     ms: str
+    #: finished | unchanged | no_detection | needs_calibration | failed (outcome.ALL_STATUSES)
     status: str = "failed"
     error: str = ""
+    #: Why the input was delivered unchanged (status unchanged / no_detection / needs_calibration).
+    reason: str = ""
     template_initial: str = ""
     template_final: str = ""
     steps_run: list[str] = field(default_factory=list)
@@ -238,6 +242,9 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     """Collect the DatasetResult from the state."""
     st = ctx.state
     res = DatasetResult(name=ctx.name, ms=str(ctx.ms), status=status, error=error, wall_s=round(wall, 2))
+    res.reason = (st.get("outcome") or {}).get("reason", "") if status in outcome.SUCCESS_STATUSES else ""
+    if st.get("guard"):
+        res.decisions["guard"] = st.get("guard")
     res.template_initial = st.get("template_initial") or ""
     res.template_final = st.get("template_final") or ""
     for step, rec in st.steps.items():
@@ -369,7 +376,8 @@ def run_dataset(
     if ctx is None:
         res = DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
     else:
-        if status == "finished":
+        status = outcome.final_status(ctx.state.get("outcome"), status)[0]
+        if status in outcome.SUCCESS_STATUSES:
             ctx.state.set("current_step", "")
             if not ctx.cfg.keep_work_ms:
                 ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
@@ -379,7 +387,7 @@ def run_dataset(
             ctx.state.save()
         except OSError as exc:  # e.g. the disk filled up: the result must still be returned
             log.error("%s: cannot write state.json: %s", name, exc)
-            if status == "finished":
+            if status in outcome.SUCCESS_STATUSES:
                 status, error = "failed", _one_line(exc, "finish", root)
         res = build_result(ctx, status, error, wall, timing)
     try:

@@ -300,3 +300,21 @@ def test_isolated_reports_child_errors(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SimulationError, match="cannot create"):
         simulate_ms_isolated(spec_from_preset("vla-c"), tmp_path / "afile" / "x.ms")
+
+
+def test_delays_give_phase_slopes() -> None:
+    """Per-antenna delays: phase 2 pi nu (tau_i - tau_j) per channel, nothing else."""
+    from selfcal_batch.simulate.corrupt import apply_gains, make_gains
+
+    g = make_gains(5, np.array([0.0]), 3, 1, phase_rms_deg=0.0, phase_timescale_s=300.0,
+                   spw_phase_rms_deg=0.0, amp_rms=0.0, delay_rms_ns=4.0)
+    assert g.delay_ns is not None and np.std(g.delay_ns) > 0
+    freqs = np.array([6.0e9, 6.01e9, 6.02e9])
+    vis = np.ones((1, 3), dtype=np.complex64)
+    out = apply_gains(vis, np.array([0]), np.array([2]), np.array([0]), 0, g, freqs)
+    want = np.exp(2j * np.pi * (g.delay_ns[0] - g.delay_ns[2]) * 1e-9 * freqs)
+    assert np.allclose(out[0], want, atol=1e-3)
+    slope = np.angle(out[0, 1] * np.conj(out[0, 0]))
+    assert slope == pytest.approx(np.angle(np.exp(2j * np.pi * (g.delay_ns[0] - g.delay_ns[2]) * 1e-9 * 1e7)), abs=1e-3)
+    with pytest.raises(ValueError):
+        apply_gains(vis, np.array([0]), np.array([2]), np.array([0]), 0, g)
