@@ -136,6 +136,10 @@ def test_delays_decorrelate_and_are_reported():
     assert r["median_delay_ns"] == pytest.approx(6.0 * 0.6745, rel=0.6)  # median |N(0, 6)|
     bad, why = outcome.looks_uncalibrated([r], 0.3)
     assert bad and "uncalibrated" in why and "ns" in why
+    # 1 ns delays: a 128 MHz window loses little, a 1 GHz band (channel average) most.
+    r = outcome.band_decorrelation(*_vis(delay_ns=1.0, seed=2))
+    assert r["median_loss"] < 0.3 and not outcome.looks_uncalibrated([r], 0.3)[0]
+    assert outcome.looks_uncalibrated([r], 0.3, band_hz=1e9)[0]
 
 
 def test_noise_only_data_cannot_claim_decorrelation():
