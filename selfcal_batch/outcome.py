@@ -128,6 +128,23 @@ def looks_uncalibrated(per_spw: list[Mapping[str, float]], limit: float, band_hz
     return False, ""
 
 
+def antenna_flag_verdict(beam_area_before: float, beam_area_after: float, decision: Any,
+                         beam_tolerance: float) -> tuple[bool, str]:
+    """Keep an antenna flag? Only when the image with the flag is better beyond the noise
+    (``decision``: a :class:`guard.GuardDecision` of the like-for-like images) and the beam
+    area changed by at most ``beam_tolerance`` (a fraction): flagging an outer antenna
+    widens the beam, and a wider beam raises the peak of extended emission in Jy/beam
+    without any better calibration (issue 14: +25 % beam area)."""
+    reasons = []
+    if beam_area_before > 0 and math.isfinite(beam_area_after):
+        change = beam_area_after / beam_area_before - 1
+        if abs(change) > beam_tolerance:
+            reasons.append(f"beam area changed {100 * change:+.1f}% (> {100 * beam_tolerance:.0f}%)")
+    if not decision.deliver:
+        reasons.append(decision.reason)
+    return (not reasons), "; ".join(reasons) if reasons else decision.reason
+
+
 # -- thin wrappers (read the working copy, image, restore flags) -----------------------
 
 
@@ -304,17 +321,12 @@ def judge_antenna_flag(ctx: "Context", antennas: list[str]) -> dict[str, Any]:
         return {"kept": True, "reason": "no like-for-like image to judge against (test_imaging = 'seed')"}
     opts = final_options(ctx, "antflag_after").replace(taper_gaussian=ctx.cfg.test_uvtaper)
     prod, stats = ctx.image(opts, step="select_refant", role="antenna_flag")
-    b_area, a_area = float(before["stats"].get("beam_area_pix") or math.nan), float(stats.get("beam_area_pix") or math.nan)
-    change = a_area / b_area - 1 if b_area > 0 else math.nan
     dec = compare_images(ctx, (before["image"], before["stats"]), (prod.image, stats))
-    reasons = []
-    if math.isfinite(change) and abs(change) > ctx.cfg.gate.beam_tolerance:
-        reasons.append(f"beam area changed {100 * change:+.1f}% (> {100 * ctx.cfg.gate.beam_tolerance:.0f}%)")
-    if not dec.deliver:
-        reasons.append(dec.reason)
-    if reasons:
+    kept, reason = antenna_flag_verdict(float(before["stats"].get("beam_area_pix") or math.nan),
+                                        float(stats.get("beam_area_pix") or math.nan), dec, ctx.cfg.gate.beam_tolerance)
+    if not kept:
         ctx.casa([cal.flagmanager_call(vis, "restore", version)], label="unflag-antennas")
-        log.warning("%s: antenna flag of %s undone: %s", ctx.name, ",".join(antennas), "; ".join(reasons))
-        return {"kept": False, "reason": "; ".join(reasons)}
-    log.warning("%s: flagged antennas with failed solutions: %s (%s)", ctx.name, ", ".join(antennas), dec.reason)
-    return {"kept": True, "reason": dec.reason}
+        log.warning("%s: antenna flag of %s undone: %s", ctx.name, ",".join(antennas), reason)
+    else:
+        log.warning("%s: flagged antennas with failed solutions: %s (%s)", ctx.name, ", ".join(antennas), reason)
+    return {"kept": kept, "reason": reason}

@@ -168,3 +168,13 @@ def test_config_keys_validated():
                      ({"solnorm_type": "max"}, "solnorm_type"), ({"guard": {"sigmaa": 1}}, "guard.sigmaa")):
         with pytest.raises(ConfigError, match=key):
             PipelineConfig.from_dict(bad)
+
+
+def test_antenna_flag_verdict():
+    better = guard.GuardDecision(True, ("better: peak 1 -> 1.1 (+5.0 sigma)",))
+    same = guard.GuardDecision(False, ("no metric improved beyond 3 sigma",))
+    assert outcome.antenna_flag_verdict(30.0, 30.6, better, 0.05) == (True, better.reason)
+    kept, why = outcome.antenna_flag_verdict(30.0, 37.5, better, 0.05)  # issue 14: +25 % beam
+    assert not kept and "beam area changed +25.0%" in why
+    kept, why = outcome.antenna_flag_verdict(30.0, 30.0, same, 0.05)
+    assert not kept and "no metric improved" in why
