@@ -88,6 +88,8 @@ class DatasetResult:
     time_casa_s: float = 0.0
     time_python_s: float = 0.0
     decisions: dict[str, Any] = field(default_factory=dict)
+    #: The final guard's verdict: deliver (bool), reason, changes {metric: [before, after, z]}.
+    guard: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly mapping (NaN -> None)."""
@@ -243,8 +245,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     st = ctx.state
     res = DatasetResult(name=ctx.name, ms=str(ctx.ms), status=status, error=error, wall_s=round(wall, 2))
     res.reason = (st.get("outcome") or {}).get("reason", "") if status in outcome.SUCCESS_STATUSES else ""
-    if st.get("guard"):
-        res.decisions["guard"] = st.get("guard")
+    res.guard = dict(st.get("guard") or {})
     res.template_initial = st.get("template_initial") or ""
     res.template_final = st.get("template_final") or ""
     for step, rec in st.steps.items():
