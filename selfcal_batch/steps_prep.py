@@ -166,7 +166,8 @@ def test_image(ctx: Context) -> dict[str, Any]:
     ctx.state.set("modified_robust", modified_robust)
     # No reuse key: made without a FITS mask and cleaned deeper than p0's images, it is not
     # a like-for-like "before" image for the gate (measured: it made p0 look 40% worse).
-    ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats})
+    ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats,
+                                 "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
     from .outcome import check_after_test_image
@@ -182,9 +183,9 @@ def select_refant(ctx: Context) -> dict[str, Any]:
 
     if stop_reason(ctx):
         return "skipped", {"reason": stop_reason(ctx)}
-    initial = ctx.state.get("initial") or {}
-    if initial.get("prefix") and ctx.state.get("model_in_ms") != initial["prefix"]:
-        ctx.predict(initial["prefix"])
+    model = (ctx.state.get("initial") or ctx.state.get("test_image") or {}).get("prefix")
+    if model and ctx.state.get("model_in_ms") != model:
+        ctx.predict(model)
     info = ctx.info
     names = info["antenna_names"]
     table = str(ctx.root / "caltables" / "find_refant.phase")
