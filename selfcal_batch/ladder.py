@@ -208,7 +208,13 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     post = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": post_stats,
             "key": list(post_opts.imaging_key()), "column": "CORRECTED_DATA"}
     if ctx.cfg.gate.enabled:
-        decision = gate.evaluate_step(pre["stats"], post_stats, original_beam_area=orig[beam_key],
+        pre_g, post_g = pre["stats"], post_stats
+        if "a" in params.calmode:  # the flux-scale check compares the same pixels
+            from .outcome import common_mask_flux
+
+            f_pre, f_post = common_mask_flux(pre["image"], post["image"])
+            pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
+        decision = gate.evaluate_step(pre_g, post_g, original_beam_area=orig[beam_key],
                                       solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,
                                       amplitude="a" in params.calmode,
                                       exclude_antennas=set(st.get("bad_antennas", [])),

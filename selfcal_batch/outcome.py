@@ -256,6 +256,26 @@ def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after:
     return guard.judge(metrics[0], metrics[1], sigma=ctx.cfg.guard.sigma, tolerance=ctx.cfg.guard.tolerance)
 
 
+def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[float, float]:
+    """Integrated flux (Jy) of two images over the SAME pixels: the union of their
+    ``sigma`` emission masks (imstats.flux_mask). Each image's own mask grows when its noise
+    drops (more of the faint extended emission passes the threshold), so comparing each
+    image's own masked flux calls a better image a flux-scale change (measured: ap1 on 10 %
+    amplitude errors, rms 0.31 -> 0.10 mJy, "integrated flux +16 %", with the flux in fact
+    moving from 87 % to 100 % of the truth)."""
+    from . import guard, imstats
+
+    imgs = [imstats.read_image(p) for p in (image_a, image_b)]
+    mask = np.zeros(imgs[0][0].shape, dtype=bool)
+    for img, hdr in imgs:
+        m = imstats.flux_mask(img, hdr, sigma, float(guard._mad_std(img.ravel())))
+        if m is not None:
+            mask |= m
+    if not mask.any():
+        return math.nan, math.nan
+    return tuple(float(img[mask].sum()) / imstats.beam_area_pixels(hdr) for img, hdr in imgs)  # type: ignore[return-value]
+
+
 def _ladder_ran(ctx: "Context") -> list[str]:
     from .ladder import is_phase
 

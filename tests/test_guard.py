@@ -178,3 +178,32 @@ def test_antenna_flag_verdict():
     assert not kept and "beam area changed +25.0%" in why
     kept, why = outcome.antenna_flag_verdict(30.0, 30.0, same, 0.05)
     assert not kept and "no metric improved" in why
+
+
+def test_common_mask_flux_compares_the_same_pixels(tmp_path):
+    """A less noisy image has a larger own mask (more faint emission above 6 sigma): its own
+    masked flux rises although the sky did not change; over the common mask it does not."""
+    from astropy.io import fits
+
+    from selfcal_batch import imstats
+
+    n, fwhm = 128, 5.0
+    yy, xx = np.mgrid[0:n, 0:n]
+    s = fwhm / (2 * math.sqrt(2 * math.log(2)))
+    sky = np.exp(-((xx - 64) ** 2 + (yy - 64) ** 2) / (2 * s * s))  # 1 Jy point
+    sky += 0.05 * np.exp(-((xx - 40) ** 2 + (yy - 80) ** 2) / (2 * (3 * s) ** 2))  # faint extended
+    hdr = fits.Header()
+    for i, (ct, crpix, crval, cd) in enumerate([("RA---SIN", 65, 150.0, -1 / 3600), ("DEC--SIN", 65, 30.0, 1 / 3600)], 1):
+        hdr[f"CTYPE{i}"], hdr[f"CRPIX{i}"], hdr[f"CRVAL{i}"], hdr[f"CDELT{i}"], hdr[f"CUNIT{i}"] = ct, crpix, crval, cd, "deg"
+    hdr["BMAJ"] = hdr["BMIN"] = fwhm / 3600
+    hdr["BPA"] = 0.0
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, noise in enumerate((8e-3, 1e-3)):
+        p = tmp_path / f"im{k}-image.fits"
+        fits.PrimaryHDU((sky + noise * rng.standard_normal(sky.shape)).astype(np.float32), hdr).writeto(p)
+        paths.append(str(p))
+    own = [imstats.image_statistics(p)["total_flux_mask"] for p in paths]
+    assert own[1] / own[0] > 1.1  # the own-mask comparison sees a "flux change"
+    a, b = outcome.common_mask_flux(*paths)
+    assert b / a == pytest.approx(1.0, abs=0.05)
