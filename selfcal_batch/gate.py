@@ -186,6 +186,7 @@ def evaluate_step(
     amplitude: bool = False,
     exclude_antennas: set[str] | None = None,
     significance: Mapping[str, float] | None = None,
+    normalised: bool = False,
 ) -> GateDecision:
     """Compare the post-calibration image with the pre-calibration one (same settings).
 
@@ -194,7 +195,9 @@ def evaluate_step(
     more than ``rms_tolerance`` (unless ``est_snr > high_snr``), the beam area stays within
     ``beam_tolerance`` of the original image's, the flagged-solution fraction is below
     ``max_flagged_solutions`` and no antenna loses more than ``max_antenna_loss`` of its
-    solutions; amplitude steps must also keep the integrated flux within ``flux_tolerance``.
+    solutions; amplitude steps must also keep the integrated flux within ``flux_tolerance``
+    (with ``normalised`` gains -- gaincal solnorm -- only a drop counts: the amplitude scale
+    cannot move, and a rise is coherence recovered by the solve's shorter-interval phases).
     With ``significance`` (from :func:`solution_significance`), the corrections must stand
     above their noise (``min_phase_significance`` / ``min_amp_significance``). With
     ``cfg.improve_sigma`` > 0 the image must also improve beyond the metrics' own noise
@@ -236,7 +239,8 @@ def evaluate_step(
         f_pre, f_post = float(pre.get("total_flux_mask", math.nan)), float(post.get("total_flux_mask", math.nan))
         if f_pre > 0 and math.isfinite(f_post):
             m["flux_ratio"] = f_post / f_pre
-            if abs(m["flux_ratio"] - 1) > cfg.flux_tolerance:
+            change = m["flux_ratio"] - 1
+            if (-change if normalised else abs(change)) > cfg.flux_tolerance:
                 reasons.append(f"integrated flux changed {100 * (m['flux_ratio'] - 1):+.1f}% "
                                f"(> {100 * cfg.flux_tolerance:.0f}%)")
     if significance is not None:

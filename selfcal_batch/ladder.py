@@ -218,7 +218,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                                       solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,
                                       amplitude="a" in params.calmode,
                                       exclude_antennas=set(st.get("bad_antennas", [])),
-                                      significance=significance)
+                                      significance=significance,
+                                      normalised=ctx.cfg.solnorm_amplitude)
     else:
         decision = gate.GateDecision(True, (), {})
     rec.update({"accepted": decision.accepted, "reason": decision.reason,

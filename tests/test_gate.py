@@ -245,3 +245,14 @@ def test_near_field_rms_counts_both_ways():
     # SNR up but the near field gets much worse (artefacts next to the source): rejected.
     d = gate.evaluate_step(pre, _img(60.0, near=3e-3), original_beam_area=30.0, solutions=None, est_snr=3.0, cfg=cfg)
     assert not d.accepted and "near-field rms rose" in d.reason
+
+
+def test_normalised_amplitude_step_only_flux_drop_counts():
+    cfg = GateConfig(improve_sigma=0.0)
+    post_up = dict(PRE, snr=150.0, total_flux_mask=0.115)
+    post_down = dict(PRE, snr=150.0, total_flux_mask=0.085)
+    kw = dict(original_beam_area=30.0, solutions=None, est_snr=4.0, cfg=cfg, amplitude=True)
+    assert not gate.evaluate_step(PRE, post_up, **kw).accepted  # unnormalised: the scale moved
+    assert gate.evaluate_step(PRE, post_up, normalised=True, **kw).accepted
+    d = gate.evaluate_step(PRE, post_down, normalised=True, **kw)
+    assert not d.accepted and "integrated flux changed -15.0%" in d.reason
