@@ -238,7 +238,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
         _casa_rewriting_corrected(ctx, [cal.flagmanager_call(vis, "restore", flagver), *_apply_calls(ctx, chain)],
                                   f"{step}-revert", chain)
         st.set("current", pre)
-        if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject:
+        if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
             st.set("ladder_stopped", step)
     ctx.write_gain_tables_json()
     if step == "p0":

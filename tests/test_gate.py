@@ -256,3 +256,12 @@ def test_normalised_amplitude_step_only_flux_drop_counts():
     assert gate.evaluate_step(PRE, post_up, normalised=True, **kw).accepted
     d = gate.evaluate_step(PRE, post_down, normalised=True, **kw)
     assert not d.accepted and "integrated flux changed -15.0%" in d.reason
+
+
+def test_only_harm_stops_the_ladder():
+    no_gain = gate.GateDecision(False, ("no improvement beyond 2 sigma (SNR +0.7, rms +0.7, near-field rms +0.4 sigma)",))
+    harm = gate.GateDecision(False, ("no improvement beyond 2 sigma (...)", "SNR decreased 50.0 -> 45.0"))
+    assert not gate.stops_ladder(no_gain)
+    assert gate.stops_ladder(harm)
+    assert gate.stops_ladder(gate.GateDecision(False, ("phase corrections consistent with noise",)))
+    assert not gate.stops_ladder(gate.GateDecision(True))
