@@ -6,6 +6,7 @@ casatools is never imported in this (pytest) process: MSs are built in a child
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -318,3 +319,24 @@ def test_delays_give_phase_slopes() -> None:
     assert slope == pytest.approx(np.angle(np.exp(2j * np.pi * (g.delay_ns[0] - g.delay_ns[2]) * 1e-9 * 1e7)), abs=1e-3)
     with pytest.raises(ValueError):
         apply_gains(vis, np.array([0]), np.array([2]), np.array([0]), 0, g)
+
+
+def test_truth_image_flux_and_beam() -> None:
+    """A point source of S Jy is S Jy/beam at its pixel; a Gaussian keeps its total flux."""
+    from astropy.io import fits
+
+    from selfcal_batch.simulate.evaluate import truth_image
+
+    h = fits.Header()
+    for i, (ct, crpix, crval, cd) in enumerate([("RA---SIN", 33, 150.0, -0.2 / 3600), ("DEC--SIN", 33, 40.0, 0.2 / 3600)], 1):
+        h[f"CTYPE{i}"], h[f"CRPIX{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CUNIT{i}"] = ct, crpix, crval, cd, "deg"
+    h["NAXIS1"] = h["NAXIS2"] = 64
+    h["BMAJ"], h["BMIN"], h["BPA"] = 1.0 / 3600, 0.8 / 3600, 30.0
+    point = {"kind": "point", "flux_jy": 0.2, "ra_deg": 150.0, "dec_deg": 40.0, "major_arcsec": 0.0,
+             "minor_arcsec": 0.0, "pa_deg": 0.0}
+    t = truth_image({"components": [point]}, h)
+    assert t.max() == pytest.approx(0.2, rel=1e-3) and np.unravel_index(t.argmax(), t.shape) == (32, 32)
+    gauss = dict(point, kind="gaussian", major_arcsec=2.0, minor_arcsec=1.0)
+    t = truth_image({"components": [gauss]}, h)
+    beam_area_px = math.pi / (4 * math.log(2)) * 1.0 * 0.8 / 0.2**2
+    assert t.sum() / beam_area_px == pytest.approx(0.2, rel=0.01)
