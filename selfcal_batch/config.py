@@ -105,6 +105,9 @@ class GateConfig:
     stop_on_phase_reject: bool = True
     #: A step must improve the image SNR (or the off-source / near-field rms) by more than
     #: this many sigma of the metric's own noise (issue 14); 0 = the plain comparisons above.
+    #: Measured (scripts/bench_harm.py, 128 px): steps with errors left to correct reached
+    #: z = 3.1-3.6 (p1) and 4.2-37 (p0, p2, ap1); steps with nothing new to correct
+    #: (already-calibrated data; p1 re-solving p0's interval per spw) z = 0.30-0.81.
     improve_sigma: float = 2.0
 
 
@@ -113,7 +116,9 @@ class GuardConfig:
     """The final guard (issue 14): deliver self-calibrated data only when measurably better."""
 
     enabled: bool = True
-    #: A metric must change by more than this many of its sigmas to count (better or worse).
+    #: A metric must change by more than this many of its sigmas to count (better or worse):
+    #: one-sided Gaussian false alarm 0.13 % per metric. Measured: delivered datasets
+    #: improved by 4.8-42 sigma (rms / peak), two noise realisations differ by < 3.
     sigma: float = 3.0
     #: A peak or integrated-flux drop must also exceed this fraction to count as worse.
     tolerance: float = 0.03
