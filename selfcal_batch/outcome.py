@@ -129,12 +129,23 @@ def looks_uncalibrated(per_spw: list[Mapping[str, float]], limit: float, band_hz
 
 
 def antenna_flag_verdict(beam_area_before: float, beam_area_after: float, decision: Any,
-                         beam_tolerance: float) -> tuple[bool, str]:
-    """Keep an antenna flag? Only when the image with the flag is better beyond the noise
-    (``decision``: a :class:`guard.GuardDecision` of the like-for-like images) and the beam
-    area changed by at most ``beam_tolerance`` (a fraction): flagging an outer antenna
-    widens the beam, and a wider beam raises the peak of extended emission in Jy/beam
-    without any better calibration (issue 14: +25 % beam area)."""
+                         beam_tolerance: float, signal_free: bool = False) -> tuple[bool, str]:
+    """Keep an antenna flag? ``decision`` is a :class:`guard.GuardDecision` of the images
+    without / with the flag (same settings).
+
+    Antennas with usable signal (some solutions against the model succeed): only when the
+    image is better beyond the noise and the beam area changed by at most
+    ``beam_tolerance`` (a fraction): flagging an outer antenna widens the beam, and a wider
+    beam raises the peak of extended emission in Jy/beam without any better calibration
+    (issue 14: +25 % beam area). ``signal_free`` antennas (their solutions against the
+    current model all but fail: dead, or data without the source) carry no signal, so the
+    "beam" they shape is not the source's, and applycal would flag them at the first step
+    anyway: their flag is kept unless the image gets worse beyond the noise (measured on a
+    dead antenna: undoing it made p0's beam change +6.5 % and the whole ladder revert).
+    """
+    if signal_free:
+        worse = [r for r in decision.reasons if r.startswith("worse")]
+        return (not worse), "; ".join(worse) if worse else f"antenna without signal ({decision.reason})"
     reasons = []
     if beam_area_before > 0 and math.isfinite(beam_area_after):
         change = beam_area_after / beam_area_before - 1
@@ -323,7 +334,7 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     return []
 
 
-def judge_antenna_flag(ctx: "Context", antennas: list[str]) -> dict[str, Any]:
+def judge_antenna_flag(ctx: "Context", antennas: list[str], signal_free: bool = False) -> dict[str, Any]:
     """Flag ``antennas`` in the working copy and keep the flag only if the image with the
     same settings as the (final-settings) test image is better beyond the noise and its beam
     area changed by at most ``gate.beam_tolerance``; otherwise restore the flags. Returns a
@@ -343,7 +354,8 @@ def judge_antenna_flag(ctx: "Context", antennas: list[str]) -> dict[str, Any]:
     prod, stats = ctx.image(opts, step="select_refant", role="antenna_flag")
     dec = compare_images(ctx, (before["image"], before["stats"]), (prod.image, stats))
     kept, reason = antenna_flag_verdict(float(before["stats"].get("beam_area_pix") or math.nan),
-                                        float(stats.get("beam_area_pix") or math.nan), dec, ctx.cfg.gate.beam_tolerance)
+                                        float(stats.get("beam_area_pix") or math.nan), dec, ctx.cfg.gate.beam_tolerance,
+                                        signal_free)
     if not kept:
         ctx.casa([cal.flagmanager_call(vis, "restore", version)], label="unflag-antennas")
         log.warning("%s: antenna flag of %s undone: %s", ctx.name, ",".join(antennas), reason)

@@ -20,6 +20,9 @@ from .templates import (
 log = logging.getLogger("selfcal_batch.pipeline")
 
 
+#: Good-solution fraction (against the test image's model) below which an antenna carries
+#: no usable signal (a dead antenna: 0).
+SIGNAL_FREE = 0.1
 #: State that describes the contents of work.ms: reset whenever a new copy is made.
 WORK_MS_STATE = ("flag_versions", "corrected_chain", "model_in_ms", "images_done", "cell", "original_beam")
 
@@ -224,7 +227,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
             # A dead antenna's data are noise: flag them now, so the ladder's images and the
             # gate's beam comparison are not disturbed when applycal would flag them later;
             # judged like a step (like-for-like image), undone when it does not help.
-            judged = judge_antenna_flag(ctx, flagged)
+            judged = judge_antenna_flag(ctx, flagged, signal_free=all(good[a] < SIGNAL_FREE for a in flagged))
             if not judged["kept"]:
                 flag_undone = {"antennas": flagged, "reason": judged["reason"]}
                 flagged = []

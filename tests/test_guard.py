@@ -207,3 +207,12 @@ def test_common_mask_flux_compares_the_same_pixels(tmp_path):
     assert own[1] / own[0] > 1.1  # the own-mask comparison sees a "flux change"
     a, b = outcome.common_mask_flux(*paths)
     assert b / a == pytest.approx(1.0, abs=0.05)
+
+
+def test_signal_free_antenna_flag_kept_unless_worse():
+    same = guard.GuardDecision(False, ("no metric improved beyond 3 sigma",))
+    worse = guard.GuardDecision(False, ("worse: rms_far 5.5e-05 -> 6.9e-05 (-6.1 sigma)",))
+    kept, why = outcome.antenna_flag_verdict(30.0, 32.5, same, 0.05, signal_free=True)  # dead antenna: +8.3 % beam
+    assert kept and "without signal" in why
+    kept, why = outcome.antenna_flag_verdict(30.0, 30.0, worse, 0.05, signal_free=True)
+    assert not kept and "worse: rms_far" in why
