@@ -103,12 +103,17 @@ def gaincal_call(
     minsnr: float = 3.0,
     minblperant: int = 3,
     solnorm: bool = False,
+    normtype: str = "mean",
     gaintable: list[str] | None = None,
     spwmap: list[list[int]] | None = None,
     field: str = "",
     uvrange: str = "",
 ) -> Call:
-    """gaincal against MODEL_DATA, with the seed's fixed arguments."""
+    """gaincal against MODEL_DATA, with the seed's fixed arguments.
+
+    ``solnorm``/``normtype`` ('mean' or 'median'): normalise the solution amplitudes to 1
+    (CASA gaincal), so amplitude self-calibration corrects per-antenna errors without
+    moving the flux scale of the (self-made) model."""
     return task(
         "gaincal",
         vis=vis,
@@ -124,7 +129,7 @@ def gaincal_call(
         minsnr=float(minsnr),
         minblperant=int(minblperant),
         solnorm=bool(solnorm),
-        normtype="mean",
+        normtype=str(normtype),
         gaintable=list(gaintable or []),
         spwmap=[list(m) for m in (spwmap or [])],
         uvrange=uvrange,

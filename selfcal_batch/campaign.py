@@ -33,6 +33,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from . import __version__, records
+from .outcome import ALL_STATUSES
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from .config import STEP_ALIASES, STEP_NAMES
@@ -496,7 +497,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
             elif (prev := _previous_row(out_dir, d)) is not None:
                 all_rows.append(prev)
         write_survey_csv(all_rows, out_dir / "survey" / "datasets.csv")
-        counts = {s: sum(1 for r in ordered if r.get("status") == s) for s in ("finished", "failed", "skipped")}
+        counts = {s: sum(1 for r in ordered if r.get("status") == s) for s in ALL_STATUSES}
         status = "interrupted" if outcome.interrupted else ("failed" if counts["failed"] else "finished")
         record.update(status="error" if record.get("error") else status,
                       finished=_now(), counts=counts, survey_csv=str(out_dir / "survey" / "datasets.csv"),
@@ -504,8 +505,8 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         record["runs"][-1].update(finished=record["finished"], status=record["status"],
                                   elapsed_s=record["elapsed_s"])
         _write_json(out_dir / "campaign.json", record)
-    console.print(summary_table(ordered, title=f"Campaign {selected.name}: {counts['finished']} finished, "
-                                f"{counts['failed']} failed, {counts['skipped']} skipped"))
+    console.print(summary_table(ordered, title=f"Campaign {selected.name}: "
+                                + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("finished", "failed"))))
     summed_s = sum(float(r.get("wall_s") or 0.0) for r in ordered)
     console.print(f"campaign elapsed {fmt_duration(record.get('elapsed_s'))}; summed dataset time "
                   f"{fmt_duration(summed_s)} (every attempt of the {len(ordered)} dataset(s) run now)",

@@ -21,6 +21,12 @@ pixels = π·bmaj·bmin / (4 ln 2) / cell²):
   height (as the seed's imstat 'rms'); ``rms_im`` = sqrt(mean(x²)) of the whole image.
 * ``rms_offsource`` = ``mad_std`` of the residual (of the image when no residual is given)
   outside the flux mask. This robust noise is what the acceptance gate uses.
+* ``offsource_beams`` = independent beams in that off-source region (pixels / A_b): the
+  gate's noise of ``rms_offsource`` is rms / sqrt(2 offsource_beams).
+* ``rms_near`` = ``mad_std`` of the residual in the near field: the ring within
+  :data:`NEAR_FIELD_BEAMS` beam FWHMs of the flux mask (auto_selfcal's near-field noise,
+  where calibration artefacts are strongest), ``near_beams`` its independent beams; NaN
+  without a mask.
 * ``snr`` = ``dynamic_range`` = peak / rms_offsource (identical by definition; both names
   are kept because the gate and the reports refer to each). ``snr_seed`` = flux_im/rms_box
   with flux_im = Σ image / A_b, the seed's (poorly defined) value, kept for comparison.
@@ -62,11 +68,14 @@ STAT_COLUMNS: list[str] = [
     "rms_residual", "mad_std_residual", "flux_residual", "flux_error",
     "number_of_beams", "mask_npix", "C50radii", "C95radii",
     "bmaj_arcsec", "bmin_arcsec", "bpa_deg", "beam_area_pix", "cell_arcsec", "freq_hz",
+    "offsource_beams", "rms_near", "near_beams",
 ]
 
 _NAN = float("nan")
 _FWHM_AREA = math.pi / (4.0 * math.log(2.0))
 _FALLBACK_DILATION_PX = 5
+#: Width of the near-field ring (``rms_near``) around the flux mask, in beam FWHMs.
+NEAR_FIELD_BEAMS = 3.0
 
 
 # --------------------------------------------------------------------------- reading
@@ -302,7 +311,14 @@ def array_statistics(data: np.ndarray, header: fits.Header,
     off_sel = np.isfinite(src) if mask is None else np.isfinite(src) & ~mask
     off = src[off_sel]
     rms_off = float(mad_std(off)) if off.size else _NAN
-    out.update(rms_offsource=rms_off, snr=_div(peak, rms_off), dynamic_range=_div(peak, rms_off))
+    out.update(rms_offsource=rms_off, snr=_div(peak, rms_off), dynamic_range=_div(peak, rms_off),
+               offsource_beams=float(off.size) / area if area > 0 else _NAN)
+    if mask is not None and mask.any():
+        fwhm_px = 2.0 * dilation_radius_px(header)  # the beam FWHM in pixels (radius = half)
+        r = max(1, int(round(NEAR_FIELD_BEAMS * fwhm_px)))
+        ring = binary_dilate(mask, disk_structure(r), 1) & ~mask & np.isfinite(src)
+        if ring.any():
+            out.update(rms_near=float(mad_std(src[ring])), near_beams=float(ring.sum()) / area)
 
     if mask is not None:
         tfm = float(np.sum(z, where=mask)) / area

@@ -125,6 +125,10 @@ def _casa_rewriting_corrected(ctx: Context, calls: list[cal.Call], label: str,
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     """Run one ladder step; returns (status, record) with status done|skipped."""
     st = ctx.state
+    from .outcome import stop_reason
+
+    if stop_reason(ctx):
+        return "skipped", {"reason": stop_reason(ctx)}
     template = st.get("template_initial") if step == "p0" else st.get("template_final")
     if not template:
         return "skipped", {"reason": "no template (test_image did not run)"}
@@ -189,7 +193,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                           combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
                           minsnr=params.minsnr, minblperant=minblperant(step if not extension else "p2",
                                                                        ctx.instrument),
-                          solnorm=False, gaintable=[c["table"] for c in pre_apply],
+                          **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
+                                                                       ctx.cfg.solnorm_type), gaintable=[c["table"] for c in pre_apply],
                           spwmap=[c["spwmap"] for c in pre_apply], field="")
     new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))
@@ -208,11 +213,18 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     post = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": post_stats,
             "key": list(post_opts.imaging_key()), "column": "CORRECTED_DATA"}
     if ctx.cfg.gate.enabled:
-        decision = gate.evaluate_step(pre["stats"], post_stats, original_beam_area=orig[beam_key],
+        pre_g, post_g = pre["stats"], post_stats
+        if "a" in params.calmode:  # the flux-scale check compares the same pixels
+            from .outcome import common_mask_flux
+
+            f_pre, f_post = common_mask_flux(pre["image"], post["image"])
+            pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
+        decision = gate.evaluate_step(pre_g, post_g, original_beam_area=orig[beam_key],
                                       solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,
                                       amplitude="a" in params.calmode,
                                       exclude_antennas=set(st.get("bad_antennas", [])),
-                                      significance=significance)
+                                      significance=significance,
+                                      normalised=ctx.cfg.solnorm_amplitude)
     else:
         decision = gate.GateDecision(True, (), {})
     decision = gate_applied_flags(decision, flags_before, flags_after, ctx.cfg.gate.max_flagged_solutions) \
@@ -237,7 +249,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
         _casa_rewriting_corrected(ctx, [cal.flagmanager_call(vis, "restore", flagver), *_apply_calls(ctx, chain)],
                                   f"{step}-revert", chain)
         st.set("current", pre)
-        if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject:
+        if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
             st.set("ladder_stopped", step)
     ctx.write_gain_tables_json()
     if step == "p0":

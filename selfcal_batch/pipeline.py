@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ladder, process, records, steps_final, steps_prep
+from . import ladder, outcome, process, records, steps_final, steps_prep
 from . import restart as restart_plan
 from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
 from .context import Context
@@ -37,7 +37,7 @@ log = logging.getLogger("selfcal_batch.pipeline")
 
 LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
-               "refantmode", "wsclean", "allow_negative")
+               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
 DEPENDS: dict[str, tuple[str, ...]] = {
     "startup": ("field", "spw", "timebin", "chanbin", "input_column"),
     "save_init_flags": ("statwt_init",),
@@ -45,15 +45,16 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "run_rflag_init": (),
     "test_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
                    "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
-                   "template_thresholds_mjy", "wsclean", "allow_negative"),
-    "select_refant": ("refant", "refantmode", "flag_bad_antennas"),
-    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt"),
+                   "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma",
+                   "decorrelation_limit"),
+    "select_refant": ("refant", "refantmode", "flag_bad_antennas", "guard"),
+    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard"),
     "report_results": ("plots",),
     "run_rflag_final": (),
 }
 #: State entries a step may change and that are rolled back before re-running it.
 SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
-                 "applied", "modified_robust", "test_image", "initial", "final")
+                 "applied", "modified_robust", "test_image", "initial", "final", "outcome", "guard")
 
 
 @dataclass
@@ -66,8 +67,11 @@ class DatasetResult:
 
     name: str
     ms: str
+    #: finished | unchanged | no_detection | needs_calibration | failed (outcome.ALL_STATUSES)
     status: str = "failed"
     error: str = ""
+    #: Why the input was delivered unchanged (status unchanged / no_detection / needs_calibration).
+    reason: str = ""
     template_initial: str = ""
     template_final: str = ""
     steps_run: list[str] = field(default_factory=list)
@@ -98,6 +102,8 @@ class DatasetResult:
     decisions: dict[str, Any] = field(default_factory=dict)
     #: One record per attempt (records.py): start, end (UTC ISO), steps, exit, host, worker, costs.
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: The final guard's verdict: deliver (bool), reason, changes {metric: [before, after, z]}.
+    guard: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly mapping (NaN -> None)."""
@@ -255,6 +261,8 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     """Collect the DatasetResult from the state."""
     st = ctx.state
     res = DatasetResult(name=ctx.name, ms=str(ctx.ms), status=status, error=error, wall_s=round(wall, 2))
+    res.reason = (st.get("outcome") or {}).get("reason", "") if status in outcome.SUCCESS_STATUSES else ""
+    res.guard = dict(st.get("guard") or {})
     res.template_initial = st.get("template_initial") or ""
     res.template_final = st.get("template_final") or ""
     for step, rec in st.steps.items():
@@ -449,7 +457,8 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
     if ctx is None:
         res = DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
     else:
-        if status == "finished":
+        status = outcome.final_status(ctx.state.get("outcome"), status)[0]
+        if status in outcome.SUCCESS_STATUSES:
             ctx.state.set("current_step", "")
             if not ctx.cfg.keep_work_ms:
                 ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
@@ -463,7 +472,7 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
             ctx.state.save()
         except OSError as exc:  # e.g. the disk filled up: the result must still be returned
             log.error("%s: cannot write state.json: %s", name, exc)
-            if status == "finished":
+            if status in outcome.SUCCESS_STATUSES:
                 status, error = "failed", _one_line(exc, "finish", root)
                 if attempt is not None:
                     records.finish_attempt(attempt, status, error, records.utc_now())

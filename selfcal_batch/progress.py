@@ -24,7 +24,7 @@ from rich.text import Text
 POLL_S = 2.0
 #: ``survey/datasets.csv`` columns (the DatasetResult fields), in order.
 ROW_FIELDS = (
-    "name", "ms", "status", "error", "template_initial", "template_final", "steps_run",
+    "name", "ms", "status", "error", "reason", "template_initial", "template_final", "steps_run",
     "steps_accepted", "steps_reverted", "snr_initial", "snr_final", "dr_initial", "dr_final",
     "rms_initial", "rms_final", "peak_initial", "peak_final", "total_flux_initial",
     "total_flux_final", "wall_s", "final_ms", "final_image", "wsclean_runs", "time_wsclean_s",
@@ -46,7 +46,9 @@ def normalise_row(res: dict[str, Any], name: str, ms: Any) -> dict[str, Any]:
     row.update({k: v for k, v in res.items() if k not in row})
     row["name"] = row.get("name") or name
     row["ms"] = row.get("ms") or (str(ms) if ms else "")
-    if row.get("status") not in ("finished", "failed", "skipped"):
+    from .outcome import ALL_STATUSES
+
+    if row.get("status") not in ALL_STATUSES:
         row["error"] = row.get("error") or f"unexpected status {row.get('status')!r}"
         row["status"] = "failed"
     if row["status"] == "failed" and not row.get("error"):
@@ -136,6 +138,8 @@ def finished_line(row: dict[str, Any], done: int, total: int) -> str:
     head = f"[{done}/{total}] {row.get('name')} {row.get('status')}"
     if row.get("status") == "failed":
         return f"{head}: {row.get('error') or 'unknown error'}"
+    if row.get("reason"):  # input delivered unchanged (unchanged / no_detection / needs_calibration)
+        head = f"{head}: {row['reason']}"
     n = _num(row.get("n_attempts")) or 0
     over = f" over {int(n)} attempts" if n > 1 else ""
     return (f"{head} (template {template_text(row)}, SNR {snr_text(row)}, "

@@ -57,6 +57,9 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
         ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
                                     [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label="final-apply")
         st.set("corrected_chain", [c["table"] for c in chain])
+    from .outcome import deliverable_chain
+
+    chain = deliverable_chain(ctx, chain)  # the final guard: [] = deliver the input unchanged
     if not st.get("initial"):
         # Seed-style test image: make the before image with the final settings.
         ref, ref_stats = ctx.image(final_options(ctx, "initial"), step="initial", role="initial",

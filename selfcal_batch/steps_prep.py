@@ -20,6 +20,9 @@ from .templates import (
 log = logging.getLogger("selfcal_batch.pipeline")
 
 
+#: Good-solution fraction (against the test image's model) below which an antenna carries
+#: no usable signal (a dead antenna: 0).
+SIGNAL_FREE = 0.1
 #: State that describes the contents of work.ms: reset whenever a new copy is made.
 WORK_MS_STATE = ("flag_versions", "corrected_chain", "model_in_ms", "images_done", "cell", "original_beam")
 
@@ -117,9 +120,10 @@ def test_image(ctx: Context) -> dict[str, Any]:
         opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,
                                 auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
     products, stats = ctx.image(opts, step="test_image", role="test", sigma=8.0)
+    detect_stats = stats
     if cfg.test_imaging == "final":
         # Same settings as the final image: the like-for-like "before" image.
-        ctx.state.set("initial", {"image": products.image, "stats": stats})
+        ctx.state.set("initial", {"image": products.image, "stats": stats, "prefix": products.prefix})
     else:
         ctx.state.set("initial", None)
     flux = 1000 * stats["total_flux_mask"]
@@ -143,9 +147,13 @@ def test_image(ctx: Context) -> dict[str, Any]:
     ctx.state.set("modified_robust", modified_robust)
     # No reuse key: made without a FITS mask and cleaned deeper than p0's images, it is not
     # a like-for-like "before" image for the gate (measured: it made p0 look 40% worse).
-    ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats})
+    ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats,
+                                 "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
+    from .outcome import check_after_test_image
+
+    check_after_test_image(ctx, detect_stats)  # no_detection / needs_calibration
     return {"template": template, "flux_mjy": flux, "image": products.image}
 
 
@@ -174,7 +182,15 @@ def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float], flagg
 
 
 def select_refant(ctx: Context) -> dict[str, Any]:
-    """Rank antennas by the fraction of good phase solutions (per antenna id)."""
+    """Rank antennas by the fraction of good phase solutions (per antenna id), solved against
+    the test image's model (MODEL_DATA), not CASA's default 1 Jy point source."""
+    from .outcome import judge_antenna_flag, stop_reason
+
+    if stop_reason(ctx):
+        return "skipped", {"reason": stop_reason(ctx)}
+    model = (ctx.state.get("initial") or ctx.state.get("test_image") or {}).get("prefix")
+    if model and ctx.state.get("model_in_ms") != model:
+        ctx.predict(model)
     info = ctx.info
     names = info["antenna_names"]
     table = str(ctx.root / "caltables" / "find_refant.phase")
@@ -204,20 +220,24 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     good = {a: f for a, f in good.items() if a.strip()}
     bad = sorted(a for a, f in good.items() if f < 0.5)
     flagged: list[str] = []
+    flag_undone: dict[str, Any] = {}
     if ctx.cfg.flag_bad_antennas:
         from .gate import antennas_to_flag
 
         flagged = antennas_to_flag(good)
         if flagged:
             # A dead antenna's data are noise: flag them now, so the ladder's images and the
-            # gate's beam comparison are not disturbed when applycal would flag them later.
-            ctx.casa([cal.task("flagdata", vis=str(ctx.work_ms), mode="manual", antenna=",".join(flagged),
-                               flagbackup=False)], label="flag-bad-antennas")
-            log.warning("%s: flagged antennas with failed solutions: %s", ctx.name, ", ".join(flagged))
+            # gate's beam comparison are not disturbed when applycal would flag them later;
+            # judged like a step (like-for-like image), undone when it does not help.
+            judged = judge_antenna_flag(ctx, flagged, signal_free=all(good[a] < SIGNAL_FREE for a in flagged))
+            if not judged["kept"]:
+                flag_undone = {"antennas": flagged, "reason": judged["reason"]}
+                flagged = []
     refant = _refant_list(ctx, ranking, good, set(flagged))
     ctx.state.set("refant", refant)
     ctx.state.set("antenna_good_fraction", good)
     ctx.state.set("bad_antennas", bad)
     log.info("%s: refant ranking %s%s", ctx.name, ",".join(ranking[:5]),
              f"; bad antennas: {', '.join(bad)}" if bad else "")
-    return {"refant": refant.split(",")[0], "bad_antennas": bad, "flagged_antennas": flagged}
+    return {"refant": refant.split(",")[0], "bad_antennas": bad, "flagged_antennas": flagged,
+            "antenna_flag_undone": flag_undone}

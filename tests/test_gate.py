@@ -191,3 +191,77 @@ def test_worth_extending_needs_a_measurable_gain():
     assert worth_extending(387.9, 389.7, 0.0)           # rule switched off
     assert not worth_extending(float("nan"), 10.0, 0.01)
     assert worth_extending(100.0, 101.5, 0.01)
+
+
+def test_amplitude_steps_normalise_by_median():
+    assert gate.amplitude_normalisation("ap", True) == {"solnorm": True, "normtype": "median"}
+    assert gate.amplitude_normalisation("a", True, "mean") == {"solnorm": True, "normtype": "mean"}
+    assert gate.amplitude_normalisation("p", True) == {"solnorm": False, "normtype": "mean"}
+    assert gate.amplitude_normalisation("ap", False) == {"solnorm": False, "normtype": "mean"}
+
+
+def test_gaincal_call_carries_normalisation():
+    from selfcal_batch.calibration import gaincal_call
+
+    call = gaincal_call("x.ms", "t.g", solint="inf", calmode="ap", **gate.amplitude_normalisation("ap", True))
+    assert call["kwargs"]["solnorm"] is True and call["kwargs"]["normtype"] == "median"
+
+
+def _img(snr, rms=1e-3, near=None, n_off=5000.0, n_near=200.0):
+    return {"snr": snr, "rms_offsource": rms, "offsource_beams": n_off, "rms_near": near or rms,
+            "near_beams": n_near, "beam_area_pix": 30.0, "total_flux_mask": 0.1}
+
+
+def test_metric_noise_formulas():
+    s = gate.metric_noise(_img(100.0, n_off=5001.0))
+    assert s["rms_offsource"] == pytest.approx(1e-3 / math.sqrt(2 * 5000))
+    assert s["snr"] == pytest.approx(100 * math.sqrt(1e-4 + 1 / 10000))
+    assert math.isnan(gate.metric_noise({"snr": 10.0, "rms_offsource": 1.0})["rms_offsource"])
+
+
+def test_improvement_within_noise_is_rejected():
+    """Issue 14: +0.9% SNR on a SNR-300 image is inside the noise of the comparison."""
+    cfg = GateConfig(improve_sigma=2.0)
+    pre = _img(300.0, n_off=9000.0)
+    d = gate.evaluate_step(pre, _img(302.7, n_off=9000.0), original_beam_area=30.0, solutions=None,
+                           est_snr=20.0, cfg=cfg)
+    assert not d.accepted and "no improvement beyond 2 sigma" in d.reason
+    assert 0 < d.metrics["z_snr"] < 2
+    d = gate.evaluate_step(pre, _img(330.0, rms=0.91e-3, n_off=9000.0), original_beam_area=30.0, solutions=None,
+                           est_snr=20.0, cfg=cfg)
+    assert d.accepted, d.reason
+    # improve_sigma = 0: the old comparison (SNR must only not drop).
+    d = gate.evaluate_step(pre, _img(302.7, n_off=9000.0), original_beam_area=30.0, solutions=None,
+                           est_snr=20.0, cfg=GateConfig(improve_sigma=0.0))
+    assert d.accepted
+
+
+def test_near_field_rms_counts_both_ways():
+    cfg = GateConfig(improve_sigma=2.0)
+    pre = _img(50.0, near=2e-3)
+    # Same SNR, far rms, but the near field clears up: an improvement.
+    d = gate.evaluate_step(pre, _img(50.0, near=1.5e-3), original_beam_area=30.0, solutions=None, est_snr=3.0, cfg=cfg)
+    assert d.accepted and d.metrics["z_rms_near"] > 2
+    # SNR up but the near field gets much worse (artefacts next to the source): rejected.
+    d = gate.evaluate_step(pre, _img(60.0, near=3e-3), original_beam_area=30.0, solutions=None, est_snr=3.0, cfg=cfg)
+    assert not d.accepted and "near-field rms rose" in d.reason
+
+
+def test_normalised_amplitude_step_only_flux_drop_counts():
+    cfg = GateConfig(improve_sigma=0.0)
+    post_up = dict(PRE, snr=150.0, total_flux_mask=0.115)
+    post_down = dict(PRE, snr=150.0, total_flux_mask=0.085)
+    kw = dict(original_beam_area=30.0, solutions=None, est_snr=4.0, cfg=cfg, amplitude=True)
+    assert not gate.evaluate_step(PRE, post_up, **kw).accepted  # unnormalised: the scale moved
+    assert gate.evaluate_step(PRE, post_up, normalised=True, **kw).accepted
+    d = gate.evaluate_step(PRE, post_down, normalised=True, **kw)
+    assert not d.accepted and "integrated flux changed -15.0%" in d.reason
+
+
+def test_only_harm_stops_the_ladder():
+    no_gain = gate.GateDecision(False, ("no improvement beyond 2 sigma (SNR +0.7, rms +0.7, near-field rms +0.4 sigma)",))
+    harm = gate.GateDecision(False, ("no improvement beyond 2 sigma (...)", "SNR decreased 50.0 -> 45.0"))
+    assert not gate.stops_ladder(no_gain)
+    assert gate.stops_ladder(harm)
+    assert gate.stops_ladder(gate.GateDecision(False, ("phase corrections consistent with noise",)))
+    assert not gate.stops_ladder(gate.GateDecision(True))

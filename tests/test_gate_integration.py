@@ -7,6 +7,7 @@ import pytest
 
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.gate import solint_seconds
+from selfcal_batch.outcome import SUCCESS_STATUSES
 from selfcal_batch.pipeline import run_dataset
 from selfcal_batch.simulate import Component, load_truth, simulate_ms_isolated, spec_from_preset
 
@@ -18,7 +19,7 @@ def _run(tmp_path, name, spec, **cfg):
     ms = simulate_ms_isolated(spec, tmp_path / f"{name}.ms")
     config = PipelineConfig.from_dict({"imsize": 128, "steps": STEPS, **cfg})
     res = run_dataset(name, str(ms), config, tmp_path / "out", threads=2)
-    assert res.status == "finished", res.error
+    assert res.status in SUCCESS_STATUSES, res.error
     return ms, res
 
 
@@ -26,7 +27,9 @@ def test_very_faint_is_not_made_worse(tmp_path):
     """0.8 mJy, no phase errors: self-calibration cannot help and must not hurt."""
     spec = spec_from_preset("vla-c", flux_jy=0.0008, phase_rms_deg=0.0, seed=43, duration_s=1200)
     _, res = _run(tmp_path, "vfaint", spec)
-    print("very faint:", res.dr_initial, res.dr_final, res.peak_initial, res.peak_final, res.decisions)
+    print("very faint:", res.status, res.dr_initial, res.dr_final, res.peak_initial, res.peak_final, res.decisions)
+    # Nothing to correct: the input is delivered unchanged (issue 14), with the reason.
+    assert res.status == "unchanged" and res.reason
     assert res.dr_final >= 0.95 * res.dr_initial
     assert abs(res.peak_final / res.peak_initial - 1) <= 0.05
     # Every ladder step that did not stick says why.
@@ -61,6 +64,7 @@ def test_fast_phases_extend_the_ladder(tmp_path):
     spec = spec_from_preset("vla-c", flux_jy=0.3, phase_rms_deg=60.0, phase_timescale_s=720.0, seed=41,
                             duration_s=600)
     ms, res = _run(tmp_path, "fast", spec)
+    assert res.status == "finished", (res.status, res.reason)
     truth = load_truth(ms)
     peak_true = max(c["flux_jy"] for c in truth["components"] if c["kind"] == "point")
     shortest = min(solint_seconds(d["solint"], 10.0, 600.0) for s, d in res.decisions.items()

@@ -208,3 +208,23 @@ def test_binary_dilate_matches_full_image_dilation():
     assert np.array_equal(imstats.binary_dilate(mask, disk, 2), full)
     assert np.array_equal(imstats.binary_dilate(mask, disk, 0), mask)
     assert disk.sum() == 29
+
+
+def test_near_field_and_offsource_beam_counts():
+    """rms_near: the ring around the mask (artefacts there raise it, not rms_offsource much)."""
+    from selfcal_batch.imstats import NEAR_FIELD_BEAMS, array_statistics
+
+    img = gaussian_image(noise=1e-3, seed=3)
+    hdr = header_for(*img.shape)
+    res = img - gaussian_image(noise=0.0)  # the noise alone
+    st = array_statistics(img, hdr, res)
+    area = st["beam_area_pix"]
+    assert st["offsource_beams"] == pytest.approx((img.size - st["mask_npix"]) / area)
+    assert st["rms_near"] == pytest.approx(1e-3, rel=0.25) and st["near_beams"] > 5
+    # Artefacts next to the source: the near-field rms rises far more than the global one.
+    yy, xx = np.mgrid[0:256, 0:256]
+    r_ring = math.sqrt(st["mask_npix"] / math.pi) + 0.5 * NEAR_FIELD_BEAMS * FWHM_PX  # mid near field
+    ring = np.exp(-((np.hypot(yy - 128, xx - 128) - r_ring) ** 2) / 50.0) * np.sin(xx)
+    st2 = array_statistics(img + 5e-3 * ring, hdr, res + 5e-3 * ring)
+    assert st2["rms_near"] > 1.5 * st["rms_near"]
+    assert st2["rms_offsource"] < 1.2 * st["rms_offsource"]

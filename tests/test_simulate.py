@@ -6,6 +6,7 @@ casatools is never imported in this (pytest) process: MSs are built in a child
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -300,3 +301,42 @@ def test_isolated_reports_child_errors(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SimulationError, match="cannot create"):
         simulate_ms_isolated(spec_from_preset("vla-c"), tmp_path / "afile" / "x.ms")
+
+
+def test_delays_give_phase_slopes() -> None:
+    """Per-antenna delays: phase 2 pi nu (tau_i - tau_j) per channel, nothing else."""
+    from selfcal_batch.simulate.corrupt import apply_gains, make_gains
+
+    g = make_gains(5, np.array([0.0]), 3, 1, phase_rms_deg=0.0, phase_timescale_s=300.0,
+                   spw_phase_rms_deg=0.0, amp_rms=0.0, delay_rms_ns=4.0)
+    assert g.delay_ns is not None and np.std(g.delay_ns) > 0
+    freqs = np.array([6.0e9, 6.01e9, 6.02e9])
+    vis = np.ones((1, 3), dtype=np.complex64)
+    out = apply_gains(vis, np.array([0]), np.array([2]), np.array([0]), 0, g, freqs)
+    want = np.exp(2j * np.pi * (g.delay_ns[0] - g.delay_ns[2]) * 1e-9 * freqs)
+    assert np.allclose(out[0], want, atol=1e-3)
+    slope = np.angle(out[0, 1] * np.conj(out[0, 0]))
+    assert slope == pytest.approx(np.angle(np.exp(2j * np.pi * (g.delay_ns[0] - g.delay_ns[2]) * 1e-9 * 1e7)), abs=1e-3)
+    with pytest.raises(ValueError):
+        apply_gains(vis, np.array([0]), np.array([2]), np.array([0]), 0, g)
+
+
+def test_truth_image_flux_and_beam() -> None:
+    """A point source of S Jy is S Jy/beam at its pixel; a Gaussian keeps its total flux."""
+    from astropy.io import fits
+
+    from selfcal_batch.simulate.evaluate import truth_image
+
+    h = fits.Header()
+    for i, (ct, crpix, crval, cd) in enumerate([("RA---SIN", 33, 150.0, -0.2 / 3600), ("DEC--SIN", 33, 40.0, 0.2 / 3600)], 1):
+        h[f"CTYPE{i}"], h[f"CRPIX{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CUNIT{i}"] = ct, crpix, crval, cd, "deg"
+    h["NAXIS1"] = h["NAXIS2"] = 64
+    h["BMAJ"], h["BMIN"], h["BPA"] = 1.0 / 3600, 0.8 / 3600, 30.0
+    point = {"kind": "point", "flux_jy": 0.2, "ra_deg": 150.0, "dec_deg": 40.0, "major_arcsec": 0.0,
+             "minor_arcsec": 0.0, "pa_deg": 0.0}
+    t = truth_image({"components": [point]}, h)
+    assert t.max() == pytest.approx(0.2, rel=1e-3) and np.unravel_index(t.argmax(), t.shape) == (32, 32)
+    gauss = dict(point, kind="gaussian", major_arcsec=2.0, minor_arcsec=1.0)
+    t = truth_image({"components": [gauss]}, h)
+    beam_area_px = math.pi / (4 * math.log(2)) * 1.0 * 0.8 / 0.2**2
+    assert t.sum() / beam_area_px == pytest.approx(0.2, rel=0.01)

@@ -20,13 +20,13 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 LIST_COLUMNS = ("steps_run", "steps_accepted", "steps_reverted", "steps_skipped")
-TEXT_COLUMNS = ("name", "ms", "status", "error", "template_initial", "template_final",
+TEXT_COLUMNS = ("name", "ms", "status", "error", "reason", "template_initial", "template_final",
                 *LIST_COLUMNS, "final_ms", "final_image")
 NUMERIC_COLUMNS = ("snr_initial", "snr_final", "dr_initial", "dr_final", "rms_initial", "rms_final",
                    "peak_initial", "peak_final", "total_flux_initial", "total_flux_final", "wall_s",
                    "wsclean_runs", "time_wsclean_s", "time_casa_s", "time_python_s", "n_attempts")
 #: The columns of ``survey/datasets.csv`` (the DatasetResult fields, lists joined by ';').
-DATASET_COLUMNS = ("name", "ms", "status", "error", "template_initial", "template_final",
+DATASET_COLUMNS = ("name", "ms", "status", "error", "reason", "template_initial", "template_final",
                    *LIST_COLUMNS, *NUMERIC_COLUMNS[:11], "final_ms", "final_image",
                    *NUMERIC_COLUMNS[11:])
 STEP_COLUMNS = ("dataset", "step", "status", "accepted", "reason", "solint", "combine", "est_snr",
@@ -127,7 +127,7 @@ def rows_from_results(out: Path, notes: list[str]) -> list[dict[str, Any]]:
                          "listed as failed")
             res = {"name": d.name, "status": "failed",
                    "error": "no result.json (the dataset did not finish)"}
-        row = {k: v for k, v in res.items() if k not in ("decisions", "attempts")}
+        row = {k: v for k, v in res.items() if k not in ("decisions", "attempts", "guard")}
         row["name"] = row.get("name") or d.name
         rows.append(row)
     return rows

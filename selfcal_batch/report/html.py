@@ -126,7 +126,9 @@ def campaign_elapsed(camp: dict[str, Any]) -> tuple[float, float, int]:
 
 def campaign_summary(s: Survey) -> dict[str, Any]:
     ds, camp = s.datasets, s.campaign
-    counts = {k: int((ds["status"] == k).sum()) for k in ("finished", "failed", "skipped")}
+    from ..outcome import ALL_STATUSES
+
+    counts = {k: int((ds["status"] == k).sum()) for k in ALL_STATUSES}
     other = len(ds) - sum(counts.values())
     walls = [w for w in ds["wall_s"] if not math.isnan(w)]
     cluster = camp.get("cluster")

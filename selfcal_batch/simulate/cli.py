@@ -22,7 +22,7 @@ _FIELDS = {
     "array_config": "array_config", "duration": "duration_s", "integration": "integration_s",
     "n_scans": "n_scans", "scan_gap": "scan_gap_s", "n_spw": "n_spw", "n_chan": "n_chan",
     "phase_rms": "phase_rms_deg", "phase_timescale": "phase_timescale_s",
-    "spw_phase_rms": "spw_phase_rms_deg", "amp_rms": "amp_rms", "dead_antenna": "dead_antenna",
+    "spw_phase_rms": "spw_phase_rms_deg", "amp_rms": "amp_rms", "delay_rms": "delay_rms_ns", "dead_antenna": "dead_antenna",
     "missing_spw": "missing_spw", "noise": "noise_jy", "seed": "seed",
     "correlations": "correlations", "ra": "ra_deg", "dec": "dec_deg",
 }
@@ -71,6 +71,7 @@ def build_spec(preset: str | None, spec_file: str | None, flux: float | None,
 @click.option("--phase-timescale", type=float, help="Phase random-walk correlation time, s (default 300).")
 @click.option("--spw-phase-rms", type=float, help="Rms of constant per-spw phase offsets, deg (default 0).")
 @click.option("--amp-rms", type=float, help="Fractional amplitude offset rms (default 0).")
+@click.option("--delay-rms", type=float, help="Rms of constant per-antenna delays, ns (default 0).")
 @click.option("--dead-antenna", type=int, help="Index of an antenna whose data are pure noise.")
 @click.option("--missing-spw", type=int, help="Spw absent from every other scan (needs --n-scans >= 2).")
 @click.option("--noise", type=float, help=f"Noise sigma per real/imag part of a visibility, Jy (default {DEFAULT_NOISE_JY}).")

@@ -15,6 +15,9 @@ gain. The phase of antenna ``a`` in spectral window ``s`` at time ``t`` is
   handled by the same formula, so the phases decorrelate over long gaps.
 * ``offset_a[s]`` ~ N(0, ``spw_phase_rms_deg``), constant in time (instrumental).
 * ``amp_a`` = 1 + N(0, ``amp_rms``) (clipped to >= 0.05), constant in time and frequency.
+* ``tau_a`` ~ N(0, ``delay_rms_ns``) ns, an instrumental delay constant in time: an extra
+  phase ``2 pi nu tau_a`` at channel frequency ``nu`` (raw data before delay calibration;
+  the phase slope across a spectral window decorrelates the channel average).
 
 Noise: independent Gaussian of sigma ``noise_jy`` on the real and the imaginary part of
 every visibility (so CASA's SIGMA = noise_jy, WEIGHT = 1 / noise_jy**2).
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_STREAMS = {"phase": 1, "spw_offset": 2, "amp": 3, "noise": 4}
+_STREAMS = {"phase": 1, "spw_offset": 2, "amp": 3, "noise": 4, "delay": 5}
 
 
 def rng_for(seed: int, purpose: str) -> np.random.Generator:
@@ -61,6 +64,7 @@ class Gains:
     phase_deg: np.ndarray  # (n_ant, nt), common to all spws
     spw_offset_deg: np.ndarray  # (n_ant, n_spw)
     amp: np.ndarray  # (n_ant,)
+    delay_ns: np.ndarray | None = None  # (n_ant,), None = no delays
 
     def complex_gain(self, ant: np.ndarray, tidx: np.ndarray, spw: int) -> np.ndarray:
         """g for antenna ids ``ant`` at time indices ``tidx`` in spw ``spw`` (complex64)."""
@@ -78,21 +82,31 @@ def make_gains(
     phase_timescale_s: float,
     spw_phase_rms_deg: float,
     amp_rms: float,
+    delay_rms_ns: float = 0.0,
 ) -> Gains:
     """Draw the gains of every antenna (each purpose from its own random stream)."""
     times = np.asarray(times, dtype=np.float64)
     phase = phase_walk(rng_for(seed, "phase"), times, phase_rms_deg, phase_timescale_s, n_ant)
     offs = spw_phase_rms_deg * rng_for(seed, "spw_offset").standard_normal((n_ant, n_spw))
     amp = np.maximum(0.05, 1.0 + amp_rms * rng_for(seed, "amp").standard_normal(n_ant))
-    return Gains(times, phase, offs, amp)
+    delay = delay_rms_ns * rng_for(seed, "delay").standard_normal(n_ant) if delay_rms_ns > 0 else None
+    return Gains(times, phase, offs, amp, delay)
 
 
 def apply_gains(
-    vis: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, tidx: np.ndarray, spw: int, gains: Gains
+    vis: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, tidx: np.ndarray, spw: int, gains: Gains,
+    freqs_hz: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``g_i conj(g_j) V`` for rows of one spw; ``vis`` has shape (nrow, ...)."""
+    """``g_i conj(g_j) V`` for rows of one spw; ``vis`` has shape (nrow, ...), or (nrow,
+    nchan) with ``freqs_hz`` (nchan,) when the gains have delays."""
     g = gains.complex_gain(ant1, tidx, spw) * np.conj(gains.complex_gain(ant2, tidx, spw))
-    return vis * g.reshape((-1,) + (1,) * (vis.ndim - 1))
+    out = vis * g.reshape((-1,) + (1,) * (vis.ndim - 1))
+    if gains.delay_ns is not None:
+        if freqs_hz is None:
+            raise ValueError("apply_gains: delays need the channel frequencies")
+        dtau = (gains.delay_ns[ant1] - gains.delay_ns[ant2]) * 1e-9  # s, (nrow,)
+        out = out * np.exp(2j * np.pi * dtau[:, None] * np.asarray(freqs_hz)[None, :]).astype(np.complex64)
+    return out
 
 
 def noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:

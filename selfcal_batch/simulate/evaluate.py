@@ -1,6 +1,8 @@
 """Compare a self-calibration result with the simulator's truth (tests and benchmarks)."""
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,3 +54,50 @@ def residual_phase_rms_deg(tables: Sequence[str], truth: dict[str, Any], plane: 
         coef, *_ = np.linalg.lstsq(design, resid, rcond=None)
         resid = np.angle(np.exp(1j * (resid - design @ coef)))
     return float(np.sqrt(np.mean(np.degrees(resid) ** 2))), int(ok.sum())
+
+
+def truth_image(truth: dict[str, Any], header: Any) -> np.ndarray:
+    """The true sky convolved with the header's restoring beam (Jy/beam) on its grid."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(header).celestial
+    ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    cell = abs(float(header["CDELT2"])) * 3600.0
+    bmaj, bmin = float(header["BMAJ"]) * 3600.0, float(header["BMIN"]) * 3600.0
+    bpa = math.radians(float(header["BPA"]))
+    k = 1.0 / (8.0 * math.log(2.0))  # FWHM^2 -> sigma^2
+
+    def cov(maj: float, mnr: float, pa: float) -> np.ndarray:
+        # PA east of north; image x grows to the east on the sky (RA decreases with x, so
+        # -x is east), y to the north.
+        rot = np.array([[-math.sin(pa), -math.cos(pa)], [math.cos(pa), -math.sin(pa)]])
+        return rot @ np.diag([k * maj**2, k * mnr**2]) @ rot.T
+
+    beam = cov(bmaj, bmin, bpa)
+    beam_area = 2.0 * math.pi * math.sqrt(np.linalg.det(beam))
+    out = np.zeros((ny, nx))
+    for c in truth["components"]:
+        px, py = wcs.world_to_pixel_values(c["ra_deg"], c["dec_deg"])
+        c_cov = beam + (cov(c["major_arcsec"], c["minor_arcsec"], math.radians(c["pa_deg"]))
+                        if c["kind"] == "gaussian" else 0.0)
+        area = 2.0 * math.pi * math.sqrt(np.linalg.det(c_cov))
+        d = np.stack([(xx - px) * cell, (yy - py) * cell], axis=-1)  # arcsec offsets (x, y)
+        inv = np.linalg.inv(c_cov)
+        q = np.einsum("...i,ij,...j->...", d, inv, d)
+        out += c["flux_jy"] * beam_area / area * np.exp(-0.5 * q)
+    return out
+
+
+def error_vs_truth(image: Path, truth: dict[str, Any]) -> dict[str, float]:
+    """rms(image - truth) / truth peak, and the flux ratio over the bright truth region."""
+    from astropy.io import fits
+
+    with fits.open(image) as hdul:
+        data = np.squeeze(hdul[0].data).astype(float)
+        header = hdul[0].header
+    t = truth_image(truth, header)
+    peak = float(t.max())
+    region = t > 0.05 * peak
+    return {"err": float(np.sqrt(np.mean((data - t) ** 2)) / peak),
+            "flux_ratio": float(data[region].sum() / t[region].sum())}

@@ -139,7 +139,7 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
         gains = corrupt.make_gains(
             spec.seed, times, n_ant, spec.n_spw,
             phase_rms_deg=spec.phase_rms_deg, phase_timescale_s=spec.phase_timescale_s,
-            spw_phase_rms_deg=spec.spw_phase_rms_deg, amp_rms=spec.amp_rms,
+            spw_phase_rms_deg=spec.spw_phase_rms_deg, amp_rms=spec.amp_rms, delay_rms_ns=spec.delay_rms_ns,
         )
         if spec.dead_antenna is not None:
             gains.amp[spec.dead_antenna] = 0.0  # no signal: its baselines are pure noise
@@ -160,7 +160,7 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
                 rows = sel + r0
                 m = sky.predict(uvw_all[rows], freqs[s], spec.components, ref)
                 model[sel] = m
-                obs[sel] = corrupt.apply_gains(m, a1[rows], a2[rows], tidx[rows], int(s), gains)
+                obs[sel] = corrupt.apply_gains(m, a1[rows], a2[rows], tidx[rows], int(s), gains, freqs[s])
             data = corrupt.noise(rng, (ncorr, nchan, r1 - r0), spec.noise_jy)
             for k in par:
                 data[k] += obs.T
@@ -229,6 +229,9 @@ def build_truth(spec: SimSpec, antennas: list[arrays.Antenna], filled: dict[str,
             "phase_timescale_s": spec.phase_timescale_s,
             "spw_phase_rms_deg": spec.spw_phase_rms_deg,
             "amp_rms": spec.amp_rms,
+            "delay_ns": {n: round(float(g.delay_ns[i]), 4) if g.delay_ns is not None else 0.0
+                         for i, n in enumerate(names)},
+            "delay_rms_ns": spec.delay_rms_ns,
         },
         "noise_jy": spec.noise_jy,
         "noise_note": "Gaussian sigma per real and imaginary part of each visibility; SIGMA=noise_jy, WEIGHT=1/noise_jy**2",

@@ -30,7 +30,7 @@ CLI_OPTION = {
     "scan_gap_s": "--scan-gap", "n_spw": "--n-spw", "n_chan": "--n-chan",
     "correlations": "--correlations", "phase_rms_deg": "--phase-rms",
     "phase_timescale_s": "--phase-timescale", "spw_phase_rms_deg": "--spw-phase-rms",
-    "amp_rms": "--amp-rms", "dead_antenna": "--dead-antenna", "missing_spw": "--missing-spw",
+    "amp_rms": "--amp-rms", "delay_rms_ns": "--delay-rms", "dead_antenna": "--dead-antenna", "missing_spw": "--missing-spw",
     "noise_jy": "--noise", "seed": "--seed", "ra_deg": "--ra", "dec_deg": "--dec",
     "write_model": "--write-model",
 }
@@ -72,6 +72,9 @@ class SimSpec:
     phase_timescale_s: float = 300.0
     spw_phase_rms_deg: float = 0.0
     amp_rms: float = 0.0
+    #: Rms (ns) of constant per-antenna instrumental delays (phase 2 pi nu tau_ant): raw,
+    #: uncalibrated data.
+    delay_rms_ns: float = 0.0
     dead_antenna: int | None = None
     missing_spw: int | None = None
     noise_jy: float = DEFAULT_NOISE_JY
@@ -97,7 +100,7 @@ class SimSpec:
             raise _fail("array_config", f"applies to the VLA only (not {self.instrument})", self.array_config)
         for f in ("duration_s", "integration_s", "phase_timescale_s"):
             s(self, f, self._num(f, minimum=0.0, strict=True))
-        for f in ("scan_gap_s", "phase_rms_deg", "spw_phase_rms_deg", "amp_rms", "noise_jy"):
+        for f in ("scan_gap_s", "phase_rms_deg", "spw_phase_rms_deg", "amp_rms", "delay_rms_ns", "noise_jy"):
             s(self, f, self._num(f, minimum=0.0))
         for f in ("centre_freq_hz", "spw_bandwidth_hz", "ref_freq_hz"):
             if getattr(self, f) is not None:

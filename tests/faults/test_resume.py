@@ -116,8 +116,8 @@ def test_changed_setting_redoes_only_affected_steps(kill_chain: dict[str, Any], 
     assert (root / "work.ms").exists()
 
     # WSClean runs of split_trial_1: the like-for-like initial image (final settings, made
-    # there when test_imaging='seed') and the final image.
-    split_runs = sum(1 for r in read_state(root)["image_rows"] if r["step"] in ("initial", "final"))
+    # there when test_imaging='seed'), the final guard's two images and the final image.
+    split_runs = sum(1 for r in read_state(root)["image_rows"] if r["step"] in ("initial", "final", "guard"))
     cfg2 = PipelineConfig.from_dict(dict(CHAIN_CFG, final_robust=0.0, keep_work_ms=True))
     second = run_dataset("d", base_ms.path, cfg2, out).to_dict()
     assert second["status"] == "finished", second["error"]
