@@ -37,9 +37,10 @@ from .outcome import ALL_STATUSES
 from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from .config import STEP_ALIASES, STEP_NAMES
-from .errors import ConfigError, DatasetError, SimulationError
+from .errors import ConfigError, DatasetError, OutputDirError, SimulationError
 from .lock import CampaignLock
-from .preflight import dataset_input_problems, ensure_output_dir, output_dir_problem, restart_messages
+from .preflight import (dataset_input_problems, ensure_output_dir, output_dir_problem, output_inside_input,
+                        restart_messages)
 from .manifest import Campaign, DatasetSpec, build_sim_spec
 from .jobpool import JobPoolHealer
 from .progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration, normalise_row,  # noqa: F401
@@ -284,14 +285,23 @@ def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
     return restart_messages(camp.datasets, camp.output_dir, STEP_ALIASES.get(opts.restart_from, opts.restart_from))
 
 
+def check_restart_step(opts: RunOptions) -> None:
+    """Raise ConfigError for an unknown ``--restart-from`` step (in runs and dry runs alike)."""
+    if opts.restart_from and STEP_ALIASES.get(opts.restart_from, opts.restart_from) not in STEP_NAMES:
+        raise ConfigError(f"--restart-from: unknown step {opts.restart_from!r} "
+                          f"(choose from: {', '.join(STEP_NAMES)})")
+
+
 def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
     """The resolved plan printed by ``--dry-run``; also the number of problems (invalid
     datasets, including those failing the input check, plus an unusable output directory)."""
+    check_restart_step(opts)
     camp = campaign.select(opts.only)
     spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
-    out_problem = output_dir_problem(camp.output_dir)
+    out_problem = output_inside_input(camp.output_dir, [d.ms for d in camp.datasets]) \
+        or output_dir_problem(camp.output_dir)
     lines = [f"campaign {camp.name}  (manifest {camp.path})",
              f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
              f"cluster  {describe(spec)}",
@@ -387,17 +397,15 @@ def _error_reason(fut: Any) -> tuple[str, str, bool]:
 def run_campaign(campaign: Campaign, opts: RunOptions, console: Console | None = None) -> CampaignOutcome:
     """Run (the selected datasets of) a campaign; never raises for a dataset's failure."""
     console = console or Console()
-    if opts.restart_from:
-        step = STEP_ALIASES.get(opts.restart_from, opts.restart_from)
-        if step not in STEP_NAMES:
-            raise ConfigError(f"--restart-from: unknown step {opts.restart_from!r} "
-                              f"(choose from: {', '.join(STEP_NAMES)})")
+    check_restart_step(opts)
     selected = campaign.select(opts.only)
     out_dir = selected.output_dir
     spec = resolve_cluster(selected.cluster, default_threads=selected.base_config.threads,
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(selected.datasets))
     outcome = CampaignOutcome(out_dir=out_dir)
+    if problem := output_inside_input(out_dir, [d.ms for d in selected.datasets]):
+        raise OutputDirError(problem)  # before anything is written there
     ensure_output_dir(out_dir)  # one line (OutputDirError), never a traceback
     with CampaignLock(out_dir, selected.name):
         handlers = _add_log_file(out_dir / "campaign.log")

@@ -173,7 +173,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
     from .errors import OutputDirError
     from .manifest import deep_merge
-    from .preflight import ensure_output_dir, input_problems
+    from .preflight import ensure_output_dir, input_problems, output_inside_input
     from .progress import failed_row, summary_table
 
     _setup_logging(verbose, False)
@@ -200,6 +200,8 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         _fail(f"--restart-from: unknown step {restart_from!r} (choose from: {', '.join(STEP_NAMES)})", 2)
     name = name or ms.name.rsplit(".", 1)[0]
     out_dir = out_dir.expanduser().resolve()
+    if problem := output_inside_input(out_dir, [ms]):
+        _fail(problem, 2)
     try:
         ensure_output_dir(out_dir)
     except OutputDirError as exc:
@@ -236,6 +238,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
 @click.argument("outdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report_cmd(outdir: Path) -> None:
     """(Re)build the survey report of a campaign output directory."""
+    _require_campaign_output(outdir)
     try:
         from .report import build_report
     except ImportError as exc:
@@ -245,6 +248,16 @@ def report_cmd(outdir: Path) -> None:
         click.echo(str(res))
 
 
+def _require_campaign_output(path: Path) -> None:
+    """Exit 2 (nothing written) unless ``path`` holds a campaign's output: campaign.json or
+    a datasets/ folder. An MS or any other folder is refused (a report written into an MS
+    would modify the user's data)."""
+    if (path / "table.dat").exists():
+        _fail(f"{path} is a measurement set, not a campaign output directory", 2)
+    if not (path / "campaign.json").is_file() and not (path / "datasets").is_dir():
+        _fail(f"{path} is not a campaign output directory (no campaign.json or datasets/)", 2)
+
+
 @main.command("compare")
 @click.argument("out_a", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_b", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -252,6 +265,8 @@ def report_cmd(outdir: Path) -> None:
               help="Where to write the comparison.")
 def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
     """Compare two campaign output directories."""
+    _require_campaign_output(out_a)
+    _require_campaign_output(out_b)
     try:
         from .report import compare_runs
     except ImportError as exc:

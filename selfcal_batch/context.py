@@ -18,7 +18,7 @@ from . import imstats
 from .calibration import Call, run_casa
 from .config import PipelineConfig
 from .errors import DatasetError
-from .imaging import ImageSet, WSCleanOptions, expected_products, run_wsclean
+from .imaging import ImageSet, WSCleanOptions, expected_products, run_wsclean, zero_nonfinite_models
 from .products import prune
 from .state import DatasetState, atomic_write_json
 from .templates import band_defaults, cell_from_baseline, normalise_instrument
@@ -163,6 +163,9 @@ class Context:
         if not expected_products(opts).can_predict():
             raise DatasetError(self.name, f"cannot refill MODEL_DATA from {Path(prefix).name}: its per-channel "
                                           "model images were removed (keep_products); rerun with --restart")
+        products = expected_products(opts)
+        for p in zero_nonfinite_models(products.channel_models or (products.model,)):
+            log.warning("%s: %s has no data (non-finite model): predicting 0 there", self.name, Path(p).name)
         self.state.set("model_in_ms", "")
         self.state.save()
         self._wsclean(opts, self.work_ms)

@@ -166,6 +166,26 @@ def expected_products(opts: WSCleanOptions) -> ImageSet:
     )
 
 
+def zero_nonfinite_models(paths: tuple[str, ...] | list[str]) -> list[str]:
+    """Set non-finite pixels of our own model images to 0 (in place); returns the files changed.
+
+    WSClean writes an all-NaN model for an output channel with no unflagged data (e.g. a
+    fully flagged spw), and ``wsclean -predict`` then refuses the whole set ("The input
+    image contains non-finite values"). No data means no model there: 0 is the model.
+    """
+    import numpy as np
+    from astropy.io import fits
+
+    changed = []
+    for p in paths:
+        with fits.open(p, mode="update", memmap=False) as hdul:
+            data = hdul[0].data
+            if data is not None and not np.all(np.isfinite(data)):
+                hdul[0].data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+                changed.append(p)
+    return changed
+
+
 def container_prefix(runtime: str, image: str, bind: list[str]) -> list[str]:
     """``apptainer exec --bind a,b IMAGE`` (the WSClean argv follows)."""
     if not image:

@@ -83,6 +83,22 @@ def output_dir_problem(path: str | Path) -> str:
     return f"cannot create output directory {path}: {parent} is not writable ({why})" if why else ""
 
 
+def output_inside_input(out_dir: str | Path, inputs: Iterable[str | Path | None]) -> str:
+    """One line when the output directory is, or lies inside, an input MS ('' otherwise).
+
+    Checked before anything is written: the campaign's lock, log and report would
+    otherwise land inside the user's MS before the dataset itself refuses to run.
+    """
+    out = Path(os.path.realpath(Path(out_dir).expanduser()))
+    for ms in inputs:
+        if ms is None:
+            continue
+        src = Path(os.path.realpath(Path(ms).expanduser()))
+        if out == src or src in out.parents:
+            return f"output directory {out_dir} is inside the input MS {ms}: choose an output directory outside it"
+    return ""
+
+
 def ensure_output_dir(path: str | Path) -> Path:
     """Create the output directory (parents too); :class:`OutputDirError` with one line if
     it cannot be created or written."""

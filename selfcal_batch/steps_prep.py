@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+import numpy as np
 from typing import Any
 
 from . import calibration as cal
@@ -58,6 +60,10 @@ def startup(ctx: Context) -> dict[str, Any]:
         raise
     finally:
         ctx.remove(view)
+    if ctx.cfg.input_column.lower() == "data" and "CORRECTED_DATA" in src_info.get("columns", []):
+        log.warning("%s: %s has a CORRECTED_DATA column; self-calibrating DATA as configured "
+                    "(set input_column = 'corrected' to start from the observatory-calibrated data)",
+                    ctx.name, src)
     info["input"] = {k: src_info[k] for k in ("nrows", "flagged_fraction", "n_antennas_present")}
     if info["n_antennas_present"] < 4:
         raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
@@ -200,10 +206,16 @@ def select_refant(ctx: Context) -> dict[str, Any]:
                        solint="inf", minblperant=3, gaintype=gaintype, calmode="p")], label="find-refant")
     from casacore.tables import table as ctable
 
-    with ctable(table, ack=False) as t:
-        a1 = t.getcol("ANTENNA1")
-        flags = t.getcol("FLAG")
-        snr = t.getcol("SNR")
+    if not Path(table, "table.dat").exists():
+        # Every solution failed (gaincal then writes no table): no ranking, no antenna judged bad.
+        log.warning("%s: no reference-antenna solution succeeded (solint inf); the configured or "
+                    "CASA's default reference antenna is used", ctx.name)
+        a1, flags, snr = np.zeros(0, int), np.zeros((0, 1, 1), bool), np.zeros((0, 1, 1))
+    else:
+        with ctable(table, ack=False) as t:
+            a1 = t.getcol("ANTENNA1")
+            flags = t.getcol("FLAG")
+            snr = t.getcol("SNR")
     ranking = rank_refants(a1, flags, names, snr)
     # gaincal's refant is an antenna *name* expression (CASA matches '20' to the antenna
     # named '20' before id 20): antennas without data or without a unique, non-empty name
@@ -215,9 +227,11 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     for aid in sorted(set(int(a) for a in a1)):
         sel = a1 == aid
         good[names[aid]] = float(1.0 - flags[sel].mean()) if sel.any() else 0.0
-    for aid in info["antennas_present"]:
+    for aid in info["antennas_present"] if len(a1) else []:  # no solutions: nothing to judge
         good.setdefault(names[aid], 0.0)
-    good = {a: f for a, f in good.items() if a.strip()}
+    # Only antennas with data: an antenna listed in ANTENNA but absent from the main table is
+    # not "bad" (counting it made the solution-SNR estimate use 4 - 23 antennas: SNR 0).
+    good = {a: f for a, f in good.items() if a.strip() and a in present_names}
     bad = sorted(a for a, f in good.items() if f < 0.5)
     flagged: list[str] = []
     flag_undone: dict[str, Any] = {}

@@ -110,6 +110,10 @@ def test_detection():
     ok, why = outcome.detection(4.2, 5.0)
     assert not ok and "no source above 5 sigma" in why and "4.2" in why
     assert not outcome.detection(math.nan, 5.0)[0]
+    # Sidelobe-limited image (4 antennas): peak/rms 3.6 but 150x the thermal noise.
+    assert outcome.detection(3.6, 5.0, peak=0.072, thermal_jy=0.00047) == (True, "")
+    ok, why = outcome.detection(3.6, 5.0, peak=0.004, thermal_jy=0.00047)
+    assert not ok and "8.5 x the thermal noise" in why
 
 
 def _vis(delay_ns=0.0, n_bl=20, nrow_per=30, nchan=16, width=8e6, amp=1.0, noise=0.1, seed=0):
