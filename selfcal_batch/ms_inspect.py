@@ -19,7 +19,7 @@ What "any valid MS" means here (the layouts found in practice):
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -361,32 +361,38 @@ def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
     tb = table()
     tb.open(vis)
     try:
-        has_ws = "WEIGHT_SPECTRUM" in tb.colnames()
-        ddid = tb.getcol("DATA_DESC_ID")
-        dd_spw = [int(r["SPECTRAL_WINDOW_ID"]) for r in _subtable_rows(vis, "DATA_DESCRIPTION", ["SPECTRAL_WINDOW_ID"])]
-        for d in np.unique(ddid):
-            rows = np.flatnonzero(ddid == d)
-            sub = tb.selectrows(rows.tolist())
-            try:
-                n = int(sub.nrows())
-                ws_ok = has_ws and n > 0 and sub.iscelldefined("WEIGHT_SPECTRUM", 0)
-                for start in range(0, n, CHUNK_ROWS):
-                    m = min(CHUNK_ROWS, n - start)
-                    zero = (sub.getcol("WEIGHT", startrow=start, nrow=m) == 0)[:, None, :]
-                    if ws_ok:
-                        zero = zero | (sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) == 0)
-                    zero = zero & ~sub.getcol("FLAG", startrow=start, nrow=m)
-                    hit = np.flatnonzero(zero.any(axis=(0, 1)))
-                    if hit.size:
-                        key = row_keys(sub.getcol("TIME", startrow=start, nrow=m)[hit],
-                                       sub.getcol("ANTENNA1", startrow=start, nrow=m)[hit],
-                                       sub.getcol("ANTENNA2", startrow=start, nrow=m)[hit])
-                        out.append({"spw": dd_spw[int(d)], "key": key, "mask": zero[..., hit]})
-            finally:
-                sub.close()
+        for spw, sub, n, ws_ok in _per_data_description(tb, vis):
+            for start in range(0, n, CHUNK_ROWS):
+                m = min(CHUNK_ROWS, n - start)
+                zero = (sub.getcol("WEIGHT", startrow=start, nrow=m) == 0)[:, None, :]
+                if ws_ok:
+                    zero = zero | (sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) == 0)
+                zero = zero & ~sub.getcol("FLAG", startrow=start, nrow=m)
+                hit = np.flatnonzero(zero.any(axis=(0, 1)))
+                if hit.size:
+                    key = row_keys(sub.getcol("TIME", startrow=start, nrow=m)[hit],
+                                   sub.getcol("ANTENNA1", startrow=start, nrow=m)[hit],
+                                   sub.getcol("ANTENNA2", startrow=start, nrow=m)[hit])
+                    out.append({"spw": spw, "key": key, "mask": zero[..., hit]})
     finally:
         tb.close()
     return out
+
+
+def _per_data_description(tb: Any, vis: str) -> Iterator[tuple[int, Any, int, bool]]:
+    """For each data description of the open main table ``tb`` of ``vis``: (spw id, the
+    row selection as a table, its row count, whether WEIGHT_SPECTRUM holds values); rows
+    of one data description share their array shapes, so columns can be read in blocks."""
+    has_ws = "WEIGHT_SPECTRUM" in tb.colnames()
+    ddid = tb.getcol("DATA_DESC_ID")
+    dd_spw = [int(r["SPECTRAL_WINDOW_ID"]) for r in _subtable_rows(vis, "DATA_DESCRIPTION", ["SPECTRAL_WINDOW_ID"])]
+    for d in np.unique(ddid):
+        sub = tb.selectrows(np.flatnonzero(ddid == d).tolist())
+        try:
+            n = int(sub.nrows())
+            yield dd_spw[int(d)], sub, n, bool(has_ws and n > 0 and sub.iscelldefined("WEIGHT_SPECTRUM", 0))
+        finally:
+            sub.close()
 
 
 def row_keys(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray) -> np.ndarray:
@@ -420,35 +426,25 @@ def repair_working_copy(vis: str, integration_s: float, fix_time: bool,
     tb.open(vis, nomodify=False)
     flagged = 0
     try:
-        has_ws = "WEIGHT_SPECTRUM" in tb.colnames()
-        ddid = tb.getcol("DATA_DESC_ID")
-        dd_spw = [int(r["SPECTRAL_WINDOW_ID"]) for r in _subtable_rows(vis, "DATA_DESCRIPTION", ["SPECTRAL_WINDOW_ID"])]
-        for d in np.unique(ddid):
-            rows = np.flatnonzero(ddid == d)
-            sub = tb.selectrows(rows.tolist())
-            try:
-                n = int(sub.nrows())
-                ws_ok = has_ws and n > 0 and sub.iscelldefined("WEIGHT_SPECTRUM", 0)
-                src = _source_zero_mask(sub, zero_weights or [], (spw_ids or {}), dd_spw[int(d)])
-                for start in range(0, n, CHUNK_ROWS):
-                    m = min(CHUNK_ROWS, n - start)
-                    wt = sub.getcol("WEIGHT", startrow=start, nrow=m)
-                    zero_w = wt == 0
-                    if src is not None:
-                        zero_w = zero_w | src[:, start:start + m]
-                    ws = sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) if ws_ok else None
-                    if not zero_w.any() and (ws is None or not (ws == 0).any()):
-                        continue
-                    fl = sub.getcol("FLAG", startrow=start, nrow=m)
-                    zero = np.broadcast_to(zero_w[:, None, :], fl.shape)
-                    if ws is not None:
-                        zero = zero | (ws == 0)
-                    new = zero & ~fl
-                    if new.any():
-                        flagged += int(new.sum())
-                        sub.putcol("FLAG", fl | zero, startrow=start, nrow=m)
-            finally:
-                sub.close()
+        for spw, sub, n, ws_ok in _per_data_description(tb, vis):
+            src = _source_zero_mask(sub, zero_weights or [], (spw_ids or {}), spw)
+            for start in range(0, n, CHUNK_ROWS):
+                m = min(CHUNK_ROWS, n - start)
+                wt = sub.getcol("WEIGHT", startrow=start, nrow=m)
+                zero_w = wt == 0
+                if src is not None:
+                    zero_w = zero_w | src[:, start:start + m]
+                ws = sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) if ws_ok else None
+                if not zero_w.any() and (ws is None or not (ws == 0).any()):
+                    continue
+                fl = sub.getcol("FLAG", startrow=start, nrow=m)
+                zero = np.broadcast_to(zero_w[:, None, :], fl.shape)
+                if ws is not None:
+                    zero = zero | (ws == 0)
+                new = zero & ~fl
+                if new.any():
+                    flagged += int(new.sum())
+                    sub.putcol("FLAG", fl | zero, startrow=start, nrow=m)
         if fix_time and integration_s > 0:
             n = int(tb.nrows())
             tb.putcol("INTERVAL", np.full(n, float(integration_s)))
