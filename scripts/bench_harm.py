@@ -98,7 +98,7 @@ def run_pipeline(code: Path, out: Path, ms: Path, name: str, cfg: dict[str, Any]
     """run_dataset of checkout ``code`` in a fresh interpreter; its result.json."""
     root = out / "runs"
     prog = ("import json,sys; from selfcal_batch.config import PipelineConfig; "
-            "from selfcal_batch.pipeline import run_dataset; "
+            "from selfcal_batch.pipeline.runner import run_dataset; "
             f"r = run_dataset({name!r}, {str(ms)!r}, PipelineConfig.from_dict(json.loads(sys.argv[1])), "
             f"{str(root)!r}, restart=True); print(r.status, r.error)")
     env = dict(os.environ, PYTHONPATH=str(code))

@@ -76,7 +76,7 @@ def run_variant(out: Path, ms: Path, name: str, variant: str, threads: int, imsi
     cfg = dict(VARIANTS[variant], **PRESET_CONFIG[_preset(name)], imsize=imsize, plots=False)
     root = out / "runs" / variant
     code = ("import json,sys; from selfcal_batch.config import PipelineConfig; "
-            "from selfcal_batch.pipeline import run_dataset; "
+            "from selfcal_batch.pipeline.runner import run_dataset; "
             f"r = run_dataset({name!r}, {str(ms)!r}, PipelineConfig.from_dict(json.loads(sys.argv[1])), "
             f"{str(root)!r}, threads={threads}, restart=True); print(r.status, r.error)")
     t0 = time.monotonic()

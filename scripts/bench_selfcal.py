@@ -106,7 +106,7 @@ def smearing_table(freq_hz: float, chan_width_hz: float, tau_s: float, radius_ar
 def parse_campaign_log(text: str) -> dict[str, dict[str, Any]]:
     """{name: {submitted, finished, status}} (epoch seconds) from a campaign.log."""
     out: dict[str, dict[str, Any]] = {}
-    pat_t = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ selfcal_batch\.campaign: "
+    pat_t = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ selfcal_batch\.campaign(?:\.run)?: "
     for line in text.splitlines():
         m = re.match(pat_t + r"submitted (\S+) \(", line)
         if m:
@@ -824,7 +824,7 @@ def run_one(bench: Bench, label: str, ms: Path, cfg: dict[str, Any], threads: in
 def _child_run_one(req_path: str) -> int:
     req = json.loads(Path(req_path).read_text())
     from selfcal_batch.config import PipelineConfig
-    from selfcal_batch.pipeline import run_dataset
+    from selfcal_batch.pipeline.runner import run_dataset
 
     res = run_dataset(req["name"], req["ms"], PipelineConfig.from_dict(req["config"]), req["out"],
                       threads=req["threads"], restart=True)
@@ -1071,7 +1071,7 @@ def run_measured(argv: Sequence[str], cwd: Path, threads: int, log: Path) -> tup
 
 
 def replay_wsclean(bench: Bench, root: Path, repeats: int) -> list[dict[str, Any]]:
-    from selfcal_batch.imstats import image_statistics
+    from selfcal_batch.imaging.imstats import image_statistics
 
     cmds = _wsclean_commands(root)
     ladder = next((c for c in cmds if "-fits-mask" in c and "CORRECTED_DATA" in c), None)
@@ -1132,10 +1132,10 @@ def replay_wsclean(bench: Bench, root: Path, repeats: int) -> list[dict[str, Any
 
 def python_costs(bench: Bench, root: Path, wsclean_per_run: float) -> list[dict[str, Any]]:
     """imstats / mask / plot cost per call, CASA child start-up, per dataset and vs a WSClean run."""
-    from selfcal_batch import plots
-    from selfcal_batch.calibration import job, run_casa
-    from selfcal_batch.imstats import image_statistics
-    from selfcal_batch.masks import make_clean_mask
+    from selfcal_batch.imaging import plots
+    from selfcal_batch.casa.calibration import job, run_casa
+    from selfcal_batch.imaging.imstats import image_statistics
+    from selfcal_batch.imaging.masks import make_clean_mask
 
     st = json.loads((root / "state.json").read_text())
     rows_img = st.get("image_rows", [])

@@ -17,8 +17,8 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from . import __version__
-from .errors import CampaignLockedError, ConfigError, SelfcalBatchError
+from selfcal_batch import __version__
+from selfcal_batch.errors import CampaignLockedError, ConfigError, SelfcalBatchError
 
 log = logging.getLogger(__name__)
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "campaigns" / "demo.toml"
@@ -108,8 +108,8 @@ def run_cmd(manifest: Path | None, workers: int | None, threads_per_dataset: int
             dry_run: bool, restart: bool, restart_from: str | None, quiet: bool, verbose: int,
             task: str | None) -> None:
     """Run the campaign in MANIFEST (default: the built-in demo campaign)."""
-    from .campaign import DEFAULT_TASK, RunOptions, plan_text, run_campaign
-    from .manifest import load_manifest
+    from selfcal_batch.campaign.run import DEFAULT_TASK, RunOptions, plan_text, run_campaign
+    from selfcal_batch.campaign.manifest import load_manifest
 
     _setup_logging(verbose, quiet)
     console = _console()
@@ -168,13 +168,13 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     """Self-calibrate one MS in this process (no Dask)."""
     import tomllib
 
-    from . import restart as restart_plan
-    from .campaign import DEFAULT_TASK, execute_dataset, normalise_row
-    from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
-    from .errors import OutputDirError
-    from .manifest import deep_merge
-    from .preflight import ensure_output_dir, input_problems, output_inside_input
-    from .progress import failed_row, summary_table
+    from selfcal_batch.pipeline import restart as restart_plan
+    from selfcal_batch.campaign.run import DEFAULT_TASK, execute_dataset, normalise_row
+    from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig
+    from selfcal_batch.errors import OutputDirError
+    from selfcal_batch.campaign.manifest import deep_merge
+    from selfcal_batch.campaign.preflight import ensure_output_dir, input_problems, output_inside_input
+    from selfcal_batch.campaign.progress import failed_row, summary_table
 
     _setup_logging(verbose, False)
     console = _console()
@@ -240,7 +240,7 @@ def report_cmd(outdir: Path) -> None:
     """(Re)build the survey report of a campaign output directory."""
     _require_campaign_output(outdir)
     try:
-        from .report import build_report
+        from selfcal_batch.report import build_report
     except ImportError as exc:
         _fail(f"the report package is not available: {exc}", 2)
     res = build_report(outdir)
@@ -268,7 +268,7 @@ def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
     _require_campaign_output(out_a)
     _require_campaign_output(out_b)
     try:
-        from .report import compare_runs
+        from selfcal_batch.report import compare_runs
     except ImportError as exc:
         _fail(f"the report package is not available: {exc}", 2)
     res = compare_runs(out_a, out_b, out)

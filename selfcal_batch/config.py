@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
-from .errors import ConfigError
-from .products import KEEP_PRODUCTS
+from selfcal_batch.errors import ConfigError
+from selfcal_batch.pipeline.products import KEEP_PRODUCTS
 
 #: Step names, in execution order (the seed's names; run_autoflag_* accepted as aliases).
 STEP_NAMES: tuple[str, ...] = (
@@ -247,7 +247,7 @@ class PipelineConfig:
     def validate(self, where: str = "") -> None:
         """Cross-field and range checks; raises ConfigError naming the key."""
         p = f"{where}." if where else ""
-        from .templates import TEMPLATE_NAMES, normalise_band, normalise_instrument
+        from selfcal_batch.selfcal.templates import TEMPLATE_NAMES, normalise_band, normalise_instrument
 
         try:
             inst = normalise_instrument(self.instrument)
@@ -318,7 +318,7 @@ class PipelineConfig:
         if self.solint.min_snr < 0:
             raise ConfigError(f"{p}solint.min_snr: must be >= 0")
         # Template overrides are validated (keys, types, ranges) by templates.template_params.
-        from .templates import template_params
+        from selfcal_batch.selfcal.templates import template_params
 
         for name, over in self.templates.items():
             try:

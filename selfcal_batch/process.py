@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .errors import ToolError
+from selfcal_batch.errors import ToolError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ _CACHE: dict[str, Any] = {}
 def make_campaign(root: Path) -> Path:
     """Simulate the MSs and run the pipeline for each dataset; return the output dir."""
     from selfcal_batch.config import DEFAULT_STEPS, PipelineConfig
-    from selfcal_batch.pipeline import run_dataset
+    from selfcal_batch.pipeline.runner import run_dataset
     from selfcal_batch.simulate import simulate_ms_isolated, spec_from_preset
 
     root.mkdir(parents=True, exist_ok=True)

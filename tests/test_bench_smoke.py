@@ -75,9 +75,9 @@ def test_smearing_limits(bench):
 
 
 def test_campaign_log_parsing_and_windows(bench):
-    text = ("2026-11-24 02:42:06,083 INFO selfcal_batch.campaign: submitted a (selfcal-a, cores=2)\n"
-            "2026-11-24 02:44:06,583 INFO selfcal_batch.campaign: a finished\n"
-            "2026-11-24 02:44:07,000 ERROR selfcal_batch.campaign: b failed: boom\n")
+    text = ("2026-11-24 02:42:06,083 INFO selfcal_batch.campaign.run: submitted a (selfcal-a, cores=2)\n"
+            "2026-11-24 02:44:06,583 INFO selfcal_batch.campaign.run: a finished\n"
+            "2026-11-24 02:44:07,000 ERROR selfcal_batch.campaign.run: b failed: boom\n")
     t = bench.parse_campaign_log(text)
     assert t["a"]["finished"] - t["a"]["submitted"] == pytest.approx(120.5)
     assert t["b"]["status"] == "failed" and "submitted" not in t["b"]

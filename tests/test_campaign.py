@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from selfcal_batch.campaign import RunOptions, normalise_row, run_campaign, write_survey_csv
+from selfcal_batch.campaign.run import RunOptions, normalise_row, run_campaign, write_survey_csv
 from selfcal_batch.errors import CampaignLockedError
-from selfcal_batch.lock import LOCK_NAME, CampaignLock
-from selfcal_batch.manifest import load_manifest
+from selfcal_batch.campaign.lock import LOCK_NAME, CampaignLock
+from selfcal_batch.campaign.manifest import load_manifest
 
 STAND_IN = "campaign_helpers:stand_in"
 
@@ -219,9 +219,9 @@ def test_cli_subprocess_exit_code_and_summary(tmp_path, fake_ms, subprocess_env,
 
 def _pipeline_available() -> str:
     try:
-        import selfcal_batch.pipeline  # noqa: F401
+        import selfcal_batch.pipeline.runner  # noqa: F401
     except ImportError as exc:
-        return f"selfcal_batch.pipeline is not importable yet ({exc})"
+        return f"selfcal_batch.pipeline.runner is not importable yet ({exc})"
     return ""
 
 
@@ -394,7 +394,7 @@ def test_integration_worker_killed_mid_dataset(tmp_path, sim_data, subprocess_en
     rows = list(csv.DictReader(open(out / "survey" / "datasets.csv")))
     assert rows[0]["status"] == "finished"
     assert "src-a finished" in stdout
-    from selfcal_batch.campaign import attempts_path
+    from selfcal_batch.campaign.run import attempts_path
 
     fields = [ln.split() for ln in attempts_path(out, "src-a").read_text().splitlines()]
     starts = {f[3] for f in fields if f[2] == "start"}
@@ -412,7 +412,7 @@ def test_integration_worker_killed_mid_dataset(tmp_path, sim_data, subprocess_en
 def test_progress_counts_eta_and_steps(tmp_path):
     from rich.console import Console
 
-    from selfcal_batch.progress import CampaignProgress, finished_line, fmt_duration
+    from selfcal_batch.campaign.progress import CampaignProgress, finished_line, fmt_duration
 
     (tmp_path / "datasets" / "b").mkdir(parents=True)
     (tmp_path / "datasets" / "b" / "state.json").write_text(json.dumps({"current_step": "p1"}))

@@ -26,8 +26,8 @@ def test_casa_child_imports_offline_without_severe(tmp_path):
     code = (
         "from pathlib import Path\n"
         "import sys\n"
-        "import selfcal_batch.calibration  # the CASA wrappers\n"
-        "from selfcal_batch.casa_env import configure_inprocess\n"
+        "import selfcal_batch.casa.calibration  # the CASA wrappers\n"
+        "from selfcal_batch.casa.env import configure_inprocess\n"
         "configure_inprocess(Path(sys.argv[1]) / 'casa.log')\n"
         "import casatools, casatasks\n"
         "me = casatools.measures()\n"
@@ -50,7 +50,7 @@ def test_casa_child_imports_offline_without_severe(tmp_path):
 
 
 def test_run_casa_reports_task_errors_in_one_line(tmp_path):
-    from selfcal_batch import calibration
+    from selfcal_batch.casa import calibration
     from selfcal_batch.errors import CasaTaskError
 
     with pytest.raises(CasaTaskError) as exc:

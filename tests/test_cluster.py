@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from selfcal_batch import cluster as cl
+from selfcal_batch.campaign import cluster as cl
 from selfcal_batch.errors import ConfigError
-from selfcal_batch.manifest import ClusterSpec
+from selfcal_batch.campaign.manifest import ClusterSpec
 
 
 @pytest.fixture(autouse=True)
@@ -129,8 +129,8 @@ def test_job_script_extra_kwargs_and_missing_memory():
 
 
 def test_dry_run_shows_job_script(tmp_path, tiny_ms):
-    from selfcal_batch.campaign import RunOptions, plan_text
-    from selfcal_batch.manifest import load_manifest
+    from selfcal_batch.campaign.run import RunOptions, plan_text
+    from selfcal_batch.campaign.manifest import load_manifest
 
     tiny_ms(tmp_path / "x.ms")
     p = tmp_path / "c.toml"

@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from selfcal_batch.dataset_log import current_dataset, dataset_handler, in_dataset
+from selfcal_batch.pipeline.dataset_log import current_dataset, dataset_handler, in_dataset
 from selfcal_batch.process import current_recorder, recording, run_tool
 
 

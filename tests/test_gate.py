@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from selfcal_batch import gate
-from selfcal_batch.chaining import chain_after, chain_after_decision, pre_apply_chain
+from selfcal_batch.selfcal import acceptance as gate
+from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
 from selfcal_batch.config import GateConfig, SolintConfig
 
 CFG = GateConfig()
@@ -166,7 +166,7 @@ def test_gate_rejects_noise_consistent_corrections():
 
 
 def test_statwt_bins_hold_enough_samples():
-    from selfcal_batch.steps_final import statwt_timebin
+    from selfcal_batch.pipeline.steps_finish import statwt_timebin
 
     assert statwt_timebin({"spws": [{"nchan": 64}], "integration_s": 10.0}) == "12s"
     assert statwt_timebin({"spws": [{"nchan": 8}, {"nchan": 8}], "integration_s": 10.0}) == "80s"
@@ -184,7 +184,7 @@ def test_antennas_to_flag_only_outliers_of_a_working_array():
 
 
 def test_worth_extending_needs_a_measurable_gain():
-    from selfcal_batch.gate import worth_extending
+    from selfcal_batch.selfcal.acceptance import worth_extending
 
     assert worth_extending(100.0, 130.0, 0.01)          # the last step still paid off
     assert not worth_extending(387.9, 389.7, 0.01)      # +0.46%: phase errors below the noise
@@ -201,7 +201,7 @@ def test_amplitude_steps_normalise_by_median():
 
 
 def test_gaincal_call_carries_normalisation():
-    from selfcal_batch.calibration import gaincal_call
+    from selfcal_batch.casa.calibration import gaincal_call
 
     call = gaincal_call("x.ms", "t.g", solint="inf", calmode="ap", **gate.amplitude_normalisation("ap", True))
     assert call["kwargs"]["solnorm"] is True and call["kwargs"]["normtype"] == "median"

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.gate import solint_seconds
-from selfcal_batch.outcome import SUCCESS_STATUSES
-from selfcal_batch.pipeline import run_dataset
+from selfcal_batch.selfcal.acceptance import solint_seconds
+from selfcal_batch.selfcal.outcome import SUCCESS_STATUSES
+from selfcal_batch.pipeline.runner import run_dataset
 from selfcal_batch.simulate import Component, load_truth, simulate_ms_isolated, spec_from_preset
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from selfcal_batch import guard, outcome
+from selfcal_batch.selfcal import guard
+from selfcal_batch.selfcal import outcome
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
 
@@ -189,7 +190,7 @@ def test_common_mask_flux_compares_the_same_pixels(tmp_path):
     masked flux rises although the sky did not change; over the common mask it does not."""
     from astropy.io import fits
 
-    from selfcal_batch import imstats
+    from selfcal_batch.imaging import imstats
 
     n, fwhm = 128, 5.0
     yy, xx = np.mgrid[0:n, 0:n]

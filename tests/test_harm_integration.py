@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.pipeline import run_dataset
+from selfcal_batch.pipeline.runner import run_dataset
 from selfcal_batch.simulate import load_truth, simulate_ms_isolated, spec_from_preset
 from selfcal_batch.simulate.evaluate import error_vs_truth
 

@@ -1,7 +1,7 @@
 """WSClean argv building (pure; no WSClean run)."""
 import pytest
 
-from selfcal_batch.imaging import WSCleanOptions, build_argv, expected_products
+from selfcal_batch.imaging.wsclean import WSCleanOptions, build_argv, expected_products
 
 
 def _opts(**kw):

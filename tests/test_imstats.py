@@ -1,4 +1,4 @@
-"""Tests of selfcal_batch.imstats on synthetic WSClean-like FITS images."""
+"""Tests of selfcal_batch.imaging.imstats on synthetic WSClean-like FITS images."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from selfcal_batch import imstats
-from selfcal_batch.imstats import STAT_COLUMNS, beam_area_pixels, image_statistics, read_image
+from selfcal_batch.imaging import imstats
+from selfcal_batch.imaging.imstats import STAT_COLUMNS, beam_area_pixels, image_statistics, read_image
 
 CELL = 1.0  # arcsec
 FWHM_PX = 5.0
@@ -212,7 +212,7 @@ def test_binary_dilate_matches_full_image_dilation():
 
 def test_near_field_and_offsource_beam_counts():
     """rms_near: the ring around the mask (artefacts there raise it, not rms_offsource much)."""
-    from selfcal_batch.imstats import NEAR_FIELD_BEAMS, array_statistics
+    from selfcal_batch.imaging.imstats import NEAR_FIELD_BEAMS, array_statistics
 
     img = gaussian_image(noise=1e-3, seed=3)
     hdr = header_for(*img.shape)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfcal_batch.checksum import tree_checksums, tree_diff
-from selfcal_batch.preflight import output_inside_input
+from selfcal_batch.ms.checksum import tree_checksums, tree_diff
+from selfcal_batch.campaign.preflight import output_inside_input
 
 
 def test_output_inside_input_pure(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_report_and_compare_refuse_what_is_not_a_campaign_output(tiny_ms, tmp_pa
 def test_nonfinite_models_become_zero(tmp_path: Path) -> None:
     from astropy.io import fits
 
-    from selfcal_batch.imaging import zero_nonfinite_models
+    from selfcal_batch.imaging.wsclean import zero_nonfinite_models
 
     good, bad = tmp_path / "m-0000-model.fits", tmp_path / "m-0001-model.fits"
     fits.PrimaryHDU(np.ones((1, 1, 4, 4), np.float32)).writeto(good)

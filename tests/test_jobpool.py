@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfcal_batch.jobpool import HEAL_INTERVAL_S, JobPoolHealer, heal
+from selfcal_batch.campaign.jobpool import HEAL_INTERVAL_S, JobPoolHealer, heal
 
 BASE = dict(pending=True, target=2, alive=2, connected=2, replacements=0, max_replacements=6,
             idle_s=0.0, no_worker_timeout_s=900.0)
@@ -79,7 +79,7 @@ def test_healer_for_an_existing_scheduler_only_times_out() -> None:
 
 
 def test_user_scheduler_options_are_kept() -> None:
-    from selfcal_batch.cluster import scheduler_options
+    from selfcal_batch.campaign.cluster import scheduler_options
 
     assert scheduler_options({}, ":0") == {"dashboard_address": ":0"}
     user = {"scheduler_options": {"port": 8786, "dashboard_address": ":8787", "interface": "ib0"}}

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from selfcal_batch.applied_flags import gate_applied_flags, newly_flagged_fraction
-from selfcal_batch.casa_jobs import spw_correspondence
-from selfcal_batch.gate import GateDecision
-from selfcal_batch.imaging import WSCleanOptions, build_argv
-from selfcal_batch.ms_inspect import corr_names, parallel_indices, row_keys, time_columns_disagree, time_sampling
-from selfcal_batch.polarisation import PolarisationError, choose_polarisation, gaintype_for
-from selfcal_batch.refant import filter_refants
+from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
+from selfcal_batch.casa.jobs import spw_correspondence
+from selfcal_batch.selfcal.acceptance import GateDecision
+from selfcal_batch.imaging.wsclean import WSCleanOptions, build_argv
+from selfcal_batch.ms.inspection import corr_names, parallel_indices, row_keys, time_columns_disagree, time_sampling
+from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation, gaintype_for
+from selfcal_batch.selfcal.refant import filter_refants
 
 
 # -- correlations ------------------------------------------------------------------------

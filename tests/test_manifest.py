@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from selfcal_batch.cli import main
 from selfcal_batch.errors import ConfigError
-from selfcal_batch.manifest import KeyLocator, load_manifest
+from selfcal_batch.campaign.manifest import KeyLocator, load_manifest
 
 
 def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:

@@ -1,4 +1,4 @@
-"""Tests of selfcal_batch.masks: thresholds, growth, FITS output, seed growth table."""
+"""Tests of selfcal_batch.imaging.masks: thresholds, growth, FITS output, seed growth table."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from selfcal_batch.masks import (MaskResult, combine_masks, grow_iterations, make_clean_mask,
+from selfcal_batch.imaging.masks import (MaskResult, combine_masks, grow_iterations, make_clean_mask,
                                  mask_from_array)
 
 FWHM_PX = 5.0

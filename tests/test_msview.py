@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from selfcal_batch.msview import (
+from selfcal_batch.ms.view import (
     LINK_MIN_BYTES,
     LeakingLinkError,
     check_self_contained,

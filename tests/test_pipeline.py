@@ -6,7 +6,7 @@ import json
 import pytest
 
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.pipeline import run_dataset
+from selfcal_batch.pipeline.runner import run_dataset
 from selfcal_batch.simulate import load_truth, simulate_ms_isolated, spec_from_preset
 from selfcal_batch.simulate.evaluate import residual_phase_rms_deg
 

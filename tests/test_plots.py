@@ -1,4 +1,4 @@
-"""Tests of selfcal_batch.plots with a small python-casacore caltable and synthetic FITS."""
+"""Tests of selfcal_batch.imaging.plots with a small python-casacore caltable and synthetic FITS."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,8 @@ import pytest
 from astropy.io import fits
 from matplotlib.image import imread
 
-from selfcal_batch import imstats, plots
+from selfcal_batch.imaging import imstats
+from selfcal_batch.imaging import plots
 
 FWHM_PX = 4.0
 SIG_B = FWHM_PX / (2 * math.sqrt(2 * math.log(2)))

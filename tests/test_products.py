@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfcal_batch.products import prune, removable
+from selfcal_batch.pipeline.products import prune, removable
 
 KINDS = ("dirty", "image", "model", "psf", "residual")
 
@@ -43,7 +43,7 @@ def test_prune_deletes_and_counts(tmp_path) -> None:
 
 
 def test_prune_finished_removes_channel_models_only(tmp_path) -> None:
-    from selfcal_batch.products import prune_finished
+    from selfcal_batch.pipeline.products import prune_finished
 
     for n in _run("a", 3) + _run("b", 1):
         (tmp_path / n).write_bytes(b"x" * 10)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from selfcal_batch import records
-from selfcal_batch.preflight import ensure_output_dir, output_dir_problem, structure_problems
+from selfcal_batch.pipeline import records
+from selfcal_batch.campaign.preflight import ensure_output_dir, output_dir_problem, structure_problems
 from selfcal_batch.errors import OutputDirError
-from selfcal_batch.restart import plan
+from selfcal_batch.pipeline.restart import plan
 
 # -- records ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests of selfcal_batch.refant and selfcal_batch.spwmap (pure functions)."""
+"""Tests of selfcal_batch.selfcal.refant and selfcal_batch.selfcal.spwmap (pure functions)."""
 from __future__ import annotations
 
 import logging
@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-from selfcal_batch.refant import RefantStat, rank_refants, refant_stats, refant_warning
-from selfcal_batch.spwmap import (ambiguous_spws, build_spwmap, chain_spwmaps, spw_groups,
+from selfcal_batch.selfcal.refant import RefantStat, rank_refants, refant_stats, refant_warning
+from selfcal_batch.selfcal.spwmap import (ambiguous_spws, build_spwmap, chain_spwmaps, spw_groups,
                                   spwmap_for)
 
 NAMES28 = [f"ea{i + 1:02d}" for i in range(28)]  # names[id] = 'ea<id+1>'
@@ -180,7 +180,7 @@ def test_spwmap_errors_and_edge_cases():
 
 
 def test_spwmap_logs_ambiguity(caplog):
-    with caplog.at_level(logging.WARNING, logger="selfcal_batch.spwmap"):
+    with caplog.at_level(logging.WARNING, logger="selfcal_batch.selfcal.spwmap"):
         build_spwmap([[0, 1], [1]], 2)
     assert "spw 1" in caplog.text
 

@@ -259,7 +259,7 @@ def test_campaign_written_csv_and_empty(campaign_out: Path, tmp_path: Path) -> N
     out = _copy(campaign_out, tmp_path / "camp")
     rows = [dict(r) for r in _results(out).values()]
     try:
-        from selfcal_batch.campaign import normalise_row, write_survey_csv
+        from selfcal_batch.campaign.run import normalise_row, write_survey_csv
     except ImportError:
         normalise_row = write_survey_csv = None
     if write_survey_csv is not None:

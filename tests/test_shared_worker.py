@@ -18,7 +18,7 @@ def test_two_datasets_in_one_worker_process(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
     from selfcal_batch.config import PipelineConfig
-    from selfcal_batch.pipeline import run_dataset
+    from selfcal_batch.pipeline.runner import run_dataset
     from selfcal_batch.simulate import simulate_ms_isolated, spec_from_preset
 
     names = ("left", "right")

@@ -151,7 +151,7 @@ def test_vla_c_preset_opens_and_truth(vla_c: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(t.getcol("WEIGHT"), 1.0 / spec.noise_jy**2, rtol=1e-6)
         assert not t.getcol("FLAG").any()
     # casatools opens it too (in the CASA child), via the pipeline's inspect_ms job.
-    from selfcal_batch.calibration import job, run_casa
+    from selfcal_batch.casa.calibration import job, run_casa
 
     info = run_casa([job("inspect_ms", vis=str(vla_c))], workdir=tmp_path, label="inspect")[0]
     assert info["n_antennas_present"] == 27 and len(info["spws"]) == 2
@@ -204,7 +204,7 @@ def test_wsclean_images_truth(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_gaincal_recovers_injected_phases(tmp_path: Path) -> None:
-    from selfcal_batch.calibration import gaincal_call, run_casa
+    from selfcal_batch.casa.calibration import gaincal_call, run_casa
 
     spec = spec_from_preset("vla-c", flux_jy=1.0, phase_rms_deg=60.0, phase_timescale_s=120.0,
                             spw_phase_rms_deg=20.0, amp_rms=0.1, seed=11, write_model=True)

@@ -1,4 +1,4 @@
-"""Tests of selfcal_batch.templates against the seed facts (morphen-selfcal-facts.md §2, §3)."""
+"""Tests of selfcal_batch.selfcal.templates against the seed facts (morphen-selfcal-facts.md §2, §3)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from selfcal_batch import templates as T
+from selfcal_batch.selfcal import templates as T
 from selfcal_batch.errors import ConfigError
 
 KEYS = ("robust", "solint", "sigma_mask", "combine", "gaintype", "calmode", "minsnr",

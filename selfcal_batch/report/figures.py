@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..plots import save_png
+from selfcal_batch.imaging.plots import save_png
 from .aggregate import Survey, ratio
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ TIME_PARTS = (("time_wsclean_s", "WSClean", "tab:blue"), ("time_casa_s", "CASA",
               ("time_python_s", "Python", "tab:green"))
 
 
-save = save_png  # one atomic PNG writer for the whole package (selfcal_batch.plots)
+save = save_png  # one atomic PNG writer for the whole package (selfcal_batch.imaging.plots)
 
 
 def message_figure(out_png: Path, title: str, text: str) -> Path:
@@ -231,7 +231,7 @@ def plot_wall_time(ds: pd.DataFrame, out_png: Path) -> Path:
 # ---------------------------------------------------------------------------- thumbnails
 def dataset_thumbnails(out: Path, name: str, thumb_dir: Path, notes: list[str]) -> dict[str, Path]:
     """``{'initial': png, 'final': png}`` for one dataset (reused or made from the FITS)."""
-    from ..plots import thumbnail
+    from selfcal_batch.imaging.plots import thumbnail
 
     root = Path(out) / "datasets" / name
     sources = {"initial": root / "images" / "test_image-MFS-image.fits",

@@ -126,7 +126,7 @@ def campaign_elapsed(camp: dict[str, Any]) -> tuple[float, float, int]:
 
 def campaign_summary(s: Survey) -> dict[str, Any]:
     ds, camp = s.datasets, s.campaign
-    from ..outcome import ALL_STATUSES
+    from selfcal_batch.selfcal.outcome import ALL_STATUSES
 
     counts = {k: int((ds["status"] == k).sum()) for k in ALL_STATUSES}
     other = len(ds) - sum(counts.values())
@@ -134,7 +134,7 @@ def campaign_summary(s: Survey) -> dict[str, Any]:
     cluster = camp.get("cluster")
     versions = camp.get("versions") if isinstance(camp.get("versions"), dict) else {}
     if not versions:
-        from .. import __version__
+        from selfcal_batch import __version__
 
         versions = {"selfcal-batch (report)": __version__}
     info = [("campaign", camp.get("campaign") or s.out.name), ("output", str(s.out)),

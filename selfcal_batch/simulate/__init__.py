@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SimulationError
+from selfcal_batch.errors import SimulationError
 from .arrays import BANDS, PRESETS, Antenna, antennas_for
 from .msbuild import TRUTH_VERSION, simulate_ms, simulate_ms_isolated, truth_path_for
 from .sky import Component, default_components, predict

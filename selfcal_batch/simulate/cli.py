@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import SimulationError
+from selfcal_batch.errors import SimulationError
 from . import arrays
 from .msbuild import simulate_ms_isolated, truth_path_for
 from .sky import default_components

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SimulationError
+from selfcal_batch.errors import SimulationError
 from . import arrays, corrupt, sky
 from .spec import SimSpec
 
@@ -49,7 +49,7 @@ def _casatools(logfile: Path) -> Any:
     """Import casatools, configuring the offline measures first if not yet imported."""
     fresh = "casatools" not in sys.modules
     if fresh:
-        from ..casa_env import configure_inprocess
+        from selfcal_batch.casa.env import configure_inprocess
 
         configure_inprocess(logfile)
     import casatools
@@ -295,8 +295,8 @@ def simulate_ms_isolated(
     log_path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Like :func:`simulate_ms`, but in a child ``python -m selfcal_batch.simulate``."""
-    from ..casa_env import casa_child_env
-    from ..process import describe_returncode, run_tool
+    from selfcal_batch.casa.env import casa_child_env
+    from selfcal_batch.process import describe_returncode, run_tool
 
     if not isinstance(spec, SimSpec):
         raise SimulationError(f"spec must be a SimSpec (got {type(spec).__name__})")

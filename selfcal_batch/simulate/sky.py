@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import SimulationError
+from selfcal_batch.errors import SimulationError
 from .arrays import C_LIGHT
 
 _ARCSEC = math.pi / 180.0 / 3600.0

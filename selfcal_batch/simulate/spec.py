@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SimulationError
+from selfcal_batch.errors import SimulationError
 from . import arrays
 from .sky import Component, default_components
 

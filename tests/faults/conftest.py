@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from selfcal_batch.checksum import tree_checksums, tree_diff
+from selfcal_batch.ms.checksum import tree_checksums, tree_diff
 from selfcal_batch.config import DEFAULT_STEPS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ QUICK: dict[str, Any] = {"imsize": 128, "threads": 1, "plots": False, "solint": 
 RUNNER = """
 import json, sys
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.pipeline import run_dataset
+from selfcal_batch.pipeline.runner import run_dataset
 name, ms, out, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 res = run_dataset(name, ms, PipelineConfig.from_dict(cfg), out)
 print("RESULT " + json.dumps(res.to_dict()), flush=True)
@@ -208,7 +208,7 @@ def cmdline(p: Any) -> list[str]:
 def casa_child_calls(p: Any) -> list[dict[str, Any]]:
     """The calls in a casa_runner child's request JSON ([] for other processes)."""
     cl = cmdline(p)
-    if "selfcal_batch.casa_runner" not in cl:
+    if "selfcal_batch.casa.runner" not in cl:
         return []
     try:
         return json.loads(Path(cl[-1]).read_text())["calls"]

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from selfcal_batch.checksum import tree_checksums, tree_diff
+from selfcal_batch.ms.checksum import tree_checksums, tree_diff
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
-from selfcal_batch.pipeline import run_dataset
+from selfcal_batch.pipeline.runner import run_dataset
 
 from .conftest import GuardedMS, MSFactory, one_line, quick_config, read_state
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from selfcal_batch.checksum import tree_checksums, tree_diff
+from selfcal_batch.ms.checksum import tree_checksums, tree_diff
 
 from .conftest import REPO, GuardedMS, MSFactory
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from selfcal_batch.checksum import tree_checksums, tree_diff
-from selfcal_batch.msview import leaving_links
+from selfcal_batch.ms.checksum import tree_checksums, tree_diff
+from selfcal_batch.ms.view import leaving_links
 
 from .conftest import GuardedMS, casa_child_calls, quick_config, read_state, run_pipeline, run_until_killed
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from selfcal_batch.calibration import run_casa, task
+from selfcal_batch.casa.calibration import run_casa, task
 from selfcal_batch.simulate import load_truth, truth_path_for
 from selfcal_batch.simulate.evaluate import residual_phase_rms_deg
 
@@ -319,7 +319,7 @@ def test_zero_weights_stay_excluded_in_final_ms(layouts: dict[str, dict[str, Any
     from casacore.tables import table
 
     r = _selfcal_as_good_as_reference(layouts, "zero_weights")
-    from selfcal_batch.ms_inspect import row_keys
+    from selfcal_batch.ms.inspection import row_keys
 
     def keyed(ms: Path) -> tuple[np.ndarray, Any, Any]:
         with table(str(ms), ack=False) as t:
@@ -355,7 +355,7 @@ def test_vla_q_band(layouts: dict[str, dict[str, Any]]) -> None:
 
 def test_symlinked_ms_is_named_after_the_link(base_ms: GuardedMS, tmp_path: Path) -> None:
     """run-one and the manifest name a dataset after the path given (the link's stem)."""
-    from selfcal_batch.manifest import load_manifest
+    from selfcal_batch.campaign.manifest import load_manifest
 
     link = tmp_path / "given_name.ms"
     link.symlink_to(base_ms.path)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from selfcal_batch import records
+from selfcal_batch.pipeline import records
 
 from .conftest import REPO, GuardedMS, quick_config, read_state, run_until_killed, wsclean_named
 

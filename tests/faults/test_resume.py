@@ -16,7 +16,7 @@ import pytest
 
 from selfcal_batch import process
 from selfcal_batch.config import DEFAULT_STEPS, PipelineConfig
-from selfcal_batch.pipeline import run_dataset
+from selfcal_batch.pipeline.runner import run_dataset
 
 from .conftest import CHAIN_CFG, GuardedMS, casa_requests, quick_config, read_state, wsclean_commands
 
@@ -175,7 +175,7 @@ def test_step_needing_deleted_work_ms_redoes_everything(prepared: Path, base_ms:
 def test_killed_attempts_are_recorded_and_summed(kill_chain: dict[str, Any]) -> None:
     """The result of the run killed three times lists four attempts (three interrupted,
     found open at the next start, with the steps each ran) and sums their costs."""
-    from selfcal_batch import records
+    from selfcal_batch.pipeline import records
 
     res = kill_chain["res"]
     att = res["attempts"]

@@ -9,7 +9,7 @@ unchanged) is delivered with one of:
   decorrelate the channel average: instrumental delays); self-calibration of a spectral
   window's average cannot fix that, so it is not attempted (one-line warning);
 * ``unchanged``: self-calibration was tried, but no step was kept or the final guard
-  (:mod:`selfcal_batch.guard`) found the result not better beyond the noise.
+  (:mod:`selfcal_batch.selfcal.guard`) found the result not better beyond the noise.
 
 Pure decisions (:func:`detection`, :func:`band_decorrelation`, :func:`looks_uncalibrated`)
 are unit tested; the thin wrappers that read the working copy, image and restore flags
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .context import Context
+    from selfcal_batch.pipeline.context import Context
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -250,7 +250,7 @@ def final_status(state_outcome: Mapping[str, Any] | None, status: str) -> tuple[
     return str(state_outcome.get("status") or status), str(state_outcome.get("reason") or "")
 
 
-# -- the final guard and the antenna-flag judgement (wrappers of selfcal_batch.guard) ---
+# -- the final guard and the antenna-flag judgement (wrappers of selfcal_batch.selfcal.guard) ---
 
 
 def _residual_of(image: str) -> str:
@@ -263,7 +263,8 @@ def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after:
 
     The regions are fixed for both: the source mask is the union of the two images'
     5-sigma emission masks (imstats.flux_mask)."""
-    from . import guard, imstats
+    from selfcal_batch.selfcal import guard
+    from selfcal_batch.imaging import imstats
 
     arrays = []
     for path, _stats in (before, after):
@@ -293,7 +294,8 @@ def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[fl
     image's own masked flux calls a better image a flux-scale change (measured: ap1 on 10 %
     amplitude errors, rms 0.31 -> 0.10 mJy, "integrated flux +16 %", with the flux in fact
     moving from 87 % to 100 % of the truth)."""
-    from . import guard, imstats
+    from selfcal_batch.selfcal import guard
+    from selfcal_batch.imaging import imstats
 
     imgs = [imstats.read_image(p) for p in (image_a, image_b)]
     mask = np.zeros(imgs[0][0].shape, dtype=bool)
@@ -307,7 +309,7 @@ def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[fl
 
 
 def _ladder_ran(ctx: "Context") -> list[str]:
-    from .ladder import is_phase
+    from selfcal_batch.pipeline.ladder import is_phase
 
     return [s for s, r in ctx.state.steps.items()
             if (is_phase(s) or s.startswith("ap")) and isinstance(r, dict) and r.get("status") in ("done", "skipped")]
@@ -319,8 +321,8 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     settings, from the working copy with its current flags: like-for-like); otherwise []
     with the flags restored to those before self-calibration and outcome ``unchanged``.
     CORRECTED_DATA must hold ``chain`` applied."""
-    from . import calibration as cal
-    from .steps_final import final_options
+    from selfcal_batch.casa import calibration as cal
+    from selfcal_batch.pipeline.steps_finish import final_options
 
     st = ctx.state
     if (st.get("outcome") or {}).get("status") == "unchanged":
@@ -358,8 +360,8 @@ def judge_antenna_flag(ctx: "Context", antennas: list[str], signal_free: bool = 
     same settings as the (final-settings) test image is better beyond the noise and its beam
     area changed by at most ``gate.beam_tolerance``; otherwise restore the flags. Returns a
     record with ``kept``, ``reason``."""
-    from . import calibration as cal
-    from .steps_final import final_options
+    from selfcal_batch.casa import calibration as cal
+    from selfcal_batch.pipeline.steps_finish import final_options
 
     vis = str(ctx.work_ms)
     version = "before_antenna_flag"

@@ -1,7 +1,7 @@
 """One MS inspection that is correct for any valid MS (runs inside the CASA child).
 
 Every reader here opens tables with ``casatools.table`` and must only be called in the
-CASA child process (through :mod:`selfcal_batch.casa_jobs`); casatools is imported inside
+CASA child process (through :mod:`selfcal_batch.casa.jobs`); casatools is imported inside
 the functions, so the pure helpers (:func:`time_sampling`, :func:`corr_names`,
 :func:`time_columns_disagree`) can be unit-tested anywhere.
 

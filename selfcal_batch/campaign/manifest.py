@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig
-from .errors import ConfigError
+from selfcal_batch.config import PipelineConfig
+from selfcal_batch.errors import ConfigError
 
 TOP_LEVEL_KEYS = ("campaign", "defaults", "templates", "cluster", "datasets")
 DATASET_KEYS = ("name", "ms", "simulate")
@@ -44,7 +44,7 @@ class CampaignSection:
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """``[cluster]``: where the dataset tasks run (see :mod:`selfcal_batch.cluster`)."""
+    """``[cluster]``: where the dataset tasks run (see :mod:`selfcal_batch.campaign.cluster`)."""
 
     kind: str = "local"
     #: Local: worker processes (0 = floor(cores / threads_per_dataset)).
@@ -368,7 +368,7 @@ def check_simulate(sim: dict[str, Any]) -> str:
     if not isinstance(preset, str) or not preset:
         return "needs preset = \"<name>\" (a simulator preset such as 'vla-c')"
     try:
-        from . import simulate as simmod  # noqa: F401
+        from selfcal_batch import simulate as simmod  # noqa: F401
     except ImportError:
         return ""
     try:
@@ -382,7 +382,7 @@ def check_simulate(sim: dict[str, Any]) -> str:
 
 def build_sim_spec(sim: dict[str, Any]) -> Any:
     """A simulator ``SimSpec`` from ``{"preset": name, **overrides}``."""
-    from . import simulate as simmod
+    from selfcal_batch import simulate as simmod
 
     args = {k: v for k, v in sim.items() if k != "preset"}
     preset = sim["preset"]

@@ -13,16 +13,16 @@ import logging
 import math
 from typing import Any
 
-from . import calibration as cal
-from . import gate
-from .applied_flags import gate_applied_flags, newly_flagged_fraction
-from .chaining import chain_after, chain_after_decision, pre_apply_chain
-from .context import Context
-from .imaging import WSCleanOptions
-from .masks import grow_iterations, make_clean_mask
-from .polarisation import gaintype_for
-from .spwmap import spwmap_for
-from .templates import (
+from selfcal_batch.casa import calibration as cal
+from selfcal_batch.selfcal import acceptance as gate
+from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
+from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
+from selfcal_batch.pipeline.context import Context
+from selfcal_batch.imaging.wsclean import WSCleanOptions
+from selfcal_batch.imaging.masks import grow_iterations, make_clean_mask
+from selfcal_batch.ms.polarisation import gaintype_for
+from selfcal_batch.selfcal.spwmap import spwmap_for
+from selfcal_batch.selfcal.templates import (
     StepParams,
     ladder_for,
     minblperant,
@@ -125,7 +125,7 @@ def _casa_rewriting_corrected(ctx: Context, calls: list[cal.Call], label: str,
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     """Run one ladder step; returns (status, record) with status done|skipped."""
     st = ctx.state
-    from .outcome import stop_reason
+    from selfcal_batch.selfcal.outcome import stop_reason
 
     if stop_reason(ctx):
         return "skipped", {"reason": stop_reason(ctx)}
@@ -215,7 +215,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     if ctx.cfg.gate.enabled:
         pre_g, post_g = pre["stats"], post_stats
         if "a" in params.calmode:  # the flux-scale check compares the same pixels
-            from .outcome import common_mask_flux
+            from selfcal_batch.selfcal.outcome import common_mask_flux
 
             f_pre, f_post = common_mask_flux(pre["image"], post["image"])
             pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)

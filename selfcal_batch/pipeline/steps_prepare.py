@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 from typing import Any
 
-from . import calibration as cal
-from .context import Context
-from .errors import CasaTaskError, DatasetError
-from .msview import check_self_contained, input_problem, read_only_view
-from .polarisation import gaintype_for
-from .refant import filter_refants, rank_refants
-from .templates import (
+from selfcal_batch.casa import calibration as cal
+from selfcal_batch.pipeline.context import Context
+from selfcal_batch.errors import CasaTaskError, DatasetError
+from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
+from selfcal_batch.ms.polarisation import gaintype_for
+from selfcal_batch.selfcal.refant import filter_refants, rank_refants
+from selfcal_batch.selfcal.templates import (
     measurement_sigma,
     select_template,
     test_image_faint_reimage,
@@ -119,7 +119,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
     """Image DATA, measure the masked flux and select the template (seed rules)."""
     cfg = ctx.cfg
     if cfg.test_imaging == "final":
-        from .steps_final import final_options
+        from selfcal_batch.pipeline.steps_finish import final_options
 
         opts = final_options(ctx, "test_image").replace(taper_gaussian=cfg.test_uvtaper)
     else:
@@ -135,7 +135,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
     flux = 1000 * stats["total_flux_mask"]
     sigma = measurement_sigma("test_image", flux)
     if sigma != 8.0:
-        from . import imstats
+        from selfcal_batch.imaging import imstats
 
         stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
         flux = 1000 * stats["total_flux_mask"]
@@ -157,7 +157,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
                                  "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
-    from .outcome import check_after_test_image
+    from selfcal_batch.selfcal.outcome import check_after_test_image
 
     check_after_test_image(ctx, detect_stats)  # no_detection / needs_calibration
     return {"template": template, "flux_mjy": flux, "image": products.image}
@@ -190,7 +190,7 @@ def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float], flagg
 def select_refant(ctx: Context) -> dict[str, Any]:
     """Rank antennas by the fraction of good phase solutions (per antenna id), solved against
     the test image's model (MODEL_DATA), not CASA's default 1 Jy point source."""
-    from .outcome import judge_antenna_flag, stop_reason
+    from selfcal_batch.selfcal.outcome import judge_antenna_flag, stop_reason
 
     if stop_reason(ctx):
         return "skipped", {"reason": stop_reason(ctx)}
@@ -236,7 +236,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     flagged: list[str] = []
     flag_undone: dict[str, Any] = {}
     if ctx.cfg.flag_bad_antennas:
-        from .gate import antennas_to_flag
+        from selfcal_batch.selfcal.acceptance import antennas_to_flag
 
         flagged = antennas_to_flag(good)
         if flagged:

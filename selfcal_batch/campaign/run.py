@@ -1,7 +1,7 @@
 """Run a campaign: one Dask task per dataset, fault isolation, survey outputs.
 
 Each dataset runs :func:`execute_dataset` in a worker process (which calls the pipeline
-task, by default ``selfcal_batch.pipeline:run_dataset``). A dataset that fails for any
+task, by default ``selfcal_batch.pipeline.runner:run_dataset``). A dataset that fails for any
 reason (invalid manifest entry, pipeline failure, exception, worker death after the allowed
 retries, a resource claim no worker can meet) becomes a ``failed`` row with a one-line
 reason; every other dataset still runs. Outputs: ``<out>/campaign.json``,
@@ -32,22 +32,23 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from . import __version__, records
-from .outcome import ALL_STATUSES
-from .cluster import (capacity, check_claims, dashboard_available, describe, make_client,
+from selfcal_batch import __version__
+from selfcal_batch.pipeline import records
+from selfcal_batch.selfcal.outcome import ALL_STATUSES
+from selfcal_batch.campaign.cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
-from .config import STEP_ALIASES, STEP_NAMES
-from .errors import ConfigError, DatasetError, OutputDirError, SimulationError
-from .lock import CampaignLock
-from .preflight import (dataset_input_problems, ensure_output_dir, output_dir_problem, output_inside_input,
+from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
+from selfcal_batch.errors import ConfigError, DatasetError, OutputDirError, SimulationError
+from selfcal_batch.campaign.lock import CampaignLock
+from selfcal_batch.campaign.preflight import (dataset_input_problems, ensure_output_dir, output_dir_problem, output_inside_input,
                         restart_messages)
-from .manifest import Campaign, DatasetSpec, build_sim_spec
-from .jobpool import JobPoolHealer
-from .progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration, normalise_row,  # noqa: F401
+from selfcal_batch.campaign.manifest import Campaign, DatasetSpec, build_sim_spec
+from selfcal_batch.campaign.jobpool import JobPoolHealer
+from selfcal_batch.campaign.progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration, normalise_row,  # noqa: F401
                        summary_table, write_survey_csv)
 
 log = logging.getLogger(__name__)
-DEFAULT_TASK = "selfcal_batch.pipeline:run_dataset"
+DEFAULT_TASK = "selfcal_batch.pipeline.runner:run_dataset"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def ensure_simulated(ms: Path, simulate: dict[str, Any], log_path: Path | None =
     if ms.exists():
         return
     try:
-        from .simulate import simulate_ms_isolated
+        from selfcal_batch.simulate import simulate_ms_isolated
     except ImportError as exc:
         raise SimulationError(f"cannot simulate {ms.name}: simulator unavailable ({exc})") from None
     spec = build_sim_spec(simulate)
@@ -250,7 +251,7 @@ def collect_versions(wsclean_binary: str = "wsclean", log_dir: Path | None = Non
         "python-casacore": _version("python-casacore"), "dask-jobqueue": _version("dask-jobqueue"),
     }
     try:
-        from .process import run_tool
+        from selfcal_batch.process import run_tool
 
         res = run_tool([wsclean_binary, "-version"], tool="wsclean",
                        log_path=log_dir / "versions.log" if log_dir else Path(os.devnull),
@@ -688,7 +689,7 @@ class _Dispatcher:
 def _build_report(out_dir: Path, console: Console) -> None:
     """Call ``selfcal_batch.report.build_report(out)`` if available; never fails the run."""
     try:
-        from .report import build_report
+        from selfcal_batch.report import build_report
     except ImportError as exc:
         log.info("report not built: %s", exc)
         return

@@ -29,7 +29,7 @@ from matplotlib.lines import TICKDOWN, TICKLEFT, TICKRIGHT
 from matplotlib.patches import Ellipse, Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from .imstats import array_statistics, read_image
+from selfcal_batch.imaging.imstats import array_statistics, read_image
 
 log = logging.getLogger(__name__)
 

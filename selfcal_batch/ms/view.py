@@ -28,7 +28,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import SelfcalBatchError
+from selfcal_batch.errors import SelfcalBatchError
 
 #: Main-table storage files shorter than this are copied, not linked (bytes). Only the
 #: bulk column data is worth linking; small files are cheaper to copy than to reason about.

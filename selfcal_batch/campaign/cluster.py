@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, SelfcalBatchError
-from .manifest import ClusterSpec
+from selfcal_batch.errors import ConfigError, SelfcalBatchError
+from selfcal_batch.campaign.manifest import ClusterSpec
 
 log = logging.getLogger(__name__)
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
@@ -349,7 +349,7 @@ def check_claims(claims: dict[str, int], max_cores: float | None, where: str) ->
 
 
 #: Modules every dataset needs: imported once when a worker joins, not in its first dataset.
-WARM_MODULES = ("selfcal_batch.pipeline", "selfcal_batch.plots", "selfcal_batch.imstats", "casacore.tables")
+WARM_MODULES = ("selfcal_batch.pipeline.runner", "selfcal_batch.imaging.plots", "selfcal_batch.imaging.imstats", "casacore.tables")
 
 
 def warm_imports_plugin() -> Any:

@@ -46,7 +46,7 @@ def normalise_row(res: dict[str, Any], name: str, ms: Any) -> dict[str, Any]:
     row.update({k: v for k, v in res.items() if k not in row})
     row["name"] = row.get("name") or name
     row["ms"] = row.get("ms") or (str(ms) if ms else "")
-    from .outcome import ALL_STATUSES
+    from selfcal_batch.selfcal.outcome import ALL_STATUSES
 
     if row.get("status") not in ALL_STATUSES:
         row["error"] = row.get("error") or f"unexpected status {row.get('status')!r}"

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import MeasuresDataError
+from selfcal_batch.errors import MeasuresDataError
 
 _SUBDIRS = ("geodetic", "ephemerides")
 _STAMP = ".selfcal-batch-complete"

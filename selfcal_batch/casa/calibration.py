@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .casa_env import casa_child_env
-from .errors import CasaTaskError
-from .process import run_tool
+from selfcal_batch.casa.env import casa_child_env
+from selfcal_batch.errors import CasaTaskError
+from selfcal_batch.process import run_tool
 
 log = logging.getLogger(__name__)
 _counter = itertools.count()
@@ -30,7 +30,7 @@ def task(name: str, strict: bool = True, **kwargs: Any) -> Call:
 
 
 def job(name: str, strict: bool = True, **kwargs: Any) -> Call:
-    """A call of a :mod:`selfcal_batch.casa_jobs` function run in the CASA child."""
+    """A call of a :mod:`selfcal_batch.casa.jobs` function run in the CASA child."""
     return {"job": name, "kwargs": kwargs, "strict": strict}
 
 
@@ -59,7 +59,7 @@ def run_casa(
     for c in calls:
         log.info("[casa] %s(%s)", c.get("task") or c.get("job"),
                  ", ".join(f"{k}={v!r}" for k, v in c["kwargs"].items()))
-    argv = [sys.executable, "-m", "selfcal_batch.casa_runner", str(req)]
+    argv = [sys.executable, "-m", "selfcal_batch.casa.runner", str(req)]
     result = run_tool(
         argv,
         tool="casa",
@@ -72,7 +72,7 @@ def run_casa(
         error_cls=CasaTaskError,
     )
     if not res.exists():
-        from .process import describe_returncode
+        from selfcal_batch.process import describe_returncode
 
         raise CasaTaskError(
             "casa",

@@ -11,7 +11,7 @@
 The input itself is never opened with casacore (casacore writes ``table.lock`` even when
 opening read-only): the structure check only lists and opens files with the OS, and the
 table check opens a private view made by ``steps_prep.read_only_view`` in a temporary
-directory, in a child process (``python -m selfcal_batch.preflight``), so a damaged table
+directory, in a child process (``python -m selfcal_batch.campaign.preflight``), so a damaged table
 that crashes casacore cannot take the campaign down, and every message names the user's
 MS path, never the view's.
 """
@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import OutputDirError
+from selfcal_batch.errors import OutputDirError
 
 #: Subtables the pipeline reads (casa_jobs.inspect_ms, split, gaincal) and the columns of
 #: each that must be readable. FEED: CASA cannot calibrate an MS without feeds.
@@ -161,7 +161,7 @@ def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
     ``SUBTABLES`` (open, rows, the columns the pipeline reads). Run in a child process."""
     from casacore.tables import table
 
-    from .steps_prep import read_only_view
+    from selfcal_batch.pipeline.steps_prepare import read_only_view
 
     ms = Path(ms)
     problems: list[str] = []
@@ -230,7 +230,7 @@ def _check_in_children(items: list[tuple[str, str]]) -> dict[str, list[str]]:
     env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
     while todo:
         try:
-            proc = subprocess.run([sys.executable, "-m", "selfcal_batch.preflight", json.dumps(todo)],
+            proc = subprocess.run([sys.executable, "-m", "selfcal_batch.campaign.preflight", json.dumps(todo)],
                                   capture_output=True, text=True, env=env,
                                   timeout=CHECK_TIMEOUT_S * len(todo) + 30)
             stdout, rc, err = proc.stdout, proc.returncode, proc.stderr
@@ -288,7 +288,7 @@ def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
 def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[str, str]:
     """``{dataset name: what restarting from step will redo and why}`` (:mod:`restart`),
     from each dataset's ``state.json`` and ``work.ms`` under ``out_dir``."""
-    from . import restart
+    from selfcal_batch.pipeline import restart
 
     out: dict[str, str] = {}
     for d in datasets:

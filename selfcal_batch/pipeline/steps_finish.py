@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import calibration as cal
-from .context import Context
-from .imaging import WSCleanOptions
-from .msview import check_self_contained
+from selfcal_batch.casa import calibration as cal
+from selfcal_batch.pipeline.context import Context
+from selfcal_batch.imaging.wsclean import WSCleanOptions
+from selfcal_batch.ms.view import check_self_contained
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -57,7 +57,7 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
         ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
                                     [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label="final-apply")
         st.set("corrected_chain", [c["table"] for c in chain])
-    from .outcome import deliverable_chain
+    from selfcal_batch.selfcal.outcome import deliverable_chain
 
     chain = deliverable_chain(ctx, chain)  # the final guard: [] = deliver the input unchanged
     if not st.get("initial"):
@@ -92,7 +92,7 @@ def report_results(ctx: Context) -> dict[str, Any]:
     """Per-dataset plots: solution SNR histograms, gains, and the summary figure."""
     if not ctx.cfg.plots:
         return {"plots": []}
-    from . import plots
+    from selfcal_batch.imaging import plots
 
     made: list[str] = []
     names = ctx.info.get("antenna_names")
@@ -131,7 +131,7 @@ def report_results(ctx: Context) -> dict[str, Any]:
 
 def run_rflag_final(ctx: Context) -> dict[str, Any]:
     """Flag outliers in final.ms (rflag + tfcrop + extend), then re-make the final image."""
-    from .steps_prep import run_rflag
+    from selfcal_batch.pipeline.steps_prepare import run_rflag
 
     if not ctx.final_ms.exists():
         return "skipped", {"reason": "no final.ms (split_trial_1 did not run)"}

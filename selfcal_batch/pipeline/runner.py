@@ -23,15 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ladder, outcome, process, records, steps_final, steps_prep
-from . import restart as restart_plan
-from .config import STEP_ALIASES, STEP_NAMES, PipelineConfig
-from .context import Context
-from .dataset_log import dataset_handler, in_dataset
-from .products import prune_finished
-from .errors import SelfcalBatchError
-from .state import DatasetState, atomic_write_json, chain_hash
-from .templates import TEMPLATE_TABLE_VERSION
+from selfcal_batch.pipeline import ladder
+from selfcal_batch.selfcal import outcome
+from selfcal_batch import process
+from selfcal_batch.pipeline import records
+from selfcal_batch.pipeline import steps_finish as steps_final
+from selfcal_batch.pipeline import steps_prepare as steps_prep
+from selfcal_batch.pipeline import restart as restart_plan
+from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig
+from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.dataset_log import dataset_handler, in_dataset
+from selfcal_batch.pipeline.products import prune_finished
+from selfcal_batch.errors import SelfcalBatchError
+from selfcal_batch.pipeline.state import DatasetState, atomic_write_json, chain_hash
+from selfcal_batch.selfcal.templates import TEMPLATE_TABLE_VERSION
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -62,7 +67,7 @@ class DatasetResult:
     """One dataset's outcome (written to ``result.json``; one row of datasets.csv).
 
     The cost fields (``wall_s``, ``time_*_s``, ``wsclean_runs``) are summed over every
-    attempt that ran a step (:mod:`selfcal_batch.records`); ``attempts`` lists every attempt.
+    attempt that ran a step (:mod:`selfcal_batch.pipeline.records`); ``attempts`` lists every attempt.
     """
 
     name: str
@@ -341,7 +346,7 @@ def _disk_full(where: Path | None) -> bool:
 
 
 def _one_line(exc: BaseException, step: str, where: Path | None = None) -> str:
-    from .errors import DatasetError, ToolError
+    from selfcal_batch.errors import DatasetError, ToolError
 
     text = exc.problem if isinstance(exc, DatasetError) else str(exc)
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:

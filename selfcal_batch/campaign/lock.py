@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CampaignLockedError, OutputDirError
+from selfcal_batch.errors import CampaignLockedError, OutputDirError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".selfcal-batch.lock"

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .config import GateConfig, SolintConfig
+from selfcal_batch.config import GateConfig, SolintConfig
 
 
 # -- solution statistics ------------------------------------------------------------

@@ -26,7 +26,7 @@ from astropy.io import fits
 from astropy.stats import mad_std
 from scipy import ndimage
 
-from .imstats import binary_dilate, read_image
+from selfcal_batch.imaging.imstats import binary_dilate, read_image
 
 log = logging.getLogger(__name__)
 

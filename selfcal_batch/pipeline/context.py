@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import imstats
-from .calibration import Call, run_casa
-from .config import PipelineConfig
-from .errors import DatasetError
-from .imaging import ImageSet, WSCleanOptions, expected_products, run_wsclean, zero_nonfinite_models
-from .products import prune
-from .state import DatasetState, atomic_write_json
-from .templates import band_defaults, cell_from_baseline, normalise_instrument
+from selfcal_batch.imaging import imstats
+from selfcal_batch.casa.calibration import Call, run_casa
+from selfcal_batch.config import PipelineConfig
+from selfcal_batch.errors import DatasetError
+from selfcal_batch.imaging.wsclean import ImageSet, WSCleanOptions, expected_products, run_wsclean, zero_nonfinite_models
+from selfcal_batch.pipeline.products import prune
+from selfcal_batch.pipeline.state import DatasetState, atomic_write_json
+from selfcal_batch.selfcal.templates import band_defaults, cell_from_baseline, normalise_instrument
 
 log = logging.getLogger("selfcal_batch.pipeline")
 

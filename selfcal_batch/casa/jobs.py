@@ -1,6 +1,6 @@
 """Functions that run inside the CASA child process (they import casatools).
 
-Called by name through :func:`selfcal_batch.calibration.job`; never import this module in
+Called by name through :func:`selfcal_batch.casa.calibration.job`; never import this module in
 a Dask worker or any process that imports python-casacore.
 """
 from __future__ import annotations
@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .ms_inspect import repair_working_copy, zero_weight_rows
-from .polarisation import PolarisationError, choose_polarisation
+from selfcal_batch.ms.inspection import repair_working_copy, zero_weight_rows
+from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 
 
 def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
-    """Describe an MS (see :func:`selfcal_batch.ms_inspect.inspect_ms`); ``ValueError`` (one
+    """Describe an MS (see :func:`selfcal_batch.ms.inspection.inspect_ms`); ``ValueError`` (one
     line) for an MS we cannot self-calibrate."""
-    from .ms_inspect import inspect_ms as _inspect
+    from selfcal_batch.ms.inspection import inspect_ms as _inspect
 
     return _inspect(vis, field)
 

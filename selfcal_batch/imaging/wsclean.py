@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WSCleanError
-from .process import run_tool
+from selfcal_batch.errors import WSCleanError
+from selfcal_batch.process import run_tool
 
 log = logging.getLogger(__name__)
 

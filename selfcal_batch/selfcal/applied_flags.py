@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .gate import GateDecision
+from selfcal_batch.selfcal.acceptance import GateDecision
 
 __all__ = ["newly_flagged_fraction", "gate_applied_flags"]
 

@@ -1,4 +1,4 @@
-"""Child-process entry point that runs CASA tasks: ``python -m selfcal_batch.casa_runner REQ.json``.
+"""Child-process entry point that runs CASA tasks: ``python -m selfcal_batch.casa.runner REQ.json``.
 
 CASA never runs inside a Dask worker: casacore is not thread-safe, a malformed MS can
 abort the interpreter and long calls hold the GIL. The parent (``calibration.run_casa``)
@@ -10,7 +10,7 @@ writes a request::
 
 and this module runs the calls in order, then writes ``{"results": [...]}`` or
 ``{"results": [...], "error": "...", "failed_call": i}``. ``task`` names a casatasks task;
-``job`` a function of :mod:`selfcal_batch.casa_jobs`. SEVERE log lines written during a
+``job`` a function of :mod:`selfcal_batch.casa.jobs`. SEVERE log lines written during a
 strict call make it fail (except known-harmless ones).
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
     req = json.loads(req_path.read_text())
     logfile = Path(req["logfile"])
     result_path = Path(req["result"])
-    from selfcal_batch.casa_env import configure_inprocess
+    from selfcal_batch.casa.env import configure_inprocess
 
     configure_inprocess(logfile)
     import casatasks  # noqa: F401  (import after configuration)
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
 
     casalog.setlogfile(str(logfile))
     casalog.showconsole(False)
-    from selfcal_batch import casa_jobs
+    from selfcal_batch.casa import jobs as casa_jobs
 
     results: list[Any] = []
     out: dict[str, Any] = {"results": results}

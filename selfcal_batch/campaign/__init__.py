@@ -1,0 +1,1 @@
+"""Campaign layer: manifest, deployment (cluster, job pool), dispatch, lock, progress, preflight."""

@@ -1,0 +1,1 @@
+"""Imaging: WSClean wrapper, masks, image statistics, per-dataset plots."""

@@ -1,0 +1,1 @@
+"""One dataset's pipeline: runner, context, typed state, records, steps, products, per-dataset log."""
