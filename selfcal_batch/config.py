@@ -19,36 +19,9 @@ from typing import Any
 
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.pipeline.products import KEEP_PRODUCTS
+# Step names in run order, the default steps and the aliases (old names): the step registry.
+from selfcal_batch.pipeline.registry import DEFAULT_STEPS, STEP_ALIASES, STEP_NAMES  # noqa: F401
 
-#: Step names, in execution order (the seed's names; run_autoflag_* accepted as aliases).
-STEP_NAMES: tuple[str, ...] = (
-    "startup",
-    "save_init_flags",
-    "fov_image",
-    "run_rflag_init",
-    "test_image",
-    "select_refant",
-    "p0",
-    "p1",
-    "p2",
-    "ap1",
-    "split_trial_1",
-    "report_results",
-    "run_rflag_final",
-)
-STEP_ALIASES = {"run_autoflag_init": "run_rflag_init", "run_autoflag_final": "run_rflag_final"}
-DEFAULT_STEPS: tuple[str, ...] = (
-    "startup",
-    "save_init_flags",
-    "test_image",
-    "select_refant",
-    "p0",
-    "p1",
-    "p2",
-    "ap1",
-    "split_trial_1",
-    "report_results",
-)
 _SOLINT_RE = re.compile(r"^(int|inf|\d+(\.\d+)?(s|min)?)$")
 
 

@@ -27,6 +27,7 @@ from astropy.stats import mad_std
 from scipy import ndimage
 
 from selfcal_batch.imaging.imstats import binary_dilate, read_image
+from selfcal_batch.pipeline.registry import mask_row
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def grow_iterations(step: str, inner_flux_f: float, template: str) -> int:
     compact = bool(np.isfinite(inner_flux_f) and inner_flux_f >= 0.5)
     idx = 0 if compact else 1
     bright = str(template).strip().lower() == "bright"
-    name = str(step).strip().lower()
+    name = mask_row(str(step).strip().lower())
     if name == "p0":
         return _P0[idx]
     if name == "p1":

@@ -17,6 +17,7 @@ from selfcal_batch.casa import calibration as cal
 from selfcal_batch.selfcal import acceptance as gate
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
+from selfcal_batch.pipeline import registry
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.imaging.masks import grow_iterations, make_clean_mask
@@ -34,8 +35,7 @@ from selfcal_batch.selfcal.templates import (
 log = logging.getLogger("selfcal_batch.pipeline")
 
 
-def is_phase(step: str) -> bool:
-    return step.startswith("p")
+is_phase = registry.is_phase
 
 
 def params_for(ctx: Context, template: str, step: str) -> StepParams | None:

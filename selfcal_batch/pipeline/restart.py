@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Steps that do not read work.ms (every other step needs it).
-NO_WORK_MS = ("startup", "report_results", "run_rflag_final")
+from selfcal_batch.pipeline.registry import NO_WORK_MS, canonical, rename_old_steps
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def plan(requested: str, recorded: list[str], work_ms_exists: bool, keep_work_ms
         return RestartPlan(requested, "", (), f"{requested} has not run on this dataset "
                                               "(no record): only unfinished steps run")
     redo = tuple(recorded[recorded.index(requested):])
-    needs_copy = any(s not in NO_WORK_MS for s in redo) and "startup" in recorded and not work_ms_exists
+    needs_copy = any(canonical(s) not in NO_WORK_MS for s in redo) and "startup" in recorded and not work_ms_exists
     if needs_copy:
         why = ("work.ms was removed after success" if not keep_work_ms
                else "work.ms is missing (deleted by hand?)")
@@ -49,7 +48,7 @@ def plan(requested: str, recorded: list[str], work_ms_exists: bool, keep_work_ms
         return RestartPlan(requested, "startup", tuple(recorded),
                            f"{why}: redoing from startup, all {len(recorded)} steps, not only "
                            f"from {requested}{hint}")
-    kept = " (work.ms kept)" if work_ms_exists and any(s not in NO_WORK_MS for s in redo) else ""
+    kept = " (work.ms kept)" if work_ms_exists and any(canonical(s) not in NO_WORK_MS for s in redo) else ""
     return RestartPlan(requested, requested, redo,
                        f"redoing from {requested}: {' '.join(redo)}{kept}")
 
@@ -57,8 +56,8 @@ def plan(requested: str, recorded: list[str], work_ms_exists: bool, keep_work_ms
 def plan_from_state(state: dict[str, Any] | None, requested: str, work_ms_exists: bool,
                     keep_work_ms: bool) -> RestartPlan:
     """:func:`plan` from a dataset's ``state.json`` content (None: never ran)."""
-    steps = list((state or {}).get("steps") or {}) if isinstance(state, dict) else []
-    return plan(requested, steps, work_ms_exists, keep_work_ms)
+    steps = list(rename_old_steps((state or {}).get("steps") or {})) if isinstance(state, dict) else []
+    return plan(canonical(requested), steps, work_ms_exists, keep_work_ms)
 
 
 def describe(p: RestartPlan) -> str:

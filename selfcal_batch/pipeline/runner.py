@@ -27,10 +27,10 @@ from selfcal_batch.pipeline import ladder
 from selfcal_batch.selfcal import outcome
 from selfcal_batch import process
 from selfcal_batch.pipeline import records
+from selfcal_batch.pipeline import registry
 from selfcal_batch.pipeline import steps_finish as steps_final
-from selfcal_batch.pipeline import steps_prepare as steps_prep
 from selfcal_batch.pipeline import restart as restart_plan
-from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig
+from selfcal_batch.config import PipelineConfig
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.dataset_log import dataset_handler, in_dataset
 from selfcal_batch.pipeline.products import prune_finished
@@ -40,23 +40,6 @@ from selfcal_batch.selfcal.templates import TEMPLATE_TABLE_VERSION
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
-LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
-               "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
-               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "startup": ("field", "spw", "timebin", "chanbin", "input_column"),
-    "save_init_flags": ("statwt_init",),
-    "fov_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "wsclean"),
-    "run_rflag_init": (),
-    "test_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
-                   "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
-                   "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma",
-                   "decorrelation_limit"),
-    "select_refant": ("refant", "refantmode", "flag_bad_antennas", "guard"),
-    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard"),
-    "report_results": ("plots",),
-    "run_rflag_final": (),
-}
 #: State entries a step may change and that are rolled back before re-running it.
 SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
                  "applied", "modified_robust", "test_image", "initial", "final", "outcome", "guard")
@@ -116,39 +99,12 @@ class DatasetResult:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def _step_func(step: str) -> Callable[[Context], Any]:
-    table: dict[str, Callable[[Context], Any]] = {
-        "startup": steps_prep.startup,
-        "save_init_flags": steps_prep.save_init_flags,
-        "fov_image": steps_prep.fov_image,
-        "run_rflag_init": lambda c: steps_prep.run_rflag(c, final=False),
-        "test_image": steps_prep.test_image,
-        "select_refant": steps_prep.select_refant,
-        "split_trial_1": steps_final.split_trial_1,
-        "report_results": steps_final.report_results,
-        "run_rflag_final": steps_final.run_rflag_final,
-    }
-    return table[step]
-
-
-#: Settings the test image depends on only when it uses the final-image settings.
-_FINAL_IMAGING_KEYS = ("final_robust", "final_multiscale", "final_niter")
-#: Steps that do not read work.ms (every other step needs it).
-_NO_WORK_MS = restart_plan.NO_WORK_MS
-
-
 class _WorkMSMissing(Exception):
     """A step must run but work.ms was deleted after an earlier successful run."""
 
 
 def _config_part(cfg: PipelineConfig, step: str) -> dict[str, Any]:
-    keys = DEPENDS.get(step, LADDER_KEYS)
-    if step == "test_image" and cfg.test_imaging != "final":
-        # The seed-style test image does not use the final-image settings: changing them
-        # must not redo the test image and the whole ladder after it.
-        keys = tuple(k for k in keys if k not in _FINAL_IMAGING_KEYS)
-    d = cfg.to_dict()
-    return {k: d.get(k) for k in keys}
+    return registry.depends(step, cfg.to_dict())
 
 
 class _Runner:
@@ -161,11 +117,11 @@ class _Runner:
 
     def run(self, step: str, func: Callable[[Context], Any]) -> None:
         ctx, st = self.ctx, self.ctx.state
-        h = chain_hash(self.prev_hash, step, _config_part(ctx.cfg, step))
+        h = chain_hash(self.prev_hash, registry.hash_name(step), _config_part(ctx.cfg, step))
         self.prev_hash = h
         if st.is_done(step, h) and not self.upstream_ran:
             return
-        if step not in _NO_WORK_MS and "startup" in st.steps and not ctx.work_ms.exists():
+        if step not in registry.NO_WORK_MS and "startup" in st.steps and not ctx.work_ms.exists():
             raise _WorkMSMissing(step)
         snaps = st.data.setdefault("snapshots", {})
         resumed = step in snaps and not self.upstream_ran
@@ -200,8 +156,7 @@ class _Runner:
 def run_steps(ctx: Context) -> None:
     """Execute the configured steps (with the ladder extension before ap1)."""
     cfg, st = ctx.cfg, ctx.state
-    requested = [STEP_ALIASES.get(s, s) for s in cfg.steps]
-    order = [s for s in STEP_NAMES if s in requested]
+    order = registry.run_order(cfg.steps)
     try:
         _run_order(ctx, order)
     except _WorkMSMissing as exc:
@@ -215,24 +170,25 @@ def run_steps(ctx: Context) -> None:
 
 def _run_order(ctx: Context, order: list[str]) -> None:
     runner = _Runner(ctx)
-    last_phase = [s for s in order if ladder.is_phase(s)][-1:]
+    phase = [s for s in order if registry.is_phase(s)]
+    amplitude = [s for s in order if registry.is_ladder(s) and not registry.is_phase(s)]
     for step in order:
-        if step == "ap1":
-            _run_extensions(ctx, runner)
-        if step in ("p0", "p1", "p2", "ap1"):
+        if amplitude and step == amplitude[0]:
+            _run_extensions(ctx, runner)  # shorter phase steps before the first amplitude step
+        if registry.is_ladder(step):
             runner.run(step, lambda c, s=step: _calibration_step(c, s))
         else:
-            runner.run(step, _step_func(step))
-        if [step] == last_phase and "ap1" not in order:
+            runner.run(step, registry.function(step))
+        if phase and step == phase[-1] and not amplitude:
             _run_extensions(ctx, runner)
 
 
 def _calibration_step(ctx: Context, step: str) -> Any:
-    if step == "ap1" and ctx.state.get("chain") and ctx.cfg.keep_work_ms:
+    if not registry.is_phase(step) and ctx.state.get("chain") and ctx.cfg.keep_work_ms:
         # The phase-only calibrated copy (seed: <ms>_p_trial_1.ms) is only kept with the
         # working files; otherwise it would be deleted unread at the end of the run.
         steps_final.split_before_ap1(ctx)
-    return ladder.run_step(ctx, step)
+    return registry.function(step)(ctx, step)
 
 
 def _run_extensions(ctx: Context, runner: _Runner) -> None:
@@ -241,7 +197,7 @@ def _run_extensions(ctx: Context, runner: _Runner) -> None:
     template = st.get("template_final")
     if not template:
         return
-    phase = [s for s in ladder.ladder_for(template) if ladder.is_phase(s)]
+    phase = [s for s in ladder.ladder_for(template) if registry.is_phase(s)]
     last = phase[-1] if phase else None
     if last is None or st.steps.get(last, {}).get("status") != "done":
         return
@@ -254,7 +210,7 @@ def _run_extensions(ctx: Context, runner: _Runner) -> None:
             name = ladder.plan_extension(ctx, last)
             if name is None:
                 break
-        runner.run(name, lambda c, s=name: ladder.run_step(c, s))
+        runner.run(name, lambda c, s=name: registry.function(s)(c, s))
         rec = st.steps.get(name, {})
         if not rec.get("accepted"):
             break
@@ -271,7 +227,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     res.template_initial = st.get("template_initial") or ""
     res.template_final = st.get("template_final") or ""
     for step, rec in st.steps.items():
-        if not (ladder.is_phase(step) or step.startswith("ap")):
+        if not registry.is_ladder(step):
             continue
         if rec.get("status") == "done":
             res.steps_run.append(step)
@@ -433,7 +389,7 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         ctx.state.set("status", "running")
         ctx.state.set("error", "")
         if restart_from:
-            restart_from = STEP_ALIASES.get(restart_from, restart_from)
+            restart_from = registry.canonical(restart_from)
             log.info("%s: --restart-from %s: %s", name, restart_from,
                      restart_plan.describe(restart_plan.plan_from_state(ctx.state.data, restart_from,
                                                               ctx.work_ms.exists(), config.keep_work_ms)))

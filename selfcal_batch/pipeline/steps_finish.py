@@ -8,18 +8,10 @@ from typing import Any
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.pipeline.context import Context
-from selfcal_batch.imaging.wsclean import WSCleanOptions
+from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
 
 log = logging.getLogger("selfcal_batch.pipeline")
-
-
-def final_options(ctx: Context, name: str, column: str = "DATA") -> WSCleanOptions:
-    """The seed's final-image settings (robust 0.5, multiscale, auto-mask 4 / threshold 1.5)."""
-    cfg = ctx.cfg
-    return ctx.base_options(name=ctx.img(name), robust=cfg.final_robust, multiscale=cfg.final_multiscale,
-                            niter=cfg.final_niter, auto_mask=4.0, auto_threshold=1.5, data_column=column,
-                            negative=True)
 
 
 def statwt_timebin(info: dict[str, Any], min_samples: int = 64, floor_s: float = 12.0) -> str:
@@ -49,8 +41,9 @@ def split_before_ap1(ctx: Context) -> str:
     return str(out)
 
 
-def split_trial_1(ctx: Context) -> dict[str, Any]:
-    """final.ms = calibrated visibilities in DATA (+ statwt); final-image.fits from it."""
+def split_calibrated(ctx: Context) -> dict[str, Any]:
+    """final.ms = calibrated visibilities in DATA (+ statwt); final-image.fits from it (seed step
+    ``split_trial_1``)."""
     st = ctx.state
     chain = st.get("chain", [])
     if chain and st.get("corrected_chain") != [c["table"] for c in chain]:
@@ -88,8 +81,9 @@ def split_trial_1(ctx: Context) -> dict[str, Any]:
     return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits")}
 
 
-def report_results(ctx: Context) -> dict[str, Any]:
-    """Per-dataset plots: solution SNR histograms, gains, and the summary figure."""
+def dataset_plots(ctx: Context) -> dict[str, Any]:
+    """Per-dataset plots: solution SNR histograms, gains, and the summary figure (seed step
+    ``report_results``)."""
     if not ctx.cfg.plots:
         return {"plots": []}
     from selfcal_batch.imaging import plots
@@ -129,14 +123,13 @@ def report_results(ctx: Context) -> dict[str, Any]:
     return {"plots": made}
 
 
-def run_rflag_final(ctx: Context) -> dict[str, Any]:
-    """Flag outliers in final.ms (rflag + tfcrop + extend), then re-make the final image."""
-    from selfcal_batch.pipeline.steps_prepare import run_rflag
-
+def autoflag_final(ctx: Context) -> dict[str, Any]:
+    """Flag outliers in final.ms (rflag + tfcrop + extend), then re-make the final image (seed
+    step ``run_rflag_final``)."""
     if not ctx.final_ms.exists():
-        return "skipped", {"reason": "no final.ms (split_trial_1 did not run)"}
-    out = run_rflag(ctx, final=True)
-    products, stats = ctx.image(final_options(ctx, "final_flagged"), step="run_rflag_final", role="final",
+        return "skipped", {"reason": "no final.ms (split_calibrated did not run)"}
+    out = autoflag(ctx, final=True)
+    products, stats = ctx.image(final_options(ctx, "final_flagged"), step="autoflag_final", role="final",
                                 template=ctx.state.get("template_final", ""), ms=ctx.final_ms)
     shutil.copyfile(products.image, ctx.root / "final-image.fits")
     ctx.state.set("final", {"image": products.image, "stats": stats})

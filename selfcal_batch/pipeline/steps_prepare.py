@@ -9,6 +9,7 @@ from typing import Any
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.step_tools import autoflag, final_options
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
 from selfcal_batch.ms.polarisation import gaintype_for
@@ -96,31 +97,15 @@ def fov_image(ctx: Context) -> dict[str, Any]:
     return {"image": products.image}
 
 
-def run_rflag(ctx: Context, final: bool = False) -> dict[str, Any]:
-    """tfcrop (init: DATA) or rflag+tfcrop (final: residual) flagging, then extend."""
-    vis = str(ctx.final_ms if final else ctx.work_ms)
-    name = "final" if final else "init"
-    calls = [cal.flagmanager_call(vis, "save", f"before_rflag_{name}")]
-    if final:
-        calls.append(cal.task("flagdata", vis=vis, mode="rflag", datacolumn="data", ntime="6min",
-                              combinescans=False, winsize=5, timedevscale=2.5, freqdevscale=2.5,
-                              action="apply", flagbackup=False))
-    calls.append(cal.task("flagdata", vis=vis, mode="tfcrop", datacolumn="data", ntime="scan",
-                          combinescans=False, winsize=5, timecutoff=2.5, freqcutoff=2.5, maxnpieces=5,
-                          flagnearfreq=False, flagneartime=False, action="apply", flagbackup=False))
-    calls.append(cal.task("flagdata", vis=vis, mode="extend", growtime=80.0, growfreq=80.0,
-                          growaround=True, extendpols=False, action="apply", flagbackup=False))
-    calls.append(cal.job("flag_fraction", vis=vis))
-    frac = ctx.casa(calls, label=f"rflag-{name}")[-1]
-    return {"flagged_fraction": frac}
+def autoflag_init(ctx: Context) -> dict[str, Any]:
+    """tfcrop + extend on work.ms's DATA (seed step ``run_rflag_init``): {"flagged_fraction": f}."""
+    return autoflag(ctx, final=False)
 
 
 def test_image(ctx: Context) -> dict[str, Any]:
     """Image DATA, measure the masked flux and select the template (seed rules)."""
     cfg = ctx.cfg
     if cfg.test_imaging == "final":
-        from selfcal_batch.pipeline.steps_finish import final_options
-
         opts = final_options(ctx, "test_image").replace(taper_gaussian=cfg.test_uvtaper)
     else:
         opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Steps that solve with nothing pre-applied.
-SCRATCH_STEPS = ("p0", "p1")
+from selfcal_batch.pipeline.registry import SCRATCH_STEPS  # steps that solve with nothing pre-applied
 
 Entry = dict[str, Any]
 

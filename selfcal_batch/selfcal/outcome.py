@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from selfcal_batch.pipeline.registry import is_ladder
+
 if TYPE_CHECKING:  # pragma: no cover
     from selfcal_batch.pipeline.context import Context
 
@@ -309,10 +311,8 @@ def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[fl
 
 
 def _ladder_ran(ctx: "Context") -> list[str]:
-    from selfcal_batch.pipeline.ladder import is_phase
-
     return [s for s, r in ctx.state.steps.items()
-            if (is_phase(s) or s.startswith("ap")) and isinstance(r, dict) and r.get("status") in ("done", "skipped")]
+            if is_ladder(s) and isinstance(r, dict) and r.get("status") in ("done", "skipped")]
 
 
 def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str, Any]]:

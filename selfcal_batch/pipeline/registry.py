@@ -1,0 +1,190 @@
+"""The step registry: one declaration per pipeline step (pure; imports nothing of the package).
+
+Everything else that knows about steps is derived from :data:`STEPS`:
+
+- the run order and the names a user may type (``config.STEP_NAMES``, ``DEFAULT_STEPS``,
+  aliases: the seed's names such as ``split_trial_1`` stay valid everywhere a step is typed:
+  manifest ``steps``, ``--only``, ``--restart-from``, the step records of an old ``state.json``);
+- the configuration each step's resume hash depends on (:func:`depends`);
+- which steps read ``work.ms`` (:data:`NO_WORK_MS`), which are ladder steps, which solve from
+  scratch (:data:`SCRATCH_STEPS`), which row of the seed's mask-growth table a step uses;
+- the step functions (:func:`function`, resolved lazily so that ``config`` can import the
+  names without importing the steps, which import ``config``).
+
+A step's resume hash is computed with its ``hash_name`` (the name it had when the hash was
+introduced), so renaming a step never redoes finished work of an existing output directory.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+#: Kinds of steps: preparation (before the ladder), ladder (a template's calibration step),
+#: extension (a shorter phase step planned at run time), final (after the ladder).
+KINDS = ("prep", "ladder", "extension", "final")
+
+#: Configuration a ladder or extension step's hash depends on (everything the ladder reads).
+LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
+               "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
+               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
+#: Settings the test image depends on only when it uses the final-image settings.
+FINAL_IMAGING_KEYS = ("final_robust", "final_multiscale", "final_niter")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's declaration.
+
+    ``func``: ``"module:attribute"`` of a callable ``(Context) -> dict | (status, dict)`` (for
+    ladder steps the callable also receives the step name); ``depends``: configuration keys
+    whose values enter the step's resume hash; ``work_ms``: the step reads the working copy;
+    ``aliases``: other names a user may type (the seed's names first); ``default``: in the
+    default ``steps``; ``scratch``: a ladder step solving with nothing pre-applied (seed
+    chaining); ``mask_row``: the row of the seed's mask-growth table (``imaging.masks``);
+    ``conditional``: keys of ``depends`` used only when ``test_imaging == 'final'``.
+    """
+
+    name: str
+    func: str
+    kind: str
+    depends: tuple[str, ...] = ()
+    work_ms: bool = True
+    aliases: tuple[str, ...] = ()
+    default: bool = True
+    scratch: bool = False
+    calmode: str = ""
+    mask_row: str = ""
+    conditional: tuple[str, ...] = field(default=())
+
+    @property
+    def hash_name(self) -> str:
+        """The name hashed into the resume hash (the oldest name: renames keep old hashes)."""
+        return self.aliases[0] if self.aliases else self.name
+
+
+_PREP = "selfcal_batch.pipeline.steps_prepare"
+_FINAL = "selfcal_batch.pipeline.steps_finish"
+_LADDER = "selfcal_batch.pipeline.ladder:run_step"
+
+#: Every step, in run order (extension steps run after the last phase step, before ap1).
+STEPS: tuple[Step, ...] = (
+    Step("startup", f"{_PREP}:startup", "prep", ("field", "spw", "timebin", "chanbin", "input_column"),
+         work_ms=False),
+    Step("save_init_flags", f"{_PREP}:save_init_flags", "prep", ("statwt_init",)),
+    Step("fov_image", f"{_PREP}:fov_image", "prep",
+         ("instrument", "band", "imsize", "cell", "pixels_per_beam", "wsclean"), default=False),
+    Step("autoflag_init", f"{_PREP}:autoflag_init", "prep", (),
+         aliases=("run_rflag_init", "run_autoflag_init"), default=False),
+    Step("test_image", f"{_PREP}:test_image", "prep",
+         ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust",
+          "test_uvtaper", "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
+          "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma", "decorrelation_limit"),
+         conditional=FINAL_IMAGING_KEYS),
+    Step("select_refant", f"{_PREP}:select_refant", "prep", ("refant", "refantmode", "flag_bad_antennas", "guard")),
+    Step("p0", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p0"),
+    Step("p1", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p1"),
+    Step("p2", _LADDER, "ladder", LADDER_KEYS, calmode="p", mask_row="p2"),
+    Step("ap1", _LADDER, "ladder", LADDER_KEYS, calmode="ap", mask_row="ap1"),
+    Step("split_calibrated", f"{_FINAL}:split_calibrated", "final",
+         ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard"),
+         aliases=("split_trial_1",)),
+    Step("dataset_plots", f"{_FINAL}:dataset_plots", "final", ("plots",), work_ms=False,
+         aliases=("report_results",)),
+    Step("autoflag_final", f"{_FINAL}:autoflag_final", "final", (), work_ms=False,
+         aliases=("run_rflag_final", "run_autoflag_final"), default=False),
+)
+
+BY_NAME: dict[str, Step] = {s.name: s for s in STEPS}
+#: Step names in run order (what ``steps`` may contain, besides the aliases).
+STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
+#: The steps run when a manifest gives no ``steps``.
+DEFAULT_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS if s.default)
+#: Old or alternative name -> step name.
+STEP_ALIASES: dict[str, str] = {a: s.name for s in STEPS for a in s.aliases}
+#: The template ladder's steps, in order.
+LADDER_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS if s.kind == "ladder")
+#: Ladder steps that solve with nothing pre-applied (p1 discards p0: seed chaining).
+SCRATCH_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS if s.scratch)
+#: Steps that do not read work.ms (every other step needs it).
+NO_WORK_MS: tuple[str, ...] = tuple(s.name for s in STEPS if not s.work_ms)
+
+#: Extension steps are named p3, p4, ... (after the template's last phase step p2).
+_EXTENSION_RE = re.compile(r"^p(\d+)$")
+_FIRST_EXTENSION = 1 + max(int(m.group(1)) for s in LADDER_STEPS if (m := _EXTENSION_RE.match(s)))
+
+
+def canonical(name: str) -> str:
+    """The step name for a typed name or alias (unknown names are returned unchanged)."""
+    return STEP_ALIASES.get(name, name)
+
+
+def extension_name(n: int) -> str:
+    """The name of the ``n``-th extension step (1-based): p3, p4, ..."""
+    return f"p{_FIRST_EXTENSION - 1 + n}"
+
+
+def is_extension(step: str) -> bool:
+    """True for a run-time extension step (p3, p4, ...)."""
+    m = _EXTENSION_RE.match(step)
+    return bool(m) and int(m.group(1)) >= _FIRST_EXTENSION
+
+
+def is_ladder(step: str) -> bool:
+    """True for a ladder or extension step (a step that solves and is judged by the gate)."""
+    return step in LADDER_STEPS or is_extension(step)
+
+
+def is_phase(step: str) -> bool:
+    """True for a phase-only ladder step (p0, p1, p2) or an extension step."""
+    s = BY_NAME.get(step)
+    return (s is not None and s.kind == "ladder" and s.calmode == "p") or is_extension(step)
+
+
+def mask_row(step: str) -> str:
+    """The row of the seed's mask-growth table for ``step`` (extension steps use p2's)."""
+    s = BY_NAME.get(step)
+    return s.mask_row if s is not None and s.mask_row else "p2"
+
+
+def depends(step: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The configuration values (from ``PipelineConfig.to_dict()``) in ``step``'s resume hash."""
+    s = BY_NAME.get(step)
+    keys = s.depends if s is not None else LADDER_KEYS  # extension steps
+    if s is not None and s.conditional and cfg.get("test_imaging") != "final":
+        # The seed-style test image does not use the final-image settings: changing them
+        # must not redo the test image and the whole ladder after it.
+        keys = tuple(k for k in keys if k not in s.conditional)
+    return {k: cfg.get(k) for k in keys}
+
+
+def hash_name(step: str) -> str:
+    """The name hashed for ``step`` (its oldest name; extension steps: their own)."""
+    s = BY_NAME.get(step)
+    return s.hash_name if s is not None else step
+
+
+def function(step: str) -> Callable[..., Any]:
+    """The callable of ``step`` (extension steps run the ladder step)."""
+    spec = BY_NAME[step].func if step in BY_NAME else _LADDER
+    module, attr = spec.split(":")
+    # Imported at call time: the step modules import config, which imports this module.
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_order(requested: list[str] | tuple[str, ...]) -> list[str]:
+    """The requested steps (names or aliases) in run order, without duplicates."""
+    want = {canonical(s) for s in requested}
+    return [s for s in STEP_NAMES if s in want]
+
+
+def rename_old_steps(steps: dict[str, Any]) -> dict[str, Any]:
+    """Step records keyed by old names (``state.json`` before the renames) under the new names,
+    order kept. Records already under a new name win over an old duplicate."""
+    out: dict[str, Any] = {}
+    for k, v in steps.items():
+        new = canonical(k)
+        if new not in out or new == k:
+            out[new] = v
+    return out
