@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.selfcal import acceptance as gate
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
-from selfcal_batch.pipeline import registry
+from selfcal_batch.pipeline import registry, work_ms
+from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.imaging.masks import grow_iterations, make_clean_mask
@@ -98,163 +100,225 @@ def estimation_snr(ctx: Context, stats: dict[str, Any]) -> float:
     return snr if math.isfinite(snr) else 0.0
 
 
-def _current_column(chain: list[dict[str, Any]]) -> str:
-    return "CORRECTED_DATA" if chain else "DATA"
+@dataclass(frozen=True)
+class StepPlan:
+    """What a ladder step will do, decided before anything runs: the template, its (solint-
+    adjusted) parameters, the chain it starts from, the image it starts from and the imaging
+    options of its pre/post images (``column``: the column showing ``chain`` applied)."""
+
+    step: str
+    template: str
+    params: StepParams
+    choice: Any  # selfcal.solint.SolintChoice
+    chain: list[dict[str, Any]]
+    current: dict[str, Any]
+    opts: WSCleanOptions
+    extension: bool
+
+    @property
+    def column(self) -> str:
+        return work_ms.data_column(self.chain)
+
+    @property
+    def flagver(self) -> str:
+        return f"pre_{self.step}"
 
 
-def _apply_calls(ctx: Context, chain: list[dict[str, Any]]) -> list[cal.Call]:
-    """applycal of the chain into CORRECTED_DATA (none when empty: we then image DATA)."""
-    if not chain:
-        return []
-    return [cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain], [c["spwmap"] for c in chain],
-                              calwt=ctx.cfg.calwt)]
+@dataclass(frozen=True)
+class Solved:
+    """A solve's results: the candidate chain, its table and spwmap, the flagged fractions of
+    the data before/after applying (0..1), solution statistics and significance."""
 
-
-def _casa_rewriting_corrected(ctx: Context, calls: list[cal.Call], label: str,
-                              chain: list[dict[str, Any]]) -> list[Any]:
-    """Run a CASA batch that leaves ``chain`` applied in CORRECTED_DATA; while it runs the
-    state says CORRECTED_DATA is unknown, so a kill half-way forces a re-apply on resume."""
-    ctx.state.set("corrected_chain", None)
-    ctx.state.save()
-    results = ctx.casa(calls, label=label)
-    ctx.state.set("corrected_chain", [c["table"] for c in chain])
-    ctx.state.save()
-    return results
+    table: str
+    spwmap: list[int]
+    new_chain: list[dict[str, Any]]
+    flags_before: float
+    flags_after: float
+    sols: Any  # selfcal.acceptance.SolutionStats
+    significance: dict[str, float]
 
 
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
-    """Run one ladder step; returns (status, record) with status done|skipped."""
-    st = ctx.state
-    from selfcal_batch.selfcal.outcome import stop_reason
+    """Run one ladder step; returns (status, record) with status done|skipped.
 
-    if stop_reason(ctx):
-        return "skipped", {"reason": stop_reason(ctx)}
-    template = st.get("template_initial") if step == "p0" else st.get("template_final")
-    if not template:
-        return "skipped", {"reason": "no template (test_image did not run)"}
-    extension = step in st.get("extensions", {})
-    if not extension and step not in ladder_for(template):
-        return "skipped", {"reason": f"not in template {template}"}
-    chain: list[dict[str, Any]] = st.get("chain", [])
-    if is_phase(step) and st.get("ladder_stopped"):
-        return "skipped", {"reason": f"phase ladder stopped after {st.get('ladder_stopped')} was reverted"}
-    if not is_phase(step) and ctx.cfg.gate.enabled and not chain:
-        return "skipped", {"reason": "no phase step was accepted"}
-    params = params_for(ctx, template, step)
-    assert params is not None
-    info = ctx.info
-    params = dataclasses.replace(params, gaintype=gaintype_for(params.gaintype, info.get("polarisation")))
-    current = st.get("current") or st.get("test_image")
-    n_ant = info["n_antennas_present"] - len(st.get("bad_antennas", []))
-    scan_s = min(info["time_span_s"], info["time_on_source_s"]) / max(1, len(info["scans"]))
-    choice = gate.choose_solint(params.solint, params.combine, params.gaintype,
-                                image_snr=estimation_snr(ctx, current["stats"]), n_antennas=n_ant, n_spw=len(info["spws"]),
-                                integration_s=info["integration_s"], scan_s=max(scan_s, info["integration_s"]),
-                                time_on_source_s=info["time_on_source_s"], cfg=ctx.cfg.solint)
-    if choice.skip:
-        log.info("%s %s: skipped: %s", ctx.name, step, choice.reason)
-        return "skipped", {"reason": choice.reason, "est_snr": choice.est_snr}
-    params = dataclasses.replace(params, solint=choice.solint, combine=choice.combine)
-    vis = str(ctx.work_ms)
-    flagver = f"pre_{step}"
-    rec: dict[str, Any] = {"template": template, "solint": choice.solint, "combine": choice.combine,
-                           "est_snr": round(choice.est_snr, 2), "solint_reason": choice.reason}
-    column = _current_column(chain)
-    opts = imaging_options(ctx, template, step, params).replace(data_column=column, update_model=True)
-    # Pre image: reuse the current image when it shows this data with these settings.
-    if current.get("key") == list(opts.imaging_key()) and current.get("column") == column:
-        pre = current
-        if st.get("model_in_ms") != pre["prefix"]:
-            ctx.predict(pre["prefix"])
-    else:
-        calls = []
-        if st.get("resuming"):  # image the flags this step starts from
-            calls.append(cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=True))
-        if chain and st.get("corrected_chain") != [c["table"] for c in chain]:
-            calls += _apply_calls(ctx, chain)
-        if calls:
-            _casa_rewriting_corrected(ctx, calls, f"{step}-prepare", chain)
-        mask = _mask_from(ctx, current, step, template, params.sigma_mask, f"{step}_pre")
-        prods, stats = ctx.image(opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
-                                 role="pre", template=template, sigma=6.0)
-        pre = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": stats,
-               "key": list(opts.imaging_key()), "column": column}
-    orig = st.data.setdefault("original_beam", {})
-    beam_key = repr(opts.imaging_key()[3:])
+    Phases: plan (skip reasons, interval), pre image, solve + apply, post image, decide,
+    keep or revert. Raises what CASA/WSClean runs raise (the runner reports them)."""
+    plan = _plan(ctx, step)
+    if not isinstance(plan, StepPlan):
+        return "skipped", plan
+    rec: dict[str, Any] = {"template": plan.template, "solint": plan.choice.solint, "combine": plan.choice.combine,
+                           "est_snr": round(plan.choice.est_snr, 2), "solint_reason": plan.choice.reason}
+    pre = _pre_image(ctx, plan)
+    beam_key = repr(plan.opts.imaging_key()[3:])
+    orig = ctx.state.data.setdefault("original_beam", {})
     orig.setdefault(beam_key, pre["stats"]["beam_area_pix"])
-    # One CASA child: flag checkpoint (the state this step starts from), solve, apply.
-    pre_apply = pre_apply_chain(step, chain)
-    scan_spws = [s["spws"] for s in info["scans"]]
-    spw_ids = [s["id"] for s in info["spws"]]
-    new_map = spwmap_for(params.combine, scan_spws, spw_ids)
-    table = ctx.caltable(step)
-    ctx.remove(table)
-    gc = cal.gaincal_call(vis, table, solint=params.solint, calmode=params.calmode, gaintype=params.gaintype,
-                          combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
-                          minsnr=params.minsnr, minblperant=minblperant(step if not extension else "p2",
-                                                                       ctx.instrument),
-                          **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
-                                                                       ctx.cfg.solnorm_type), gaintable=[c["table"] for c in pre_apply],
-                          spwmap=[c["spwmap"] for c in pre_apply], field="")
-    new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
-    checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))
-    frac = cal.job("flag_fraction", vis=vis)
-    results = _casa_rewriting_corrected(ctx, [checkpoint, frac, gc, *_apply_calls(ctx, new_chain), frac],
-                                        f"{step}-solve", new_chain)
-    flags_before, flags_after = float(results[1]), float(results[-1])
-    sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
-    rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
-    significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
-    # Post image with the same settings, masked from the pre image.
-    mask = _mask_from(ctx, pre, step, template, params.sigma_mask, f"{step}_post")
-    post_opts = opts.replace(name=ctx.img(f"{step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
-    prods, post_stats = ctx.image(post_opts, step=step, role="post", template=template)
-    # Keyed by what it shows (CORRECTED_DATA): after p0 the next step reuses it as its model.
-    post = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": post_stats,
-            "key": list(post_opts.imaging_key()), "column": "CORRECTED_DATA"}
-    if ctx.cfg.gate.enabled:
-        pre_g, post_g = pre["stats"], post_stats
-        if "a" in params.calmode:  # the flux-scale check compares the same pixels
-            from selfcal_batch.selfcal.outcome import common_mask_flux
-
-            f_pre, f_post = common_mask_flux(pre["image"], post["image"])
-            pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
-        decision = gate.evaluate_step(pre_g, post_g, original_beam_area=orig[beam_key],
-                                      solutions=sols, est_snr=choice.est_snr, cfg=ctx.cfg.gate,
-                                      amplitude="a" in params.calmode,
-                                      exclude_antennas=set(st.get("bad_antennas", [])),
-                                      significance=significance,
-                                      normalised=ctx.cfg.solnorm_amplitude)
-    else:
-        decision = gate.GateDecision(True, (), {})
-    decision = gate_applied_flags(decision, flags_before, flags_after, ctx.cfg.gate.max_flagged_solutions) \
-        if ctx.cfg.gate.enabled else decision
-    rec["data_flagged_by_apply"] = round(newly_flagged_fraction(flags_before, flags_after), 4)
+    solved = _solve(ctx, plan)
+    rec["flagged_solutions"] = round(solved.sols.without(_bad(ctx)).flagged_fraction, 4)
+    post = _post_image(ctx, plan, pre)
+    decision = _decide(ctx, plan, pre, post, solved, orig[beam_key])
+    rec["data_flagged_by_apply"] = round(newly_flagged_fraction(solved.flags_before, solved.flags_after), 4)
     if not rec["data_flagged_by_apply"] <= ctx.cfg.gate.max_flagged_solutions:
         log.warning("%s %s: applying the solutions flagged %.0f%% of the unflagged data (solutions failed or "
                     "the reference antenna is missing)", ctx.name, step, 100 * rec["data_flagged_by_apply"])
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
-                "table": table, "spwmap": new_map, "pre_image": pre["image"], "post_image": post["image"],
-                "snr_pre": pre["stats"]["snr"], "snr_post": post_stats["snr"]})
-    st.set("chain", chain_after_decision(chain, new_chain, decision.accepted))
-    if decision.accepted:
-        st.set("current", post)
-        applied = st.data.setdefault("applied", {})
-        applied[step] = {"tables": [c["table"] for c in new_chain], "spwmaps": [c["spwmap"] for c in new_chain]}
-        log.info("%s %s: ACCEPTED (solint %s, SNR %.1f -> %.1f)", ctx.name, step, params.solint,
-                 pre["stats"]["snr"], post_stats["snr"])
-    else:
-        log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
-        _casa_rewriting_corrected(ctx, [cal.flagmanager_call(vis, "restore", flagver), *_apply_calls(ctx, chain)],
-                                  f"{step}-revert", chain)
-        st.set("current", pre)
-        if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
-            st.set("ladder_stopped", step)
+                "table": solved.table, "spwmap": solved.spwmap, "pre_image": pre["image"],
+                "post_image": post["image"], "snr_pre": pre["stats"]["snr"], "snr_post": post["stats"]["snr"]})
+    _keep_or_revert(ctx, plan, decision, pre, post, solved)
     ctx.write_gain_tables_json()
     if step == "p0":
         reselect(ctx)
     return "done", rec
+
+
+def _bad(ctx: Context) -> set[str]:
+    return set(ctx.state.get("bad_antennas", []))
+
+
+def _skip_reason(ctx: Context, step: str, template: str | None, chain: list[dict[str, Any]]) -> str:
+    """Why ``step`` does not run at all ('' when it runs)."""
+    from selfcal_batch.selfcal.outcome import stop_reason  # outcome imports the pipeline context
+
+    st = ctx.state
+    if stop_reason(ctx):
+        return stop_reason(ctx)
+    if not template:
+        return "no template (test_image did not run)"
+    if step not in st.get("extensions", {}) and step not in ladder_for(template):
+        return f"not in template {template}"
+    if is_phase(step) and st.get("ladder_stopped"):
+        return f"phase ladder stopped after {st.get('ladder_stopped')} was reverted"
+    if not is_phase(step) and ctx.cfg.gate.enabled and not chain:
+        return "no phase step was accepted"
+    return ""
+
+
+def _plan(ctx: Context, step: str) -> StepPlan | dict[str, Any]:
+    """The step's plan, or the record of a skipped step (``reason``, maybe ``est_snr``)."""
+    st = ctx.state
+    template = st.get("template_initial") if step == "p0" else st.get("template_final")
+    chain: list[dict[str, Any]] = st.get("chain", [])
+    why = _skip_reason(ctx, step, template, chain)
+    if why:
+        return {"reason": why}
+    params = params_for(ctx, template, step)
+    assert params is not None
+    info = MSInfo.from_json(ctx.info)
+    params = dataclasses.replace(params, gaintype=gaintype_for(params.gaintype, info.polarisation))
+    current = st.get("current") or st.get("test_image")
+    choice = gate.choose_solint(params.solint, params.combine, params.gaintype,
+                                image_snr=estimation_snr(ctx, current["stats"]),
+                                n_antennas=info.n_antennas_present - len(st.get("bad_antennas", [])),
+                                n_spw=len(info.spws), integration_s=info.integration_s, scan_s=info.scan_s(),
+                                time_on_source_s=info.time_on_source_s, cfg=ctx.cfg.solint)
+    if choice.skip:
+        log.info("%s %s: skipped: %s", ctx.name, step, choice.reason)
+        return {"reason": choice.reason, "est_snr": choice.est_snr}
+    params = dataclasses.replace(params, solint=choice.solint, combine=choice.combine)
+    opts = imaging_options(ctx, template, step, params).replace(data_column=work_ms.data_column(chain),
+                                                                 update_model=True)
+    return StepPlan(step, template, params, choice, chain, current, opts, step in st.get("extensions", {}))
+
+
+def _pre_image(ctx: Context, plan: StepPlan) -> dict[str, Any]:
+    """The image the step starts from (its model in MODEL_DATA): the current image when it
+    shows this data with these settings, else a new one (flags/chain of the step's start)."""
+    st, step = ctx.state, plan.step
+    current = ImageProduct.from_json(plan.current)
+    if current.shows(plan.opts.imaging_key(), plan.column):
+        if st.get("model_in_ms") != current.prefix:
+            ctx.predict(current.prefix)
+        return plan.current
+    calls = []
+    if st.get("resuming"):  # image the flags this step starts from
+        calls.append(cal.job("flag_checkpoint", vis=str(ctx.work_ms), versionname=plan.flagver, resume=True))
+    if plan.chain and not work_ms.holds(ctx, plan.chain):
+        calls += work_ms.apply_calls(ctx, plan.chain)
+    if calls:
+        work_ms.rewrite_corrected(ctx, calls, f"{step}-prepare", plan.chain)
+    mask = _mask_from(ctx, plan.current, step, plan.template, plan.params.sigma_mask, f"{step}_pre")
+    prods, stats = ctx.image(plan.opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
+                             role="pre", template=plan.template, sigma=6.0)
+    return ImageProduct(prods.prefix, prods.image, prods.residual, stats, plan.opts.imaging_key(),
+                        plan.column).to_json()
+
+
+def _solve(ctx: Context, plan: StepPlan) -> Solved:
+    """One CASA child: flag checkpoint (the state this step starts from), solve, apply."""
+    st, step, params, info = ctx.state, plan.step, plan.params, ctx.info
+    vis = str(ctx.work_ms)
+    pre_apply = pre_apply_chain(step, plan.chain)
+    new_map = spwmap_for(params.combine, [s["spws"] for s in info["scans"]], [s["id"] for s in info["spws"]])
+    table = ctx.caltable(step)
+    ctx.remove(table)
+    gc = cal.gaincal_call(vis, table, solint=params.solint, calmode=params.calmode, gaintype=params.gaintype,
+                          combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
+                          minsnr=params.minsnr,
+                          minblperant=minblperant(step if not plan.extension else "p2", ctx.instrument),
+                          **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
+                                                         ctx.cfg.solnorm_type),
+                          gaintable=[c["table"] for c in pre_apply], spwmap=[c["spwmap"] for c in pre_apply],
+                          field="")
+    new_chain = chain_after(step, plan.chain, GainEntry(step, table, tuple(new_map)).to_json())
+    checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=plan.flagver, resume=bool(st.get("resuming")))
+    frac = cal.job("flag_fraction", vis=vis)
+    results = work_ms.rewrite_corrected(ctx, [checkpoint, frac, gc, *work_ms.apply_calls(ctx, new_chain), frac],
+                                        f"{step}-solve", new_chain)
+    sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
+    return Solved(table, new_map, new_chain, float(results[1]), float(results[-1]), sols,
+                  _significance(table, _bad(ctx), info["antenna_names"]))
+
+
+def _post_image(ctx: Context, plan: StepPlan, pre: dict[str, Any]) -> dict[str, Any]:
+    """Image CORRECTED_DATA with the pre image's settings, masked from the pre image; keyed by
+    what it shows (after p0 the next step reuses it as its model)."""
+    mask = _mask_from(ctx, pre, plan.step, plan.template, plan.params.sigma_mask, f"{plan.step}_post")
+    post_opts = plan.opts.replace(name=ctx.img(f"{plan.step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
+    prods, stats = ctx.image(post_opts, step=plan.step, role="post", template=plan.template)
+    return ImageProduct(prods.prefix, prods.image, prods.residual, stats, post_opts.imaging_key(),
+                        "CORRECTED_DATA").to_json()
+
+
+def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, Any], solved: Solved,
+            original_beam: float) -> Any:
+    """The gate's decision (selfcal.acceptance.evaluate_step), then the applied-flags check."""
+    gcfg = ctx.cfg.gate
+    if not gcfg.enabled:
+        return gate.GateDecision(True, (), {})
+    amplitude = "a" in plan.params.calmode
+    pre_g, post_g = pre["stats"], post["stats"]
+    if amplitude:  # the flux-scale check compares the same pixels
+        from selfcal_batch.selfcal.outcome import common_mask_flux  # outcome imports the pipeline context
+
+        f_pre, f_post = common_mask_flux(pre["image"], post["image"])
+        pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
+    decision = gate.evaluate_step(pre_g, post_g, original_beam_area=original_beam, solutions=solved.sols,
+                                  est_snr=plan.choice.est_snr, cfg=gcfg, amplitude=amplitude,
+                                  exclude_antennas=_bad(ctx), significance=solved.significance,
+                                  normalised=ctx.cfg.solnorm_amplitude)
+    return gate_applied_flags(decision, solved.flags_before, solved.flags_after, gcfg.max_flagged_solutions)
+
+
+def _keep_or_revert(ctx: Context, plan: StepPlan, decision: Any, pre: dict[str, Any], post: dict[str, Any],
+                    solved: Solved) -> None:
+    """Accepted: the candidate chain and the post image become current. Reverted: flags
+    restored to the step's start, the accepted chain re-applied, the pre image current."""
+    st, step = ctx.state, plan.step
+    st.set("chain", chain_after_decision(plan.chain, solved.new_chain, decision.accepted))
+    if decision.accepted:
+        st.set("current", post)
+        applied = st.data.setdefault("applied", {})
+        applied[step] = {"tables": [c["table"] for c in solved.new_chain],
+                         "spwmaps": [c["spwmap"] for c in solved.new_chain]}
+        log.info("%s %s: ACCEPTED (solint %s, SNR %.1f -> %.1f)", ctx.name, step, plan.params.solint,
+                 pre["stats"]["snr"], post["stats"]["snr"])
+        return
+    log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
+    work_ms.rewrite_corrected(ctx, [cal.flagmanager_call(str(ctx.work_ms), "restore", plan.flagver),
+                                    *work_ms.apply_calls(ctx, plan.chain)], f"{step}-revert", plan.chain)
+    st.set("current", pre)
+    if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
+        st.set("ladder_stopped", step)
 
 
 def _significance(table: str, bad: set[str], names: list[str]) -> dict[str, float]:
@@ -278,7 +342,7 @@ def reselect(ctx: Context) -> None:
     if robust is not None:
         chain = st.get("chain", [])
         opts = ctx.base_options(name=ctx.img("p0_faint_check"), robust=robust, auto_mask=4.0,
-                                auto_threshold=1.5, data_column=_current_column(chain))
+                                auto_threshold=1.5, data_column=work_ms.data_column(chain))
         _, stats = ctx.image(opts, step="p0", role="reselect", template=st.get("template_initial"))
         flux = 1000 * stats["total_flux_mask"]
     new = ctx.cfg.force_template or select_template(flux, tuple(ctx.cfg.template_thresholds_mjy))

@@ -35,14 +35,15 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.dataset_log import dataset_handler, in_dataset
 from selfcal_batch.pipeline.products import prune_finished
 from selfcal_batch.errors import SelfcalBatchError
-from selfcal_batch.pipeline.state import DatasetState, atomic_write_json, chain_hash
+from selfcal_batch.pipeline.state_records import LadderState
+from selfcal_batch.pipeline.state import DatasetState, StateVersionError, atomic_write_json, chain_hash
 from selfcal_batch.selfcal.templates import TEMPLATE_TABLE_VERSION
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
-#: State entries a step may change and that are rolled back before re-running it.
-SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
-                 "applied", "modified_robust", "test_image", "initial", "final", "outcome", "guard")
+#: State entries a step may change and that are rolled back before re-running it (the
+#: fields of the LadderState record).
+SNAPSHOT_KEYS = LadderState.names()
 
 
 @dataclass
@@ -130,13 +131,9 @@ class _Runner:
         if resumed:
             # Roll back to the state before this step's first attempt. Keys that did not
             # exist then are removed (restoring them as None breaks `st.get(k, default)`).
-            for k in SNAPSHOT_KEYS:
-                if k in snaps[step]:
-                    st.data[k] = copy.deepcopy(snaps[step][k])
-                else:
-                    st.data.pop(k, None)
+            LadderState.from_json(snaps[step]).restore(st.data)
         else:
-            snaps[step] = {k: copy.deepcopy(st.data[k]) for k in SNAPSHOT_KEYS if k in st.data}
+            snaps[step] = LadderState.capture(st.data).to_json()
         # Images made by an earlier attempt of this (or a later) step may show other data
         # (changed inputs) or no longer match MODEL_DATA (killed while WSClean or a later
         # call rewrote it): a step that runs makes its images afresh.
@@ -273,6 +270,14 @@ def _worker_id() -> str:
     return f"pid {os.getpid()}"
 
 
+def _prior_attempts(path: Path) -> list[dict[str, Any]]:
+    """The attempt records of an existing state.json ([] when unreadable or of another version)."""
+    try:
+        return DatasetState.load(path).data.get("attempts") or []
+    except StateVersionError:
+        return []
+
+
 def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
                   rec: process.ToolRecorder) -> dict[str, Any]:
     """Append this attempt to the state's records; its costs are refreshed at every save."""
@@ -342,7 +347,7 @@ def run_dataset(
     try:
         if restart and root.exists():
             # From scratch: the records of earlier attempts are kept, marked discarded (not summed).
-            prior = records.discard(DatasetState.load(root / "state.json").data.get("attempts") or [])
+            prior = records.discard(_prior_attempts(root / "state.json"))
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)

@@ -14,7 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-STATE_VERSION = 1
+from selfcal_batch.errors import SelfcalBatchError
+from selfcal_batch.pipeline.registry import canonical, rename_old_steps
+
+#: Schema version of state.json. 2: steps renamed (split_calibrated, dataset_plots,
+#: autoflag_init/final; pipeline.registry) and sections typed (pipeline.state_records).
+#: Version 1 files are migrated on load (step records renamed; their resume hashes are
+#: unchanged, so finished steps stay finished); files without a known version are refused.
+STATE_VERSION = 2
+#: Versions :meth:`DatasetState.load` migrates.
+MIGRATES = (1,)
+
+
+class StateVersionError(SelfcalBatchError):
+    """state.json has a schema version this code cannot read (one-line message)."""
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 state (seed step names) as version 2: step records, snapshots and
+    ``current_step`` under the new step names. Pure; returns a new dict."""
+    out = dict(data)
+    out["steps"] = rename_old_steps(data.get("steps") or {})
+    out["snapshots"] = rename_old_steps(data.get("snapshots") or {})
+    out["current_step"] = canonical(str(data.get("current_step") or ""))
+    out["version"] = STATE_VERSION
+    return out
 
 
 def chain_hash(previous: str, step: str, *parts: Any) -> str:
@@ -56,15 +80,27 @@ class DatasetState:
 
     @classmethod
     def load(cls, path: Path) -> "DatasetState":
-        """Load ``state.json`` (or start empty)."""
+        """Load ``state.json`` (or start empty when absent or unreadable).
+
+        Raises :class:`StateVersionError` when the file is a JSON object without a version
+        this code reads (no ``version``, or a newer one): resuming it could redo or skip the
+        wrong steps; ``--restart`` starts the dataset afresh."""
         path = Path(path)
         if path.exists():
             try:
                 data = json.loads(path.read_text())
-                if data.get("version") == STATE_VERSION:
-                    return cls(path, data)
             except (OSError, json.JSONDecodeError):
-                pass
+                data = None
+            if isinstance(data, dict):
+                version = data.get("version")
+                if version == STATE_VERSION:
+                    return cls(path, data)
+                if version in MIGRATES:
+                    return cls(path, migrate(data))
+                raise StateVersionError(
+                    f"{path}: state.json schema version {version!r} is not supported by this version "
+                    f"(reads {STATE_VERSION}, migrates {', '.join(map(str, MIGRATES))}): "
+                    "rerun with --restart to start this dataset afresh")
         return cls(path, {"version": STATE_VERSION, "steps": {}, "current_step": ""})
 
     def save(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from selfcal_batch.casa import calibration as cal
+from selfcal_batch.pipeline import work_ms
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
@@ -46,10 +47,7 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     ``split_trial_1``)."""
     st = ctx.state
     chain = st.get("chain", [])
-    if chain and st.get("corrected_chain") != [c["table"] for c in chain]:
-        ctx.casa([cal.applycal_call(str(ctx.work_ms), [c["table"] for c in chain],
-                                    [c["spwmap"] for c in chain], calwt=ctx.cfg.calwt)], label="final-apply")
-        st.set("corrected_chain", [c["table"] for c in chain])
+    work_ms.ensure_applied(ctx, chain, "final-apply")
     from selfcal_batch.selfcal.outcome import deliverable_chain
 
     chain = deliverable_chain(ctx, chain)  # the final guard: [] = deliver the input unchanged

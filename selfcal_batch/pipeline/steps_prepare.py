@@ -9,6 +9,7 @@ from typing import Any
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.state_records import WorkMSState
 from selfcal_batch.pipeline.step_tools import autoflag, final_options
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
@@ -26,8 +27,6 @@ log = logging.getLogger("selfcal_batch.pipeline")
 #: Good-solution fraction (against the test image's model) below which an antenna carries
 #: no usable signal (a dead antenna: 0).
 SIGNAL_FREE = 0.1
-#: State that describes the contents of work.ms: reset whenever a new copy is made.
-WORK_MS_STATE = ("flag_versions", "corrected_chain", "model_in_ms", "images_done", "cell", "original_beam")
 
 
 def startup(ctx: Context) -> dict[str, Any]:
@@ -39,8 +38,7 @@ def startup(ctx: Context) -> dict[str, Any]:
         raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
     view = ctx.root / "input_view.ms"
     ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
-    for key in WORK_MS_STATE:
-        ctx.state.data.pop(key, None)
+    WorkMSState.reset(ctx.state.data)  # describes the old copy
     try:
         try:
             read_only_view(src, view)
