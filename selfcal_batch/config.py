@@ -20,9 +20,9 @@ from typing import Any
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.pipeline.products import KEEP_PRODUCTS
 # Step names in run order, the default steps and the aliases (old names): the step registry.
-from selfcal_batch.pipeline.registry import DEFAULT_STEPS, STEP_ALIASES, STEP_NAMES  # noqa: F401
+from selfcal_batch.pipeline.registry import DEFAULT_STEPS, STEP_ALIASES, STEP_NAMES
+from selfcal_batch.selfcal.solint import is_solint
 
-_SOLINT_RE = re.compile(r"^(int|inf|\d+(\.\d+)?(s|min)?)$")
 
 
 LADDER_IMAGING = ("initial", "shared", "template")
@@ -263,7 +263,7 @@ class PipelineConfig:
             raise ConfigError(f"{p}solnorm_type: must be 'median' or 'mean', got {self.solnorm_type!r}")
         if self.refantmode not in ("strict", "flex"):
             raise ConfigError(f"{p}refantmode: must be 'strict' or 'flex'")
-        if self.timebin and not _SOLINT_RE.match(self.timebin):
+        if self.timebin and not is_solint(self.timebin):
             raise ConfigError(f"{p}timebin: expected e.g. '20s', got {self.timebin!r}")
         if self.chanbin < 1:
             raise ConfigError(f"{p}chanbin: must be >= 1")

@@ -14,8 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.selfcal import acceptance as gate
+from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
 from selfcal_batch.pipeline import registry, work_ms
@@ -24,6 +27,7 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.imaging.masks import grow_iterations, make_clean_mask
 from selfcal_batch.ms.polarisation import gaintype_for
+from selfcal_batch.selfcal.outcome import common_mask_flux, stop_reason
 from selfcal_batch.selfcal.spwmap import spwmap_for
 from selfcal_batch.selfcal.templates import (
     StepParams,
@@ -177,8 +181,6 @@ def _bad(ctx: Context) -> set[str]:
 
 def _skip_reason(ctx: Context, step: str, template: str | None, chain: list[dict[str, Any]]) -> str:
     """Why ``step`` does not run at all ('' when it runs)."""
-    from selfcal_batch.selfcal.outcome import stop_reason  # outcome imports the pipeline context
-
     st = ctx.state
     if stop_reason(ctx):
         return stop_reason(ctx)
@@ -206,7 +208,7 @@ def _plan(ctx: Context, step: str) -> StepPlan | dict[str, Any]:
     info = MSInfo.from_json(ctx.info)
     params = dataclasses.replace(params, gaintype=gaintype_for(params.gaintype, info.polarisation))
     current = st.get("current") or st.get("test_image")
-    choice = gate.choose_solint(params.solint, params.combine, params.gaintype,
+    choice = solint.choose_solint(params.solint, params.combine, params.gaintype,
                                 image_snr=estimation_snr(ctx, current["stats"]),
                                 n_antennas=info.n_antennas_present - len(st.get("bad_antennas", [])),
                                 n_spw=len(info.spws), integration_s=info.integration_s, scan_s=info.scan_s(),
@@ -288,8 +290,6 @@ def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, A
     amplitude = "a" in plan.params.calmode
     pre_g, post_g = pre["stats"], post["stats"]
     if amplitude:  # the flux-scale check compares the same pixels
-        from selfcal_batch.selfcal.outcome import common_mask_flux  # outcome imports the pipeline context
-
         f_pre, f_post = common_mask_flux(pre["image"], post["image"])
         pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
     decision = gate.evaluate_step(pre_g, post_g, original_beam_area=original_beam, solutions=solved.sols,
@@ -323,8 +323,7 @@ def _keep_or_revert(ctx: Context, plan: StepPlan, decision: Any, pre: dict[str, 
 
 def _significance(table: str, bad: set[str], names: list[str]) -> dict[str, float]:
     """Read a caltable (python-casacore) and measure how far its solutions stand above noise."""
-    import numpy as np
-    from casacore.tables import table as ctable
+    from casacore.tables import table as ctable  # casacore is loaded only where a table is read
 
     with ctable(table, ack=False) as t:
         a1 = t.getcol("ANTENNA1")
@@ -363,26 +362,27 @@ def plan_extension(ctx: Context, after: str) -> str | None:
     rec = st.steps.get(after, {})
     if not rec.get("accepted"):
         return None
-    if not gate.worth_extending(float(rec.get("snr_pre") or math.nan), float(rec.get("snr_post") or math.nan),
-                                ctx.cfg.solint.extend_min_gain):
+    if not solint.worth_extending(float(rec.get("snr_pre") or math.nan), float(rec.get("snr_post") or math.nan),
+                                  ctx.cfg.solint.extend_min_gain):
         log.info("%s: no shorter interval after %s: SNR gain %.2f%% < %.2g%%", ctx.name, after,
                  100 * (float(rec.get("snr_post") or 0) / float(rec.get("snr_pre") or 1) - 1),
                  100 * ctx.cfg.solint.extend_min_gain)
         return None
-    solint_s = gate.solint_seconds(rec["solint"], ctx.info["integration_s"], ctx.info["time_span_s"])
+    solint_s = solint.solint_seconds(rec["solint"], ctx.info["integration_s"], ctx.info["time_span_s"])
     base = exts.get(after, {}).get("base") or after
     n = len([s for s in exts]) + 1
     if n > ctx.cfg.solint.max_extra_steps:
         return None
     params = params_for(ctx, template, base)
-    options = gate.extension_solints(solint_s, ctx.info["integration_s"], image_snr=estimation_snr(ctx, st.get("current")["stats"]),
-                                     n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
-                                     time_on_source_s=ctx.info["time_on_source_s"],
-                                     gaintype=gaintype_for(params.gaintype, ctx.info.get("polarisation")),
-                                     cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
+    options = solint.extension_solints(solint_s, ctx.info["integration_s"],
+                                       image_snr=estimation_snr(ctx, st.get("current")["stats"]),
+                                       n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
+                                       time_on_source_s=ctx.info["time_on_source_s"],
+                                       gaintype=gaintype_for(params.gaintype, ctx.info.get("polarisation")),
+                                       cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
     if not options:
         return None
-    name = f"p{2 + n}"
+    name = registry.extension_name(n)
     exts[name] = {"base": base, "solint": options[0][0], "est_snr": options[0][1]}
     st.save()
     return name

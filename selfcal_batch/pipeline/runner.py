@@ -34,7 +34,7 @@ from selfcal_batch.config import PipelineConfig
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.dataset_log import dataset_handler, in_dataset
 from selfcal_batch.pipeline.products import prune_finished
-from selfcal_batch.errors import SelfcalBatchError
+from selfcal_batch.errors import DatasetError, SelfcalBatchError, ToolError
 from selfcal_batch.pipeline.state_records import LadderState
 from selfcal_batch.pipeline.state import DatasetState, StateVersionError, atomic_write_json, chain_hash
 from selfcal_batch.selfcal.templates import TEMPLATE_TABLE_VERSION
@@ -307,8 +307,6 @@ def _disk_full(where: Path | None) -> bool:
 
 
 def _one_line(exc: BaseException, step: str, where: Path | None = None) -> str:
-    from selfcal_batch.errors import DatasetError, ToolError
-
     text = exc.problem if isinstance(exc, DatasetError) else str(exc)
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:
         # Also when a tool (CASA) died of it: say so, not "child died (SIGABRT)".
@@ -394,13 +392,7 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         ctx.state.set("status", "running")
         ctx.state.set("error", "")
         if restart_from:
-            restart_from = registry.canonical(restart_from)
-            log.info("%s: --restart-from %s: %s", name, restart_from,
-                     restart_plan.describe(restart_plan.plan_from_state(ctx.state.data, restart_from,
-                                                              ctx.work_ms.exists(), config.keep_work_ms)))
-            keys = list(ctx.state.steps)
-            if restart_from in keys:
-                ctx.state.invalidate_from(keys, restart_from)
+            _invalidate_from(ctx, registry.canonical(restart_from))
         ctx.state.save()
         run_steps(ctx)
     except KeyboardInterrupt:
@@ -421,29 +413,44 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
     timing = {k: rec.seconds.get(k, 0.0) for k in ("wsclean", "casa")}
     wall = time.monotonic() - t0
     if ctx is None:
-        res = DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
-    else:
-        status = outcome.final_status(ctx.state.get("outcome"), status)[0]
+        return DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
+    return _close_attempt(ctx, attempt, status, error, wall, timing)
+
+
+def _invalidate_from(ctx: Context, step: str) -> None:
+    """--restart-from: log what is redone and forget ``step`` and the steps after it."""
+    log.info("%s: --restart-from %s: %s", ctx.name, step,
+             restart_plan.describe(restart_plan.plan_from_state(ctx.state.data, step, ctx.work_ms.exists(),
+                                                                ctx.cfg.keep_work_ms)))
+    keys = list(ctx.state.steps)
+    if step in keys:
+        ctx.state.invalidate_from(keys, step)
+
+
+def _close_attempt(ctx: Context, attempt: dict[str, Any] | None, status: str, error: str, wall: float,
+                   timing: dict[str, float]) -> DatasetResult:
+    """Final status (honest outcome), clean-up after success, state saved, the result built."""
+    root = ctx.root
+    status = outcome.final_status(ctx.state.get("outcome"), status)[0]
+    if status in outcome.SUCCESS_STATUSES:
+        ctx.state.set("current_step", "")
+        if not ctx.cfg.keep_work_ms:
+            ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
+            # Without work.ms any restart redoes everything: no model will be predicted again.
+            prune_finished(ctx.root / "images", ctx.cfg.keep_products)
+    ctx.state.set("status", status)
+    ctx.state.set("error", error)
+    if attempt is not None:
+        records.finish_attempt(attempt, status, error, records.utc_now())
+    try:
+        ctx.state.save()
+    except OSError as exc:  # e.g. the disk filled up: the result must still be returned
+        log.error("%s: cannot write state.json: %s", ctx.name, exc)
         if status in outcome.SUCCESS_STATUSES:
-            ctx.state.set("current_step", "")
-            if not ctx.cfg.keep_work_ms:
-                ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
-                # Without work.ms any restart redoes everything: no model will be predicted again.
-                prune_finished(ctx.root / "images", ctx.cfg.keep_products)
-        ctx.state.set("status", status)
-        ctx.state.set("error", error)
-        if attempt is not None:
-            records.finish_attempt(attempt, status, error, records.utc_now())
-        try:
-            ctx.state.save()
-        except OSError as exc:  # e.g. the disk filled up: the result must still be returned
-            log.error("%s: cannot write state.json: %s", name, exc)
-            if status in outcome.SUCCESS_STATUSES:
-                status, error = "failed", _one_line(exc, "finish", root)
-                if attempt is not None:
-                    records.finish_attempt(attempt, status, error, records.utc_now())
-        res = build_result(ctx, status, error, wall, timing)
-    return res
+            status, error = "failed", _one_line(exc, "finish", root)
+            if attempt is not None:
+                records.finish_attempt(attempt, status, error, records.utc_now())
+    return build_result(ctx, status, error, wall, timing)
 
 
 def load_result(root: Path) -> dict[str, Any] | None:

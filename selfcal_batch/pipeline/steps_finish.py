@@ -11,6 +11,7 @@ from selfcal_batch.pipeline import work_ms
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
+from selfcal_batch.selfcal.outcome import deliverable_chain
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -48,8 +49,6 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     st = ctx.state
     chain = st.get("chain", [])
     work_ms.ensure_applied(ctx, chain, "final-apply")
-    from selfcal_batch.selfcal.outcome import deliverable_chain
-
     chain = deliverable_chain(ctx, chain)  # the final guard: [] = deliver the input unchanged
     if not st.get("initial"):
         # Seed-style test image: make the before image with the final settings.
@@ -84,7 +83,7 @@ def dataset_plots(ctx: Context) -> dict[str, Any]:
     ``report_results``)."""
     if not ctx.cfg.plots:
         return {"plots": []}
-    from selfcal_batch.imaging import plots
+    from selfcal_batch.imaging import plots  # matplotlib is loaded only when plots are made
 
     made: list[str] = []
     names = ctx.info.get("antenna_names")

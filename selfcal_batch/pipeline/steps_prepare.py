@@ -8,6 +8,9 @@ import numpy as np
 from typing import Any
 
 from selfcal_batch.casa import calibration as cal
+from selfcal_batch.imaging import imstats
+from selfcal_batch.selfcal.acceptance import antennas_to_flag
+from selfcal_batch.selfcal.outcome import check_after_test_image, judge_antenna_flag, stop_reason
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.state_records import WorkMSState
 from selfcal_batch.pipeline.step_tools import autoflag, final_options
@@ -118,8 +121,6 @@ def test_image(ctx: Context) -> dict[str, Any]:
     flux = 1000 * stats["total_flux_mask"]
     sigma = measurement_sigma("test_image", flux)
     if sigma != 8.0:
-        from selfcal_batch.imaging import imstats
-
         stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
         flux = 1000 * stats["total_flux_mask"]
     modified_robust = None
@@ -140,8 +141,6 @@ def test_image(ctx: Context) -> dict[str, Any]:
                                  "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
-    from selfcal_batch.selfcal.outcome import check_after_test_image
-
     check_after_test_image(ctx, detect_stats)  # no_detection / needs_calibration
     return {"template": template, "flux_mjy": flux, "image": products.image}
 
@@ -170,11 +169,28 @@ def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float], flagg
     return ",".join(kept)
 
 
+def _refant_solutions(ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solve phases per scan (solint inf, flex refant) and read ANTENNA1, FLAG and SNR of the
+    table (empty arrays when every solution failed: gaincal then writes no table)."""
+    table = str(ctx.root / "caltables" / "find_refant.phase")
+    ctx.remove(table)
+    gaintype = gaintype_for("G", ctx.info.get("polarisation"))
+    ctx.casa([cal.task("gaincal", vis=str(ctx.work_ms), caltable=table, field="", refantmode="flex",
+                       solint="inf", minblperant=3, gaintype=gaintype, calmode="p")], label="find-refant")
+    from casacore.tables import table as ctable  # casacore is loaded only where a table is read
+
+    if not Path(table, "table.dat").exists():
+        # Every solution failed (gaincal then writes no table): no ranking, no antenna judged bad.
+        log.warning("%s: no reference-antenna solution succeeded (solint inf); the configured or "
+                    "CASA's default reference antenna is used", ctx.name)
+        return np.zeros(0, int), np.zeros((0, 1, 1), bool), np.zeros((0, 1, 1))
+    with ctable(table, ack=False) as t:
+        return t.getcol("ANTENNA1"), t.getcol("FLAG"), t.getcol("SNR")
+
+
 def select_refant(ctx: Context) -> dict[str, Any]:
     """Rank antennas by the fraction of good phase solutions (per antenna id), solved against
     the test image's model (MODEL_DATA), not CASA's default 1 Jy point source."""
-    from selfcal_batch.selfcal.outcome import judge_antenna_flag, stop_reason
-
     if stop_reason(ctx):
         return "skipped", {"reason": stop_reason(ctx)}
     model = (ctx.state.get("initial") or ctx.state.get("test_image") or {}).get("prefix")
@@ -182,23 +198,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
         ctx.predict(model)
     info = ctx.info
     names = info["antenna_names"]
-    table = str(ctx.root / "caltables" / "find_refant.phase")
-    ctx.remove(table)
-    gaintype = gaintype_for("G", info.get("polarisation"))
-    ctx.casa([cal.task("gaincal", vis=str(ctx.work_ms), caltable=table, field="", refantmode="flex",
-                       solint="inf", minblperant=3, gaintype=gaintype, calmode="p")], label="find-refant")
-    from casacore.tables import table as ctable
-
-    if not Path(table, "table.dat").exists():
-        # Every solution failed (gaincal then writes no table): no ranking, no antenna judged bad.
-        log.warning("%s: no reference-antenna solution succeeded (solint inf); the configured or "
-                    "CASA's default reference antenna is used", ctx.name)
-        a1, flags, snr = np.zeros(0, int), np.zeros((0, 1, 1), bool), np.zeros((0, 1, 1))
-    else:
-        with ctable(table, ack=False) as t:
-            a1 = t.getcol("ANTENNA1")
-            flags = t.getcol("FLAG")
-            snr = t.getcol("SNR")
+    a1, flags, snr = _refant_solutions(ctx)
     ranking = rank_refants(a1, flags, names, snr)
     # gaincal's refant is an antenna *name* expression (CASA matches '20' to the antenna
     # named '20' before id 20): antennas without data or without a unique, non-empty name
@@ -219,8 +219,6 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     flagged: list[str] = []
     flag_undone: dict[str, Any] = {}
     if ctx.cfg.flag_bad_antennas:
-        from selfcal_batch.selfcal.acceptance import antennas_to_flag
-
         flagged = antennas_to_flag(good)
         if flagged:
             # A dead antenna's data are noise: flag them now, so the ladder's images and the

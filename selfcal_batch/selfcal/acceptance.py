@@ -5,13 +5,12 @@ Nothing here runs a program or reads a file; every function is unit-tested on nu
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from selfcal_batch.config import GateConfig, SolintConfig
+from selfcal_batch.config import GateConfig
 
 
 # -- solution statistics ------------------------------------------------------------
@@ -208,6 +207,33 @@ def evaluate_step(
     """
     reasons: list[str] = []
     m: dict[str, float] = {}
+    _check_snr_rms(pre, post, est_snr, cfg, reasons, m)
+    if cfg.improve_sigma > 0:
+        _check_improvement(pre, post, est_snr, cfg, reasons, m)
+    beam_post = float(post.get("beam_area_pix", math.nan))
+    if original_beam_area > 0 and math.isfinite(beam_post):
+        m["beam_change"] = beam_post / original_beam_area - 1
+        if abs(m["beam_change"]) > cfg.beam_tolerance:
+            reasons.append(f"beam area changed {100 * m['beam_change']:+.1f}% (> {100 * cfg.beam_tolerance:.0f}%)")
+    if amplitude:
+        _check_flux(pre, post, normalised, cfg, reasons, m)
+    if significance is not None:
+        key, limit = ("amp", cfg.min_amp_significance) if amplitude else ("phase", cfg.min_phase_significance)
+        value = float(significance.get(key, math.nan))
+        m[f"{key}_significance"] = value
+        if limit > 0 and math.isfinite(value) and value < limit:
+            reasons.append(f"{'amplitude' if amplitude else 'phase'} corrections consistent with noise "
+                           f"(significance {value:.2f} < {limit:g})")
+    if solutions is not None:
+        _check_solutions(solutions.without(exclude_antennas or set()), cfg, reasons, m)
+    return GateDecision(accepted=not reasons, reasons=tuple(reasons), metrics=m)
+
+
+# Parts of evaluate_step: each appends its reasons and metrics (the order of the reasons is
+# the order of the checks).
+
+def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], est_snr: float, cfg: GateConfig,
+                   reasons: list[str], m: dict[str, float]) -> None:
     snr_pre, snr_post = float(pre.get("snr", math.nan)), float(post.get("snr", math.nan))
     m["snr_ratio"] = snr_post / snr_pre if snr_pre > 0 else math.nan
     if not (math.isfinite(snr_post) and math.isfinite(snr_pre)):
@@ -218,51 +244,45 @@ def evaluate_step(
     m["rms_ratio"] = rms_post / rms_pre if rms_pre > 0 else math.nan
     if math.isfinite(m["rms_ratio"]) and m["rms_ratio"] > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr:
         reasons.append(f"rms rose {100 * (m['rms_ratio'] - 1):.1f}% (> {100 * cfg.rms_tolerance:.0f}%)")
-    if cfg.improve_sigma > 0:
-        z = improvement_z(pre, post)
-        m.update({f"z_{k}": v for k, v in z.items()})
-        finite = [v for v in z.values() if math.isfinite(v)]
-        if finite and max(finite) <= cfg.improve_sigma:
-            reasons.append(f"{NO_GAIN} {cfg.improve_sigma:g} sigma (SNR {z['snr']:+.1f}, rms "
-                           f"{z['rms_offsource']:+.1f}, near-field rms {z['rms_near']:+.1f} sigma)")
-        near_pre, near_post = float(pre.get("rms_near", math.nan)), float(post.get("rms_near", math.nan))
-        if (math.isfinite(z["rms_near"]) and z["rms_near"] < -cfg.improve_sigma and near_pre > 0
-                and near_post / near_pre > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr):
-            reasons.append(f"near-field rms rose {100 * (near_post / near_pre - 1):.1f}% "
-                           f"({z['rms_near']:+.1f} sigma)")
-    beam_post = float(post.get("beam_area_pix", math.nan))
-    if original_beam_area > 0 and math.isfinite(beam_post):
-        m["beam_change"] = beam_post / original_beam_area - 1
-        if abs(m["beam_change"]) > cfg.beam_tolerance:
-            reasons.append(f"beam area changed {100 * m['beam_change']:+.1f}% (> {100 * cfg.beam_tolerance:.0f}%)")
-    if amplitude:
-        f_pre, f_post = float(pre.get("total_flux_mask", math.nan)), float(post.get("total_flux_mask", math.nan))
-        if f_pre > 0 and math.isfinite(f_post):
-            m["flux_ratio"] = f_post / f_pre
-            change = m["flux_ratio"] - 1
-            if (-change if normalised else abs(change)) > cfg.flux_tolerance:
-                reasons.append(f"integrated flux changed {100 * (m['flux_ratio'] - 1):+.1f}% "
-                               f"(> {100 * cfg.flux_tolerance:.0f}%)")
-    if significance is not None:
-        key, limit = ("amp", cfg.min_amp_significance) if amplitude else ("phase", cfg.min_phase_significance)
-        value = float(significance.get(key, math.nan))
-        m[f"{key}_significance"] = value
-        if limit > 0 and math.isfinite(value) and value < limit:
-            reasons.append(f"{'amplitude' if amplitude else 'phase'} corrections consistent with noise "
-                           f"(significance {value:.2f} < {limit:g})")
-    if solutions is not None:
-        sol = solutions.without(exclude_antennas or set())
-        m["flagged_solutions"] = sol.flagged_fraction
-        if sol.flagged_fraction > cfg.max_flagged_solutions:
-            reasons.append(f"{100 * sol.flagged_fraction:.0f}% of solutions flagged "
-                           f"(> {100 * cfg.max_flagged_solutions:.0f}%)")
-        losses = sol.antenna_loss()
-        worst = max(losses.items(), key=lambda kv: kv[1], default=None)
-        if worst is not None:
-            m["worst_antenna_loss"] = worst[1]
-            if worst[1] > cfg.max_antenna_loss:
-                reasons.append(f"antenna {worst[0]} lost {100 * worst[1]:.0f}% of its solutions")
-    return GateDecision(accepted=not reasons, reasons=tuple(reasons), metrics=m)
+
+
+def _check_improvement(pre: Mapping[str, float], post: Mapping[str, float], est_snr: float, cfg: GateConfig,
+                       reasons: list[str], m: dict[str, float]) -> None:
+    z = improvement_z(pre, post)
+    m.update({f"z_{k}": v for k, v in z.items()})
+    finite = [v for v in z.values() if math.isfinite(v)]
+    if finite and max(finite) <= cfg.improve_sigma:
+        reasons.append(f"{NO_GAIN} {cfg.improve_sigma:g} sigma (SNR {z['snr']:+.1f}, rms "
+                       f"{z['rms_offsource']:+.1f}, near-field rms {z['rms_near']:+.1f} sigma)")
+    near_pre, near_post = float(pre.get("rms_near", math.nan)), float(post.get("rms_near", math.nan))
+    if (math.isfinite(z["rms_near"]) and z["rms_near"] < -cfg.improve_sigma and near_pre > 0
+            and near_post / near_pre > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr):
+        reasons.append(f"near-field rms rose {100 * (near_post / near_pre - 1):.1f}% "
+                       f"({z['rms_near']:+.1f} sigma)")
+
+
+def _check_flux(pre: Mapping[str, float], post: Mapping[str, float], normalised: bool, cfg: GateConfig,
+                reasons: list[str], m: dict[str, float]) -> None:
+    f_pre, f_post = float(pre.get("total_flux_mask", math.nan)), float(post.get("total_flux_mask", math.nan))
+    if f_pre > 0 and math.isfinite(f_post):
+        m["flux_ratio"] = f_post / f_pre
+        change = m["flux_ratio"] - 1
+        if (-change if normalised else abs(change)) > cfg.flux_tolerance:
+            reasons.append(f"integrated flux changed {100 * (m['flux_ratio'] - 1):+.1f}% "
+                           f"(> {100 * cfg.flux_tolerance:.0f}%)")
+
+
+def _check_solutions(sol: SolutionStats, cfg: GateConfig, reasons: list[str], m: dict[str, float]) -> None:
+    m["flagged_solutions"] = sol.flagged_fraction
+    if sol.flagged_fraction > cfg.max_flagged_solutions:
+        reasons.append(f"{100 * sol.flagged_fraction:.0f}% of solutions flagged "
+                       f"(> {100 * cfg.max_flagged_solutions:.0f}%)")
+    losses = sol.antenna_loss()
+    worst = max(losses.items(), key=lambda kv: kv[1], default=None)
+    if worst is not None:
+        m["worst_antenna_loss"] = worst[1]
+        if worst[1] > cfg.max_antenna_loss:
+            reasons.append(f"antenna {worst[0]} lost {100 * worst[1]:.0f}% of its solutions")
 
 
 NO_GAIN = "no improvement beyond"
@@ -277,148 +297,14 @@ def stops_ladder(decision: GateDecision) -> bool:
     return not decision.accepted and not all(r.startswith(NO_GAIN) for r in decision.reasons)
 
 
-# -- solution intervals --------------------------------------------------------------
+# -- solution intervals: selfcal.solint (re-exported for existing callers) ---------------
 
-_SOLINT = re.compile(r"^(\d+(?:\.\d+)?)(s|min)?$")
-
-
-def solint_seconds(solint: str, integration_s: float, scan_s: float) -> float:
-    """Seconds spanned by a CASA solint ('int', 'inf' = one scan, '60s', '2min')."""
-    if solint == "int":
-        return integration_s
-    if solint == "inf":
-        return scan_s
-    m = _SOLINT.match(solint)
-    if not m:
-        raise ValueError(f"bad solint {solint!r}")
-    v = float(m.group(1))
-    return v * 60 if m.group(2) == "min" else v
-
-
-def format_solint(seconds: float, integration_s: float) -> str:
-    """A CASA solint string for ``seconds`` ('int' at the integration time)."""
-    if seconds <= integration_s * 1.01:
-        return "int"
-    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
-
-
-def estimate_solution_snr(
-    image_snr: float,
-    n_antennas: int,
-    time_on_source_s: float,
-    solint_s: float,
-    *,
-    spw_fraction: float = 1.0,
-    pol_fraction: float = 1.0,
-) -> float:
-    """auto_selfcal's estimate of the per-antenna, per-solution SNR.
-
-    ``SNR_sol = SNR_image / (sqrt(N_ant - 3) * sqrt(T_on / solint))``, scaled by
-    ``sqrt(spw_fraction)`` when spws are solved separately and ``sqrt(pol_fraction)`` when
-    polarisations are (gaintype G: 0.5).
-    """
-    if not (image_snr > 0 and n_antennas > 3 and time_on_source_s > 0 and solint_s > 0):
-        return 0.0
-    n_sol = max(1.0, time_on_source_s / solint_s)
-    return image_snr / (math.sqrt(n_antennas - 3) * math.sqrt(n_sol)) * math.sqrt(spw_fraction * pol_fraction)
-
-
-@dataclass(frozen=True)
-class SolintChoice:
-    """The interval and combination chosen for a step, or why it is skipped."""
-
-    solint: str
-    combine: str
-    est_snr: float
-    skip: bool = False
-    reason: str = ""
-
-
-def choose_solint(
-    template_solint: str,
-    template_combine: str,
-    gaintype: str,
-    *,
-    image_snr: float,
-    n_antennas: int,
-    n_spw: int,
-    integration_s: float,
-    scan_s: float,
-    time_on_source_s: float,
-    cfg: SolintConfig,
-) -> SolintChoice:
-    """Keep the template interval if its estimated SNR reaches ``cfg.min_snr``; otherwise
-    lengthen it (doubling, up to the scan length or ``max_solint_s``), then also combine
-    spectral windows; skip the step when nothing allowed reaches the minimum."""
-
-    def est(sol_s: float, combine: str) -> float:
-        spw_frac = 1.0 if ("spw" in combine or n_spw <= 1) else 1.0 / n_spw
-        pol_frac = 0.5 if gaintype == "G" else 1.0
-        return estimate_solution_snr(image_snr, n_antennas, time_on_source_s, sol_s,
-                                     spw_fraction=spw_frac, pol_fraction=pol_frac)
-
-    base_s = solint_seconds(template_solint, integration_s, scan_s)
-    if not cfg.snr_based:
-        return SolintChoice(template_solint, template_combine, est(base_s, template_combine))
-    first = est(base_s, template_combine)
-    if first >= cfg.min_snr:
-        return SolintChoice(template_solint, template_combine, first)
-    limit = max(base_s, min(cfg.max_solint_s, max(scan_s, base_s)))
-    combos = [template_combine]
-    if "spw" not in template_combine and n_spw > 1:
-        combos.append(",".join(c for c in (template_combine, "spw") if c))
-    for combine in combos:
-        s = base_s
-        while True:
-            e = est(s, combine)
-            if e >= cfg.min_snr:
-                why = f"lengthened {template_solint} -> {format_solint(s, integration_s)}"
-                if combine != template_combine:
-                    why += f", combine='{combine}'"
-                return SolintChoice(format_solint(s, integration_s), combine, e, reason=why + f" (est. SNR {e:.1f})")
-            if s >= limit:
-                break
-            s = min(limit, s * 2)
-    best = est(limit, combos[-1])
-    return SolintChoice(template_solint, template_combine, best, skip=True,
-                        reason=f"estimated solution SNR {best:.2f} < {cfg.min_snr:g} even at "
-                               f"{format_solint(limit, integration_s)} with combine='{combos[-1]}'")
-
-
-def worth_extending(snr_pre: float, snr_post: float, min_gain: float) -> bool:
-    """Try a shorter interval only while the last accepted phase step still paid off: its
-    image SNR rose by at least ``min_gain`` (fraction). Below that, the phase errors on
-    that timescale are already under the noise, and a shorter interval has noisier
-    solutions; each extra step costs a solve and an image. ``min_gain <= 0``: always."""
-    if min_gain <= 0:
-        return True
-    if not (math.isfinite(snr_pre) and math.isfinite(snr_post) and snr_pre > 0):
-        return False
-    return snr_post >= snr_pre * (1.0 + min_gain)
-
-
-def extension_solints(
-    shortest_s: float,
-    integration_s: float,
-    *,
-    image_snr: float,
-    n_antennas: int,
-    time_on_source_s: float,
-    gaintype: str,
-    cfg: SolintConfig,
-) -> list[tuple[str, float]]:
-    """Shorter phase intervals to try after the template's ladder: halving from
-    ``shortest_s`` down to the integration time while the estimated SNR stays above
-    ``cfg.extend_min_snr``; at most ``cfg.max_extra_steps``. Returns (solint, est_snr)."""
-    if not cfg.extend_ladder:
-        return []
-    out: list[tuple[str, float]] = []
-    s = shortest_s
-    pol_frac = 0.5 if gaintype == "G" else 1.0
-    while len(out) < cfg.max_extra_steps and s > integration_s * 1.01:
-        s = max(integration_s, s / 2)
-        e = estimate_solution_snr(image_snr, n_antennas, time_on_source_s, s, pol_fraction=pol_frac)
-        if e < cfg.extend_min_snr:
-            break
-        out.append((format_solint(s, integration_s), e))
-    return out
+from selfcal_batch.selfcal.solint import (  # noqa: E402,F401
+    SolintChoice,
+    choose_solint,
+    estimate_solution_snr,
+    extension_solints,
+    format_solint,
+    solint_seconds,
+    worth_extending,
+)

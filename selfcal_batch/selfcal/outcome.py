@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from selfcal_batch.imaging import imstats
 from selfcal_batch.pipeline.registry import is_ladder
+from selfcal_batch.selfcal import guard
 
 if TYPE_CHECKING:  # pragma: no cover
     from selfcal_batch.pipeline.context import Context
@@ -181,7 +183,7 @@ def antenna_flag_verdict(beam_area_before: float, beam_area_after: float, decisi
 def measure_decorrelation(ms: str, max_rows: int = 60000) -> list[dict[str, float]]:
     """:func:`band_decorrelation` per DATA_DESC_ID of ``ms`` (the private working copy, read
     with python-casacore) on at most ``max_rows`` evenly spaced rows of each."""
-    from casacore.tables import table, taql
+    from casacore.tables import table, taql  # casacore is loaded only where a table is read
 
     out = []
     with table(f"{ms}/DATA_DESCRIPTION", ack=False) as dd, table(f"{ms}/SPECTRAL_WINDOW", ack=False) as sw:
@@ -265,8 +267,6 @@ def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after:
 
     The regions are fixed for both: the source mask is the union of the two images'
     5-sigma emission masks (imstats.flux_mask)."""
-    from selfcal_batch.selfcal import guard
-    from selfcal_batch.imaging import imstats
 
     arrays = []
     for path, _stats in (before, after):
@@ -296,8 +296,6 @@ def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[fl
     image's own masked flux calls a better image a flux-scale change (measured: ap1 on 10 %
     amplitude errors, rms 0.31 -> 0.10 mJy, "integrated flux +16 %", with the flux in fact
     moving from 87 % to 100 % of the truth)."""
-    from selfcal_batch.selfcal import guard
-    from selfcal_batch.imaging import imstats
 
     imgs = [imstats.read_image(p) for p in (image_a, image_b)]
     mask = np.zeros(imgs[0][0].shape, dtype=bool)
@@ -321,8 +319,8 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     settings, from the working copy with its current flags: like-for-like); otherwise []
     with the flags restored to those before self-calibration and outcome ``unchanged``.
     CORRECTED_DATA must hold ``chain`` applied."""
-    from selfcal_batch.casa import calibration as cal
-    from selfcal_batch.pipeline.steps_finish import final_options
+    from selfcal_batch.casa import calibration as cal  # the ctx-taking part: no casa/ at import
+    from selfcal_batch.pipeline.step_tools import final_options  # nor pipeline/ (selfcal/ is below it)
 
     st = ctx.state
     if (st.get("outcome") or {}).get("status") == "unchanged":
@@ -360,8 +358,8 @@ def judge_antenna_flag(ctx: "Context", antennas: list[str], signal_free: bool = 
     same settings as the (final-settings) test image is better beyond the noise and its beam
     area changed by at most ``gate.beam_tolerance``; otherwise restore the flags. Returns a
     record with ``kept``, ``reason``."""
-    from selfcal_batch.casa import calibration as cal
-    from selfcal_batch.pipeline.steps_finish import final_options
+    from selfcal_batch.casa import calibration as cal  # the ctx-taking part: no casa/ at import
+    from selfcal_batch.pipeline.step_tools import final_options  # nor pipeline/ (selfcal/ is below it)
 
     vis = str(ctx.work_ms)
     version = "before_antenna_flag"

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.selfcal.solint import is_solint, parse_solint
 
 __all__ = [
     "TEMPLATE_TABLE_VERSION",
@@ -313,7 +314,6 @@ def ladder_for(name: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-_SOLINT_RE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(s|min)$")
 _TAPER_RE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(arcsec|asec|arcmin|amin|deg|mas)$")
 _SCALES_RE = re.compile(r"^\d+(?:,\d+)*$")
 _COMBINE_TOKENS = {"scan", "spw", "field", "obs", "corr"}
@@ -344,8 +344,8 @@ def _check_value(key: str, v: Any) -> Any:
         raise ValueError(f"expected a string, got {v!r} ({type(v).__name__})")
     v = v.strip()
     if key == "solint":
-        m = _SOLINT_RE.match(v)
-        if v not in ("int", "inf") and not (m and float(v[: m.start(1)]) > 0):
+        if not is_solint(v, unit_required=True) or (v not in ("int", "inf") and not
+                                                     parse_solint(v).seconds > 0):
             raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), got {v!r}")
     elif key == "calmode":
         if v not in ("p", "ap", "a"):

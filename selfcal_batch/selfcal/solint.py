@@ -1,0 +1,192 @@
+"""Solution intervals (pure): parse a CASA solint, estimate the per-solution SNR, choose a
+step's interval (auto_selfcal's estimate), plan shorter extension intervals.
+
+Nothing here runs a program or reads a file; every function is unit-tested on numbers.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover  (annotation only: config imports this module)
+    from selfcal_batch.config import SolintConfig
+
+
+#: A CASA solution interval or time bin: 'int', 'inf', or a number with an optional unit
+#: (s, min; seconds without one). The one pattern of the package (templates, timebin, gate).
+SOLINT_RE = re.compile(r"^(?:(?P<word>int|inf)|(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>s|min)?)$")
+
+
+@dataclass(frozen=True)
+class Solint:
+    """A parsed interval: ``word`` 'int'/'inf' (then ``seconds`` is None) or ``seconds``;
+    ``unit``: the unit written ('' none)."""
+
+    word: str = ""
+    seconds: float | None = None
+    unit: str = ""
+
+
+def parse_solint(text: str, *, words: bool = True, unit_required: bool = False) -> Solint:
+    """Parse a CASA solint ('int', 'inf', '60s', '2min', '30' = seconds).
+
+    ``words``: accept 'int'/'inf'; ``unit_required``: refuse a bare number. Raises
+    ValueError naming the text when it is not an interval of that form."""
+    m = SOLINT_RE.match(str(text).strip())
+    if not m or (m["word"] and not words) or (m["num"] and unit_required and not m["unit"]):
+        raise ValueError(f"bad solint {text!r}")
+    if m["word"]:
+        return Solint(word=m["word"])
+    v = float(m["num"])
+    return Solint(seconds=v * 60 if m["unit"] == "min" else v, unit=m["unit"] or "")
+
+
+def is_solint(text: str, *, words: bool = True, unit_required: bool = False) -> bool:
+    """True when :func:`parse_solint` accepts ``text`` with these options."""
+    try:
+        parse_solint(text, words=words, unit_required=unit_required)
+    except ValueError:
+        return False
+    return True
+
+
+def solint_seconds(solint: str, integration_s: float, scan_s: float) -> float:
+    """Seconds spanned by a CASA solint ('int', 'inf' = one scan, '60s', '2min');
+    ValueError for anything else."""
+    p = parse_solint(solint)
+    if p.word == "int":
+        return integration_s
+    if p.word == "inf":
+        return scan_s
+    return float(p.seconds)  # type: ignore[arg-type]
+
+
+def format_solint(seconds: float, integration_s: float) -> str:
+    """A CASA solint string for ``seconds`` ('int' at the integration time)."""
+    if seconds <= integration_s * 1.01:
+        return "int"
+    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+
+
+def estimate_solution_snr(
+    image_snr: float,
+    n_antennas: int,
+    time_on_source_s: float,
+    solint_s: float,
+    *,
+    spw_fraction: float = 1.0,
+    pol_fraction: float = 1.0,
+) -> float:
+    """auto_selfcal's estimate of the per-antenna, per-solution SNR.
+
+    ``SNR_sol = SNR_image / (sqrt(N_ant - 3) * sqrt(T_on / solint))``, scaled by
+    ``sqrt(spw_fraction)`` when spws are solved separately and ``sqrt(pol_fraction)`` when
+    polarisations are (gaintype G: 0.5).
+    """
+    if not (image_snr > 0 and n_antennas > 3 and time_on_source_s > 0 and solint_s > 0):
+        return 0.0
+    n_sol = max(1.0, time_on_source_s / solint_s)
+    return image_snr / (math.sqrt(n_antennas - 3) * math.sqrt(n_sol)) * math.sqrt(spw_fraction * pol_fraction)
+
+
+@dataclass(frozen=True)
+class SolintChoice:
+    """The interval and combination chosen for a step, or why it is skipped."""
+
+    solint: str
+    combine: str
+    est_snr: float
+    skip: bool = False
+    reason: str = ""
+
+
+def choose_solint(
+    template_solint: str,
+    template_combine: str,
+    gaintype: str,
+    *,
+    image_snr: float,
+    n_antennas: int,
+    n_spw: int,
+    integration_s: float,
+    scan_s: float,
+    time_on_source_s: float,
+    cfg: SolintConfig,
+) -> SolintChoice:
+    """Keep the template interval if its estimated SNR reaches ``cfg.min_snr``; otherwise
+    lengthen it (doubling, up to the scan length or ``max_solint_s``), then also combine
+    spectral windows; skip the step when nothing allowed reaches the minimum."""
+
+    def est(sol_s: float, combine: str) -> float:
+        spw_frac = 1.0 if ("spw" in combine or n_spw <= 1) else 1.0 / n_spw
+        pol_frac = 0.5 if gaintype == "G" else 1.0
+        return estimate_solution_snr(image_snr, n_antennas, time_on_source_s, sol_s,
+                                     spw_fraction=spw_frac, pol_fraction=pol_frac)
+
+    base_s = solint_seconds(template_solint, integration_s, scan_s)
+    if not cfg.snr_based:
+        return SolintChoice(template_solint, template_combine, est(base_s, template_combine))
+    first = est(base_s, template_combine)
+    if first >= cfg.min_snr:
+        return SolintChoice(template_solint, template_combine, first)
+    limit = max(base_s, min(cfg.max_solint_s, max(scan_s, base_s)))
+    combos = [template_combine]
+    if "spw" not in template_combine and n_spw > 1:
+        combos.append(",".join(c for c in (template_combine, "spw") if c))
+    for combine in combos:
+        s = base_s
+        while True:
+            e = est(s, combine)
+            if e >= cfg.min_snr:
+                why = f"lengthened {template_solint} -> {format_solint(s, integration_s)}"
+                if combine != template_combine:
+                    why += f", combine='{combine}'"
+                return SolintChoice(format_solint(s, integration_s), combine, e, reason=why + f" (est. SNR {e:.1f})")
+            if s >= limit:
+                break
+            s = min(limit, s * 2)
+    best = est(limit, combos[-1])
+    return SolintChoice(template_solint, template_combine, best, skip=True,
+                        reason=f"estimated solution SNR {best:.2f} < {cfg.min_snr:g} even at "
+                               f"{format_solint(limit, integration_s)} with combine='{combos[-1]}'")
+
+
+def worth_extending(snr_pre: float, snr_post: float, min_gain: float) -> bool:
+    """Try a shorter interval only while the last accepted phase step still paid off: its
+    image SNR rose by at least ``min_gain`` (fraction). Below that, the phase errors on
+    that timescale are already under the noise, and a shorter interval has noisier
+    solutions; each extra step costs a solve and an image. ``min_gain <= 0``: always."""
+    if min_gain <= 0:
+        return True
+    if not (math.isfinite(snr_pre) and math.isfinite(snr_post) and snr_pre > 0):
+        return False
+    return snr_post >= snr_pre * (1.0 + min_gain)
+
+
+def extension_solints(
+    shortest_s: float,
+    integration_s: float,
+    *,
+    image_snr: float,
+    n_antennas: int,
+    time_on_source_s: float,
+    gaintype: str,
+    cfg: SolintConfig,
+) -> list[tuple[str, float]]:
+    """Shorter phase intervals to try after the template's ladder: halving from
+    ``shortest_s`` down to the integration time while the estimated SNR stays above
+    ``cfg.extend_min_snr``; at most ``cfg.max_extra_steps``. Returns (solint, est_snr)."""
+    if not cfg.extend_ladder:
+        return []
+    out: list[tuple[str, float]] = []
+    s = shortest_s
+    pol_frac = 0.5 if gaintype == "G" else 1.0
+    while len(out) < cfg.max_extra_steps and s > integration_s * 1.01:
+        s = max(integration_s, s / 2)
+        e = estimate_solution_snr(image_snr, n_antennas, time_on_source_s, s, pol_fraction=pol_frac)
+        if e < cfg.extend_min_snr:
+            break
+        out.append((format_solint(s, integration_s), e))
+    return out
