@@ -527,7 +527,7 @@ def dataset_extras(root: Path) -> dict[str, Any]:
         st = json.loads((root / "state.json").read_text())
         steps = st.get("steps", {})
         out["step_s"] = {k: v.get("seconds") for k, v in steps.items() if isinstance(v, dict)}
-        out["plots_s"] = (steps.get("report_results") or {}).get("seconds")
+        out["plots_s"] = (steps.get("dataset_plots") or steps.get("report_results") or {}).get("seconds")
         out["cell"] = st.get("cell")
         out["msinfo_spws"] = (st.get("msinfo") or {}).get("spws")
         out["integration_s"] = (st.get("msinfo") or {}).get("integration_s")

@@ -98,8 +98,8 @@ def test_optional_flagging_and_fov_steps(tmp_path):
     res = run_dataset("opt", str(ms), cfg, tmp_path / "out", threads=2)
     assert res.status == "finished", res.error
     state = json.loads((tmp_path / "out" / "datasets" / "opt" / "state.json").read_text())
-    for step in ("fov_image", "run_rflag_init", "run_rflag_final"):
+    for step in ("fov_image", "autoflag_init", "autoflag_final"):  # old names in steps: aliases
         assert state["steps"][step]["status"] == "done", step
-    assert 0 <= state["steps"]["run_rflag_init"]["flagged_fraction"] < 0.5
+    assert 0 <= state["steps"]["autoflag_init"]["flagged_fraction"] < 0.5
     assert (tmp_path / "out" / "datasets" / "opt" / "images" / "fov-MFS-image.fits").exists()
     assert "final_flagged-MFS-image.fits" in state["final"]["image"]

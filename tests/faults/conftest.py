@@ -354,7 +354,7 @@ def casa_task(step: str, task: str, key: str, suffix: str):
 KILLS = [
     ("wsclean", wsclean_named("p0", "p0_post")),
     ("gaincal", casa_task("p1", "gaincal", "caltable", "p1.G")),
-    ("split", casa_task("split_trial_1", "split", "outputvis", "final.ms.partial")),
+    ("split", casa_task("split_calibrated", "split", "outputvis", "final.ms.partial")),
 ]
 
 

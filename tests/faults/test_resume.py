@@ -23,7 +23,7 @@ from .conftest import CHAIN_CFG, GuardedMS, casa_requests, quick_config, read_st
 pytestmark = pytest.mark.integration
 
 STEPS = list(DEFAULT_STEPS)
-KILLED_STEPS = ("p0", "p1", "split_trial_1")
+KILLED_STEPS = ("p0", "p1", "split_calibrated")
 
 
 def test_kill_points_hit_the_intended_children(kill_chain: dict[str, Any]) -> None:
@@ -106,7 +106,7 @@ def _finished(root: Path) -> dict[str, float]:
 
 def test_changed_setting_redoes_only_affected_steps(kill_chain: dict[str, Any], base_ms: GuardedMS,
                                                    tmp_path: Path) -> None:
-    """final_robust -> only split_trial_1 and report_results; restart_from='ap1' -> ap1 and
+    """final_robust -> only split_calibrated and dataset_plots; restart_from='ap1' -> ap1 and
     after, reproducing the same solutions and image."""
     out = tmp_path / "out"
     root = out / "datasets" / "d"
@@ -122,7 +122,7 @@ def test_changed_setting_redoes_only_affected_steps(kill_chain: dict[str, Any], 
     second = run_dataset("d", base_ms.path, cfg2, out).to_dict()
     assert second["status"] == "finished", second["error"]
     t2 = _finished(root)
-    assert sorted(s for s in STEPS if t2[s] != t1[s]) == ["report_results", "split_trial_1"]
+    assert sorted(s for s in STEPS if t2[s] != t1[s]) == ["dataset_plots", "split_calibrated"]
     assert wsclean_commands(root) == ws1 + split_runs
     new_casa = [n for n in casa_requests(root) if n not in casa1]
     assert new_casa and all(n.endswith("-final-split.json") for n in new_casa), new_casa
@@ -136,7 +136,7 @@ def test_changed_setting_redoes_only_affected_steps(kill_chain: dict[str, Any], 
     res = run_dataset("d", base_ms.path, cfg2, out, restart_from="ap1")
     assert res.status == "finished", res.error
     t3 = _finished(root)
-    assert sorted(s for s in STEPS if t3[s] != t2[s]) == ["ap1", "report_results", "split_trial_1"]
+    assert sorted(s for s in STEPS if t3[s] != t2[s]) == ["ap1", "dataset_plots", "split_calibrated"]
     # ap1's own images and split_trial_1's, plus at most one -predict that refills MODEL_DATA
     # with the accepted p1 model (ap1's pre image) after the first ap1 attempt overwrote it.
     commands = (root / "logs" / "wsclean.log").read_text().split("\n$ wsclean")[1:]
@@ -182,7 +182,7 @@ def test_killed_attempts_are_recorded_and_summed(kill_chain: dict[str, Any]) -> 
     assert [a["exit"] for a in att] == [records.INTERRUPTED] * 3 + ["finished"]
     assert res["n_attempts"] == 4
     assert [a["steps"][-1] for a in att[:3]] == list(KILLED_STEPS)
-    assert att[1]["steps"][0] == "p0" and att[3]["steps"][0] == "split_trial_1"  # resumed, not redone
+    assert att[1]["steps"][0] == "p0" and att[3]["steps"][0] == "split_calibrated"  # resumed, not redone
     for k in ("wall_s", "time_wsclean_s", "time_casa_s", "time_python_s"):
         assert res[k] == pytest.approx(sum(a[k] for a in att), abs=0.05), k
     assert res["wsclean_runs"] == sum(a["wsclean_runs"] for a in att)
