@@ -22,6 +22,7 @@ from selfcal_batch.pipeline.products import KEEP_PRODUCTS
 # Step names in run order, the default steps and the aliases (old names): the step registry.
 from selfcal_batch.pipeline.registry import DEFAULT_STEPS, STEP_ALIASES, STEP_NAMES
 from selfcal_batch.selfcal.solint import is_solint
+from selfcal_batch.selfcal.templates import DEFAULT_THRESHOLDS
 
 
 
@@ -148,7 +149,7 @@ class PipelineConfig:
     test_uvtaper: str = ""
     allow_negative: bool = True
     threads: int = 2
-    template_thresholds_mjy: tuple[float, ...] = (10.0, 20.0, 50.0, 100.0)
+    template_thresholds_mjy: tuple[float, ...] = DEFAULT_THRESHOLDS
     #: Force a template instead of selecting by flux ('' = select).
     force_template: str = ""
     #: Per-template overrides: {template: {step: {key: value}}}.

@@ -21,17 +21,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from selfcal_batch.contract import CSV_COLUMNS, CSV_EXCLUDED
+
 POLL_S = 2.0
-#: ``survey/datasets.csv`` columns (the DatasetResult fields), in order.
-ROW_FIELDS = (
-    "name", "ms", "status", "error", "reason", "template_initial", "template_final", "steps_run",
-    "steps_accepted", "steps_reverted", "snr_initial", "snr_final", "dr_initial", "dr_final",
-    "rms_initial", "rms_final", "peak_initial", "peak_final", "total_flux_initial",
-    "total_flux_final", "wall_s", "final_ms", "final_image", "wsclean_runs", "time_wsclean_s",
-    "time_casa_s", "time_python_s", "n_attempts",
-)
-#: Result keys kept in result.json only (too wide for a CSV cell).
-CSV_EXCLUDED = ("attempts",)
+#: ``survey/datasets.csv`` leading columns (the DatasetResult fields) and the result keys kept
+#: in result.json only: the output contract.
+ROW_FIELDS = CSV_COLUMNS
 
 
 def failed_row(name: str, ms: Any, error: str) -> dict[str, Any]:

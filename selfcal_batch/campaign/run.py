@@ -38,6 +38,7 @@ from selfcal_batch.selfcal.outcome import ALL_STATUSES
 from selfcal_batch.campaign.cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
+from selfcal_batch.contract import OUTPUT_SCHEMA_VERSION
 from selfcal_batch.errors import ConfigError, DatasetError, OutputDirError, SimulationError
 from selfcal_batch.campaign.lock import CampaignLock
 from selfcal_batch.campaign.preflight import (dataset_input_problems, ensure_output_dir, output_dir_problem, output_inside_input,
@@ -421,6 +422,13 @@ def run_campaign(campaign: Campaign, opts: RunOptions, console: Console | None =
     return outcome
 
 
+def resolved_thresholds(campaign: Campaign) -> dict[str, Any]:
+    """Template thresholds (mJy) after the manifest is resolved: ``defaults`` and per dataset."""
+    return {"defaults": list(campaign.base_config.template_thresholds_mjy),
+            "datasets": {d.name: list(d.config.template_thresholds_mjy)
+                         for d in campaign.datasets if d.config is not None}}
+
+
 def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOptions,
                 console: Console, outcome: CampaignOutcome) -> None:
     out_dir = selected.output_dir
@@ -440,6 +448,9 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         "cluster": {"description": describe(spec), **dataclasses.asdict(spec)},
         "versions": collect_versions(selected.base_config.wsclean.binary, out_dir / "logs"),
         "manifest_resolved": campaign.to_dict(),
+        # The output contract's version and the resolved template thresholds (mJy) the report marks.
+        "output_schema": OUTPUT_SCHEMA_VERSION,
+        "template_thresholds_mjy": resolved_thresholds(selected),
         # Every run of the campaign in this directory (this one last): started, finished, status,
         # elapsed_s. "started"/"finished" above are this run's; the report sums the runs.
         "runs": [*runs, {"started": started, "finished": None, "status": "running", "elapsed_s": None}],

@@ -17,6 +17,7 @@ from typing import Any
 from selfcal_batch.imaging import imstats
 from selfcal_batch.casa.calibration import Call, run_casa
 from selfcal_batch.config import PipelineConfig
+from selfcal_batch.contract import FINAL_MS, IMAGE_PROPERTIES_CSV, IMAGE_ROW_KEYS, WORK_MS
 from selfcal_batch.errors import DatasetError
 from selfcal_batch.imaging.wsclean import ImageSet, WSCleanOptions, expected_products, run_wsclean, zero_nonfinite_models
 from selfcal_batch.pipeline.products import prune
@@ -25,7 +26,7 @@ from selfcal_batch.selfcal.templates import band_defaults, cell_from_baseline, n
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
-ROW_KEYS = ("dataset", "step", "role", "template", "robust", "path")
+ROW_KEYS = IMAGE_ROW_KEYS
 
 
 @dataclass
@@ -48,11 +49,11 @@ class Context:
     # -- paths ----------------------------------------------------------------------
     @property
     def work_ms(self) -> Path:
-        return self.root / "work.ms"
+        return self.root / WORK_MS
 
     @property
     def final_ms(self) -> Path:
-        return self.root / "final.ms"
+        return self.root / FINAL_MS
 
     def img(self, prefix: str) -> str:
         return str(self.root / "images" / prefix)
@@ -189,7 +190,7 @@ class Context:
         rows = self.rows()
         keys = list(ROW_KEYS) + [k for k in imstats.STAT_COLUMNS if k not in ROW_KEYS]
         extra = sorted({k for r in rows for k in r} - set(keys))
-        path = self.root / "image_properties.csv"
+        path = self.root / IMAGE_PROPERTIES_CSV
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=keys + extra, extrasaction="ignore")

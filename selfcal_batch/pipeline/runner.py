@@ -8,7 +8,6 @@ crashed or killed run resumes where it stopped.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import errno
 import json
 import logging
@@ -19,10 +18,10 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from selfcal_batch.contract import DECISION_KEYS, FINAL_IMAGE, RESULT_JSON, DatasetResult
 from selfcal_batch.pipeline import ladder
 from selfcal_batch.selfcal import outcome
 from selfcal_batch import process
@@ -44,60 +43,6 @@ log = logging.getLogger("selfcal_batch.pipeline")
 #: State entries a step may change and that are rolled back before re-running it (the
 #: fields of the LadderState record).
 SNAPSHOT_KEYS = LadderState.names()
-
-
-@dataclass
-class DatasetResult:
-    """One dataset's outcome (written to ``result.json``; one row of datasets.csv).
-
-    The cost fields (``wall_s``, ``time_*_s``, ``wsclean_runs``) are summed over every
-    attempt that ran a step (:mod:`selfcal_batch.pipeline.records`); ``attempts`` lists every attempt.
-    """
-
-    name: str
-    ms: str
-    #: finished | unchanged | no_detection | needs_calibration | failed (outcome.ALL_STATUSES)
-    status: str = "failed"
-    error: str = ""
-    #: Why the input was delivered unchanged (status unchanged / no_detection / needs_calibration).
-    reason: str = ""
-    template_initial: str = ""
-    template_final: str = ""
-    steps_run: list[str] = field(default_factory=list)
-    steps_accepted: list[str] = field(default_factory=list)
-    steps_reverted: list[str] = field(default_factory=list)
-    steps_skipped: list[str] = field(default_factory=list)
-    snr_initial: float = math.nan
-    snr_final: float = math.nan
-    dr_initial: float = math.nan
-    dr_final: float = math.nan
-    rms_initial: float = math.nan
-    rms_final: float = math.nan
-    peak_initial: float = math.nan
-    peak_final: float = math.nan
-    total_flux_initial: float = math.nan
-    total_flux_final: float = math.nan
-    wall_s: float = 0.0
-    final_ms: str = ""
-    final_image: str = ""
-    wsclean_runs: int = 0
-    #: Of those, predict-only runs (MODEL_DATA refilled from an earlier model after a revert).
-    wsclean_predicts: int = 0
-    time_wsclean_s: float = 0.0
-    time_casa_s: float = 0.0
-    time_python_s: float = 0.0
-    #: Number of attempts on this dataset directory (also no-op resumes).
-    n_attempts: int = 0
-    decisions: dict[str, Any] = field(default_factory=dict)
-    #: One record per attempt (records.py): start, end (UTC ISO), steps, exit, host, worker, costs.
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    #: The final guard's verdict: deliver (bool), reason, changes {metric: [before, after, z]}.
-    guard: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly mapping (NaN -> None)."""
-        d = dataclasses.asdict(self)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 class _WorkMSMissing(Exception):
@@ -231,9 +176,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
             (res.steps_accepted if rec.get("accepted") else res.steps_reverted).append(step)
         elif rec.get("status") == "skipped":
             res.steps_skipped.append(step)
-        res.decisions[step] = {k: rec.get(k) for k in ("status", "accepted", "reason", "solint", "combine",
-                                                         "est_snr", "solint_reason", "flagged_solutions")
-                               if rec.get(k) not in (None, "")}
+        res.decisions[step] = {k: rec.get(k) for k in DECISION_KEYS if rec.get(k) not in (None, "")}
     init = (st.get("initial") or st.get("test_image") or {}).get("stats") or {}
     fin = (st.get("final") or {}).get("stats") or {}
     for suffix, s in (("initial", init), ("final", fin)):
@@ -244,8 +187,8 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
         setattr(res, f"total_flux_{suffix}", float(s.get("total_flux_mask", math.nan)))
     if ctx.final_ms.exists():
         res.final_ms = str(ctx.final_ms)
-    if (ctx.root / "final-image.fits").exists():
-        res.final_image = str(ctx.root / "final-image.fits")
+    if (ctx.root / FINAL_IMAGE).exists():
+        res.final_image = str(ctx.root / FINAL_IMAGE)
     res.wsclean_runs = int(st.get("wsclean_runs", 0))
     res.wsclean_predicts = int(st.get("wsclean_predicts", 0))
     res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)
@@ -351,7 +294,7 @@ def run_dataset(
         (root / "logs").mkdir(exist_ok=True)
         # A previous run's result must not outlive this run if its own cannot be written
         # (disk full): a stale 'finished' would hide the failure.
-        (root / "result.json").unlink(missing_ok=True)
+        (root / RESULT_JSON).unlink(missing_ok=True)
         # Only this dataset's lines, also when a worker process runs several at once.
         handler = dataset_handler(root / "logs" / "pipeline.log", name)
     except OSError as exc:
@@ -368,7 +311,7 @@ def run_dataset(
         pkg_log.removeHandler(handler)
         handler.close()
     try:
-        atomic_write_json(root / "result.json", res.to_dict())
+        atomic_write_json(root / RESULT_JSON, res.to_dict())
     except OSError as exc:
         log.error("%s: cannot write result.json: %s", name, exc)
     return res

@@ -17,27 +17,23 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from selfcal_batch import contract
+
 log = logging.getLogger(__name__)
 
-LIST_COLUMNS = ("steps_run", "steps_accepted", "steps_reverted", "steps_skipped")
-TEXT_COLUMNS = ("name", "ms", "status", "error", "reason", "template_initial", "template_final",
-                *LIST_COLUMNS, "final_ms", "final_image")
-NUMERIC_COLUMNS = ("snr_initial", "snr_final", "dr_initial", "dr_final", "rms_initial", "rms_final",
-                   "peak_initial", "peak_final", "total_flux_initial", "total_flux_final", "wall_s",
-                   "wsclean_runs", "time_wsclean_s", "time_casa_s", "time_python_s", "n_attempts")
-#: The columns of ``survey/datasets.csv`` (the DatasetResult fields, lists joined by ';').
-DATASET_COLUMNS = ("name", "ms", "status", "error", "reason", "template_initial", "template_final",
-                   *LIST_COLUMNS, *NUMERIC_COLUMNS[:11], "final_ms", "final_image",
-                   *NUMERIC_COLUMNS[11:])
-STEP_COLUMNS = ("dataset", "step", "status", "accepted", "reason", "solint", "combine", "est_snr",
-                "flagged_solutions", "outcome", "solint_reason", "template", "snr_pre", "snr_post",
-                "seconds")
-IMAGE_KEY_COLUMNS = ("dataset", "step", "role", "template", "robust", "path")
+# Column sets of the output contract (selfcal_batch.contract).
+LIST_COLUMNS = contract.LIST_FIELDS
+TEXT_COLUMNS = contract.TEXT_FIELDS
+NUMERIC_COLUMNS = contract.REPORT_NUMERIC
+#: The columns of the report's dataset table (the DatasetResult fields, lists joined by ';').
+DATASET_COLUMNS = contract.REPORT_COLUMNS
+STEP_COLUMNS = contract.STEP_COLUMNS
+IMAGE_KEY_COLUMNS = contract.IMAGE_ROW_KEYS
 #: (column suffix, numerator, denominator) of the per-dataset ratios.
 RATIOS = (("snr_gain", "snr_final", "snr_initial"), ("dr_gain", "dr_final", "dr_initial"),
           ("rms_change", "rms_final", "rms_initial"),
           ("flux_change", "total_flux_final", "total_flux_initial"))
-DEFAULT_THRESHOLDS_MJY = (10.0, 20.0, 50.0, 100.0)
+DEFAULT_THRESHOLDS_MJY = contract.TEMPLATE_THRESHOLDS_MJY
 
 
 @dataclass
@@ -335,34 +331,30 @@ def template_summary(datasets: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- thresholds
-def _find_key(obj: Any, key: str, depth: int = 0) -> Any:
-    if depth > 6:
-        return None
-    if isinstance(obj, dict):
-        if key in obj:
-            return obj[key]
-        for v in obj.values():
-            found = _find_key(v, key, depth + 1)
-            if found is not None:
-                return found
-    elif isinstance(obj, list):
-        for v in obj:
-            found = _find_key(v, key, depth + 1)
-            if found is not None:
-                return found
-    return None
+def _dig(obj: Any, *path: Any) -> Any:
+    """``obj[p0][p1]...`` or None when any step is missing or of another type."""
+    for p in path:
+        if isinstance(p, int):
+            obj = obj[p] if isinstance(obj, list) and -len(obj) <= p < len(obj) else None
+        else:
+            obj = obj.get(p) if isinstance(obj, dict) else None
+    return obj
 
 
 def template_thresholds(out: Path, campaign: dict[str, Any], names: Iterable[str]) -> tuple[float, ...]:
-    """campaign.json defaults, else any dataset's configuration, else the package default."""
+    """The campaign's template thresholds (mJy) for the report.
+
+    campaign.json ``template_thresholds_mjy.defaults`` (recorded since output schema 1);
+    for older campaigns the manifest's ``[defaults]``, else the first dataset's override or
+    resolved configuration (campaign.json), else any dataset's state.json configuration;
+    else the package default (:data:`selfcal_batch.contract.TEMPLATE_THRESHOLDS_MJY`)."""
     key = "template_thresholds_mjy"
-    candidates = [(_find_key((campaign.get("manifest_resolved") or {}).get("defaults"), key))
-                  if isinstance(campaign.get("manifest_resolved"), dict) else None,
-                  _find_key(campaign, key)]
+    resolved = campaign.get("manifest_resolved")
+    first = _dig(resolved, "datasets", 0)
+    candidates = [_dig(campaign, key, "defaults"), _dig(resolved, "defaults", key),
+                  _dig(first, "overrides", key), _dig(first, "config", key)]
     for name in names:
-        state = read_json(Path(out) / "datasets" / name / "state.json")
-        if isinstance(state, dict):
-            candidates.append(_find_key(state.get("config"), key))
+        candidates.append(_dig(read_json(Path(out) / "datasets" / name / "state.json"), "config", key))
     for c in candidates:
         if isinstance(c, (list, tuple)) and c:
             vals = tuple(to_float(x) for x in c)

@@ -18,6 +18,8 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
+from selfcal_batch import contract
+
 from .aggregate import Survey, split_list, to_float, with_gains
 from .figures import PLOT_FILES
 
@@ -34,7 +36,7 @@ PLOT_TITLES = {
 #: made a 7.1 MB page).
 INLINE_DATASETS_MAX = 50
 MAIN_LOGS = ("pipeline.log", "wsclean.log", "casa.log")
-DATASET_FILES = ("result.json", "state.json", "image_properties.csv", "gain_tables.json")
+DATASET_FILES = contract.DATASET_FILES
 SURVEY_FILES = ("datasets.csv", "templates.csv", "steps.csv", "image_properties.csv",
                 "image_properties.parquet")
 
