@@ -10,8 +10,21 @@ from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import SelfcalBatchError
 from selfcal_batch.pipeline import registry
 from selfcal_batch.pipeline.restart import plan_from_state
-from selfcal_batch.pipeline.state import STATE_VERSION, DatasetState, StateVersionError, chain_hash, migrate
-from selfcal_batch.pipeline.state_records import ABSENT, GainEntry, ImageProduct, LadderState, MSInfo, WorkMSState
+from selfcal_batch.pipeline.state import (
+    STATE_VERSION,
+    DatasetState,
+    StateVersionError,
+    chain_hash,
+    migrate,
+)
+from selfcal_batch.pipeline.state_records import (
+    ABSENT,
+    GainEntry,
+    ImageProduct,
+    LadderState,
+    MSInfo,
+    WorkMSState,
+)
 from selfcal_batch.selfcal.solint import parse_solint, solint_seconds
 
 #: The hand-written tables the registry replaced (pipeline.DEPENDS/LADDER_KEYS before issue 15),

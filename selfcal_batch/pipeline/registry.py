@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 #: Kinds of steps: preparation (before the ladder), ladder (a template's calibration step),
 #: extension (a shorter phase step planned at run time), final (after the ladder).

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 class _Absent:
@@ -127,7 +128,7 @@ class GainEntry:
         return {"step": self.step, "table": self.table, "spwmap": list(self.spwmap)}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "GainEntry":
+    def from_json(cls, d: Mapping[str, Any]) -> GainEntry:
         return cls(str(d["step"]), str(d["table"]), tuple(int(x) for x in d.get("spwmap") or ()))
 
 
@@ -155,7 +156,7 @@ class ImageProduct:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ImageProduct":
+    def from_json(cls, d: Mapping[str, Any]) -> ImageProduct:
         key = d.get("key")
         return cls(str(d.get("prefix") or ""), str(d.get("image") or ""), str(d.get("residual") or ""),
                    dict(d.get("stats") or {}), tuple(key) if key is not None else None, d.get("column"))
@@ -185,7 +186,7 @@ class MSInfo:
     polarisation: Mapping[str, Any] | None = None
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "MSInfo":
+    def from_json(cls, d: Mapping[str, Any]) -> MSInfo:
         """From ``state.json["msinfo"]``; KeyError when ``startup`` has not run."""
         # Numbers kept as stored (int or float): solint strings are formatted from them.
         return cls(d["n_antennas_present"], tuple(d["antenna_names"]), tuple(d["spws"]), tuple(d["scans"]),
