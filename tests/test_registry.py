@@ -186,7 +186,7 @@ def test_one_solint_parser() -> None:
     assert solint_seconds("2min", 10, 300) == 120 and solint_seconds("inf", 10, 300) == 300
     assert solint_seconds("int", 10, 300) == 10 and solint_seconds("30", 10, 300) == 30
     assert parse_solint(".5s").seconds == 0.5
-    for bad in ("x", "60 s", "", "1h"):
+    for bad in ("x", "60 s", "", "1h", " 60s"):
         with pytest.raises(ValueError, match="bad solint"):
             parse_solint(bad)
     with pytest.raises(ValueError):

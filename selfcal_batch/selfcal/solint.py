@@ -34,7 +34,7 @@ def parse_solint(text: str, *, words: bool = True, unit_required: bool = False) 
 
     ``words``: accept 'int'/'inf'; ``unit_required``: refuse a bare number. Raises
     ValueError naming the text when it is not an interval of that form."""
-    m = SOLINT_RE.match(str(text).strip())
+    m = SOLINT_RE.match(str(text))
     if not m or (m["word"] and not words) or (m["num"] and unit_required and not m["unit"]):
         raise ValueError(f"bad solint {text!r}")
     if m["word"]:
