@@ -56,3 +56,18 @@ def test_report_finds_thresholds_in_new_and_old_campaign_json(tmp_path: Path) ->
     assert aggregate.template_thresholds(tmp_path, {}, ["a"]) == (4, 5, 6, 7)
     assert aggregate.template_thresholds(tmp_path, {"manifest_resolved": []}, ["b"]) == \
         contract.TEMPLATE_THRESHOLDS_MJY
+
+
+def test_campaign_json_records_resolved_thresholds(tmp_path: Path, fake_ms) -> None:
+    from selfcal_batch.campaign.manifest import load_manifest
+    from selfcal_batch.campaign.run import resolved_thresholds
+
+    for n in ("a", "b"):
+        fake_ms(tmp_path / "data" / f"{n}.ms")
+    (tmp_path / "c.toml").write_text(
+        '[campaign]\nname = "t"\noutput_dir = "out"\n\n[defaults]\ntemplate_thresholds_mjy = [1, 2, 3, 4]\n\n'
+        '[[datasets]]\nname = "a"\nms = "data/a.ms"\n\n'
+        '[[datasets]]\nname = "b"\nms = "data/b.ms"\ntemplate_thresholds_mjy = [5, 6, 7, 8]\n')
+    got = resolved_thresholds(load_manifest(tmp_path / "c.toml"))
+    assert got == {"defaults": [1, 2, 3, 4], "datasets": {"a": [1, 2, 3, 4], "b": [5, 6, 7, 8]}}
+    assert aggregate.template_thresholds(tmp_path, {"template_thresholds_mjy": got}, []) == (1, 2, 3, 4)
