@@ -5,13 +5,13 @@ Nothing here runs a program or reads a file; every function is unit-tested on nu
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 from selfcal_batch.config import GateConfig, SolintConfig
+from selfcal_batch.schema import solint_seconds as schema_solint_seconds
 
 
 # -- solution statistics ------------------------------------------------------------
@@ -279,20 +279,10 @@ def stops_ladder(decision: GateDecision) -> bool:
 
 # -- solution intervals --------------------------------------------------------------
 
-_SOLINT = re.compile(r"^(\d+(?:\.\d+)?)(s|min)?$")
-
-
 def solint_seconds(solint: str, integration_s: float, scan_s: float) -> float:
-    """Seconds spanned by a CASA solint ('int', 'inf' = one scan, '60s', '2min')."""
-    if solint == "int":
-        return integration_s
-    if solint == "inf":
-        return scan_s
-    m = _SOLINT.match(solint)
-    if not m:
-        raise ValueError(f"bad solint {solint!r}")
-    v = float(m.group(1))
-    return v * 60 if m.group(2) == "min" else v
+    """Seconds spanned by a CASA solint ('int', 'inf' = one scan, '60s', '2min'); the one
+    time parser of the configuration (:func:`selfcal_batch.schema.solint_seconds`)."""
+    return schema_solint_seconds(solint, integration_s, scan_s)
 
 
 def format_solint(seconds: float, integration_s: float) -> str:
