@@ -62,13 +62,6 @@ def _even_size(v: int) -> str:
     return "" if v >= 32 and v % 2 == 0 else f"must be an even number >= 32, got {v}"
 
 
-def _steps_known(steps: tuple[str, ...]) -> str:
-    for s in steps:
-        if STEP_ALIASES.get(s, s) not in STEP_NAMES:
-            return f"unknown step {s!r}{hint(s, STEP_NAMES)}"
-    return ""
-
-
 def _thresholds(th: tuple[float, ...]) -> str:
     ok = len(th) == 4 and th[0] > 0 and all(b > a for a, b in zip(th, th[1:]))
     return "" if ok else f"need 4 increasing positive values, got {list(th)}"
@@ -202,8 +195,9 @@ class PipelineConfig:
     input_column: str = setting("data", "Column of the input MS to self-calibrate ('corrected' "
                                 "for an observatory-calibrated MS).",
                                 choices=("data", "corrected"), ignore_case=True)
-    steps: tuple[str, ...] = setting(DEFAULT_STEPS, "Steps to run, in order (aliases "
-                                     "run_autoflag_init/_final accepted).", check=_steps_known)
+    steps: tuple[str, ...] = setting(DEFAULT_STEPS, "Steps to run, in order (the fov_image and "
+                                     "run_rflag_* steps are off by default).", choices=STEP_NAMES,
+                                     also=tuple(STEP_ALIASES), noun="step")
     imsize: int = setting(512, "Image width and height (even, >= 32).", unit="px",
                           check=_even_size)
     cell: str = setting("auto", "Pixel size, or 'auto' = beam / pixels_per_beam from the "

@@ -88,7 +88,7 @@ def _scales(v: str) -> str:
     return "" if not v or _SCALES_RE.match(v) else f"scales must be '' or comma-separated integers; got {v!r}"
 
 
-_VARIES = "per template, instrument and band (`selfcal-batch` templates.csv)"
+_VARIES = "the template's value for the instrument and band (survey/templates.csv)"
 
 
 @dataclass(frozen=True)
