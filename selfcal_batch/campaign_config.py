@@ -16,12 +16,12 @@ CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
 
 #: ``[[datasets]]`` keys besides the pipeline settings: (key, type, help).
 DATASET_KEYS_DOC: tuple[tuple[str, str, str], ...] = (
-    ("name", "string", "Dataset name (letters, digits, '.', '_', '+', '-'; default: the MS "
-     "file name without extension; with a glob: NAME-<stem>)."),
-    ("ms", "string", "Path of the input MS (relative to the manifest), or a glob: one dataset "
-     "per matching directory. Required."),
-    ("simulate", "table", "Generate `ms` with the simulator when absent: preset = \"vla-c\" "
-     "plus simulator arguments (selfcal-batch simulate --help)."),
+    ("name", "string", ("Dataset name (letters, digits, '.', '_', '+', '-'; default: the MS "
+                        "file name without extension; with a glob: NAME-<stem>).")),
+    ("ms", "string", ("Path of the input MS (relative to the manifest), or a glob: one dataset "
+                      "per matching directory. Required.")),
+    ("simulate", "table", ("Generate `ms` with the simulator when absent: preset = \"vla-c\" "
+                           "plus simulator arguments (selfcal-batch simulate --help).")),
 )
 
 
@@ -76,8 +76,9 @@ class ClusterSpec:
                                         "node loss); 0 = 2 x workers + 2.", ge=0)
     no_worker_timeout_s: float = setting(900.0, "Fail the remaining datasets after this long "
                                          "with no worker connected.", unit="s", gt=0)
-    kwargs: dict[str, Any] = setting({}, "slurm/pbs: extra keyword arguments passed verbatim to "
-                                     "SLURMCluster / PBSCluster ([cluster.kwargs]).")
+    kwargs: dict[str, Any] = setting(  # noqa: RUF009 (setting() returns a dataclasses.field)
+        {}, "slurm/pbs: extra keyword arguments passed verbatim to SLURMCluster / PBSCluster "
+        "([cluster.kwargs]).")
 
     def validate(self, where: str = "cluster") -> None:
         """Every declared constraint (raises ConfigError naming the key, e.g. ``cluster.kind``)."""

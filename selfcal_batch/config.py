@@ -16,13 +16,18 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.pipeline.products import KEEP_PRODUCTS
 from selfcal_batch.schema import ANGLE, DURATION, build, check, hint, setting
-from selfcal_batch.selfcal.templates import (TEMPLATE_NAMES, normalise_band, normalise_instrument,
-                                             template_params)
+from selfcal_batch.selfcal.templates import (
+    TEMPLATE_NAMES,
+    normalise_band,
+    normalise_instrument,
+    template_params,
+)
 
 #: Step names, in execution order (the seed's names; run_autoflag_* accepted as aliases).
 STEP_NAMES: tuple[str, ...] = (
@@ -63,7 +68,7 @@ def _even_size(v: int) -> str:
 
 
 def _thresholds(th: tuple[float, ...]) -> str:
-    ok = len(th) == 4 and th[0] > 0 and all(b > a for a, b in zip(th, th[1:]))
+    ok = len(th) == 4 and th[0] > 0 and all(b > a for a, b in pairwise(th))
     return "" if ok else f"need 4 increasing positive values, got {list(th)}"
 
 
@@ -227,7 +232,7 @@ class PipelineConfig:
     force_template: str = setting("", "Use this template instead of selecting by flux "
                                   "('' = select).", choices=TEMPLATE_NAMES, also=("",),
                                   noun="template")
-    templates: dict[str, dict[str, dict[str, Any]]] = setting(
+    templates: dict[str, dict[str, dict[str, Any]]] = setting(  # noqa: RUF009 (a dataclasses.field)
         {}, "Per-template overrides {template: {step: {key: value}}}; written as "
         "[templates.<name>.<step>] tables (keys: see Template overrides).",
         check=_template_tables)
@@ -268,19 +273,20 @@ class PipelineConfig:
         choices=KEEP_PRODUCTS, noun="policy")
     casa_timeout_s: float = setting(3600.0, "A CASA call longer than this is killed and the "
                                     "step fails.", unit="s", gt=0)
-    wsclean: WSCleanConfig = setting(WSCleanConfig(), "WSClean settings ([defaults.wsclean]).")
-    gate: GateConfig = setting(GateConfig(), "Acceptance gate ([defaults.gate]).")
-    solint: SolintConfig = setting(SolintConfig(), "Solution intervals ([defaults.solint]).")
-    guard: GuardConfig = setting(GuardConfig(), "Final guard ([defaults.guard]).")
+    # setting() returns a dataclasses.field (ruff's RUF009 cannot know it)
+    wsclean: WSCleanConfig = setting(WSCleanConfig(), "WSClean settings.")  # noqa: RUF009
+    gate: GateConfig = setting(GateConfig(), "Acceptance gate.")  # noqa: RUF009
+    solint: SolintConfig = setting(SolintConfig(), "Solution intervals.")  # noqa: RUF009
+    guard: GuardConfig = setting(GuardConfig(), "Final guard.")  # noqa: RUF009
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "") -> "PipelineConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> PipelineConfig:
         """Build and validate from a (TOML-derived) mapping; errors name ``where.key``."""
         cfg = build(cls, data, where)
         cfg.validate(where)
         return cfg
 
-    def with_updates(self, **kw: Any) -> "PipelineConfig":
+    def with_updates(self, **kw: Any) -> PipelineConfig:
         """A validated copy with some fields replaced."""
         new = dataclasses.replace(self, **kw)
         new.validate()

@@ -20,8 +20,20 @@ from typing import Any
 
 from selfcal_batch.campaign_config import DATASET_KEYS_DOC, CampaignSection, ClusterSpec
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.schema import (ADDRESS, ANGLE, DURATION, MEMORY, SOLINT, WALLTIME, Setting, did_you_mean, fields_of,
-                                  range_text, spec, type_name)
+from selfcal_batch.schema import (
+    ADDRESS,
+    ANGLE,
+    DURATION,
+    MEMORY,
+    SOLINT,
+    WALLTIME,
+    Setting,
+    did_you_mean,
+    fields_of,
+    range_text,
+    spec,
+    type_name,
+)
 from selfcal_batch.selfcal.templates import TEMPLATE_NAMES, StepParams, template_params
 
 
@@ -79,8 +91,8 @@ def all_keys() -> list[Key]:
     keys += [Key(f"templates.{f.name}", "[templates.<name>.<step>]", type_name(tp, spec(f)), None,
                  spec(f), has_default=False) for f, tp in fields_of(StepParams)]
     keys += _section(ClusterSpec, "[cluster]", "cluster.")
-    keys += [Key(f"datasets.{name}", "[[datasets]]", tp, None, Setting(help=text), has_default=False)
-             for name, tp, text in DATASET_KEYS_DOC]
+    keys += [Key(f"datasets.{name}", "[[datasets]]", tp, None, Setting(help=text),
+                 has_default=False) for name, tp, text in DATASET_KEYS_DOC]
     return keys
 
 
@@ -89,8 +101,7 @@ def find_key(name: str) -> list[Key]:
     ``cluster.kind``, ``templates.solint``, ``templates.faint.p0.solint``) or every key of a
     table (``gate``, ``cluster``). ConfigError with a did-you-mean hint when none matches."""
     name = name.strip()
-    if name.startswith("defaults."):
-        name = name[len("defaults."):]
+    name = name.removeprefix("defaults.")
     parts = name.split(".")
     if len(parts) == 4 and parts[0] == "templates":
         name = f"templates.{parts[3]}"
@@ -185,7 +196,8 @@ def _templates_toml() -> list[str]:
     for k in all_keys():
         if k.table.startswith("[templates"):
             leaf = k.name.rsplit(".", 1)[-1]
-            out += ["#"] + [f"#{line[1:]}" for line in _toml_key(k, False, getattr(example, leaf))[1:]]
+            lines = _toml_key(k, False, getattr(example, leaf))[1:]
+            out += ["#"] + [f"#{line[1:]}" for line in lines]
     return out
 
 

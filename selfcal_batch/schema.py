@@ -26,8 +26,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from selfcal_batch.errors import ConfigError
 
@@ -86,7 +87,8 @@ def solint_seconds(text: str, integration_s: float, scan_s: float) -> float:
     try:
         return duration_seconds(t)
     except ValueError:
-        raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), got {text!r}") from None
+        raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), "
+                         f"got {text!r}") from None
 
 
 def _check_solint(text: str) -> None:
@@ -111,7 +113,8 @@ class TextType:
 
 ANGLE = TextType("angle", f"'<n><unit>', unit one of {', '.join(ANGLE_UNITS)} (e.g. '0.1arcsec')",
                  angle_arcsec)
-DURATION = TextType("duration", "'<n>s' or '<n>min' (e.g. '20s'); not 'int'/'inf'", duration_seconds)
+DURATION = TextType("duration", "'<n>s' or '<n>min' (e.g. '20s'); not 'int'/'inf'",
+                    duration_seconds)
 SOLINT = TextType("solint", "'int' (one integration), 'inf' (one scan), '<n>s' or '<n>min'",
                   _check_solint)
 MEMORY = TextType("memory", "'<n><unit>', e.g. '16GiB', '4000MB'", _check_pattern(_MEM_RE, "16GiB"))
@@ -176,7 +179,8 @@ def fields_of(cls: type) -> list[tuple[dataclasses.Field, Any]]:
 
 
 def hint(value: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when ``value`` is close to a choice, else `` (choose from: ...)``."""
+    """`` (did you mean 'x'?)`` when ``value`` is close to a choice, else
+    `` (choose from: ...)``."""
     choices = [str(c) for c in choices]
     close = difflib.get_close_matches(str(value), choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (choose from: {', '.join(choices)})"
@@ -202,7 +206,7 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     Nested dataclass fields take a sub-table. Raises ConfigError ``where.key: problem``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
-    known = dict((f.name, (f, tp)) for f, tp in fields_of(cls))
+    known = {f.name: (f, tp) for f, tp in fields_of(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = _join(where, key)
@@ -298,7 +302,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        if isinstance(value, bool) or not finite:
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:

@@ -3,10 +3,10 @@ the default values, `config --explain`, and the checked-in docs/configuration.md
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from click.testing import CliRunner
 
 from selfcal_batch import config_docs
@@ -56,7 +56,8 @@ def test_defaults_toml_comments_carry_help_unit_and_choices():
     text = config_docs.defaults_toml()
     block = text[text.index("imsize = 512") - 200:text.index("imsize = 512")]
     assert "Image width and height" in block and "unit px" in block
-    block = text[text.index('ladder_imaging = "initial"') - 400:text.index('ladder_imaging = "initial"')]
+    at = text.index('ladder_imaging = "initial"')
+    block = text[at - 400:at]
     assert "initial | shared | template" in block
 
 
@@ -89,7 +90,8 @@ def test_explain_finds_keys(name, first):
 def test_explain_table_lists_its_keys():
     names = [k.name for k in config_docs.find_key("guard")]
     assert names == [f"guard.{f.name}" for f in dataclasses.fields(PipelineConfig().guard)]
-    with pytest.raises(ConfigError, match=r"no setting 'clustre\.kind' \(did you mean 'cluster\.kind'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"no setting 'clustre\.kind' \(did you mean 'cluster\.kind'\?\)"):
         config_docs.find_key("clustre.kind")
 
 
