@@ -27,27 +27,11 @@ from selfcal_batch.errors import ConfigError
 from selfcal_batch.schema import ANGLE, SOLINT, check_value, did_you_mean, fields_of, setting
 
 __all__ = [
-    "TEMPLATE_TABLE_VERSION",
-    "TEMPLATE_NAMES",
-    "STEP_ORDER",
-    "INSTRUMENTS",
-    "BANDS",
-    "StepParams",
-    "BandDefaults",
-    "normalise_instrument",
-    "normalise_band",
-    "template_params",
-    "template_rows",
-    "select_template",
-    "ladder_for",
-    "template_steps",
-    "band_defaults",
-    "cell_from_baseline",
-    "test_image_faint_reimage",
-    "post_p0_faint_reimage",
-    "measurement_sigma",
-    "minblperant",
-    "describe",
+    "TEMPLATE_TABLE_VERSION", "TEMPLATE_NAMES", "STEP_ORDER", "INSTRUMENTS", "BANDS",
+    "StepParams", "BandDefaults", "normalise_instrument", "normalise_band", "template_params",
+    "template_rows", "select_template", "ladder_for", "template_steps", "band_defaults",
+    "cell_from_baseline", "test_image_faint_reimage", "post_p0_faint_reimage",
+    "measurement_sigma", "minblperant", "describe",
 ]
 
 #: Identifies the transcription; bump when any value in the table changes.
@@ -80,15 +64,28 @@ def _is_number(v: Any) -> bool:
 # Data types
 # --------------------------------------------------------------------------------------------
 def _combine(v: str) -> str:
-    bad = [t for t in (x.strip() for x in v.split(",")) if t and t not in _COMBINE_TOKENS]
+    bad = [t for t in v.split(",") if t and t not in _COMBINE_TOKENS]
     return f"combine tokens must be in {sorted(_COMBINE_TOKENS)}; got {v!r}" if bad else ""
 
 
 def _scales(v: str) -> str:
-    return "" if not v or _SCALES_RE.match(v) else f"scales must be '' or comma-separated integers; got {v!r}"
+    ok = not v or _SCALES_RE.match(v)
+    return "" if ok else f"scales must be '' or comma-separated integers; got {v!r}"
 
 
-_VARIES = "the template's value for the instrument and band (survey/templates.csv)"
+def _norm_combine(v: str) -> str:
+    return ",".join(t.strip() for t in v.split(",") if t.strip())
+
+
+def _norm_scales(v: str) -> str:
+    return "" if v.strip().lower() == "none" else v.replace(" ", "")
+
+
+def _key(help: str, **kw: Any) -> Any:
+    """A template key: no single default (the template's value for the instrument and band);
+    strings are stripped before their checks."""
+    return setting(help=help, default_doc="the template's value for the instrument and band "
+                   "(survey/templates.csv)", **{"normalise": str.strip, **kw})
 
 
 @dataclass(frozen=True)
@@ -99,32 +96,25 @@ class StepParams:
     declared with its help and constraints for the one validator (:mod:`selfcal_batch.schema`).
     """
 
-    robust: float = setting(help="Briggs robust of the step's image.", ge=-2, le=2,
-                            default_doc=_VARIES)
-    solint: str = setting(help="gaincal solution interval.", text=SOLINT, default_doc=_VARIES,
-                          normalise=str.strip)
-    sigma_mask: float = setting(help="Mask threshold for the step's image statistics.",
-                                unit="sigma", gt=0, default_doc=_VARIES)
-    combine: str = setting(help="gaincal combine: comma list of scan, spw, field, obs, corr "
-                           "('' = none).", check=_combine, default_doc=_VARIES,
-                           normalise=lambda v: ",".join(t.strip() for t in v.split(",") if t.strip()))
-    gaintype: str = setting(help="gaincal gaintype (T: one solution for both polarisations).",
-                            choices=("G", "T"), default_doc=_VARIES, normalise=str.strip)
-    calmode: str = setting(help="gaincal calmode: phase, amplitude+phase, amplitude.",
-                           choices=("p", "ap", "a"), default_doc=_VARIES, normalise=str.strip)
-    minsnr: float = setting(help="gaincal minsnr: solutions below it are flagged.", ge=0,
-                            default_doc=_VARIES)
-    nsigma_automask: float = setting(help="WSClean -auto-mask.", unit="sigma", gt=0,
-                                     default_doc=_VARIES)
-    nsigma_autothreshold: float = setting(help="WSClean -auto-threshold.", unit="sigma", gt=0,
-                                          default_doc=_VARIES)
-    uvtaper: str = setting(help="WSClean -taper-gaussian of the step's image ('' = no taper).",
-                           text=ANGLE, also=("",), default_doc=_VARIES, normalise=str.strip)
-    with_multiscale: bool = setting(help="Multiscale clean for the step's image.",
-                                    default_doc=_VARIES)
-    scales: str = setting(help="-multiscale-scales, comma-separated pixels ('' or 'None' = "
-                          "automatic).", check=_scales, default_doc=_VARIES,
-                          normalise=lambda v: "" if v.strip().lower() == "none" else v.replace(" ", ""))
+    robust: float = _key("Briggs robust of the step's image.", ge=-2, le=2, normalise=None)
+    solint: str = _key("gaincal solution interval.", text=SOLINT)
+    sigma_mask: float = _key("Mask threshold for the step's image statistics.", unit="sigma", gt=0,
+                             normalise=None)
+    combine: str = _key("gaincal combine: comma list of scan, spw, field, obs, corr ('' = none).",
+                        check=_combine, normalise=_norm_combine)
+    gaintype: str = _key("gaincal gaintype (T: one solution for both polarisations).",
+                         choices=("G", "T"))
+    calmode: str = _key("gaincal calmode: phase, amplitude+phase, amplitude.",
+                        choices=("p", "ap", "a"))
+    minsnr: float = _key("gaincal minsnr: solutions below it are flagged.", ge=0, normalise=None)
+    nsigma_automask: float = _key("WSClean -auto-mask.", unit="sigma", gt=0, normalise=None)
+    nsigma_autothreshold: float = _key("WSClean -auto-threshold.", unit="sigma", gt=0,
+                                       normalise=None)
+    uvtaper: str = _key("WSClean -taper-gaussian of the step's image ('' = no taper).", text=ANGLE,
+                        also=("",))
+    with_multiscale: bool = _key("Multiscale clean for the step's image.", normalise=None)
+    scales: str = _key("-multiscale-scales, comma-separated pixels ('' or 'None' = automatic).",
+                       check=_scales, normalise=_norm_scales)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict copy of the values."""
