@@ -84,6 +84,7 @@ def main() -> None:
     selfcal-batch simulate ...
     selfcal-batch report OUTDIR
     selfcal-batch compare OUT_A OUT_B [--out DIR]
+    selfcal-batch config --defaults | --explain KEY | --markdown
     """
 
 
@@ -232,6 +233,30 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     row = normalise_row(res, name, ms)
     console.print(summary_table([row], title=f"{name}"))
     sys.exit(1 if row["status"] == "failed" else 0)
+
+
+@main.command("config")
+@click.option("--defaults", "what", flag_value="defaults",
+              help="Print every setting with its default as commented TOML (a valid manifest).")
+@click.option("--markdown", "what", flag_value="markdown",
+              help="Print the configuration reference (docs/configuration.md).")
+@click.option("--explain", "key", default=None, metavar="KEY",
+              help="Explain one setting (e.g. cell, wsclean.mgain, cluster.kind) or a table (gate).")
+def config_cmd(what: str | None, key: str | None) -> None:
+    """Show the configuration schema: defaults, one key, or the reference."""
+    from selfcal_batch import config_docs
+
+    if key is not None:
+        try:
+            click.echo(config_docs.explain(key), nl=False)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+    elif what == "markdown":
+        click.echo(config_docs.markdown(), nl=False)
+    elif what == "defaults":
+        click.echo(config_docs.defaults_toml(), nl=False)
+    else:
+        raise click.UsageError("give --defaults, --explain KEY or --markdown")
 
 
 @main.command("report")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from selfcal_batch.errors import ConfigError, SelfcalBatchError
-from selfcal_batch.campaign.manifest import ClusterSpec
+from selfcal_batch.campaign_config import ClusterSpec
 
 log = logging.getLogger(__name__)
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import glob
 import re
 import tomllib
@@ -21,92 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# CampaignSection, ClusterSpec and CLUSTER_KINDS are re-exported (they live in the config layer).
+from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.schema import build, did_you_mean
 
 TOP_LEVEL_KEYS = ("campaign", "defaults", "templates", "cluster", "datasets")
 DATASET_KEYS = ("name", "ms", "simulate")
-CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
-_MEM_RE = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGTP]i?B|[KMGTP])$", re.IGNORECASE)
-_WALLTIME_RE = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
-
-
-@dataclass(frozen=True)
-class CampaignSection:
-    """``[campaign]``."""
-
-    name: str = ""
-    #: Output directory (relative to the manifest's directory).
-    output_dir: str = ""
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """``[cluster]``: where the dataset tasks run (see :mod:`selfcal_batch.campaign.cluster`)."""
-
-    kind: str = "local"
-    #: Local: worker processes (0 = floor(cores / threads_per_dataset)).
-    #: slurm/pbs: number of batch jobs (one worker each; 0 = one per dataset, max 64).
-    workers: int = 0
-    #: CPU cores each dataset claims (Dask resource ``cores``; WSClean ``-j``);
-    #: 0 = the ``threads`` pipeline setting of ``[defaults]``.
-    threads_per_dataset: int = 0
-    #: Memory per worker/job, e.g. ``"16GiB"`` ('' = no Dask limit locally / jobqueue config).
-    memory: str = ""
-    #: Worker deaths tolerated per dataset before it is reported failed (also the Dask
-    #: ``retries`` for unexpected exceptions in the task).
-    retries: int = 1
-    #: Scheduler address for kind = "address" (e.g. ``tcp://10.0.0.5:8786``).
-    address: str = ""
-    #: Seconds to wait for the first worker of an existing scheduler.
-    wait_for_workers_s: float = 120.0
-    dashboard: bool = True
-    # -- slurm / pbs ---------------------------------------------------------------
-    queue: str = ""
-    account: str = ""
-    walltime: str = "04:00:00"
-    job_extra_directives: tuple[str, ...] = ()
-    #: Shell lines run before the worker starts (module load, venv activation...).
-    prologue: tuple[str, ...] = ()
-    #: Python on the compute nodes ('' = this interpreter).
-    python: str = ""
-    interface: str = ""
-    #: Worker scratch space ('' = Dask's default; e.g. "$TMPDIR" on HPC).
-    local_directory: str = ""
-    #: Batch job stdout/stderr ('' = <output_dir>/dask-jobs).
-    log_directory: str = ""
-    #: slurm/pbs: replacement jobs submitted over the campaign when jobs end while
-    #: datasets are pending (walltime, scancel, node loss); 0 = 2 x workers + 2.
-    max_job_replacements: int = 0
-    #: Fail the remaining datasets after this many seconds with no worker connected
-    #: (batch jobs that never start or keep dying; an existing scheduler's workers gone).
-    no_worker_timeout_s: float = 900.0
-    #: Extra keyword arguments passed verbatim to SLURMCluster / PBSCluster.
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self, where: str = "cluster") -> None:
-        """Range and cross-field checks (raise ConfigError naming the key)."""
-        if self.kind not in CLUSTER_KINDS:
-            raise _did_you_mean(f"{where}.kind", f"unknown kind {self.kind!r}", self.kind, CLUSTER_KINDS)
-        if self.workers < 0:
-            raise ConfigError(f"{where}.workers: must be >= 0 (0 = automatic), got {self.workers}")
-        if self.threads_per_dataset < 0:
-            raise ConfigError(f"{where}.threads_per_dataset: must be >= 0, got {self.threads_per_dataset}")
-        if self.max_job_replacements < 0:
-            raise ConfigError(f"{where}.max_job_replacements: must be >= 0 (0 = automatic), "
-                              f"got {self.max_job_replacements}")
-        if self.no_worker_timeout_s <= 0:
-            raise ConfigError(f"{where}.no_worker_timeout_s: must be > 0, got {self.no_worker_timeout_s}")
-        if self.retries < 0:
-            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
-        if self.memory and not _MEM_RE.match(self.memory.strip()):
-            raise ConfigError(f"{where}.memory: expected e.g. '16GiB', got {self.memory!r}")
-        if self.kind in ("slurm", "pbs") and self.walltime and not _WALLTIME_RE.match(self.walltime):
-            raise ConfigError(f"{where}.walltime: expected HH:MM:SS, got {self.walltime!r}")
-        if self.address and not re.match(r"^[a-z]+://[^\s]+$|^[^\s:/]+:\d+$", self.address):
-            raise ConfigError(f"{where}.address: expected e.g. 'tcp://host:8786', got {self.address!r}")
 
 
 @dataclass(frozen=True)
@@ -166,7 +88,7 @@ class Campaign:
         names = [d.name for d in self.datasets]
         for n in only:
             if n not in names:
-                raise _did_you_mean("--only", f"no dataset named {n!r}", n, names)
+                raise did_you_mean("--only", f"no dataset named {n!r}", n, names)
         return dataclasses.replace(self, datasets=tuple(d for d in self.datasets if d.name in only))
 
     def with_output_dir(self, out: str | Path) -> "Campaign":
@@ -218,14 +140,14 @@ def parse_manifest(text: str, path: Path) -> Campaign:
 
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            raise fail((key,), str(_did_you_mean(key, "unknown top-level table", key, TOP_LEVEL_KEYS)))
+            raise fail((key,), str(did_you_mean(key, "unknown top-level table", key, TOP_LEVEL_KEYS)))
     base_dir = path.parent
 
     # [campaign]
     try:
-        section = build_dataclass(CampaignSection, data.get("campaign", {}), "campaign")
-    except _KeyedError as exc:
-        raise fail(exc.path, exc.msg) from None
+        section = build(CampaignSection, data.get("campaign", {}), "campaign")
+    except ConfigError as exc:
+        raise fail(_key_path_of(str(exc)), str(exc)) from None
     name = section.name or path.stem
     if not _NAME_RE.match(name):
         raise fail(("campaign", "name"), f"campaign.name: {name!r} must be letters, digits, '.', '_', '+' or '-'")
@@ -233,10 +155,8 @@ def parse_manifest(text: str, path: Path) -> Campaign:
 
     # [cluster]
     try:
-        cluster = build_dataclass(ClusterSpec, data.get("cluster", {}), "cluster")
+        cluster = build(ClusterSpec, data.get("cluster", {}), "cluster")
         cluster.validate()
-    except _KeyedError as exc:
-        raise fail(exc.path, exc.msg) from None
     except ConfigError as exc:
         raise fail(_key_path_of(str(exc)), str(exc)) from None
 
@@ -305,7 +225,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     allowed = set(DATASET_KEYS) | {f.name for f in dataclasses.fields(PipelineConfig)}
     for key in entry:
         if key not in allowed:
-            return [err(fallback, (key,), str(_did_you_mean(key, "unknown key", key, sorted(allowed))))]
+            return [err(fallback, (key,), str(did_you_mean(key, "unknown key", key, sorted(allowed))))]
     if simulate is not None and not isinstance(simulate, dict):
         return [err(fallback, ("simulate",), "simulate: expected a table (preset = ..., ...)")]
 
@@ -392,74 +312,19 @@ def build_sim_spec(sim: dict[str, Any]) -> Any:
             return fn(preset, **args)
     presets = getattr(simmod, "PRESETS")
     if preset not in presets:
-        raise _did_you_mean("preset", f"unknown simulator preset {preset!r}", preset, sorted(presets))
+        raise did_you_mean("preset", f"unknown simulator preset {preset!r}", preset, sorted(presets))
     base = presets[preset]
     if dataclasses.is_dataclass(base):
         names = {f.name for f in dataclasses.fields(base)}
         for k in args:
             if k not in names:
-                raise _did_you_mean(k, "unknown simulator argument", k, sorted(names))
+                raise did_you_mean(k, "unknown simulator argument", k, sorted(names))
         return dataclasses.replace(base, **args)
     return simmod.SimSpec(**{**dict(base), **args})
 
 
 # ----------------------------------------------------------------------------------------
 # helpers
-
-
-class _KeyedError(Exception):
-    def __init__(self, path: tuple, msg: str):
-        super().__init__(msg)
-        self.path = path
-        self.msg = msg
-
-
-def build_dataclass(cls: type, data: Any, where: str) -> Any:
-    """Instantiate a flat dataclass from a TOML table, checking keys and types."""
-    if not isinstance(data, dict):
-        raise _KeyedError((where,), f"{where}: expected a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        path = (where, key)
-        dotted = f"{where}.{key}"
-        if key not in names:
-            raise _KeyedError(path, str(_did_you_mean(dotted, "unknown key", key, names)))
-        tp = hints[key]
-        origin = typing.get_origin(tp)
-        ok = True
-        if tp is bool:
-            ok = isinstance(value, bool)
-            expected = "true/false"
-        elif tp is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            expected = "an integer"
-        elif tp is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            expected = "a number"
-            value = float(value) if ok else value
-        elif tp is str:
-            ok = isinstance(value, str)
-            expected = "a string"
-        elif origin is tuple:
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            expected = "a list of strings"
-            value = tuple(value) if ok else value
-        elif origin is dict:
-            ok = isinstance(value, dict)
-            expected = "a table"
-        if not ok:
-            raise _KeyedError(path, f"{dotted}: expected {expected}, got {value!r}")
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _did_you_mean(key: str, msg: str, value: str, choices: typing.Iterable[str]) -> ConfigError:
-    choices = list(choices)
-    close = difflib.get_close_matches(str(value), choices, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f" (choose from: {', '.join(choices)})"
-    return ConfigError(f"{key}: {msg}{hint}")
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

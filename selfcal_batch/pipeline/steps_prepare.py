@@ -17,6 +17,7 @@ from selfcal_batch.pipeline.step_tools import autoflag, final_options
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
 from selfcal_batch.ms.polarisation import gaintype_for
+from selfcal_batch.schema import angle_arcsec
 from selfcal_batch.selfcal.refant import filter_refants, rank_refants
 from selfcal_batch.selfcal.templates import (
     measurement_sigma,
@@ -91,7 +92,7 @@ def save_init_flags(ctx: Context) -> dict[str, Any]:
 def fov_image(ctx: Context) -> dict[str, Any]:
     """A wide, shallow image of DATA to look for confusing sources (seed: 8192 px, niter 100)."""
     size = min(4096, 4 * ctx.cfg.imsize)
-    cell_value = float(ctx.cell().replace("arcsec", ""))
+    cell_value = angle_arcsec(ctx.cell())  # any unit of the cell setting (schema.ANGLE_UNITS)
     opts = ctx.base_options(name=ctx.img("fov"), size=size, scale=f"{2 * cell_value:.4g}arcsec",
                             niter=100, robust=0.5, auto_mask=8.0, auto_threshold=3.0)
     products, stats = ctx.image(opts, step="fov_image", role="fov")

@@ -54,8 +54,8 @@ def is_solint(text: str, *, words: bool = True, unit_required: bool = False) -> 
 
 def solint_seconds(solint: str, integration_s: float, scan_s: float) -> float:
     """Seconds spanned by a CASA solint ('int', 'inf' = one scan, '60s', '2min');
-    ValueError for anything else."""
-    p = parse_solint(solint)
+    ValueError for anything else. Surrounding blanks are ignored."""
+    p = parse_solint(str(solint).strip())
     if p.word == "int":
         return integration_s
     if p.word == "inf":

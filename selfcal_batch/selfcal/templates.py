@@ -24,29 +24,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 from selfcal_batch.errors import ConfigError
-from selfcal_batch.selfcal.solint import is_solint, parse_solint
+from selfcal_batch.schema import ANGLE, SOLINT, check_value, did_you_mean, fields_of, setting
 
 __all__ = [
-    "TEMPLATE_TABLE_VERSION",
-    "TEMPLATE_NAMES",
-    "INSTRUMENTS",
-    "BANDS",
-    "StepParams",
-    "BandDefaults",
-    "normalise_instrument",
-    "normalise_band",
-    "template_params",
-    "template_rows",
-    "select_template",
-    "ladder_for",
-    "template_steps",
-    "band_defaults",
-    "cell_from_baseline",
-    "test_image_faint_reimage",
-    "post_p0_faint_reimage",
-    "measurement_sigma",
-    "minblperant",
-    "describe",
+    "TEMPLATE_TABLE_VERSION", "TEMPLATE_NAMES", "INSTRUMENTS", "BANDS",
+    "StepParams", "BandDefaults", "normalise_instrument", "normalise_band", "template_params",
+    "template_rows", "select_template", "ladder_for", "template_steps", "band_defaults",
+    "cell_from_baseline", "test_image_faint_reimage", "post_p0_faint_reimage",
+    "measurement_sigma", "minblperant", "describe",
 ]
 
 #: Identifies the transcription; bump when any value in the table changes.
@@ -66,25 +51,69 @@ _INSTRUMENT_ALIASES = {
 }
 
 
+_SCALES_RE = re.compile(r"^\d+(?:,\d+)*$")
+_COMBINE_TOKENS = {"scan", "spw", "field", "obs", "corr"}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 # --------------------------------------------------------------------------------------------
 # Data types
 # --------------------------------------------------------------------------------------------
+def _combine(v: str) -> str:
+    bad = [t for t in v.split(",") if t and t not in _COMBINE_TOKENS]
+    return f"combine tokens must be in {sorted(_COMBINE_TOKENS)}; got {v!r}" if bad else ""
+
+
+def _scales(v: str) -> str:
+    ok = not v or _SCALES_RE.match(v)
+    return "" if ok else f"scales must be '' or comma-separated integers; got {v!r}"
+
+
+def _norm_combine(v: str) -> str:
+    return ",".join(t.strip() for t in v.split(",") if t.strip())
+
+
+def _norm_scales(v: str) -> str:
+    return "" if v.strip().lower() == "none" else v.replace(" ", "")
+
+
+def _key(help: str, **kw: Any) -> Any:
+    """A template key: no single default (the template's value for the instrument and band);
+    strings are stripped before their checks."""
+    return setting(help=help, default_doc="the template's value for the instrument and band "
+                   "(survey/templates.csv)", **{"normalise": str.strip, **kw})
+
+
 @dataclass(frozen=True)
 class StepParams:
-    """Imaging + gaincal parameters of one self-cal step (one column of a seed template)."""
+    """Imaging + gaincal parameters of one self-cal step (one column of a seed template).
 
-    robust: float
-    solint: str
-    sigma_mask: float
-    combine: str
-    gaintype: str
-    calmode: str
-    minsnr: float
-    nsigma_automask: float
-    nsigma_autothreshold: float
-    uvtaper: str  # '' = no taper, else e.g. '0.6arcsec'
-    with_multiscale: bool
-    scales: str  # '' = automatic (wsclean -multiscale-max-scales 6 in the seed)
+    Each field is also a template override key (``[templates.<name>.<step>] key = value``),
+    declared with its help and constraints for the one validator (:mod:`selfcal_batch.schema`).
+    """
+
+    robust: float = _key("Briggs robust of the step's image.", ge=-2, le=2, normalise=None)
+    solint: str = _key("gaincal solution interval.", text=SOLINT)
+    sigma_mask: float = _key("Mask threshold for the step's image statistics.", unit="sigma", gt=0,
+                             normalise=None)
+    combine: str = _key("gaincal combine: comma list of scan, spw, field, obs, corr ('' = none).",
+                        check=_combine, normalise=_norm_combine)
+    gaintype: str = _key("gaincal gaintype (T: one solution for both polarisations).",
+                         choices=("G", "T"))
+    calmode: str = _key("gaincal calmode: phase, amplitude+phase, amplitude.",
+                        choices=("p", "ap", "a"))
+    minsnr: float = _key("gaincal minsnr: solutions below it are flagged.", ge=0, normalise=None)
+    nsigma_automask: float = _key("WSClean -auto-mask.", unit="sigma", gt=0, normalise=None)
+    nsigma_autothreshold: float = _key("WSClean -auto-threshold.", unit="sigma", gt=0,
+                                       normalise=None)
+    uvtaper: str = _key("WSClean -taper-gaussian of the step's image ('' = no taper).", text=ANGLE,
+                        also=("",))
+    with_multiscale: bool = _key("Multiscale clean for the step's image.", normalise=None)
+    scales: str = _key("-multiscale-scales, comma-separated pixels ('' or 'None' = automatic).",
+                       check=_scales, normalise=_norm_scales)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict copy of the values."""
@@ -92,6 +121,7 @@ class StepParams:
 
 
 STEP_KEYS: tuple[str, ...] = tuple(f.name for f in fields(StepParams))
+_STEP_FIELDS = {f.name: (f, tp) for f, tp in fields_of(StepParams)}
 
 
 @dataclass(frozen=True)
@@ -312,67 +342,6 @@ def ladder_for(name: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------
-_TAPER_RE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(arcsec|asec|arcmin|amin|deg|mas)$")
-_SCALES_RE = re.compile(r"^\d+(?:,\d+)*$")
-_COMBINE_TOKENS = {"scan", "spw", "field", "obs", "corr"}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_value(key: str, v: Any) -> Any:
-    """Return the validated (coerced) value or raise ValueError with the problem."""
-    if key in ("robust", "sigma_mask", "minsnr", "nsigma_automask", "nsigma_autothreshold"):
-        if not _is_number(v):
-            raise ValueError(f"expected a finite number, got {v!r} ({type(v).__name__})")
-        v = float(v)
-        if key == "robust" and not -2.0 <= v <= 2.0:
-            raise ValueError(f"robust must be in [-2, 2], got {v}")
-        if key == "minsnr" and v < 0:
-            raise ValueError(f"minsnr must be >= 0, got {v}")
-        if key in ("sigma_mask", "nsigma_automask", "nsigma_autothreshold") and v <= 0:
-            raise ValueError(f"{key} must be > 0, got {v}")
-        return v
-    if key == "with_multiscale":
-        if not isinstance(v, bool):
-            raise ValueError(f"expected true/false, got {v!r} ({type(v).__name__})")
-        return v
-    if not isinstance(v, str):
-        raise ValueError(f"expected a string, got {v!r} ({type(v).__name__})")
-    v = v.strip()
-    if key == "solint":
-        if not is_solint(v, unit_required=True) or (v not in ("int", "inf") and not
-                                                     parse_solint(v).seconds > 0):
-            raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), got {v!r}")
-    elif key == "calmode":
-        if v not in ("p", "ap", "a"):
-            raise ValueError(f"calmode must be one of p, ap, a; got {v!r}")
-    elif key == "gaintype":
-        if v not in ("G", "T"):
-            raise ValueError(f"gaintype must be G or T; got {v!r}")
-    elif key == "combine":
-        toks = [t.strip() for t in v.split(",") if t.strip()]
-        bad = [t for t in toks if t not in _COMBINE_TOKENS]
-        if bad:
-            raise ValueError(f"combine tokens must be in {sorted(_COMBINE_TOKENS)}; got {v!r}")
-        v = ",".join(toks)
-    elif key == "uvtaper":
-        m = _TAPER_RE.match(v)
-        if v and not (m and float(v[: m.start(1)]) > 0):
-            raise ValueError(f"uvtaper must be '' or '<n><unit>' e.g. '0.6arcsec'; got {v!r}")
-    elif key == "scales":
-        if v.lower() == "none":
-            v = ""
-        v = v.replace(" ", "")
-        if v and not _SCALES_RE.match(v):
-            raise ValueError(f"scales must be '' or comma-separated integers; got {v!r}")
-    return v
-
-
-# --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
 def _resolve(value: Any, instrument: str, band: str) -> Any:
@@ -408,12 +377,9 @@ def template_params(name: str, instrument: str, band: str,
                               f"got {type(changes).__name__}")
         for key, value in changes.items():
             where = f"templates.{name}.{step}.{key}"
-            if key not in STEP_KEYS:
-                raise ConfigError(f"{where}: unknown key; allowed: {', '.join(STEP_KEYS)}")
-            try:
-                resolved[step][key] = _check_value(key, value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+            if key not in _STEP_FIELDS:
+                raise did_you_mean(where, "unknown key", key, STEP_KEYS)
+            resolved[step][key] = check_value(*_STEP_FIELDS[key], value, where)
     return {step: StepParams(**vals) for step, vals in resolved.items()}
 
 
