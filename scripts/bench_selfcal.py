@@ -67,7 +67,7 @@ SECTIONS = ("campaigns", "variants", "scaling", "opt", "micro")
 
 def fit_exponent(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log(y) against log(x) (NaN with < 2 usable points)."""
-    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
+    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=False) if a and b and a > 0 and b > 0]
     if len(pts) < 2:
         return math.nan
     mx = sum(p[0] for p in pts) / len(pts)
@@ -170,10 +170,10 @@ def format_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any
     cells = [[fmt(c, nd) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells if i < len(r)]) for i, h in enumerate(headers)]
     sep = "  "
-    lines = [title, sep.join(h.rjust(w) for h, w in zip(headers, widths)),
+    lines = [title, sep.join(h.rjust(w) for h, w in zip(headers, widths, strict=True)),
              sep.join("-" * w for w in widths)]
     for r in cells:
-        lines.append(sep.join(c.rjust(w) for c, w in zip(r, widths)))
+        lines.append(sep.join(c.rjust(w) for c, w in zip(r, widths, strict=False)))
     return "\n".join(lines)
 
 

@@ -268,12 +268,12 @@ class PipelineConfig:
         if self.threads < 1:
             raise ConfigError(f"{p}threads: must be >= 1, got {self.threads}")
         th = list(self.template_thresholds_mjy)
-        if len(th) != 4 or any(b <= a for a, b in zip(th, th[1:])) or th[0] <= 0:
+        if len(th) != 4 or any(b <= a for a, b in zip(th, th[1:], strict=False)) or th[0] <= 0:
             raise ConfigError(f"{p}template_thresholds_mjy: need 4 increasing positive values, got {th}")
         if self.force_template and self.force_template not in TEMPLATE_NAMES:
             raise _err(f"{p}force_template", f"unknown template {self.force_template!r}",
                        self.force_template, TEMPLATE_NAMES)
-        for name, steps_over in self.templates.items():
+        for name in self.templates:
             if name not in TEMPLATE_NAMES:
                 raise _err(f"{p}templates", f"unknown template {name!r}", name, TEMPLATE_NAMES)
         if self.input_column.lower() not in ("data", "corrected"):

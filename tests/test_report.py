@@ -1,7 +1,7 @@
 """Tests of selfcal_batch.report: pure statistics, and the report of a real small campaign.
 
 The campaign (two simulated datasets through the real pipeline + one failing dataset) is
-built once by ``report_fixtures.campaign_out``; tests that damage files work on copies.
+built once by the ``campaign_out`` fixture (report_fixtures.make_campaign); tests that damage files work on copies.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from report_fixtures import DATASETS, FAILED, campaign_out, check_links, html_refs  # noqa: F401
+from report_fixtures import DATASETS, FAILED, check_links, html_refs
 
 from selfcal_batch.report import build_report, compare_runs, pick_winner, template_summary
 from selfcal_batch.report.aggregate import DATASET_COLUMNS, split_list
@@ -157,7 +157,7 @@ def test_image_properties_aggregated(campaign_out: Path, report: Path) -> None:
     # test + p0 pre + p0/p1/p2/ap1 post + final (each post image is the next step's pre image)
     assert len(agg) >= 2 * 6
     want = {(n, p) for n, d in per.items() for p in d["path"]}
-    got = set(zip(agg["dataset"], agg["path"]))
+    got = set(zip(agg["dataset"], agg["path"], strict=True))
     assert got == want and len(got) == len(agg)
     for n, p in got:
         assert (campaign_out / "datasets" / n / p).is_file()

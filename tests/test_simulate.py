@@ -269,7 +269,7 @@ def test_missing_spw_and_dead_antenna(tmp_path: Path) -> None:
     assert truth["missing_spw"] == {"spw": 1, "absent_from_scans": [2]}
     ends = [time_[scan == s].max() for s in (1, 2)]
     starts = [time_[scan == s].min() for s in (2, 3)]
-    assert all(b - e > 30.0 for e, b in zip(ends, starts))  # real gaps between scans
+    assert all(b - e > 30.0 for e, b in zip(ends, starts, strict=True))  # real gaps between scans
     dead = (a1 == 4) | (a2 == 4)
     assert not flag[dead].any()
     assert abs(data[dead].mean()) < 0.01 and abs(data[~dead].mean()) > 0.5

@@ -158,11 +158,11 @@ def _ticks(ax: Any, which: str, pos: Sequence[float] | None = None,
     if which == "x":
         ax.plot(pos, [0.0] * len(pos), marker=TICKDOWN, transform=ax.get_xaxis_transform(), **style)
         return [Label(p, y0, t, size, "rt" if angle else "ma", angle=angle, dy=-5, ax=ax)
-                for p, t in zip(pos, texts) if t]
+                for p, t in zip(pos, texts, strict=False) if t]
     ax.plot([1.0 if right else 0.0] * len(pos), pos, marker=TICKRIGHT if right else TICKLEFT,
             transform=ax.get_yaxis_transform(), **style)
     return [Label(x1 if right else x0, p, t, size, "lm" if right else "rm",
-                  dx=5 if right else -5, ax=ax) for p, t in zip(pos, texts) if t]
+                  dx=5 if right else -5, ax=ax) for p, t in zip(pos, texts, strict=False) if t]
 
 
 def _legend(ax: Any, entries: Sequence[tuple[dict[str, Any], str]], x: float, y: float,
@@ -376,13 +376,13 @@ def plot_gains(caltable: str | Path, out_png: str | Path,
         for j in range(per):
             yb = -r * step_y - 1.0 - j
             text = [f"{v:g}" for v in _PHASE_TICKS] if j == 0 else [f"{a:.3g}" for a in amp_ticks]
-            labels.extend(Label(-0.025, yb + v, s, 7, "rm") for v, s in zip(yticks[j], text)
+            labels.extend(Label(-0.025, yb + v, s, 7, "rm") for v, s in zip(yticks[j], text, strict=True)
                           if j == 0 or v < 0.9)  # no clash with the phase panel's -180
             labels.append(Label(-_MARGIN_L + 0.07, yb + 0.5, "phase (deg)" if j == 0 else "amp",
                                 9, angle=90))
     for c in range(min(ncols, nant)):  # time ticks under the last cell of each column
         x0c, yb = c * step_x, -((nant - 1 - c) // ncols) * step_y - per
-        labels.extend(Label(x0c + v, yb - 0.03, f"{t:g}", 7, "ma") for v, t in zip(xt, t_ticks))
+        labels.extend(Label(x0c + v, yb - 0.03, f"{t:g}", 7, "ma") for v, t in zip(xt, t_ticks, strict=True))
         labels.append(Label(x0c + 0.5, yb - 0.17, "time (h)", 9, "ma"))
     save_png_labelled(fig, ax, labels, out_png)
     return {"n_antennas": nant, "n_points": int(np.count_nonzero(good)),
@@ -537,11 +537,11 @@ def _steps_plot(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> list[Label]:
     table = [f"{'step/role':<{w}} {'snr':>7} {'DR':>7} {'rms mJy':>8} {'peak mJy':>8}",
              "-" * (w + 34)]
     table += [f"{t:<{w}} {s:7.1f} {d:7.1f} {r:8.3g} {1e3 * _num(row.get('peak')):8.3g}"
-              for t, s, d, r, row in list(zip(ticks, snr, dr, rms, rows))[-25:]]
+              for t, s, d, r, row in list(zip(ticks, snr, dr, rms, rows, strict=True))[-25:]]
     return (_ticks(axl, "x", list(x), ticks, size=7, angle=45)
             + _ticks(axl, "y", ypos, ytext) + _ticks(ax2, "y", right=True)
             + _legend(axl, list(zip(styles, ["snr (peak / rms_offsource)", "dynamic_range",
-                                             "rms_offsource"])), 0.01, 0.985, 0.4, size=7)
+                                             "rms_offsource"], strict=True)), 0.01, 0.985, 0.4, size=7)
             + [Label(0.0, 0.5, "snr / dynamic range", 10, angle=90, dx=-42, frac=True, ax=axl),
                Label(1.0, 0.5, "rms_offsource (mJy/beam)", 10, color="tab:red", angle=90,
                      dx=45, frac=True, ax=ax2),

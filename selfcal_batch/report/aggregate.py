@@ -259,7 +259,7 @@ def write_images(df: pd.DataFrame, survey: Path, notes: list[str]) -> None:
         except (ValueError, TypeError, ImportError) as exc:  # mixed-type object columns
             log.info("parquet: retrying with text columns (%s)", exc)
             fixed = df.copy()
-            for c in fixed.columns[fixed.dtypes == object]:
+            for c in fixed.columns[fixed.dtypes == object]:  # noqa: E721 (pandas elementwise dtype test)
                 fixed[c] = fixed[c].map(lambda v: None if v is None or (isinstance(v, float)
                                                                         and math.isnan(v)) else str(v))
             fixed.to_parquet(tmp, index=False)

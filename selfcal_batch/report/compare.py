@@ -83,7 +83,7 @@ def plot_gain_scatter(t: pd.DataFrame, out_png: Path, label_a: str, label_b: str
                 m = ok & (t["winner"] == w).to_numpy()
                 ax.scatter(x[m], y[m], color=c, label=f"winner {w}", s=40, edgecolor="k", lw=0.5, zorder=3)
             if ok.sum() <= 30:
-                for xi, yi, n in zip(x[ok], y[ok], t["name"].to_numpy()[ok]):
+                for xi, yi, n in zip(x[ok], y[ok], t["name"].to_numpy()[ok], strict=True):
                     ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
             lo = min(x[ok].min(), y[ok].min()) / 1.5
             hi = max(x[ok].max(), y[ok].max()) * 1.5
@@ -111,7 +111,7 @@ def plot_gain_bars(t: pd.DataFrame, out_png: Path, label_a: str, label_b: str) -
     b = np.nan_to_num(t["dr_gain_b"].to_numpy(dtype=float), nan=0.0)
     ax.bar(x - 0.2, a, 0.4, label=f"a: {label_a}", color="tab:blue")
     ax.bar(x + 0.2, b, 0.4, label=f"b: {label_b}", color="tab:orange")
-    for xi, w, top in zip(x, t["winner"], np.maximum(a, b)):
+    for xi, w, top in zip(x, t["winner"], np.maximum(a, b), strict=True):
         ax.text(xi, top if top > 0 else 1.0, w, ha="center", va="bottom", fontsize=8)
     if (a > 0).any() or (b > 0).any():
         ax.set_yscale("log")
