@@ -63,7 +63,7 @@ SECTIONS = ("campaigns", "variants", "scaling", "opt", "micro")
 
 
 # ======================================================================================
-# pure helpers (unit-tested in tests/test_bench_smoke.py)
+# pure helpers (unit-tested in tests/unit/test_bench_smoke.py)
 
 def fit_exponent(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log(y) against log(x) (NaN with < 2 usable points)."""
