@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import re
 import types
@@ -236,13 +235,6 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly mapping."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
-
-    def digest(self, *names: str) -> str:
-        """Stable short hash of some (or all) fields: for step-input hashing."""
-        d = self.to_dict()
-        if names:
-            d = {k: d[k] for k in names}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self, where: str = "") -> None:
         """Cross-field and range checks; raises ConfigError naming the key."""

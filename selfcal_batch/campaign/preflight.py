@@ -226,7 +226,7 @@ def _check_in_children(items: list[tuple[str, str]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     todo = list(items)
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])  # the directory holding selfcal_batch/
     env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
     while todo:
         try:

@@ -38,6 +38,7 @@ from selfcal_batch.selfcal.outcome import ALL_STATUSES
 from selfcal_batch.campaign.cluster import (capacity, check_claims, dashboard_available, describe, make_client,
                       render_job_script, resolve_cluster, warm_imports_plugin)
 from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
+from selfcal_batch.fileio import atomic_write_json
 from selfcal_batch.errors import ConfigError, DatasetError, OutputDirError, SimulationError
 from selfcal_batch.campaign.lock import CampaignLock
 from selfcal_batch.campaign.preflight import (dataset_input_problems, ensure_output_dir, output_dir_problem, output_inside_input,
@@ -188,13 +189,6 @@ def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *,
 # rows and outputs
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def _with_records(out_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
     """A runner-side row with the dataset's attempts and summed costs from its state.json
     (a worker death or a stopped campaign must not lose the cost of earlier attempts)."""
@@ -211,7 +205,7 @@ def _record_failure(out_dir: Path, row: dict[str, Any], tb: str = "") -> None:
     ddir = out_dir / "datasets" / str(row["name"])
     _with_records(out_dir, row)
     try:
-        _write_json(ddir / "result.json", row)
+        atomic_write_json(ddir / "result.json", row)
         if tb:
             (ddir / "logs").mkdir(parents=True, exist_ok=True)
             with open(ddir / "logs" / "campaign-error.log", "a") as fh:
@@ -444,7 +438,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         # elapsed_s. "started"/"finished" above are this run's; the report sums the runs.
         "runs": [*runs, {"started": started, "finished": None, "status": "running", "elapsed_s": None}],
     }
-    _write_json(out_dir / "campaign.json", record)
+    atomic_write_json(out_dir / "campaign.json", record)
     rows: dict[str, dict[str, Any]] = {}
     progress: CampaignProgress | None = None
     try:
@@ -513,7 +507,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
                       elapsed_s=round(time.monotonic() - t_start, 2))
         record["runs"][-1].update(finished=record["finished"], status=record["status"],
                                   elapsed_s=record["elapsed_s"])
-        _write_json(out_dir / "campaign.json", record)
+        atomic_write_json(out_dir / "campaign.json", record)
     console.print(summary_table(ordered, title=f"Campaign {selected.name}: "
                                 + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("finished", "failed"))))
     summed_s = sum(float(r.get("wall_s") or 0.0) for r in ordered)

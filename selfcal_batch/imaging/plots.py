@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,6 +30,8 @@ from matplotlib.patches import Ellipse, Rectangle
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from selfcal_batch.imaging.imstats import array_statistics, read_image
+from selfcal_batch.fileio import atomic_write
+from selfcal_batch.numeric import float_or_nan
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +41,10 @@ PNG_COMPRESS_LEVEL = 3
 
 
 # --------------------------------------------------------------------------- rendering
-def _atomic_write(out_png: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)``, then rename ``tmp`` to ``out_png`` (never a partial PNG)."""
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
 def save_png(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
     """Render ``fig`` to ``out_png`` atomically (temporary file, then rename)."""
     FigureCanvasAgg(fig)
-    return _atomic_write(out_png, lambda tmp: fig.savefig(
+    return atomic_write(out_png, lambda tmp: fig.savefig(
         tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL}))
 
 
@@ -126,7 +114,7 @@ def save_png_labelled(fig: Figure, ax: Any, labels: Sequence[Label],
             align = {"l": "left", "m": "center", "r": "right"}[lb.anchor[0]]
             draw.text((px, py), lb.text, fill=fill, font=font, anchor=lb.anchor, align=align)
     dpi = round(fig.dpi)
-    return _atomic_write(out_png, lambda tmp: img.save(
+    return atomic_write(out_png, lambda tmp: img.save(
         tmp, format="png", compress_level=PNG_COMPRESS_LEVEL, dpi=(dpi, dpi)))
 
 
@@ -179,13 +167,6 @@ def _legend(ax: Any, entries: Sequence[tuple[dict[str, Any], str]], x: float, y:
                 markevery=[1], zorder=6, **style)
         labels.append(Label(x + 0.09, yy, text, size, "lm", frac=True, ax=ax))
     return labels
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _message_figure(out_png: str | Path, text: str) -> Path:
@@ -406,9 +387,9 @@ def _row_stats(path: str | Path, rows: Sequence[Mapping[str, Any]] | None,
         if rp and (target == rp or target.endswith("/" + rp) or (
                 os.path.isabs(rp) and os.path.realpath(rp) == os.path.realpath(path))):
             st = {k: row.get(k) for k in _CUT_KEYS}
-            px, py = _num(st["peak_x"]), _num(st["peak_y"])
+            px, py = float_or_nan(st["peak_x"]), float_or_nan(st["peak_y"])
             ok = 0 <= px < img.shape[1] and 0 <= py < img.shape[0]
-            return st if ok and np.isclose(img[int(py), int(px)], _num(st["peak"]),
+            return st if ok and np.isclose(img[int(py), int(px)], float_or_nan(st["peak"]),
                                            rtol=1e-4) else None
     return None
 
@@ -430,13 +411,13 @@ def _load_cutout(path: str | Path,
         return None
     st = _row_stats(path, rows, img) or array_statistics(img, header)
     ny, nx = img.shape
-    px = int(_num(st["peak_x"])) if np.isfinite(_num(st["peak_x"])) else nx // 2
-    py = int(_num(st["peak_y"])) if np.isfinite(_num(st["peak_y"])) else ny // 2
-    c95 = _num(st["C95radii"])
+    px = int(float_or_nan(st["peak_x"])) if np.isfinite(float_or_nan(st["peak_x"])) else nx // 2
+    py = int(float_or_nan(st["peak_y"])) if np.isfinite(float_or_nan(st["peak_y"])) else ny // 2
+    c95 = float_or_nan(st["C95radii"])
     half = max(32, int(math.ceil(2 * c95)) if np.isfinite(c95) else 32)
     x0, x1 = max(px - half, 0), min(px + half + 1, nx)
     y0, y1 = max(py - half, 0), min(py + half + 1, ny)
-    cell = _num(st["cell_arcsec"])
+    cell = float_or_nan(st["cell_arcsec"])
     scale = cell if np.isfinite(cell) and cell > 0 else 1.0
     extent = ((x0 - px - 0.5) * scale, (x1 - px - 0.5) * scale,
               (y0 - py - 0.5) * scale, (y1 - py - 0.5) * scale)
@@ -451,8 +432,8 @@ def _load_cutout(path: str | Path,
 
 def _norm(cuts: Sequence[dict[str, Any]]) -> tuple[float, float]:
     """One (vmin, vmax) shared by all cutouts: -3·rms .. max peak."""
-    peaks = [p for p in (_num(c["stats"]["peak"]) for c in cuts) if np.isfinite(p)]
-    rmss = [r for r in (_num(c["stats"]["rms_offsource"]) for c in cuts) if 0 < r < math.inf]
+    peaks = [p for p in (float_or_nan(c["stats"]["peak"]) for c in cuts) if np.isfinite(p)]
+    rmss = [r for r in (float_or_nan(c["stats"]["rms_offsource"]) for c in cuts) if 0 < r < math.inf]
     vmax = max(peaks) if peaks else 1.0
     vmin = -3.0 * max(rmss) if rmss else -0.01 * abs(vmax)
     return vmin, (vmax if vmax > vmin else vmin + 1.0)
@@ -469,9 +450,9 @@ def _draw_cutout(ax: Any, cut: dict[str, Any], lims: tuple[float, float]) -> Non
     ax.imshow(_stretch(cut["data"], lims), origin="lower", cmap="inferno", vmin=0.0, vmax=1.0,
               extent=cut["extent"], interpolation="nearest")
     st = cut["stats"]
-    bmaj, bmin, bpa = _num(st["bmaj_arcsec"]), _num(st["bmin_arcsec"]), _num(st["bpa_deg"])
+    bmaj, bmin, bpa = float_or_nan(st["bmaj_arcsec"]), float_or_nan(st["bmin_arcsec"]), float_or_nan(st["bpa_deg"])
     if np.isfinite(bmaj) and np.isfinite(bmin):
-        f = 1.0 if cut["unit"] == "arcsec" else 1.0 / max(_num(st["cell_arcsec"]), 1e-30)
+        f = 1.0 if cut["unit"] == "arcsec" else 1.0 / max(float_or_nan(st["cell_arcsec"]), 1e-30)
         w, h = bmin * f, bmaj * f
         pad = 0.6 * max(w, h)
         ax.add_patch(Ellipse((cut["extent"][0] + pad, cut["extent"][2] + pad), width=w,
@@ -517,9 +498,9 @@ def _steps_plot(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> list[Label]:
         return [Label(0.5, 0.5, "no image statistics", 10, frac=True, ax=axl)]
     x = np.arange(len(rows))
     ticks = [f"{r.get('step', '?')}/{r.get('role', '?')}" for r in rows]
-    snr = np.array([_num(r.get("snr")) for r in rows])
-    dr = np.array([_num(r.get("dynamic_range")) for r in rows])
-    rms = np.array([_num(r.get("rms_offsource")) for r in rows]) * 1e3
+    snr = np.array([float_or_nan(r.get("snr")) for r in rows])
+    dr = np.array([float_or_nan(r.get("dynamic_range")) for r in rows])
+    rms = np.array([float_or_nan(r.get("rms_offsource")) for r in rows]) * 1e3
     styles = [{"marker": "o", "color": "C0"},
               {"marker": "s", "ls": "--", "color": "C1", "alpha": 0.7},
               {"marker": "^", "ls": ":", "color": "tab:red"}]
@@ -536,7 +517,7 @@ def _steps_plot(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> list[Label]:
     w = max([len("step/role")] + [len(t) for t in ticks])
     table = [f"{'step/role':<{w}} {'snr':>7} {'DR':>7} {'rms mJy':>8} {'peak mJy':>8}",
              "-" * (w + 34)]
-    table += [f"{t:<{w}} {s:7.1f} {d:7.1f} {r:8.3g} {1e3 * _num(row.get('peak')):8.3g}"
+    table += [f"{t:<{w}} {s:7.1f} {d:7.1f} {r:8.3g} {1e3 * float_or_nan(row.get('peak')):8.3g}"
               for t, s, d, r, row in list(zip(ticks, snr, dr, rms, rows, strict=True))[-25:]]
     return (_ticks(axl, "x", list(x), ticks, size=7, angle=45)
             + _ticks(axl, "y", ypos, ytext) + _ticks(ax2, "y", right=True)
@@ -576,7 +557,7 @@ def plot_summary(out_png: str | Path, rows: list[dict[str, Any]],
             continue
         _draw_cutout(ax, cut, lims)
         st = cut["stats"]
-        title = f"{lab}: peak {1e3 * _num(st['peak']):.3g} mJy/bm, SNR {_num(st['snr']):.1f}"
+        title = f"{lab}: peak {1e3 * float_or_nan(st['peak']):.3g} mJy/bm, SNR {float_or_nan(st['snr']):.1f}"
         labels += _ticks(ax, "x", size=7) + _ticks(ax, "y", size=7) + [
             Label(0.5, 1.0, title, 8.3, "md", dy=4, frac=True, ax=ax),
             Label(0.5, 0.0, f"offset ({cut['unit']})", 8.3, "ma", dy=-16, frac=True, ax=ax)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import errno
-import json
 import logging
 import math
 import os
@@ -483,11 +482,3 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
                     records.finish_attempt(attempt, status, error, records.utc_now())
         res = build_result(ctx, status, error, wall, timing)
     return res
-
-
-def load_result(root: Path) -> dict[str, Any] | None:
-    """Read a dataset's result.json (None if absent or unreadable)."""
-    try:
-        return json.loads((Path(root) / "result.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

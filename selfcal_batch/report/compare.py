@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from selfcal_batch.fileio import atomic_write_text
 
 from .aggregate import load_datasets, to_float, with_gains, write_csv
 from .figures import colours, message_figure, save
@@ -172,8 +173,4 @@ def compare_runs(out_a: str | Path, out_b: str | Path, out: str | Path | None = 
                   runs=runs, wins=wins, rows=t.to_dict("records"), tolerance=TIE_TOLERANCE,
                   plots=[(title, linker.link(p)) for title, p in plots if linker.link(p)],
                   csv=linker.link(dest / "compare.csv"), notes=notes)
-    path = dest / "compare.html"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(dest / "compare.html", html)

@@ -6,7 +6,6 @@ never links a missing file; :func:`survey_plots` additionally isolates failures 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from selfcal_batch.fileio import atomic_write
 from selfcal_batch.imaging.plots import save_png
 from .aggregate import Survey, ratio
 
@@ -292,12 +292,7 @@ def plot_thumbnail_sheet(names: Sequence[str], thumbs: dict[str, dict[str, Path]
             except (OSError, ValueError, SyntaxError):
                 draw.rectangle((x, y + label_h, x + cell - 1, y + label_h + cell - 1), outline="grey")
                 draw.text((x + 60, y + label_h + cell // 2), f"no {which} image", fill="grey")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}.png")
-    sheet.save(tmp)
-    os.replace(tmp, out_png)
-    return out_png
+    return atomic_write(out_png, sheet.save)
 
 
 def survey_plots(s: Survey, plot_dir: Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:

@@ -18,6 +18,8 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
+from selfcal_batch.fileio import atomic_write_text
+
 from .aggregate import Survey, split_list, to_float, with_gains
 from .figures import PLOT_FILES
 
@@ -261,7 +263,4 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
 
 
 def _write(path: Path, html: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, html)

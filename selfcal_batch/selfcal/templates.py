@@ -28,7 +28,6 @@ from selfcal_batch.errors import ConfigError
 __all__ = [
     "TEMPLATE_TABLE_VERSION",
     "TEMPLATE_NAMES",
-    "STEP_ORDER",
     "INSTRUMENTS",
     "BANDS",
     "StepParams",
@@ -53,7 +52,6 @@ __all__ = [
 TEMPLATE_TABLE_VERSION = "morphen_dev@51f30f7 selfcal/config.py (d785aa7), transcription 1"
 
 TEMPLATE_NAMES: tuple[str, ...] = ("very_faint", "faint", "standard_1", "standard_2", "bright")
-STEP_ORDER: tuple[str, ...] = ("p0", "p1", "p2", "ap1")
 INSTRUMENTS: tuple[str, ...] = ("VLA", "eMERLIN")
 BANDS: dict[str, tuple[str, ...]] = {
     "VLA": ("4", "P", "L", "S", "C", "X", "Ku", "K", "Ka", "Q"),
