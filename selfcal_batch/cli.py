@@ -59,7 +59,7 @@ class _DefaultRunGroup(click.Group):
         if cmd is not None or name != "simulate":
             return cmd
         try:
-            from .simulate.cli import simulate_command
+            from .simulate.cli import simulate_command  # lazy: the CLI starts fast
         except ImportError as exc:
             msg = f"the simulator is not available: {exc}"
 
@@ -109,8 +109,8 @@ def run_cmd(manifest: Path | None, workers: int | None, threads_per_dataset: int
             dry_run: bool, restart: bool, restart_from: str | None, quiet: bool, verbose: int,
             task: str | None) -> None:
     """Run the campaign in MANIFEST (default: the built-in demo campaign)."""
-    from selfcal_batch.campaign.run import DEFAULT_TASK, RunOptions, plan_text, run_campaign
-    from selfcal_batch.campaign.manifest import load_manifest
+    from selfcal_batch.campaign.run import DEFAULT_TASK, RunOptions, plan_text, run_campaign  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.manifest import load_manifest  # lazy: the CLI starts fast
 
     _setup_logging(verbose, quiet)
     console = _console()
@@ -167,15 +167,15 @@ def _fail(msg: str, code: int) -> None:
 def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | None,
                 threads: int | None, restart: bool, restart_from: str | None, verbose: int) -> None:
     """Self-calibrate one MS in this process (no Dask)."""
-    import tomllib
+    import tomllib  # lazy: the CLI starts fast
 
-    from selfcal_batch.pipeline import restart as restart_plan
-    from selfcal_batch.campaign.run import DEFAULT_TASK, execute_dataset, normalise_row
-    from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig
-    from selfcal_batch.errors import OutputDirError
-    from selfcal_batch.campaign.manifest import deep_merge
-    from selfcal_batch.campaign.preflight import ensure_output_dir, input_problems, output_inside_input
-    from selfcal_batch.campaign.progress import failed_row, summary_table
+    from selfcal_batch.pipeline import restart as restart_plan  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.run import DEFAULT_TASK, execute_dataset, normalise_row  # lazy: the CLI starts fast
+    from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig  # lazy: the CLI starts fast
+    from selfcal_batch.errors import OutputDirError  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.manifest import deep_merge  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.preflight import ensure_output_dir, input_problems, output_inside_input  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.progress import failed_row, summary_table  # lazy: the CLI starts fast
 
     _setup_logging(verbose, False)
     console = _console()
@@ -215,7 +215,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         console.print(summary_table([row], title=f"{name}"))
         sys.exit(2)
     if restart_from:
-        import json
+        import json  # lazy: the CLI starts fast
 
         root = out_dir / "datasets" / name
         try:
@@ -244,7 +244,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
               help="Explain one setting (e.g. cell, wsclean.mgain, cluster.kind) or a table (gate).")
 def config_cmd(what: str | None, key: str | None) -> None:
     """Show the configuration schema: defaults, one key, or the reference."""
-    from selfcal_batch import config_docs
+    from selfcal_batch import config_docs  # lazy: the CLI starts fast
 
     if key is not None:
         try:
@@ -265,7 +265,7 @@ def report_cmd(outdir: Path) -> None:
     """(Re)build the survey report of a campaign output directory."""
     _require_campaign_output(outdir)
     try:
-        from selfcal_batch.report import build_report
+        from selfcal_batch.report import build_report  # lazy: the CLI starts fast
     except ImportError as exc:
         _fail(f"the report package is not available: {exc}", 2)
     res = build_report(outdir)
@@ -293,7 +293,7 @@ def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
     _require_campaign_output(out_a)
     _require_campaign_output(out_b)
     try:
-        from selfcal_batch.report import compare_runs
+        from selfcal_batch.report import compare_runs  # lazy: the CLI starts fast
     except ImportError as exc:
         _fail(f"the report package is not available: {exc}", 2)
     res = compare_runs(out_a, out_b, out)

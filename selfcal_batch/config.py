@@ -13,7 +13,6 @@ Reference: ``docs/configuration.md`` (generated: ``selfcal-batch config --markdo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from itertools import pairwise
@@ -269,13 +268,6 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly mapping."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
-
-    def digest(self, *names: str) -> str:
-        """Stable short hash of some (or all) fields: for step-input hashing."""
-        d = self.to_dict()
-        if names:
-            d = {k: d[k] for k in names}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self, where: str = "") -> None:
         """Every declared field (types, ranges, choices, grammar), then the checks that need

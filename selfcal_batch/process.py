@@ -87,7 +87,7 @@ def _die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM us when the parent dies (no orphaned WSClean/CASA
     left writing into a dataset directory after its Dask worker was killed)."""
     try:
-        import ctypes
+        import ctypes  # inside the try: prctl exists on Linux only
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -1,4 +1,11 @@
-"""Shared, generic test fixtures (keep small)."""
+"""Shared, generic test fixtures (keep small), and the folder markers.
+
+tests/unit: pure logic, no WSClean/CASA/Dask cluster (marker ``unit``; ``pytest tests/unit`` is
+the fast loop). tests/integration and tests/faults: real programs on generated data (marker
+``integration``, and ``faults`` for tests/faults). Shared helper modules (campaign_helpers,
+report_fixtures, survey_clone, mini_slurm) stay in tests/, which pytest puts on sys.path
+(rootdir conftest; tests/ has no __init__.py) and subprocess_env puts on child PYTHONPATH.
+"""
 from __future__ import annotations
 
 import os
@@ -9,6 +16,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+
+
+#: folder under tests/ -> markers every test in it carries.
+FOLDER_MARKERS = {"unit": ("unit",), "integration": ("integration",), "faults": ("integration", "faults")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so ``-m "not integration"`` equals tests/unit."""
+    for item in items:
+        try:
+            top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        for name in FOLDER_MARKERS.get(top, ()):
+            item.add_marker(getattr(pytest.mark, name))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ Two simulated VLA-C datasets (10 min, 30 deg phase noise) run through the real p
 non-existent MS (fails). ``build_report`` is NOT called here: it must rebuild
 ``survey/datasets.csv`` from the ``result.json`` files itself.
 
-Import the fixture into a test module with ``from report_fixtures import campaign_out``.
+Test modules use it through the ``campaign_out`` fixture of tests/integration/conftest.py.
 """
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def make_campaign(root: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def campaign_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The campaign output directory (built on first use, then reused)."""
+def campaign_out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The campaign output directory (built on first use, then reused in this process).
+    The ``campaign_out`` fixture (tests/integration/conftest.py) returns this."""
     if "out" not in _CACHE:
         t0 = time.monotonic()
         _CACHE["out"] = make_campaign(tmp_path_factory.mktemp("report-campaign"))

@@ -209,8 +209,8 @@ def jobqueue_kwargs(spec: ClusterSpec, out_dir: Path | None = None) -> dict[str,
     else:
         mem = spec.memory or _jobqueue_config("pbs", "memory")
         if mem:
-            from dask.utils import parse_bytes
-            from dask_jobqueue.pbs import pbs_format_bytes_ceil
+            from dask.utils import parse_bytes  # Dask loaded only when a cluster is described or made
+            from dask_jobqueue.pbs import pbs_format_bytes_ceil  # (same reason)
 
             kw["resource_spec"] = f"select=1:ncpus={c}:mem={pbs_format_bytes_ceil(parse_bytes(mem))}"
         else:
@@ -223,7 +223,7 @@ def jobqueue_kwargs(spec: ClusterSpec, out_dir: Path | None = None) -> dict[str,
 
 
 def _jobqueue_config(kind: str, key: str) -> Any:
-    import dask
+    import dask  # Dask loaded only when a cluster is made
 
     return dask.config.get(f"jobqueue.{kind}.{key}", None)
 
@@ -234,9 +234,9 @@ def render_job_script(spec: ClusterSpec, out_dir: Path | None = None,
     kw = jobqueue_kwargs(spec, out_dir)
     kw.pop("log_directory", None)  # the Job class would create it
     if spec.kind == "slurm":
-        from dask_jobqueue.slurm import SLURMJob as job_cls
+        from dask_jobqueue.slurm import SLURMJob as job_cls  # dask_jobqueue only for a batch-system cluster
     else:
-        from dask_jobqueue.pbs import PBSJob as job_cls
+        from dask_jobqueue.pbs import PBSJob as job_cls  # (same reason)
     try:
         job = job_cls(scheduler=scheduler, name="selfcal-worker", **kw)
     except ValueError as exc:
@@ -261,8 +261,8 @@ def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[A
     The cluster (if created here) is closed on exit. Worker deaths tolerated per task come
     from ``spec.retries`` (scheduler ``allowed-failures``) for clusters created here.
     """
-    import dask
-    from distributed import Client
+    import dask  # Dask loaded only when a cluster is made
+    from distributed import Client  # (same reason)
 
     cfg = {"distributed.scheduler.allowed-failures": spec.retries}
     dash = ":0" if spec.dashboard and dashboard_available() else None
@@ -281,7 +281,7 @@ def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[A
             yield client
             return
         if spec.kind == "local":
-            from distributed import LocalCluster
+            from distributed import LocalCluster  # Dask loaded only when a cluster is made
 
             with dask.config.set(cfg):
                 cluster = stack.enter_context(LocalCluster(
@@ -297,9 +297,9 @@ def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[A
         kw = jobqueue_kwargs(spec, out_dir)
         kw["scheduler_options"] = scheduler_options(kw, dash)
         if spec.kind == "slurm":
-            from dask_jobqueue import SLURMCluster as cls
+            from dask_jobqueue import SLURMCluster as cls  # dask_jobqueue only for a batch-system cluster
         else:
-            from dask_jobqueue import PBSCluster as cls
+            from dask_jobqueue import PBSCluster as cls  # (same reason)
         with dask.config.set(cfg):
             try:
                 cluster = stack.enter_context(cls(**kw))
@@ -356,13 +356,13 @@ def warm_imports_plugin() -> Any:
     """A Dask worker plugin that imports :data:`WARM_MODULES` when a worker starts (also
     workers that join later, e.g. batch jobs), so the first dataset on each worker does not
     pay ~1 s of imports (matplotlib, astropy, python-casacore)."""
-    from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.diagnostics.plugin import WorkerPlugin  # Dask loaded only when a cluster is made
 
     class WarmImports(WorkerPlugin):
         name = "selfcal-batch-warm-imports"
 
         def setup(self, worker: Any) -> None:
-            import importlib
+            import importlib  # runs on the worker
 
             for mod in WARM_MODULES:
                 try:

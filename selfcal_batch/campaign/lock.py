@@ -31,7 +31,7 @@ _TORN_GRACE_S = 30.0
 
 def _proc_start_time(pid: int) -> float | None:
     try:
-        import psutil
+        import psutil  # inside the try: without psutil the start time is unknown (None)
 
         return psutil.Process(pid).create_time()
     except Exception:  # psutil missing, no such process, access denied

@@ -310,7 +310,7 @@ def build_sim_spec(sim: dict[str, Any]) -> Any:
         fn = getattr(simmod, helper, None)
         if callable(fn):
             return fn(preset, **args)
-    presets = getattr(simmod, "PRESETS")
+    presets = simmod.PRESETS
     if preset not in presets:
         raise did_you_mean("preset", f"unknown simulator preset {preset!r}", preset, sorted(presets))
     base = presets[preset]

@@ -159,9 +159,9 @@ def _first_line(exc: BaseException, view: str, ms: str) -> str:
 def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
     """Open a read-only view of ``ms`` with python-casacore and check the main table and
     ``SUBTABLES`` (open, rows, the columns the pipeline reads). Run in a child process."""
-    from casacore.tables import table
+    from casacore.tables import table  # runs in the preflight child only
 
-    from selfcal_batch.pipeline.steps_prepare import read_only_view
+    from selfcal_batch.pipeline.steps_prepare import read_only_view  # (same reason)
 
     ms = Path(ms)
     problems: list[str] = []
@@ -226,7 +226,7 @@ def _check_in_children(items: list[tuple[str, str]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     todo = list(items)
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])  # the directory holding selfcal_batch/
     env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
     while todo:
         try:

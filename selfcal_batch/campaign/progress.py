@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from selfcal_batch.contract import CSV_COLUMNS, CSV_EXCLUDED
+from selfcal_batch.fileio import atomic_write
+from selfcal_batch.numeric import float_or_nan
 
 POLL_S = 2.0
 #: ``survey/datasets.csv`` leading columns (the DatasetResult fields) and the result keys kept
@@ -71,13 +72,15 @@ def write_survey_csv(rows: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = sorted({k for r in rows for k in r if k not in ROW_FIELDS and k not in CSV_EXCLUDED})
     cols = list(ROW_FIELDS) + extra
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _csv_value(r.get(k)) for k in cols})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: _csv_value(r.get(k)) for k in cols})
+
+    atomic_write(path, write)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -93,10 +96,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
+    f = float_or_nan(v)
     return None if math.isnan(f) else f
 
 

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from selfcal_batch.errors import MeasuresDataError
+from selfcal_batch.fileio import atomic_write_text
 
 _SUBDIRS = ("geodetic", "ephemerides")
 _STAMP = ".selfcal-batch-complete"
@@ -113,9 +114,7 @@ def site_config_path() -> Path:
         "nogui = True\n"
     )
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return path
 
 

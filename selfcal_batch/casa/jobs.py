@@ -15,14 +15,14 @@ from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
     """Describe an MS (see :func:`selfcal_batch.ms.inspection.inspect_ms`); ``ValueError`` (one
     line) for an MS we cannot self-calibrate."""
-    from selfcal_batch.ms.inspection import inspect_ms as _inspect
+    from selfcal_batch.ms.inspection import inspect_ms as _inspect  # CASA child only (reads with casatools)
 
     return _inspect(vis, field)
 
 
 def flag_fraction(vis: str) -> float:
     """Fraction of flagged visibilities (all rows)."""
-    from casatasks import flagdata
+    from casatasks import flagdata  # casatasks: CASA child only
 
     s = flagdata(vis=vis, mode="summary", display="", flagbackup=False)
     return float(s["flagged"]) / float(s["total"]) if s and s.get("total") else 1.0
@@ -30,7 +30,7 @@ def flag_fraction(vis: str) -> float:
 
 def rmtables(paths: list[str]) -> None:
     """Remove CASA tables (ignores ones that do not exist)."""
-    from casatasks import rmtables as _rm
+    from casatasks import rmtables as _rm  # (same reason)
 
     for p in paths:
         if os.path.exists(p):
@@ -44,7 +44,7 @@ def flag_checkpoint(vis: str, versionname: str, resume: bool = False) -> str:
     Deciding here, from the MS's own flag-version list, keeps the save and the calls after
     it in one child without losing the pre-step flags if the child is killed half-way.
     """
-    from casatasks import flagmanager
+    from casatasks import flagmanager  # (same reason)
 
     listing = os.path.join(vis.rstrip("/") + ".flagversions", "FLAG_VERSION_LIST")
     names: set[str] = set()
@@ -84,7 +84,7 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
 
     One child instead of three. ``ValueError`` (one line) for an MS we cannot use.
     """
-    from casatasks import split
+    from casatasks import split  # (same reason)
 
     src = inspect_ms(view, field)
     if not field and len(src["fields"]) > 1:

@@ -68,15 +68,15 @@ def main(argv: list[str]) -> int:
     req = json.loads(req_path.read_text())
     logfile = Path(req["logfile"])
     result_path = Path(req["result"])
-    from selfcal_batch.casa.env import configure_inprocess
+    from selfcal_batch.casa.env import configure_inprocess  # in the CASA child only
 
     configure_inprocess(logfile)
     import casatasks  # noqa: F401  (import after configuration)
-    from casatasks import casalog
+    from casatasks import casalog  # casatasks: after configure_inprocess, CASA child only
 
     casalog.setlogfile(str(logfile))
     casalog.showconsole(False)
-    from selfcal_batch.casa import jobs as casa_jobs
+    from selfcal_batch.casa import jobs as casa_jobs  # (same reason)
 
     results: list[Any] = []
     out: dict[str, Any] = {"results": results}

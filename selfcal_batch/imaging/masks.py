@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from scipy import ndimage
 
 from selfcal_batch.imaging.imstats import binary_dilate, read_image
 from selfcal_batch.pipeline.registry import mask_row
+from selfcal_batch.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,6 @@ def _header_shape(header: fits.Header, plane: tuple[int, ...]) -> tuple[int, ...
     return (1,) * max(nwcs - 2, 0) + tuple(plane[-2:])
 
 
-def _atomic_writeto(hdu: fits.PrimaryHDU, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    try:
-        hdu.writeto(tmp, overwrite=True)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def mask_from_array(mask_bool: np.ndarray, header: fits.Header, out_path: str | Path) -> Path:
     """Write a boolean mask as float32 1/0 FITS with ``header`` (the image's, WCS included).
 
@@ -117,7 +106,8 @@ def mask_from_array(mask_bool: np.ndarray, header: fits.Header, out_path: str | 
     for key in ("BSCALE", "BZERO", "BLANK", "DATAMIN", "DATAMAX", "BUNIT"):
         hdr.remove(key, ignore_missing=True, remove_all=True)
     hdr["BUNIT"] = ("", "clean mask (1 = clean)")
-    _atomic_writeto(fits.PrimaryHDU(data=data.astype(np.float32), header=hdr), out_path)
+    hdu = fits.PrimaryHDU(data=data.astype(np.float32), header=hdr)
+    atomic_write(out_path, lambda tmp: hdu.writeto(tmp, overwrite=True))
     return out_path
 
 

@@ -15,190 +15,30 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
-from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
-from matplotlib.lines import TICKDOWN, TICKLEFT, TICKRIGHT
-from matplotlib.patches import Ellipse, Rectangle
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.patches import Ellipse
 
 from selfcal_batch.imaging.imstats import array_statistics, read_image
+from selfcal_batch.numeric import float_or_nan
+from selfcal_batch.imaging.render import (PNG_COMPRESS_LEVEL, Label, _bare_axes, _legend,  # noqa: F401 (re-exported)
+                                          _message_figure, _nice, _ticks, save_png, save_png_labelled)
 
 log = logging.getLogger(__name__)
 
 _POL_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
-#: zlib level of the PNGs (PIL's default 6 costs ~40 % more time for ~10 % smaller files).
-PNG_COMPRESS_LEVEL = 3
-
-
-# --------------------------------------------------------------------------- rendering
-def _atomic_write(out_png: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)``, then rename ``tmp`` to ``out_png`` (never a partial PNG)."""
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
-def save_png(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
-    """Render ``fig`` to ``out_png`` atomically (temporary file, then rename)."""
-    FigureCanvasAgg(fig)
-    return _atomic_write(out_png, lambda tmp: fig.savefig(
-        tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL}))
-
-
-class Label(NamedTuple):
-    """A text drawn by PIL (:func:`save_png_labelled`) at (x, y) + (dx, dy) points: data
-    coordinates of ``ax`` (default: the Axes given to save_png_labelled), axes fractions with
-    ``frac``, figure fractions if ``ax`` is the Figure. ``anchor`` is PIL's ('rm' = right/
-    middle, ...); a text turned by ``angle`` degrees is anchored by its box ('rt': right/top).
-    """
-
-    x: float
-    y: float
-    text: str
-    size: float = 9.0
-    anchor: str = "mm"
-    color: str = "black"
-    angle: float = 0.0
-    dx: float = 0.0
-    dy: float = 0.0
-    frac: bool = False
-    ax: Any = None
-    mono: bool = False
-
-
-_TLS = threading.local()
-
-
-def _font(size_px: int, mono: bool = False) -> Any:
-    """DejaVu Sans (Mono), matplotlib's default fonts, at ``size_px`` pixels; per thread."""
-    from PIL import ImageFont
-
-    cache = _TLS.__dict__.setdefault("fonts", {})
-    if (size_px, mono) not in cache:
-        name = "DejaVuSansMono.ttf" if mono else "DejaVuSans.ttf"
-        path = Path(matplotlib.get_data_path(), "fonts", "ttf", name)
-        cache[size_px, mono] = (ImageFont.truetype(str(path), size_px) if path.is_file()
-                                else ImageFont.load_default(size_px))
-    return cache[size_px, mono]
-
-
-def save_png_labelled(fig: Figure, ax: Any, labels: Sequence[Label],
-                      out_png: str | Path) -> Path:
-    """Render ``fig`` with Agg, draw ``labels`` with PIL, write an RGB PNG atomically."""
-    from PIL import Image, ImageDraw
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    img = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
-    draw = ImageDraw.Draw(img)
-    pt = fig.dpi / 72.0
-    for lb in labels:
-        a = lb.ax if lb.ax is not None else ax
-        tr = a.transFigure if isinstance(a, Figure) else a.transAxes if lb.frac else a.transData
-        x, y = tr.transform((lb.x, lb.y))
-        px, py = float(x) + lb.dx * pt, img.height - float(y) - lb.dy * pt
-        font, fill = _font(max(6, round(lb.size * pt)), lb.mono), to_hex(lb.color)
-        if lb.angle:
-            _, _, right, bottom = font.getbbox(lb.text, anchor="lt")
-            tile = Image.new("L", (max(right, 1), max(bottom, 1)))
-            ImageDraw.Draw(tile).text((0, 0), lb.text, font=font, fill=255, anchor="lt")
-            tile = tile.rotate(lb.angle, expand=True, resample=Image.Resampling.BILINEAR)
-            fx = {"l": 0.0, "m": 0.5, "r": 1.0}[lb.anchor[0]]
-            fy = {"t": 0.0, "a": 0.0, "m": 0.5}.get(lb.anchor[1], 1.0)
-            draw.bitmap((round(px - fx * tile.width), round(py - fy * tile.height)), tile,
-                        fill=fill)
-        else:
-            align = {"l": "left", "m": "center", "r": "right"}[lb.anchor[0]]
-            draw.text((px, py), lb.text, fill=fill, font=font, anchor=lb.anchor, align=align)
-    dpi = round(fig.dpi)
-    return _atomic_write(out_png, lambda tmp: img.save(
-        tmp, format="png", compress_level=PNG_COMPRESS_LEVEL, dpi=(dpi, dpi)))
-
-
-def _bare_axes(ax: Any) -> Any:
-    """Drop the tick machinery of ``ax`` (the frame stays); ticks then come from _ticks."""
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(NullLocator())
-        axis.set_minor_locator(NullLocator())
-    return ax
-
-
-def _nice(lo: float, hi: float, nbins: int) -> list[float]:
-    """'Nice' tick values inside [lo, hi] (steps as matplotlib's AutoLocator)."""
-    a, b = min(lo, hi), max(lo, hi)
-    loc = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10])
-    return [float(t) for t in loc.tick_values(a, b) if a <= t <= b]
-
-
-def _ticks(ax: Any, which: str, pos: Sequence[float] | None = None,
-           texts: Sequence[str] | None = None, size: float = 10, right: bool = False,
-           angle: float = 0.0, nbins: int = 6) -> list[Label]:
-    """Outward tick marks on the bottom ('x') or left/right ('y') of ``ax`` (limits are
-    frozen) at ``pos`` (default: 'nice' values) and Labels of the non-empty ``texts``."""
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    ax.set(xlim=(x0, x1), ylim=(y0, y1))
-    pos = _nice(*((x0, x1) if which == "x" else (y0, y1)), nbins) if pos is None else pos
-    texts = [f"{t:g}" for t in pos] if texts is None else texts
-    style = {"ls": "none", "ms": 3.5, "mew": 0.8, "color": "k", "clip_on": False}
-    if which == "x":
-        ax.plot(pos, [0.0] * len(pos), marker=TICKDOWN, transform=ax.get_xaxis_transform(), **style)
-        return [Label(p, y0, t, size, "rt" if angle else "ma", angle=angle, dy=-5, ax=ax)
-                for p, t in zip(pos, texts) if t]
-    ax.plot([1.0 if right else 0.0] * len(pos), pos, marker=TICKRIGHT if right else TICKLEFT,
-            transform=ax.get_yaxis_transform(), **style)
-    return [Label(x1 if right else x0, p, t, size, "lm" if right else "rm",
-                  dx=5 if right else -5, ax=ax) for p, t in zip(pos, texts) if t]
-
-
-def _legend(ax: Any, entries: Sequence[tuple[dict[str, Any], str]], x: float, y: float,
-            width: float, size: float = 8) -> list[Label]:
-    """Legend box with its top-left corner at axes fraction (x, y): line samples + labels."""
-    step = 0.065
-    ax.add_patch(Rectangle((x, y - step * len(entries) - 0.02), width,
-                           step * len(entries) + 0.02, transform=ax.transAxes,
-                           facecolor="white", edgecolor="0.8", alpha=0.8, zorder=5))
-    labels = []
-    for i, (style, text) in enumerate(entries):
-        yy = y - step * (i + 0.5) - 0.01
-        ax.plot([x + 0.015, x + 0.045, x + 0.075], [yy] * 3, transform=ax.transAxes,
-                markevery=[1], zorder=6, **style)
-        labels.append(Label(x + 0.09, yy, text, size, "lm", frac=True, ax=ax))
-    return labels
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _message_figure(out_png: str | Path, text: str) -> Path:
-    fig = Figure(figsize=(6, 4))
-    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    return save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- caltables
 def _read_caltable(caltable: str | Path, columns: Sequence[str],
                    out_png: str | Path) -> dict[str, np.ndarray]:
     """Columns of a caltable as arrays; {} (and a message PNG) if it has no rows or fails."""
-    from casacore.tables import table
+    from casacore.tables import table  # python-casacore only where a caltable is read
 
     name = Path(caltable).name
     try:
@@ -219,7 +59,7 @@ def _antenna_name_map(caltable: str | Path, ids: Sequence[int],
     names: list[str] = list(antenna_names) if antenna_names is not None else []
     sub = Path(caltable) / "ANTENNA"
     if antenna_names is None and sub.is_dir():
-        from casacore.tables import table
+        from casacore.tables import table  # (same reason)
 
         try:
             with table(str(sub), ack=False) as t:
@@ -376,13 +216,13 @@ def plot_gains(caltable: str | Path, out_png: str | Path,
         for j in range(per):
             yb = -r * step_y - 1.0 - j
             text = [f"{v:g}" for v in _PHASE_TICKS] if j == 0 else [f"{a:.3g}" for a in amp_ticks]
-            labels.extend(Label(-0.025, yb + v, s, 7, "rm") for v, s in zip(yticks[j], text)
+            labels.extend(Label(-0.025, yb + v, s, 7, "rm") for v, s in zip(yticks[j], text, strict=True)
                           if j == 0 or v < 0.9)  # no clash with the phase panel's -180
             labels.append(Label(-_MARGIN_L + 0.07, yb + 0.5, "phase (deg)" if j == 0 else "amp",
                                 9, angle=90))
     for c in range(min(ncols, nant)):  # time ticks under the last cell of each column
         x0c, yb = c * step_x, -((nant - 1 - c) // ncols) * step_y - per
-        labels.extend(Label(x0c + v, yb - 0.03, f"{t:g}", 7, "ma") for v, t in zip(xt, t_ticks))
+        labels.extend(Label(x0c + v, yb - 0.03, f"{t:g}", 7, "ma") for v, t in zip(xt, t_ticks, strict=True))
         labels.append(Label(x0c + 0.5, yb - 0.17, "time (h)", 9, "ma"))
     save_png_labelled(fig, ax, labels, out_png)
     return {"n_antennas": nant, "n_points": int(np.count_nonzero(good)),
@@ -406,9 +246,9 @@ def _row_stats(path: str | Path, rows: Sequence[Mapping[str, Any]] | None,
         if rp and (target == rp or target.endswith("/" + rp) or (
                 os.path.isabs(rp) and os.path.realpath(rp) == os.path.realpath(path))):
             st = {k: row.get(k) for k in _CUT_KEYS}
-            px, py = _num(st["peak_x"]), _num(st["peak_y"])
+            px, py = float_or_nan(st["peak_x"]), float_or_nan(st["peak_y"])
             ok = 0 <= px < img.shape[1] and 0 <= py < img.shape[0]
-            return st if ok and np.isclose(img[int(py), int(px)], _num(st["peak"]),
+            return st if ok and np.isclose(img[int(py), int(px)], float_or_nan(st["peak"]),
                                            rtol=1e-4) else None
     return None
 
@@ -430,13 +270,13 @@ def _load_cutout(path: str | Path,
         return None
     st = _row_stats(path, rows, img) or array_statistics(img, header)
     ny, nx = img.shape
-    px = int(_num(st["peak_x"])) if np.isfinite(_num(st["peak_x"])) else nx // 2
-    py = int(_num(st["peak_y"])) if np.isfinite(_num(st["peak_y"])) else ny // 2
-    c95 = _num(st["C95radii"])
+    px = int(float_or_nan(st["peak_x"])) if np.isfinite(float_or_nan(st["peak_x"])) else nx // 2
+    py = int(float_or_nan(st["peak_y"])) if np.isfinite(float_or_nan(st["peak_y"])) else ny // 2
+    c95 = float_or_nan(st["C95radii"])
     half = max(32, int(math.ceil(2 * c95)) if np.isfinite(c95) else 32)
     x0, x1 = max(px - half, 0), min(px + half + 1, nx)
     y0, y1 = max(py - half, 0), min(py + half + 1, ny)
-    cell = _num(st["cell_arcsec"])
+    cell = float_or_nan(st["cell_arcsec"])
     scale = cell if np.isfinite(cell) and cell > 0 else 1.0
     extent = ((x0 - px - 0.5) * scale, (x1 - px - 0.5) * scale,
               (y0 - py - 0.5) * scale, (y1 - py - 0.5) * scale)
@@ -451,8 +291,8 @@ def _load_cutout(path: str | Path,
 
 def _norm(cuts: Sequence[dict[str, Any]]) -> tuple[float, float]:
     """One (vmin, vmax) shared by all cutouts: -3·rms .. max peak."""
-    peaks = [p for p in (_num(c["stats"]["peak"]) for c in cuts) if np.isfinite(p)]
-    rmss = [r for r in (_num(c["stats"]["rms_offsource"]) for c in cuts) if 0 < r < math.inf]
+    peaks = [p for p in (float_or_nan(c["stats"]["peak"]) for c in cuts) if np.isfinite(p)]
+    rmss = [r for r in (float_or_nan(c["stats"]["rms_offsource"]) for c in cuts) if 0 < r < math.inf]
     vmax = max(peaks) if peaks else 1.0
     vmin = -3.0 * max(rmss) if rmss else -0.01 * abs(vmax)
     return vmin, (vmax if vmax > vmin else vmin + 1.0)
@@ -469,9 +309,9 @@ def _draw_cutout(ax: Any, cut: dict[str, Any], lims: tuple[float, float]) -> Non
     ax.imshow(_stretch(cut["data"], lims), origin="lower", cmap="inferno", vmin=0.0, vmax=1.0,
               extent=cut["extent"], interpolation="nearest")
     st = cut["stats"]
-    bmaj, bmin, bpa = _num(st["bmaj_arcsec"]), _num(st["bmin_arcsec"]), _num(st["bpa_deg"])
+    bmaj, bmin, bpa = float_or_nan(st["bmaj_arcsec"]), float_or_nan(st["bmin_arcsec"]), float_or_nan(st["bpa_deg"])
     if np.isfinite(bmaj) and np.isfinite(bmin):
-        f = 1.0 if cut["unit"] == "arcsec" else 1.0 / max(_num(st["cell_arcsec"]), 1e-30)
+        f = 1.0 if cut["unit"] == "arcsec" else 1.0 / max(float_or_nan(st["cell_arcsec"]), 1e-30)
         w, h = bmin * f, bmaj * f
         pad = 0.6 * max(w, h)
         ax.add_patch(Ellipse((cut["extent"][0] + pad, cut["extent"][2] + pad), width=w,
@@ -517,9 +357,9 @@ def _steps_plot(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> list[Label]:
         return [Label(0.5, 0.5, "no image statistics", 10, frac=True, ax=axl)]
     x = np.arange(len(rows))
     ticks = [f"{r.get('step', '?')}/{r.get('role', '?')}" for r in rows]
-    snr = np.array([_num(r.get("snr")) for r in rows])
-    dr = np.array([_num(r.get("dynamic_range")) for r in rows])
-    rms = np.array([_num(r.get("rms_offsource")) for r in rows]) * 1e3
+    snr = np.array([float_or_nan(r.get("snr")) for r in rows])
+    dr = np.array([float_or_nan(r.get("dynamic_range")) for r in rows])
+    rms = np.array([float_or_nan(r.get("rms_offsource")) for r in rows]) * 1e3
     styles = [{"marker": "o", "color": "C0"},
               {"marker": "s", "ls": "--", "color": "C1", "alpha": 0.7},
               {"marker": "^", "ls": ":", "color": "tab:red"}]
@@ -536,12 +376,12 @@ def _steps_plot(fig: Figure, rows: Sequence[Mapping[str, Any]]) -> list[Label]:
     w = max([len("step/role")] + [len(t) for t in ticks])
     table = [f"{'step/role':<{w}} {'snr':>7} {'DR':>7} {'rms mJy':>8} {'peak mJy':>8}",
              "-" * (w + 34)]
-    table += [f"{t:<{w}} {s:7.1f} {d:7.1f} {r:8.3g} {1e3 * _num(row.get('peak')):8.3g}"
-              for t, s, d, r, row in list(zip(ticks, snr, dr, rms, rows))[-25:]]
+    table += [f"{t:<{w}} {s:7.1f} {d:7.1f} {r:8.3g} {1e3 * float_or_nan(row.get('peak')):8.3g}"
+              for t, s, d, r, row in list(zip(ticks, snr, dr, rms, rows, strict=True))[-25:]]
     return (_ticks(axl, "x", list(x), ticks, size=7, angle=45)
             + _ticks(axl, "y", ypos, ytext) + _ticks(ax2, "y", right=True)
             + _legend(axl, list(zip(styles, ["snr (peak / rms_offsource)", "dynamic_range",
-                                             "rms_offsource"])), 0.01, 0.985, 0.4, size=7)
+                                             "rms_offsource"], strict=True)), 0.01, 0.985, 0.4, size=7)
             + [Label(0.0, 0.5, "snr / dynamic range", 10, angle=90, dx=-42, frac=True, ax=axl),
                Label(1.0, 0.5, "rms_offsource (mJy/beam)", 10, color="tab:red", angle=90,
                      dx=45, frac=True, ax=ax2),
@@ -576,7 +416,7 @@ def plot_summary(out_png: str | Path, rows: list[dict[str, Any]],
             continue
         _draw_cutout(ax, cut, lims)
         st = cut["stats"]
-        title = f"{lab}: peak {1e3 * _num(st['peak']):.3g} mJy/bm, SNR {_num(st['snr']):.1f}"
+        title = f"{lab}: peak {1e3 * float_or_nan(st['peak']):.3g} mJy/bm, SNR {float_or_nan(st['snr']):.1f}"
         labels += _ticks(ax, "x", size=7) + _ticks(ax, "y", size=7) + [
             Label(0.5, 1.0, title, 8.3, "md", dy=4, frac=True, ax=ax),
             Label(0.5, 0.0, f"offset ({cut['unit']})", 8.3, "ma", dy=-16, frac=True, ax=ax)]

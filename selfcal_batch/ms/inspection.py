@@ -92,7 +92,7 @@ def time_columns_disagree(integration_s: float, interval_s: float, exposure_s: f
 
 def _subtable_rows(vis: str, name: str, cols: Sequence[str]) -> list[dict[str, Any]]:
     """All rows of a subtable, read cell by cell (columns may vary in shape per row)."""
-    from casatools import table
+    from casatools import table  # casatools: CASA child only (casa/jobs.py)
 
     tb = table()
     tb.open(os.path.join(vis, name))
@@ -115,7 +115,7 @@ def _subtable_rows(vis: str, name: str, cols: Sequence[str]) -> list[dict[str, A
 
 def _check_is_ms(vis: str) -> tuple[list[str], int]:
     """(main-table columns, rows); ValueError (one line) if ``vis`` is not a usable MS."""
-    from casatools import table
+    from casatools import table  # (same reason)
 
     if not os.path.isdir(vis):
         raise ValueError(f"{vis} does not exist or is not a directory")
@@ -162,7 +162,7 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
 
     Raises ``ValueError`` with a one-line reason for an MS we cannot self-calibrate.
     """
-    from casatools import table
+    from casatools import table  # (same reason)
 
     cols, nrows = _check_is_ms(vis)
     fields = [r["NAME"] for r in _subtable_rows(vis, "FIELD", ["NAME"])]
@@ -274,7 +274,7 @@ def parallel_indices(corr: Sequence[str]) -> list[int]:
 def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.ndarray, a2: np.ndarray,
                flag_row: np.ndarray, nant: int) -> dict[str, Any]:
     """Flag, weight and noise statistics, read per data description (one shape each)."""
-    from casatools import table
+    from casatools import table  # (same reason)
 
     out = {"n_samples": 0, "n_flagged": 0, "n_par": 0, "n_par_flagged": 0, "n_zero_weight": 0,
            "ant_good": np.zeros(nant, dtype=np.int64), "data_zero": True}
@@ -355,7 +355,7 @@ def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
 
     Read from the input (view) because CASA split rewrites WEIGHT from SIGMA: the copy has
     lost the zero weights (measured, CASA 6.7)."""
-    from casatools import table
+    from casatools import table  # (same reason)
 
     out = []
     tb = table()
@@ -420,7 +420,7 @@ def repair_working_copy(vis: str, integration_s: float, fix_time: bool,
 
     Returns ``{"zero_weight_flagged": samples newly flagged, "time_columns_fixed": bool}``.
     """
-    from casatools import table
+    from casatools import table  # (same reason)
 
     tb = table()
     tb.open(vis, nomodify=False)

@@ -6,7 +6,6 @@ WSClean, measures the image once, appends the statistics row) and :meth:`Context
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import shutil
@@ -212,6 +211,3 @@ class Context:
             elif p.exists():
                 p.unlink()
 
-    def dump(self, name: str, data: Any) -> None:
-        """Write a JSON side file in the dataset directory."""
-        (self.root / name).write_text(json.dumps(data, indent=1, default=str))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import errno
-import json
 import logging
 import math
 import os
@@ -395,10 +394,3 @@ def _close_attempt(ctx: Context, attempt: dict[str, Any] | None, status: str, er
                 records.finish_attempt(attempt, status, error, records.utc_now())
     return build_result(ctx, status, error, wall, timing)
 
-
-def load_result(root: Path) -> dict[str, Any] | None:
-    """Read a dataset's result.json (None if absent or unreadable)."""
-    try:
-        return json.loads((Path(root) / "result.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

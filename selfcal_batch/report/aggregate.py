@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +17,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from selfcal_batch import contract
+from selfcal_batch.fileio import atomic_write, atomic_write_text
+from selfcal_batch.numeric import finite_or_nan as to_float  # noqa: F401 (re-exported: report.html, report.compare)
 
 log = logging.getLogger(__name__)
 
@@ -62,29 +63,12 @@ def split_list(v: Any) -> list[str]:
     return [s for s in str(v).split(";") if s.strip()]
 
 
-def to_float(v: Any) -> float:
-    """A float, NaN for anything that is not a finite number."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
-
-
 def read_json(path: Path) -> Any:
     """Parsed JSON or None (absent / unreadable / invalid)."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
@@ -248,21 +232,22 @@ def write_images(df: pd.DataFrame, survey: Path, notes: list[str]) -> None:
     """``survey/image_properties.csv`` and ``.parquet`` (same rows and columns)."""
     write_csv(df, survey / "image_properties.csv")
     pq = survey / "image_properties.parquet"
-    tmp = pq.with_name(f".{pq.name}.tmp{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         try:
             df.to_parquet(tmp, index=False)
         except (ValueError, TypeError, ImportError) as exc:  # mixed-type object columns
             log.info("parquet: retrying with text columns (%s)", exc)
             fixed = df.copy()
-            for c in fixed.columns[fixed.dtypes == object]:
+            for c in fixed.columns[fixed.dtypes == object]:  # noqa: E721 (pandas elementwise dtype test)
                 fixed[c] = fixed[c].map(lambda v: None if v is None or (isinstance(v, float)
                                                                         and math.isnan(v)) else str(v))
             fixed.to_parquet(tmp, index=False)
-        os.replace(tmp, pq)
+
+    try:
+        atomic_write(pq, write)
     except (ValueError, TypeError, ImportError, OSError) as exc:
         notes.append(f"survey/image_properties.parquet not written: {exc}")
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- templates

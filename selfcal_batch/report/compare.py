@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from selfcal_batch.fileio import atomic_write_text
 
 from .aggregate import load_datasets, to_float, with_gains, write_csv
 from .figures import colours, message_figure, save
@@ -83,7 +84,7 @@ def plot_gain_scatter(t: pd.DataFrame, out_png: Path, label_a: str, label_b: str
                 m = ok & (t["winner"] == w).to_numpy()
                 ax.scatter(x[m], y[m], color=c, label=f"winner {w}", s=40, edgecolor="k", lw=0.5, zorder=3)
             if ok.sum() <= 30:
-                for xi, yi, n in zip(x[ok], y[ok], t["name"].to_numpy()[ok]):
+                for xi, yi, n in zip(x[ok], y[ok], t["name"].to_numpy()[ok], strict=True):
                     ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
             lo = min(x[ok].min(), y[ok].min()) / 1.5
             hi = max(x[ok].max(), y[ok].max()) * 1.5
@@ -111,7 +112,7 @@ def plot_gain_bars(t: pd.DataFrame, out_png: Path, label_a: str, label_b: str) -
     b = np.nan_to_num(t["dr_gain_b"].to_numpy(dtype=float), nan=0.0)
     ax.bar(x - 0.2, a, 0.4, label=f"a: {label_a}", color="tab:blue")
     ax.bar(x + 0.2, b, 0.4, label=f"b: {label_b}", color="tab:orange")
-    for xi, w, top in zip(x, t["winner"], np.maximum(a, b)):
+    for xi, w, top in zip(x, t["winner"], np.maximum(a, b), strict=True):
         ax.text(xi, top if top > 0 else 1.0, w, ha="center", va="bottom", fontsize=8)
     if (a > 0).any() or (b > 0).any():
         ax.set_yscale("log")
@@ -172,8 +173,4 @@ def compare_runs(out_a: str | Path, out_b: str | Path, out: str | Path | None = 
                   runs=runs, wins=wins, rows=t.to_dict("records"), tolerance=TIE_TOLERANCE,
                   plots=[(title, linker.link(p)) for title, p in plots if linker.link(p)],
                   csv=linker.link(dest / "compare.csv"), notes=notes)
-    path = dest / "compare.html"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(dest / "compare.html", html)

@@ -6,7 +6,6 @@ never links a missing file; :func:`survey_plots` additionally isolates failures 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -14,9 +13,9 @@ from typing import Any, Callable, Sequence
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from selfcal_batch.fileio import atomic_write
 from selfcal_batch.imaging.plots import save_png
 from .aggregate import Survey, ratio
 
@@ -79,7 +78,7 @@ def plot_dr_before_after(ds: pd.DataFrame, out_png: Path) -> Path:
         m = ok & (tmpl == t)
         ax.scatter(x[m], y[m], color=c, label=t, s=40, edgecolor="k", linewidth=0.5, zorder=3)
     if ok.sum() <= 30:
-        for xi, yi, n in zip(x[ok], y[ok], ds["name"].to_numpy()[ok]):
+        for xi, yi, n in zip(x[ok], y[ok], ds["name"].to_numpy()[ok], strict=True):
             ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
     lo, hi = min(x[ok].min(), y[ok].min()) / 1.5, max(x[ok].max(), y[ok].max()) * 1.5
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
@@ -104,7 +103,7 @@ def plot_snr_gain_vs_flux(ds: pd.DataFrame, out_png: Path, thresholds_mjy: Seque
             m = ok & (tmpl == t)
             ax.scatter(flux[m], gain[m], color=c, label=t, s=40, edgecolor="k", linewidth=0.5, zorder=3)
         if ok.sum() <= 30:
-            for xi, yi, n in zip(flux[ok], gain[ok], ds["name"].to_numpy()[ok]):
+            for xi, yi, n in zip(flux[ok], gain[ok], ds["name"].to_numpy()[ok], strict=True):
                 ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         xs = np.concatenate([flux[ok], np.asarray(thresholds_mjy, float)])
         ax.set_xlim(xs.min() / 2, xs.max() * 2)
@@ -150,7 +149,7 @@ def plot_snr_steps(images: pd.DataFrame, out_png: Path) -> Path:
         return message_figure(out_png, title, "no image statistics")
     seqs: dict[str, tuple[list[str], np.ndarray]] = {}
     for name, g in images.groupby("dataset", sort=False):
-        labels = [step_label(s, r) for s, r in zip(g["step"], g["role"])]
+        labels = [step_label(s, r) for s, r in zip(g["step"], g["role"], strict=True)]
         seqs[str(name)] = (labels, _num(g, "snr"))
     order = merge_orders([s for s, _ in seqs.values()])
     pos = {lab: i for i, lab in enumerate(order)}
@@ -293,12 +292,7 @@ def plot_thumbnail_sheet(names: Sequence[str], thumbs: dict[str, dict[str, Path]
             except (OSError, ValueError, SyntaxError):
                 draw.rectangle((x, y + label_h, x + cell - 1, y + label_h + cell - 1), outline="grey")
                 draw.text((x + 60, y + label_h + cell // 2), f"no {which} image", fill="grey")
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}.png")
-    sheet.save(tmp)
-    os.replace(tmp, out_png)
-    return out_png
+    return atomic_write(out_png, sheet.save)
 
 
 def survey_plots(s: Survey, plot_dir: Path) -> tuple[dict[str, Path], dict[str, dict[str, Path]]]:

@@ -19,6 +19,7 @@ import jinja2
 import pandas as pd
 
 from selfcal_batch import contract
+from selfcal_batch.fileio import atomic_write_text
 
 from .aggregate import Survey, split_list, to_float, with_gains
 from .figures import PLOT_FILES
@@ -263,7 +264,4 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
 
 
 def _write(path: Path, html: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, html)

@@ -78,11 +78,6 @@ def antennas_to_flag(good_fraction: Mapping[str, float], *, limit: float = 0.5, 
     return [a for _, a in bad[: int(max_fraction * len(good_fraction))]]
 
 
-def bad_antennas(good_fraction: Mapping[str, float], limit: float = 0.5) -> set[str]:
-    """Antennas already bad before self-calibration (e.g. dead): excluded from the gate."""
-    return {a for a, f in good_fraction.items() if f < limit}
-
-
 def solution_significance(gains: np.ndarray, snr: np.ndarray, flags: np.ndarray) -> dict[str, float]:
     """How far solutions stand above their own noise (pure numbers from a caltable).
 

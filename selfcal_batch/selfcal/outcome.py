@@ -189,8 +189,8 @@ def measure_decorrelation(ms: str, max_rows: int = 60000) -> list[dict[str, floa
     with table(f"{ms}/DATA_DESCRIPTION", ack=False) as dd, table(f"{ms}/SPECTRAL_WINDOW", ack=False) as sw:
         spw_of = dd.getcol("SPECTRAL_WINDOW_ID")
         widths = [float(np.median(np.abs(w))) for w in (sw.getcell("CHAN_WIDTH", i) for i in range(sw.nrows()))]
-    with table(ms, ack=False) as t:
-        for ddid, spw in enumerate(spw_of):
+    with table(ms, ack=False) as t:  # noqa: F841 (read by taql as $t)
+        for ddid, spw in enumerate(spw_of):  # noqa: B007 (read by taql as $ddid)
             sub = taql("select DATA, FLAG, ANTENNA1, ANTENNA2 from $t where DATA_DESC_ID == $ddid "
                        "and ANTENNA1 != ANTENNA2")
             try:
@@ -285,7 +285,7 @@ def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after:
         fwhm_px = ctx.cfg.pixels_per_beam
     reg = guard.regions(mask.shape, mask, fwhm_px, ctx.cfg.guard.near_beams)
     metrics = [guard.image_metrics(img, res, float(s.get("beam_area_pix") or math.nan), reg)
-               for (img, res, _h), (_p, s) in zip(arrays, (before, after))]
+               for (img, res, _h), (_p, s) in zip(arrays, (before, after), strict=True)]
     return guard.judge(metrics[0], metrics[1], sigma=ctx.cfg.guard.sigma, tolerance=ctx.cfg.guard.tolerance)
 
 

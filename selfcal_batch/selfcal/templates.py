@@ -401,12 +401,12 @@ def select_template(total_flux_mjy: float,
     th = tuple(thresholds)
     if len(th) != 4 or not all(_is_number(t) for t in th):
         raise ConfigError(f"template thresholds: expected 4 finite numbers, got {thresholds!r}")
-    if any(b <= a for a, b in zip(th, th[1:])):
+    if any(b <= a for a, b in zip(th, th[1:], strict=False)):
         raise ConfigError(f"template thresholds must be strictly increasing, got {thresholds!r}")
     s = float(total_flux_mjy)
     if math.isnan(s) or s < 0:
         return "very_faint"
-    for name, cut in zip(TEMPLATE_NAMES, th):
+    for name, cut in zip(TEMPLATE_NAMES, th, strict=False):
         if s < cut:
             return name
     return TEMPLATE_NAMES[-1]
@@ -484,7 +484,7 @@ def describe(name: str, instrument: str, band: str,
     header = ["key"] + [s if s in runs else f"({s})" for s in steps]
     rows = [[k] + [_fmt(getattr(params[s], k)) for s in steps] for k in STEP_KEYS]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     out = [f"template {name} ({inst} {b}; {TEMPLATE_TABLE_VERSION})"
            + ("; overrides applied" if overrides else ""),
            line(header), line(["-" * w for w in widths])]

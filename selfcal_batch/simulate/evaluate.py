@@ -49,7 +49,7 @@ def residual_phase_rms_deg(tables: Sequence[str], truth: dict[str, Any], plane: 
     common = np.angle(np.exp(1j * diff).mean(axis=0))
     resid = np.angle(np.exp(1j * (diff - common)))
     if plane:
-        xyz = np.array([a["position_m"] for a, k in zip(truth["antennas"], ok) if k], dtype=float)
+        xyz = np.array([a["position_m"] for a, k in zip(truth["antennas"], ok, strict=True) if k], dtype=float)
         design = np.column_stack([np.ones(len(xyz)), (xyz - xyz.mean(axis=0)) / 1000.0])
         coef, *_ = np.linalg.lstsq(design, resid, rcond=None)
         resid = np.angle(np.exp(1j * (resid - design @ coef)))

@@ -88,11 +88,16 @@ def test_bad_output_location(kind: str, tmp_path: Path, tiny_ms, readonly_ok: st
     out = {"file-in-place": blocker, "parent-is-file": blocker / "out",
            "read-only": ro, "read-only-parent": ro / "new" / "out"}[kind]
     manifest = _manifest(tmp_path, out, {"a": ms}, ["startup"])
-    wrap = (lambda argv: argv)
+    def wrap(argv: list[str]) -> list[str]:
+        return argv
+
     if kind.startswith("read-only"):
         if readonly_ok:
             pytest.skip(readonly_ok)
-        wrap = (lambda argv: _readonly_cmd(ro, argv))
+
+        def wrap(argv: list[str]) -> list[str]:
+            return _readonly_cmd(ro, argv)
+
     expected = {"file-in-place": "is a file, not a directory", "parent-is-file": "is a file, not a directory",
                 "read-only": "is not writable (Read-only file system)",
                 "read-only-parent": "is not writable (Read-only file system)"}[kind]

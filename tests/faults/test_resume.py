@@ -32,7 +32,7 @@ def test_kill_points_hit_the_intended_children(kill_chain: dict[str, Any]) -> No
     kills = kill_chain["kills"]
     assert tuple(k.step for k in kills) == KILLED_STEPS, [k.detail for k in kills]
     assert "p0_post" in kills[0].detail and "gaincal" in kills[1].detail and "final.ms.partial" in kills[2].detail
-    for k, st in zip(kills, kill_chain["states"]):
+    for k, st in zip(kills, kill_chain["states"], strict=False):
         assert st["steps"][k.step]["status"] == "running"
         assert st["current_step"] == k.step
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
-from report_fixtures import campaign_out, check_links, html_refs  # noqa: F401
+from report_fixtures import check_links, html_refs
 
 from selfcal_batch.report import build_report, compare_runs
 

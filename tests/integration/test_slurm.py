@@ -5,7 +5,6 @@ datasets finish. Skips with the reason where SLURM cannot be started (not root, 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 import time

@@ -1,107 +1,27 @@
-"""Tests of selfcal_batch.report: pure statistics, and the report of a real small campaign.
+"""Tests of selfcal_batch.report on a real small campaign (pure statistics: tests/unit/test_report_stats.py).
 
 The campaign (two simulated datasets through the real pipeline + one failing dataset) is
-built once by ``report_fixtures.campaign_out``; tests that damage files work on copies.
+built once by the ``campaign_out`` fixture (report_fixtures.make_campaign); tests that damage files work on copies.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from pathlib import Path
 from urllib.parse import unquote
 
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from report_fixtures import DATASETS, FAILED, campaign_out, check_links, html_refs  # noqa: F401
+from report_fixtures import DATASETS, FAILED, check_links, html_refs
 
-from selfcal_batch.report import build_report, compare_runs, pick_winner, template_summary
-from selfcal_batch.report.aggregate import DATASET_COLUMNS, split_list
-from selfcal_batch.report.figures import PLOT_FILES, merge_orders
+from selfcal_batch.report import build_report, compare_runs, template_summary
+from selfcal_batch.report.aggregate import DATASET_COLUMNS
+from selfcal_batch.report.figures import PLOT_FILES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL = sorted([*DATASETS, FAILED])
-
-
-# ---------------------------------------------------------------------------- pure
-def _toy() -> pd.DataFrame:
-    rows = []
-    for i, (fin_t, rms_f, flux_f) in enumerate([("standard_2", 0.5, 2.0), ("standard_2", 0.5, 2.0),
-                                                ("standard_1", 0.25, 2.0), ("standard_1", 1.0, 4.0)]):
-        rows.append(dict(name=f"d{i + 1}", status="finished", template_initial="standard_1",
-                         template_final=fin_t, snr_initial=10.0, snr_final=10.0 * (i + 1),
-                         dr_initial=100.0, dr_final=100.0 + 200.0 * i, rms_initial=1.0, rms_final=rms_f,
-                         total_flux_initial=2.0, total_flux_final=flux_f, wall_s=10.0 * (i + 1),
-                         steps_accepted="p0;p1" if i < 3 else "p0", steps_reverted="p2" if i == 0 else ""))
-    # failed datasets never enter the statistics (even with values), only n_failed
-    rows.append(dict(name="f1", status="failed", error="boom", template_initial="standard_1",
-                     template_final="standard_1", snr_initial=1.0, snr_final=1000.0, dr_initial=1.0,
-                     dr_final=1000.0, wall_s=999.0, steps_accepted="p0;p1;p2"))
-    rows.append(dict(name="f2", status="failed", error="no MS", template_initial="", template_final=None))
-    # zero initial SNR: no gain (NaN), but the dataset is counted
-    rows.append(dict(name="z", status="finished", template_initial="bright", template_final="bright",
-                     snr_initial=0.0, snr_final=5.0, dr_initial=np.nan, dr_final=5.0, wall_s=7.0,
-                     steps_accepted=["p0"], steps_reverted=["p1", "p2"]))
-    rows.append(dict(name="s", status="skipped", template_initial="bright", template_final="bright"))
-    return pd.DataFrame(rows)
-
-
-def _row(t: pd.DataFrame, sel: str, name: str) -> pd.Series:
-    m = t[(t["selection"] == sel) & (t["template"] == name)]
-    assert len(m) == 1, (sel, name, t[["selection", "template"]])
-    return m.iloc[0]
-
-
-def test_template_summary_exact_medians_and_iqr() -> None:
-    t = template_summary(_toy())
-    assert list(t["selection"]).count("initial") == 3 and list(t["selection"]).count("final") == 4
-    r = _row(t, "initial", "standard_1")
-    assert (r["n_datasets"], r["n_failed"]) == (4, 1)
-    # snr gains 1,2,3,4; dr gains 1,3,5,7; rms .5,.5,.25,1; flux 1,1,1,2 (linear quantiles)
-    assert (r["snr_gain_median"], r["snr_gain_q25"], r["snr_gain_q75"]) == (2.5, 1.75, 3.25)
-    assert (r["dr_gain_median"], r["dr_gain_q25"], r["dr_gain_q75"]) == (4.0, 2.5, 5.5)
-    assert (r["rms_change_median"], r["rms_change_q25"], r["rms_change_q75"]) == (0.5, 0.4375, 0.625)
-    assert (r["flux_change_median"], r["flux_change_q25"], r["flux_change_q75"]) == (1.0, 1.0, 1.25)
-    assert (r["steps_accepted"], r["steps_reverted"]) == (7, 1)
-    assert r["frac_steps_kept"] == pytest.approx(7 / 8)
-    assert r["wall_s_median"] == 25.0
-    f2 = _row(t, "final", "standard_2")  # d1, d2
-    assert (f2["n_datasets"], f2["n_failed"]) == (2, 0)
-    assert (f2["snr_gain_median"], f2["snr_gain_q25"], f2["snr_gain_q75"]) == (1.5, 1.25, 1.75)
-    assert f2["frac_steps_kept"] == pytest.approx(4 / 5) and f2["wall_s_median"] == 15.0
-    f1 = _row(t, "final", "standard_1")  # d3, d4 + failed f1
-    assert (f1["n_datasets"], f1["n_failed"], f1["snr_gain_median"]) == (2, 1, 3.5)
-    b = _row(t, "initial", "bright")  # z (skipped s is neither finished nor failed)
-    assert (b["n_datasets"], b["n_failed"]) == (1, 0)
-    assert math.isnan(b["snr_gain_median"]) and math.isnan(b["dr_gain_q25"])
-    assert b["rms_change_median"] != b["rms_change_median"]  # no rms values at all
-    assert b["frac_steps_kept"] == pytest.approx(1 / 3) and b["wall_s_median"] == 7.0
-    none = _row(t, "final", "(none)")
-    assert (none["n_datasets"], none["n_failed"]) == (0, 1) and math.isnan(none["wall_s_median"])
-
-
-def test_template_summary_empty_and_list_forms() -> None:
-    empty = template_summary(pd.DataFrame())
-    assert empty.empty and {"selection", "template", "n_datasets", "n_failed",
-                            "snr_gain_median", "frac_steps_kept"} <= set(empty.columns)
-    df = _toy()
-    as_lists = df.copy()
-    as_lists["steps_accepted"] = [split_list(v) for v in df["steps_accepted"]]
-    pd.testing.assert_frame_equal(template_summary(df), template_summary(as_lists))
-
-
-def test_pick_winner_and_merge_orders() -> None:
-    assert pick_winner(100.0, 101.9) == "tie" and pick_winner(101.9, 100.0) == "tie"
-    assert pick_winner(100.0, 103.0) == "b" and pick_winner(103.0, 100.0) == "a"
-    assert pick_winner(None, 5.0) == "b" and pick_winner(5.0, float("nan")) == "a"
-    assert pick_winner(None, None) == "tie"
-    order = merge_orders([["test", "p0 pre", "p0 post", "final"],
-                          ["test", "p0 pre", "p0 post", "p1 post", "ap1 post", "final"],
-                          ["test", "final"]])
-    assert order == ["test", "p0 pre", "p0 post", "p1 post", "ap1 post", "final"]
 
 
 # ---------------------------------------------------------------------------- real campaign
@@ -157,7 +77,7 @@ def test_image_properties_aggregated(campaign_out: Path, report: Path) -> None:
     # test + p0 pre + p0/p1/p2/ap1 post + final (each post image is the next step's pre image)
     assert len(agg) >= 2 * 6
     want = {(n, p) for n, d in per.items() for p in d["path"]}
-    got = set(zip(agg["dataset"], agg["path"]))
+    got = set(zip(agg["dataset"], agg["path"], strict=True))
     assert got == want and len(got) == len(agg)
     for n, p in got:
         assert (campaign_out / "datasets" / n / p).is_file()

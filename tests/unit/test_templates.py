@@ -15,7 +15,7 @@ KEYS = ("robust", "solint", "sigma_mask", "combine", "gaintype", "calmode", "min
 
 def full(robust, solint, sigma_mask, combine, gaintype, calmode, minsnr, am, at, uvtaper, ms):
     return dict(zip(KEYS, (robust, solint, sigma_mask, combine, gaintype, calmode, minsnr,
-                           am, at, uvtaper, ms, "")))
+                           am, at, uvtaper, ms, ""), strict=True))
 
 
 # (template, instrument, band, step) -> every value, transcribed from facts §3.6

@@ -21,7 +21,7 @@ AREA = math.pi * FWHM_PX**2 / (4 * math.log(2))
 def header_for(ny: int, nx: int) -> fits.Header:
     """WSClean-like 4-D header with a SIN WCS, a FREQ axis and a restoring beam."""
     h = fits.Header()
-    for i, (ctype, crpix, crval, cdelt, n, unit) in enumerate([
+    for i, (ctype, crpix, crval, cdelt, _n, unit) in enumerate([
         ("RA---SIN", nx // 2 + 1, 150.0, -CELL / 3600, nx, "deg"),
         ("DEC--SIN", ny // 2 + 1, 30.0, CELL / 3600, ny, "deg"),
         ("FREQ", 1, 1.4e9, 1e6, 1, "Hz"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_selfcal.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_selfcal.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,120 @@
+"""The plan of a campaign run: the run options, the up-front checks and the ``--dry-run`` text."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from selfcal_batch.campaign.cluster import capacity, check_claims, describe, render_job_script, resolve_cluster
+from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
+from selfcal_batch.campaign.preflight import (dataset_input_problems, output_dir_problem, output_inside_input,
+                                              restart_messages)
+from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
+from selfcal_batch.errors import ConfigError
+
+DEFAULT_TASK = "selfcal_batch.pipeline.runner:run_dataset"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices for one campaign run."""
+
+    workers: int | None = None
+    threads_per_dataset: int | None = None
+    scheduler_address: str | None = None
+    only: tuple[str, ...] = ()
+    restart: bool = False
+    restart_from: str | None = None
+    quiet: bool = False
+    task: str = DEFAULT_TASK
+
+
+def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) -> int:
+    if cli_threads is not None:
+        return cli_threads
+    return d.threads or threads_per_dataset
+
+
+def input_check(camp: Campaign, opts: RunOptions) -> dict[str, list[str]]:
+    """The up-front input check (:func:`preflight.dataset_input_problems`), only for the
+    pipeline task (a ``--task`` stand-in reads no MS)."""
+    return dataset_input_problems(camp.datasets) if opts.task == DEFAULT_TASK else {}
+
+
+def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
+    """``{dataset name: what --restart-from will redo and why}`` (empty without it)."""
+    if not opts.restart_from:
+        return {}
+    return restart_messages(camp.datasets, camp.output_dir, STEP_ALIASES.get(opts.restart_from, opts.restart_from))
+
+
+def check_restart_step(opts: RunOptions) -> None:
+    """Raise ConfigError for an unknown ``--restart-from`` step (in runs and dry runs alike)."""
+    if opts.restart_from and STEP_ALIASES.get(opts.restart_from, opts.restart_from) not in STEP_NAMES:
+        raise ConfigError(f"--restart-from: unknown step {opts.restart_from!r} "
+                          f"(choose from: {', '.join(STEP_NAMES)})")
+
+
+def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
+    """The resolved plan printed by ``--dry-run``; also the number of problems (invalid
+    datasets, including those failing the input check, plus an unusable output directory)."""
+    check_restart_step(opts)
+    camp = campaign.select(opts.only)
+    spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
+                           workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
+                           scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
+    out_problem = output_inside_input(camp.output_dir, [d.ms for d in camp.datasets]) \
+        or output_dir_problem(camp.output_dir)
+    lines = [f"campaign {camp.name}  (manifest {camp.path})",
+             f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
+             f"cluster  {describe(spec)}",
+             f"retries  {spec.retries} worker death(s) per dataset"
+             + ("" if spec.kind != "address" else " (here: the scheduler's allowed-failures)")]
+    if opts.restart or opts.restart_from:
+        lines.append(f"restart  {'all steps' if opts.restart else 'from ' + str(opts.restart_from)}")
+    max_cores, _ = capacity(spec, None)
+    invalid = 0
+    inputs = input_check(camp, opts)
+    restarts = restart_lines(camp, opts)
+    lines.append(f"datasets ({len(camp.datasets)}):")
+    for d in camp.datasets:
+        t = _claim(d, spec.threads_per_dataset, opts.threads_per_dataset)
+        problems = [d.error] if d.error else []
+        if not problems and spec.kind != "address":
+            problems = [p for p in [check_claims({d.name: t}, max_cores, "this cluster").get(d.name, "")] if p]
+        problems = problems or inputs.get(d.name, [])
+        if problems:
+            invalid += 1
+            lines.append(f"  - {d.name}: INVALID -> will be reported failed: {problems[0]}")
+            lines.extend(f"      {p}" for p in problems[1:])
+            continue
+        cfg = d.config
+        assert cfg is not None
+        sim = ""
+        if d.simulate:
+            sim = ("  [exists]" if d.ms and d.ms.exists()
+                   else f"  [absent: simulated on first use, preset {d.simulate.get('preset')}]")
+        templ = cfg.force_template or ("auto by flux, thresholds "
+                                       + "/".join(f"{x:g}" for x in cfg.template_thresholds_mjy) + " mJy")
+        lines.append(f"  - {d.name}")
+        lines.append(f"      ms        {d.ms}{sim}")
+        lines.append(f"      template  {templ}")
+        lines.append(f"      steps     {' '.join(cfg.steps)}")
+        lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {cfg.field or '(all)'}, "
+                     f"{cfg.instrument} {cfg.band}")
+        lines.append(f"      resources cores={t} (WSClean -j {t})")
+        if d.overrides:
+            lines.append(f"      overrides {json.dumps(d.overrides, sort_keys=True)}")
+        if d.name in restarts:
+            lines.append(f"      restart   {restarts[d.name]}")
+    if spec.kind in ("slurm", "pbs"):
+        lines.append("worker job script:")
+        try:
+            lines.extend("  " + ln for ln in render_job_script(spec, camp.output_dir).splitlines())
+        except ConfigError as exc:
+            lines.append(f"  cannot render: {exc}")
+    if invalid:
+        lines.append(f"{invalid} of {len(camp.datasets)} dataset(s) are invalid")
+    if out_problem:
+        lines.append(f"error: {out_problem}")
+        invalid += 1
+    return "\n".join(lines), invalid

@@ -1,0 +1,119 @@
+"""The worker side of a campaign: the Dask task :func:`execute_dataset` and its attempt log.
+
+Each dataset runs :func:`execute_dataset` in a worker process; it calls the pipeline task
+(by default ``selfcal_batch.pipeline.runner:run_dataset``) and records every start and end
+in ``<out>/logs/attempts/<name>.log`` so the runner can tell a worker death while running a
+dataset from one while the dataset only waited in the worker's queue.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from selfcal_batch.campaign.manifest import build_sim_spec
+from selfcal_batch.campaign.progress import failed_row
+from selfcal_batch.errors import ConfigError, DatasetError, SimulationError
+
+log = logging.getLogger("selfcal_batch.campaign.run")  # the name the campaign log and the benchmarks know
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def import_task(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    mod, _, attr = path.partition(":")
+    if not mod or not attr:
+        raise ConfigError(f"task: expected 'module:function', got {path!r}")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def ensure_simulated(ms: Path, simulate: dict[str, Any], log_path: Path | None = None) -> None:
+    """Create ``ms`` with the simulator if absent (it builds elsewhere and moves it in)."""
+    if ms.exists():
+        return
+    try:
+        from selfcal_batch.simulate import simulate_ms_isolated  # only for manifest-simulated datasets
+    except ImportError as exc:
+        raise SimulationError(f"cannot simulate {ms.name}: simulator unavailable ({exc})") from None
+    spec = build_sim_spec(simulate)
+    ms.parent.mkdir(parents=True, exist_ok=True)
+    log.info("simulating %s (preset %s)", ms, simulate.get("preset"))
+    simulate_ms_isolated(spec, ms, log_path=log_path)
+    if not ms.exists():
+        raise SimulationError(f"the simulator did not create {ms}")
+
+
+def attempts_path(out_dir: str | Path, name: str) -> Path:
+    """``<out>/logs/attempts/<name>.log``: one line per start of the dataset's task."""
+    return Path(out_dir) / "logs" / "attempts" / f"{name}.log"
+
+
+def _append_attempt(out_dir: str, name: str, line: str) -> None:
+    path = attempts_path(out_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:  # synchronous: must survive an immediate SIGKILL
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_attempts(out_dir: str | Path, name: str) -> list[list[str]]:
+    try:
+        return [ln.split() for ln in attempts_path(out_dir, name).read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def count_deaths(out_dir: str | Path, name: str, attempt: str) -> int:
+    """Starts of task ``attempt`` ('<run-id> <key>') that never reached their end line."""
+    run_id, key = attempt.split()
+    starts, ends = set(), set()
+    for f in _read_attempts(out_dir, name):
+        if len(f) >= 4 and f[0] == run_id and f[1] == key:
+            (starts if f[2] == "start" else ends).add(f[3])
+    return len(starts - ends)
+
+
+def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *, threads: int,
+                    restart: bool = False, restart_from: str | None = None,
+                    simulate: dict[str, Any] | None = None, attempt: str = "") -> dict[str, Any]:
+    """The Dask task: (simulate the MS if needed), run the pipeline, return its result dict.
+
+    ``attempt`` ('<run-id> <key>') is logged before anything else so the runner can tell a
+    worker death *during* this dataset from one while it merely waited in a worker's queue;
+    a re-run after a death resumes (``restart``/``restart_from`` apply to the first start
+    only). Input problems (simulation failure) return a failed row; unexpected exceptions
+    propagate so Dask retries them.
+    """
+    token = ""
+    if attempt:
+        run_id = attempt.split()[0]
+        if any(f[:1] == [run_id] for f in _read_attempts(out_dir, name)):
+            restart, restart_from = False, None  # a re-run in this campaign run: resume
+        token = uuid.uuid4().hex[:12]
+        _append_attempt(out_dir, name, f"{attempt} start {token} {socket.gethostname()} {os.getpid()} {_now()}")
+    try:
+        try:
+            if simulate:
+                ensure_simulated(Path(ms), simulate, Path(out_dir) / "logs" / "simulate" / f"{name}.log")
+        except (SimulationError, DatasetError, ConfigError) as exc:
+            return failed_row(name, ms, f"simulation failed: {' '.join(str(exc).split())}")
+        fn = import_task(task)
+        kwargs: dict[str, Any] = {"threads": threads, "restart": restart}
+        if restart_from:
+            kwargs["restart_from"] = restart_from
+        result = fn(name, str(ms), config, Path(out_dir), **kwargs)
+        if hasattr(result, "to_dict"):
+            result = result.to_dict()
+        return dict(result)
+    finally:
+        if token:
+            _append_attempt(out_dir, name, f"{attempt} end {token} {_now()}")

@@ -1,0 +1,1 @@
+"""Integration tests: real WSClean, CASA and Dask clusters on generated data."""
