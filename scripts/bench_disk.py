@@ -55,14 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.monotonic() - t0
         res = json.loads((out / "datasets" / "disk" / "result.json").read_text())
         size, files, fits = tree_size(out / "datasets" / "disk")
+        root = out / "datasets" / "disk"
+        parts = {p.name: tree_size(p)[0] if p.is_dir() else p.stat().st_size for p in root.iterdir()}
         rows.append({"policy": policy, "bytes": size, "files": files, "fits": fits, "wall_s": round(wall, 1),
-                     "status": res["status"], "dr_final": res.get("dr_final")})
+                     "status": res["status"], "dr_final": res.get("dr_final"), "parts": parts})
     ratio = rows[0]["bytes"] / max(1, rows[1]["bytes"])
     print(f"{'policy':8} {'MB':>8} {'files':>6} {'FITS':>5} {'wall s':>7} status    DR final")
     for r in rows:
         print(f"{r['policy']:8} {r['bytes'] / 1e6:8.1f} {r['files']:6d} {r['fits']:5d} {r['wall_s']:7.1f} "
               f"{r['status']:9} {r['dr_final']}")
     print(f"default keeps {ratio:.1f}x less than 'all' at {a.imsize}^2")
+    for r in rows:
+        big = sorted(r["parts"].items(), key=lambda kv: -kv[1])[:8]
+        print(f"{r['policy']:8} " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in big))
+    no_ms = [r["bytes"] - r["parts"].get("final.ms", 0) for r in rows]
+    print(f"without the final.ms deliverable: {no_ms[0] / 1e6:.1f} -> {no_ms[1] / 1e6:.1f} MB "
+          f"({no_ms[0] / max(1, no_ms[1]):.1f}x)")
     (a.out / "bench-disk.json").write_text(json.dumps({"imsize": a.imsize, "rows": rows, "ratio": ratio}, indent=1))
     return 0
 

@@ -31,7 +31,7 @@ from selfcal_batch.pipeline import restart as restart_plan
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.dataset_log import dataset_handler, in_dataset
-from selfcal_batch.pipeline.products import prune_finished
+from selfcal_batch.pipeline.products import compress_finished, prune_finished
 from selfcal_batch.errors import DatasetError, SelfcalBatchError, ToolError
 from selfcal_batch.pipeline.state_records import LadderState
 from selfcal_batch.pipeline.state import DatasetState, StateVersionError, atomic_write_json, chain_hash
@@ -380,6 +380,7 @@ def _close_attempt(ctx: Context, attempt: dict[str, Any] | None, status: str, er
             ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"), ctx.root / "phase_only.ms")
             # Without work.ms any restart redoes everything: no model will be predicted again.
             prune_finished(ctx.root / "images", ctx.cfg.keep_products)
+            compress_finished(ctx.root, ctx.cfg.keep_products)
     ctx.state.set("status", status)
     ctx.state.set("error", error)
     if attempt is not None:

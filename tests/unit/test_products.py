@@ -52,3 +52,28 @@ def test_prune_finished_removes_channel_models_only(tmp_path) -> None:
     left = sorted(p.name for p in tmp_path.iterdir())
     assert not any(n.startswith("a-000") and n.endswith("-model.fits") for n in left)
     assert "a-MFS-model.fits" in left and "b-model.fits" in left
+
+
+def test_compress_finished_gzips_models_and_masks_only(tmp_path) -> None:
+    import gzip
+
+    from selfcal_batch.pipeline.products import compress_finished
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "caltables" / "find_refant.phase").mkdir(parents=True)
+    (tmp_path / "caltables" / "find_refant.phase" / "table.dat").write_bytes(b"x" * 100)
+    (tmp_path / "caltables" / "p0.G").mkdir()
+    zeros = bytes(200_000)
+    for n in ("p0_post-MFS-model.fits", "p0_post-MFS-image.fits", "p0_post-MFS-residual.fits"):
+        (tmp_path / "images" / n).write_bytes(zeros)
+    (tmp_path / "masks" / "p0_post.mask.fits").write_bytes(zeros)
+    assert compress_finished(tmp_path, "all") == 0
+    freed = compress_finished(tmp_path)
+    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert names == ["p0_post-MFS-image.fits", "p0_post-MFS-model.fits.gz", "p0_post-MFS-residual.fits"]
+    assert [p.name for p in (tmp_path / "masks").iterdir()] == ["p0_post.mask.fits.gz"]
+    assert gzip.decompress((tmp_path / "masks" / "p0_post.mask.fits.gz").read_bytes()) == zeros
+    assert not (tmp_path / "caltables" / "find_refant.phase").exists()
+    assert (tmp_path / "caltables" / "p0.G").is_dir()
+    assert freed > 2 * 200_000 - 2 * 2_000
