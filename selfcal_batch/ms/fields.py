@@ -49,7 +49,7 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
 
     Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
     rows' states), ``rows`` (unflagged), ``scans`` and ``time_on_source_s`` (largest number of
-    time stamps of one baseline and data description x the integration, see
+    time stamps of one baseline and data description x the integration of the whole MS, see
     :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows).
     """
     from selfcal_batch.ms.inspection import time_sampling
@@ -58,6 +58,11 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
     fid = np.asarray(cols["FIELD_ID"], dtype=int)
     sid = np.asarray(cols.get("STATE_ID", np.full(len(fid), -1)), dtype=int)
     scan = np.asarray(cols.get("SCAN_NUMBER", np.zeros(len(fid))), dtype=int)
+    names6 = ("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "INTERVAL", "EXPOSURE")
+    # The integration from every row: a field whose scans hold one integration each has no
+    # within-scan spacing, and its own spacing would be the time between its scans.
+    integration = float(time_sampling(*(np.asarray(cols[c])[keep] for c in names6))["integration_s"]) \
+        if keep.any() else 0.0
     out = []
     for k, name in enumerate(names):
         sel = keep & (fid == k)
@@ -66,9 +71,9 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
             if 0 <= s < len(obs_modes):
                 intents.update(parse_obs_mode(obs_modes[s]))
         if sel.any():
-            ts = time_sampling(*(np.asarray(cols[c])[sel] for c in
-                                 ("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "INTERVAL", "EXPOSURE")))
-            tos = float(ts["time_on_source_s"])
+            ts = time_sampling(*(np.asarray(cols[c])[sel] for c in names6))
+            stamps = round(float(ts["time_on_source_s"]) / float(ts["integration_s"]))
+            tos = stamps * integration
         else:
             tos = 0.0
         ra, dec = (float(x) for x in np.asarray(phase_dirs_rad[k]).reshape(-1, 2)[0])

@@ -47,7 +47,7 @@ def test_dry_run_lists_targets_and_skips_short_and_calibrator(tmp_path: Path, su
     assert res.returncode == 0, res.stdout + res.stderr
     assert "datasets (2):" in res.stdout
     assert f"  - eb2__{TARGETS[0][0]}\n" in res.stdout and f"  - eb2__{TARGETS[2][0]}\n" in res.stdout
-    assert f"eb2.ms: {TARGETS[1][0]}: 24 s on source < min_target_time_s = 60 s" in res.stdout
+    assert f"eb2.ms: {TARGETS[1][0]}: 40 s on source < min_target_time_s = 60 s" in res.stdout
     assert "J0959+3830: not a science target (intents CALIBRATE_AMPLI, CALIBRATE_BANDPASS" in res.stdout
 
 

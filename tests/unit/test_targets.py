@@ -94,3 +94,28 @@ def test_expand_no_target_left_is_one_line_error(tmp_path: Path) -> None:
     d = DatasetSpec("eb", tmp_path / "eb.ms", cfg, targets=("science",), min_target_time_s=1000.0)
     out, _ = expand_datasets([d], reader=lambda paths: {str(tmp_path / "eb.ms"): EB})
     assert len(out) == 1 and "no target field left: J0959+3830: not a science target" in out[0].error
+
+
+def test_time_on_source_of_one_integration_scans() -> None:
+    """A field observed one 10-s integration per scan, interleaved with a field of 6: its
+    time on source is 4 x 10 s, not 4 x the time between its scans."""
+    import numpy as np
+
+    from selfcal_batch.ms.fields import summarise
+
+    rows = []  # (field, time) for one baseline, one data description
+    t = 0.0
+    for _cycle in range(4):
+        for fid, n in ((0, 6), (1, 1)):
+            for _k in range(n):
+                rows.append((fid, t))
+                t += 10.0
+            t += 60.0
+    fid = np.array([r[0] for r in rows])
+    n = len(rows)
+    cols = {"FIELD_ID": fid, "TIME": np.array([r[1] for r in rows]), "ANTENNA1": np.zeros(n, int),
+            "ANTENNA2": np.ones(n, int), "DATA_DESC_ID": np.zeros(n, int), "INTERVAL": np.full(n, 10.0),
+            "EXPOSURE": np.full(n, 10.0), "STATE_ID": fid, "SCAN_NUMBER": np.arange(n) // 7}
+    out = summarise(["A", "B"], np.zeros((2, 1, 2)), ["OBSERVE_TARGET#X", "CALIBRATE_PHASE#Y"], cols)
+    assert [f["time_on_source_s"] for f in out] == [240.0, 40.0]
+    assert out[1]["intents"] == ["CALIBRATE_PHASE"] and out[0]["rows"] == 24
