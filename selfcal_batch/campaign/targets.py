@@ -99,6 +99,11 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
             why = "no unflagged data"
         elif f["time_on_source_s"] < min_time_s:
             why = f"{f['time_on_source_s']:g} s on source < min_target_time_s = {min_time_s:g} s"
+        first = next((k for k in kept if k["name"] == f["name"]), None)
+        if not why and first is not None:
+            # One dataset per name: CASA selects fields by name, so this field (a mosaic
+            # pointing, a repeated entry) is already part of the first one's dataset.
+            why = f"same name as field id {first['id']}: part of that target's dataset"
         if why:
             skipped.append((f["name"], why))
         else:

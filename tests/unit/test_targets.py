@@ -119,3 +119,10 @@ def test_time_on_source_of_one_integration_scans() -> None:
     out = summarise(["A", "B"], np.zeros((2, 1, 2)), ["OBSERVE_TARGET#X", "CALIBRATE_PHASE#Y"], cols)
     assert [f["time_on_source_s"] for f in out] == [240.0, 40.0]
     assert out[1]["intents"] == ["CALIBRATE_PHASE"] and out[0]["rows"] == 24
+
+
+def test_fields_sharing_a_name_make_one_dataset() -> None:
+    fields = [_f(0, "M31", ["OBSERVE_TARGET"]), _f(1, "M31", ["OBSERVE_TARGET"]), _f(2, "T", ["OBSERVE_TARGET"])]
+    c = select_targets(fields, ("science",), 0.0)
+    assert [f["id"] for f in c.selected] == [0, 2]
+    assert c.skipped == (("M31", "same name as field id 0: part of that target's dataset"),)
