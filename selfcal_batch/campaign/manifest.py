@@ -22,6 +22,7 @@ from typing import Any
 
 # CampaignSection, ClusterSpec and CLUSTER_KINDS are re-exported (they live in the config layer).
 from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
+from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.schema import build, did_you_mean
@@ -51,6 +52,14 @@ class DatasetSpec:
     #: One-line reason this dataset cannot run ('' = fine).
     error: str = ""
     line: int | None = None
+    #: Target expansion request (``targets``; empty once expanded or when not asked).
+    targets: tuple[str, ...] = ()
+    #: Dataset-name pattern of expanded targets ('' = ``targets.DEFAULT_NAME_PATTERN``).
+    target_name: str = ""
+    #: Targets with less time on source (s) are skipped.
+    min_target_time_s: float = 60.0
+    #: For an expanded target: ``{ms, field, field_id, intents, time_on_source_s, ra_deg, dec_deg}``.
+    target: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,6 +71,7 @@ class DatasetSpec:
             "overrides": self.overrides, "simulate": self.simulate, "threads": self.threads,
             "error": self.error,
             "config": self.config.to_dict() if self.config is not None else None,
+            **({"target": self.target} if self.target else {}),
         }
 
 
@@ -79,6 +89,8 @@ class Campaign:
     datasets: tuple[DatasetSpec, ...]
     #: The default pipeline config ([defaults] + [templates]).
     base_config: PipelineConfig
+    #: Fields that target expansion skipped: ``(f"{ms}: {field}", reason)``.
+    skipped_targets: tuple[tuple[str, str], ...] = ()
 
     def select(self, only: typing.Iterable[str]) -> "Campaign":
         """Only the named datasets (ConfigError for an unknown name)."""
@@ -184,6 +196,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     datasets: list[DatasetSpec] = []
     for i, entry in enumerate(entries):
         datasets.extend(_resolve_dataset(i, entry, base_dict, base_dir, loc, label))
+    datasets, skipped_targets = expand_datasets(datasets)  # reads MSs only when targets are asked
     seen: dict[str, DatasetSpec] = {}
     for d in datasets:
         if d.name in seen:
@@ -194,7 +207,8 @@ def parse_manifest(text: str, path: Path) -> Campaign:
         seen[d.name] = d
     return Campaign(name=name, path=path, output_dir=output_dir, description=section.description,
                     defaults=defaults, templates=templates, cluster=cluster,
-                    datasets=tuple(datasets), base_config=base_config)
+                    datasets=tuple(datasets), base_config=base_config,
+                    skipped_targets=tuple(skipped_targets))
 
 
 def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
@@ -207,7 +221,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     raw_name = entry.get("name")
     ms_raw = entry.get("ms")
     simulate = entry.get("simulate")
-    overrides = {k: v for k, v in entry.items() if k not in DATASET_KEYS}
+    overrides = {k: v for k, v in entry.items() if k not in DATASET_KEYS and k not in TARGET_KEYS}
 
     def err(nm: str, key_path: tuple, msg: str, ms: Path | None = None) -> DatasetSpec:
         ln = loc.find(("datasets", i, *key_path)) or line
@@ -222,12 +236,15 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         if ms_raw is None:
             return [err(fallback, (), "ms: missing (every dataset needs ms = \"path/to.ms\")")]
         return [err(fallback, ("ms",), f"ms: expected a path string, got {ms_raw!r}")]
-    allowed = set(DATASET_KEYS) | {f.name for f in dataclasses.fields(PipelineConfig)}
+    allowed = set(DATASET_KEYS) | set(TARGET_KEYS) | {f.name for f in dataclasses.fields(PipelineConfig)}
     for key in entry:
         if key not in allowed:
             return [err(fallback, (key,), str(did_you_mean(key, "unknown key", key, sorted(allowed))))]
     if simulate is not None and not isinstance(simulate, dict):
         return [err(fallback, ("simulate",), "simulate: expected a table (preset = ..., ...)")]
+    target_kw, problem = parse_target_keys(entry)
+    if problem:
+        return [err(fallback, (problem[0],), problem[1])]
 
     is_glob = any(c in ms_raw for c in "*?[")
     if is_glob:
@@ -275,7 +292,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
             continue
         threads = overrides.get("threads")
         out.append(DatasetSpec(nm, ms, cfg, index=i, overrides=overrides, simulate=simulate,
-                               threads=threads if isinstance(threads, int) else None, line=line))
+                               threads=threads if isinstance(threads, int) else None, line=line, **target_kw))
     return out
 
 

@@ -97,6 +97,10 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                                        + "/".join(f"{x:g}" for x in cfg.template_thresholds_mjy) + " mJy")
         lines.append(f"  - {d.name}")
         lines.append(f"      ms        {d.ms}{sim}")
+        if d.target:
+            lines.append(f"      target    field {d.target['field']} (id {d.target['field_id']}; "
+                         f"{', '.join(d.target['intents']) or 'no intents'}; "
+                         f"{d.target['time_on_source_s']:g} s on source)")
         lines.append(f"      template  {templ}")
         lines.append(f"      steps     {' '.join(cfg.steps)}")
         lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {cfg.field or '(all)'}, "
@@ -106,6 +110,9 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
             lines.append(f"      overrides {json.dumps(d.overrides, sort_keys=True)}")
         if d.name in restarts:
             lines.append(f"      restart   {restarts[d.name]}")
+    if campaign.skipped_targets:
+        lines.append(f"skipped target fields ({len(campaign.skipped_targets)}):")
+        lines.extend(f"  - {where}: {why}" for where, why in campaign.skipped_targets)
     if spec.kind in ("slurm", "pbs"):
         lines.append("worker job script:")
         try:

@@ -158,6 +158,8 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         runs = []
     log.info("campaign %s: %d dataset(s) -> %s; %s", selected.name, len(selected.datasets),
              out_dir, describe(spec))
+    for where, why in campaign.skipped_targets:
+        log.warning("target expansion skipped %s: %s", where, why)
     record: dict[str, Any] = {
         "campaign": selected.name, "manifest": str(selected.path), "output_dir": str(out_dir),
         "status": "running", "started": started, "finished": None, "host": socket.gethostname(),

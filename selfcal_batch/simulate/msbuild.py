@@ -87,10 +87,15 @@ def _layout_ms(ct: Any, spec: SimSpec, antennas: list[arrays.Antenna], ms: Path)
             )
         circular = spec.correlations.startswith("R")
         sm.setfeed(mode="perfect R L" if circular else "perfect X Y", pol=[""])
-        sm.setfield(
-            sourcename=spec.source_name,
-            sourcedirection=me.direction("J2000", f"{spec.ra_deg!r}deg", f"{spec.dec_deg!r}deg"),
-        )
+        if spec.fields:
+            for fs in spec.fields:
+                ra, dec = fs.centre(spec.ra_deg, spec.dec_deg)
+                sm.setfield(sourcename=fs.name, sourcedirection=me.direction("J2000", f"{ra!r}deg", f"{dec!r}deg"))
+        else:
+            sm.setfield(
+                sourcename=spec.source_name,
+                sourcedirection=me.direction("J2000", f"{spec.ra_deg!r}deg", f"{spec.dec_deg!r}deg"),
+            )
         sm.setlimits(shadowlimit=0.001, elevationlimit="5deg")
         sm.setauto(autocorrwt=0.0)
         date = spec.start_date.replace("-", "/")
@@ -102,7 +107,7 @@ def _layout_ms(ct: Any, spec: SimSpec, antennas: list[arrays.Antenna], ms: Path)
         for scan in spec.scan_plan():
             for s in scan["spws"]:
                 ok = sm.observe(
-                    sourcename=spec.source_name, spwname=f"spw{s}",
+                    sourcename=scan.get("field", spec.source_name), spwname=f"spw{s}",
                     starttime=f"{float(scan['ha_start_s'])!r}s", stoptime=f"{float(scan['ha_stop_s'])!r}s",
                 )
                 if ok is False:
@@ -135,6 +140,9 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
         scan = np.asarray(calls, dtype=int)[scan_in - 1]
         tb.putcol("SCAN_NUMBER", scan.astype(np.int32))
         spw_row = dd_spw[ddid]
+        field_row = np.asarray(tb.getcol("FIELD_ID"), dtype=int)
+        # Sky per FIELD_ID (the simulator numbers fields in setfield order).
+        skies = [f.components for f in spec.fields] if spec.fields else [spec.components]
         times, tidx = np.unique(np.round(t, 3), return_inverse=True)
         gains = corrupt.make_gains(
             spec.seed, times, n_ant, spec.n_spw,
@@ -156,11 +164,14 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
             model = np.zeros((r1 - r0, nchan), dtype=np.complex64)
             obs = np.zeros((r1 - r0, nchan), dtype=np.complex64)
             for s in np.unique(spw_row[r0:r1]):
-                sel = np.nonzero(spw_row[r0:r1] == s)[0]
-                rows = sel + r0
-                m = sky.predict(uvw_all[rows], freqs[s], spec.components, ref)
-                model[sel] = m
-                obs[sel] = corrupt.apply_gains(m, a1[rows], a2[rows], tidx[rows], int(s), gains, freqs[s])
+                for fid in np.unique(field_row[r0:r1]):
+                    sel = np.nonzero((spw_row[r0:r1] == s) & (field_row[r0:r1] == fid))[0]
+                    if sel.size == 0:
+                        continue
+                    rows = sel + r0
+                    m = sky.predict(uvw_all[rows], freqs[s], skies[fid], ref)
+                    model[sel] = m
+                    obs[sel] = corrupt.apply_gains(m, a1[rows], a2[rows], tidx[rows], int(s), gains, freqs[s])
             data = corrupt.noise(rng, (ncorr, nchan, r1 - r0), spec.noise_jy)
             for k in par:
                 data[k] += obs.T
@@ -179,6 +190,8 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
         if drop:
             tb.removecols(drop)
         flagged = float(np.mean(tb.getcol("FLAG")))
+        if spec.fields and any(f.intent for f in spec.fields):
+            _write_intents(tb, ct, ms, spec, field_row)
     finally:
         tb.close()
     scans = []
@@ -186,12 +199,35 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
         sel = scan == sc
         scans.append({
             "scan": int(sc),
+            **({"field": spec.fields[int(field_row[sel][0])].name} if spec.fields else {}),
             "spws": sorted(int(x) for x in np.unique(spw_row[sel])),
             "start_time": float(t[sel].min()),
             "end_time": float(t[sel].max()),
             "n_integrations": int(np.unique(tidx[sel]).size),
         })
     return {"gains": gains, "scans": scans, "nrows": nrow, "flagged_fraction": flagged}
+
+
+def _write_intents(tb: Any, ct: Any, ms: Path, spec: SimSpec, field_row: np.ndarray) -> None:
+    """One STATE row per field (OBS_MODE = its intents, as VLA/ALMA data carry them) and
+    STATE_ID of every main-table row (``tb``: the open main table)."""
+    st = ct.table()
+    st.open(str(ms) + "/STATE", nomodify=False)
+    try:
+        n = len(spec.fields)
+        if st.nrows():  # the simulator's own rows: replaced (every main row is re-pointed below)
+            st.removerows(list(range(st.nrows())))
+        st.addrows(n)
+        st.putcol("OBS_MODE", [f.obs_mode for f in spec.fields])
+        st.putcol("SIG", np.ones(n, dtype=bool))
+        st.putcol("REF", np.zeros(n, dtype=bool))
+        st.putcol("FLAG_ROW", np.zeros(n, dtype=bool))
+        st.putcol("CAL", np.zeros(n, dtype=np.float64))
+        st.putcol("LOAD", np.zeros(n, dtype=np.float64))
+        st.putcol("SUB_SCAN", np.zeros(n, dtype=np.int32))
+    finally:
+        st.close()
+    tb.putcol("STATE_ID", field_row.astype(np.int32))
 
 
 def build_truth(spec: SimSpec, antennas: list[arrays.Antenna], filled: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -211,6 +247,7 @@ def build_truth(spec: SimSpec, antennas: list[arrays.Antenna], filled: dict[str,
         "spec": spec.to_dict(),
         "phase_centre": {"ra_deg": spec.ra_deg, "dec_deg": spec.dec_deg, "frame": "J2000"},
         "components": [sky.component_truth(c, spec.ra_deg, spec.dec_deg, ref) for c in spec.components],
+        **({"fields": [_field_truth(f, spec, ref) for f in spec.fields]} if spec.fields else {}),
         "antennas": [a.to_dict() for a in antennas],
         "max_baseline_m": arrays.max_baseline_m(antennas),
         "spws": [
@@ -245,6 +282,13 @@ def build_truth(spec: SimSpec, antennas: list[arrays.Antenna], filled: dict[str,
         "flagged_fraction": filled["flagged_fraction"],
         "generation_s": round(seconds, 3),
     }
+
+
+def _field_truth(f: Any, spec: SimSpec, ref: float) -> dict[str, Any]:
+    ra, dec = f.centre(spec.ra_deg, spec.dec_deg)
+    return {"name": f.name, "intent": f.intent, "obs_mode": f.obs_mode,
+            "phase_centre": {"ra_deg": ra, "dec_deg": dec, "frame": "J2000"},
+            "components": [sky.component_truth(c, ra, dec, ref) for c in f.components]}
 
 
 def simulate_ms(spec: SimSpec, out_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

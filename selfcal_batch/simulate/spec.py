@@ -6,7 +6,9 @@ integrations), separated by ``scan_gap_s``, centred on the source's transit on
 ``spw_bandwidth_hz`` (band default) centred on ``centre_freq_hz`` (band default), each of
 ``n_chan`` channels. ``missing_spw``: that spw is absent (no rows) from every other scan
 (scans 2, 4, ...). ``dead_antenna``: the antenna's visibilities are pure noise, not
-flagged.
+flagged. ``fields`` (empty by default): several fields with their own skies and scan
+intents, scans interleaved in time (an execution block; see :mod:`.fields`); then
+``components``, ``source_name`` and ``ra_deg``/``dec_deg`` only define the reference centre.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from selfcal_batch.errors import SimulationError
 from . import arrays
+from .fields import FieldSpec, as_fields, field_scan_plan
 from .sky import Component, default_components
 
 #: Field -> CLI option, used in error messages.
@@ -84,6 +87,8 @@ class SimSpec:
     source_name: str = "TARGET"
     start_date: str = "2024-01-01"
     write_model: bool = False
+    #: Several fields (an execution block), see :mod:`.fields`; empty: one field.
+    fields: tuple[FieldSpec, ...] = field(default_factory=tuple)
 
     # -- validation ---------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -123,6 +128,7 @@ class SimSpec:
         if not isinstance(comps, (list, tuple)):
             raise _fail("components", "must be a list of components", comps)
         s(self, "components", tuple(c if isinstance(c, Component) else Component.from_dict(c) for c in comps))
+        s(self, "fields", as_fields(self.fields))
         if not isinstance(self.write_model, bool):
             raise _fail("write_model", "must be true or false", self.write_model)
         if not str(self.source_name).strip():
@@ -215,11 +221,22 @@ class SimSpec:
 
     @property
     def time_span_s(self) -> float:
+        if self.fields:
+            plan = field_scan_plan(self.fields, self.n_scans, self.n_integrations_per_scan,
+                                   self.integration_s, self.scan_gap_s)
+            return plan[-1]["ha_stop_s"]
         return self.n_scans * self.scan_length_s + (self.n_scans - 1) * self.scan_gap_s
 
     def scan_plan(self) -> list[dict[str, Any]]:
         """Scans: number, hour-angle start/stop (s from transit), spws present."""
         start = -self.time_span_s / 2.0
+        if self.fields:
+            plan = field_scan_plan(self.fields, self.n_scans, self.n_integrations_per_scan,
+                                   self.integration_s, self.scan_gap_s)
+            for k, sc in enumerate(plan):
+                spws = [s for s in range(self.n_spw) if not (s == self.missing_spw and k % 2 == 1)]
+                sc.update(ha_start_s=start + sc["ha_start_s"], ha_stop_s=start + sc["ha_stop_s"], spws=spws)
+            return plan
         out = []
         for k in range(self.n_scans):
             t0 = start + k * (self.scan_length_s + self.scan_gap_s)
@@ -240,6 +257,10 @@ class SimSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["components"] = [c.to_dict() for c in self.components]
+        if self.fields:
+            d["fields"] = [f.to_dict() for f in self.fields]
+        else:
+            del d["fields"]  # single-field specs serialise exactly as before
         return d
 
     @classmethod

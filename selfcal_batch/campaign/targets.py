@@ -1,0 +1,213 @@
+"""Target expansion: one ``[[datasets]]`` entry with ``targets`` -> one dataset per science field.
+
+Survey data arrive as one MS per execution block holding calibrators and several targets.
+An entry ``ms = "eb1.ms"`` (or a glob) with ``targets = "science"`` becomes one dataset per
+field whose scan intents include ``OBSERVE_TARGET*`` (fields with only calibrator or other
+intents are skipped, with the reason); when the MS has no intents, ``targets`` names
+field-name patterns instead (``targets = ["J1*", "3C*"]``, shell wildcards, case-sensitive;
+``"science"`` plus patterns: science fields matching a pattern). A field with less than
+``min_target_time_s`` on source (unflagged rows; see :func:`selfcal_batch.ms.fields.summarise`)
+or without data is skipped with the reason.
+
+Dataset names: ``target_name`` (default :data:`DEFAULT_NAME_PATTERN` = ``"{name}__{field}"``,
+``{name}`` = the entry's ``name`` or the MS stem, ``{stem}`` = the MS stem, ``{field}`` = the
+field name with every character outside ``[A-Za-z0-9._+-]`` replaced by ``_``). A name is a
+directory under ``<out>/datasets/`` and a Dask key, so ``/`` is not allowed: ``__`` separates
+MS and field. Each dataset keeps the entry's overrides with ``field`` set to the field name.
+
+The pure choices (:func:`select_targets`, :func:`target_dataset_name`) are unit tested; the
+MS is read only by :func:`selfcal_batch.ms.fields.list_fields` (a child process on a private
+read-only view).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+#: The ``targets`` keyword meaning "every field observed with an OBSERVE_TARGET* intent".
+SCIENCE = "science"
+#: Intents (prefix) of a science target (ALMA/VLA: OBSERVE_TARGET#ON_SOURCE, #UNSPECIFIED).
+SCIENCE_INTENT = "OBSERVE_TARGET"
+DEFAULT_NAME_PATTERN = "{name}__{field}"
+#: The ``[[datasets]]`` keys of target expansion (documented in README's manifest section).
+TARGET_KEYS = ("targets", "target_name", "min_target_time_s")
+#: Default minimum time on source of a target (s): below one minute a VLA/e-MERLIN target
+#: has too few solution intervals for any self-calibration step (4 phase solutions of 15 s).
+DEFAULT_MIN_TIME_S = 60.0
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
+
+
+class TargetError(ValueError):
+    """The targets of one MS cannot be chosen (one line, without the MS path)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Outcome of :func:`select_targets`: the fields kept and ``(name, reason)`` of the rest."""
+
+    selected: tuple[dict[str, Any], ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+def check_targets_value(value: Any) -> tuple[str, ...]:
+    """Validate a manifest ``targets`` value: a non-empty string or list of strings.
+
+    Raises:
+        TargetError: wrong type or an empty pattern.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) and x.strip() for x in items):
+        raise TargetError(f'targets: expected "science", a field-name pattern or a list of them, got {value!r}')
+    return tuple(x.strip() for x in items)
+
+
+def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_time_s: float) -> Choice:
+    """Choose the target fields of one MS.
+
+    Args:
+        fields: :func:`selfcal_batch.ms.fields.summarise` records (``name, intents, rows,
+            time_on_source_s``).
+        targets: ``("science",)``, field-name patterns, or both (see the module docstring).
+        min_time_s: minimum time on source (s).
+
+    Returns:
+        :class:`Choice`, fields in FIELD-table order.
+
+    Raises:
+        TargetError: ``"science"`` asked for but the MS carries no intents at all (then
+            only a name pattern can tell targets from calibrators).
+    """
+    science = any(t.lower() == SCIENCE for t in targets)
+    patterns = [t for t in targets if t.lower() != SCIENCE]
+    if science and not any(f["intents"] for f in fields):
+        names = ", ".join(f["name"] for f in fields[:8])
+        raise TargetError(f"targets = \"science\" needs scan intents, but the MS has none (STATE table "
+                          f"empty); name the targets by pattern instead, e.g. targets = [\"J1*\"] "
+                          f"(fields: {names})")
+    kept: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    for f in fields:
+        why = ""
+        if science and not any(i.startswith(SCIENCE_INTENT) for i in f["intents"]):
+            why = f"not a science target (intents {', '.join(f['intents']) or 'none'})"
+        elif patterns and not any(fnmatch.fnmatchcase(f["name"], p) for p in patterns):
+            why = f"name matches none of {', '.join(repr(p) for p in patterns)}"
+        elif f["rows"] == 0:
+            why = "no unflagged data"
+        elif f["time_on_source_s"] < min_time_s:
+            why = f"{f['time_on_source_s']:g} s on source < min_target_time_s = {min_time_s:g} s"
+        first = next((k for k in kept if k["name"] == f["name"]), None)
+        if not why and first is not None:
+            # One dataset per name: CASA selects fields by name, so this field (a mosaic
+            # pointing, a repeated entry) is already part of the first one's dataset.
+            why = f"same name as field id {first['id']}: part of that target's dataset"
+        if why:
+            skipped.append((f["name"], why))
+        else:
+            kept.append(f)
+    return Choice(tuple(kept), tuple(skipped))
+
+
+def safe_field(name: str) -> str:
+    """A field name usable in a dataset name: characters outside ``[A-Za-z0-9._+-]`` -> ``_``."""
+    out = _UNSAFE.sub("_", name.strip()) or "field"
+    return out if out[0].isalnum() else "f" + out
+
+
+def target_dataset_name(pattern: str, name: str, stem: str, field: str) -> str:
+    """The dataset name of one target (see the module docstring for the placeholders).
+
+    Raises:
+        TargetError: an unknown placeholder in ``pattern``.
+    """
+    try:
+        return pattern.format(name=name, stem=stem, field=safe_field(field))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise TargetError(f"target_name: {pattern!r} is not a pattern of {{name}}, {{stem}}, {{field}} "
+                          f"({type(exc).__name__}: {exc})") from None
+
+
+def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None
+                    ) -> tuple[list[Any], list[tuple[str, str]]]:
+    """Replace every valid DatasetSpec with ``targets`` by one DatasetSpec per chosen field.
+
+    Args:
+        datasets: ``manifest.DatasetSpec`` list (those without ``targets`` pass through).
+        reader: ``{ms: fields or problem}`` for MS paths (default:
+            :func:`selfcal_batch.ms.fields.list_fields`, a child process).
+
+    Returns:
+        ``(datasets, skipped)``; ``skipped`` = ``[(f"{ms}: {field}", reason)]``. An MS whose
+        fields cannot be read, or whose targets cannot be chosen, stays one dataset carrying
+        a one-line ``error`` naming the MS.
+    """
+    wanted = [d for d in datasets if getattr(d, "targets", ()) and d.ok and d.ms is not None]
+    if not wanted:
+        return list(datasets), []
+    if reader is None:
+        from selfcal_batch.ms.fields import list_fields as reader  # lazy: starts a child, only when asked
+    found = reader(sorted({str(d.ms) for d in wanted}))
+    out: list[Any] = []
+    skipped: list[tuple[str, str]] = []
+    for d in datasets:
+        if d not in wanted:
+            out.append(d)
+            continue
+        ms = str(d.ms)
+        info = found.get(ms, "was not read")
+        try:
+            if isinstance(info, str):
+                raise TargetError(info)
+            choice = select_targets(info, d.targets, d.min_target_time_s)
+            if not choice.selected:
+                raise TargetError("no target field left: " + "; ".join(f"{n}: {r}" for n, r in choice.skipped))
+            skipped.extend((f"{ms}: {n}", r) for n, r in choice.skipped)
+            out.extend(_one_per_field(d, choice.selected))
+        except TargetError as exc:
+            out.append(dataclasses.replace(d, error=f"datasets[{d.index}] (name={d.name!r}): {ms}: {exc}"))
+    return out, skipped
+
+
+def _one_per_field(d: Any, fields: tuple[dict[str, Any], ...]) -> list[Any]:
+    stem = d.ms.name.rsplit(".", 1)[0]
+    out = []
+    for f in fields:
+        name = target_dataset_name(d.target_name or DEFAULT_NAME_PATTERN, d.name, stem, f["name"])
+        cfg = d.config.with_updates(field=f["name"])
+        target = {"ms": str(d.ms), "field": f["name"], "field_id": f["id"], "intents": f["intents"],
+                  "time_on_source_s": f["time_on_source_s"], "ra_deg": f["ra_deg"], "dec_deg": f["dec_deg"]}
+        out.append(dataclasses.replace(d, name=name, config=cfg, targets=(), target=target,
+                                       overrides={**d.overrides, "field": f["name"]}))
+    return out
+
+
+def parse_target_keys(entry: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """DatasetSpec keywords of the target-expansion keys, or ``(key, one-line problem)``."""
+    if not any(k in entry for k in TARGET_KEYS):
+        return {}, None
+    if "targets" not in entry:
+        key = next(k for k in TARGET_KEYS if k in entry)
+        return {}, (key, f"{key}: only with targets = \"science\" or field-name pattern(s)")
+    for key, bad in (("field", "field"), ("simulate", "simulate")):
+        if key in entry:
+            return {}, (key, f"{bad}: cannot be combined with targets (each target sets its own field)")
+    try:
+        targets = check_targets_value(entry["targets"])
+    except TargetError as exc:
+        return {}, ("targets", str(exc))
+    pattern = entry.get("target_name", "")
+    if not isinstance(pattern, str) or (pattern and "{field}" not in pattern):
+        return {}, ("target_name", f"target_name: expected a pattern containing {{field}}, got {pattern!r}")
+    try:
+        if pattern:
+            target_dataset_name(pattern, "n", "s", "f")
+    except TargetError as exc:
+        return {}, ("target_name", str(exc))
+    mint = entry.get("min_target_time_s", DEFAULT_MIN_TIME_S)
+    if isinstance(mint, bool) or not isinstance(mint, (int, float)) or mint < 0:
+        return {}, ("min_target_time_s", f"min_target_time_s: expected a number of seconds >= 0, got {mint!r}")
+    return {"targets": targets, "target_name": pattern, "min_target_time_s": float(mint)}, None
+

@@ -1,0 +1,148 @@
+"""What fields an MS holds: name, centre, scan intents, time on source (for target expansion).
+
+:func:`list_fields` runs in a child process (``python -m selfcal_batch.ms.fields``) that
+opens a private read-only view (:func:`selfcal_batch.ms.view.read_only_view`) of each MS
+with python-casacore: the user's MS itself is never opened (casacore writes ``table.lock``
+even read-only), and a damaged table that crashes casacore takes down only the child.
+
+Intents are read as the VLA and ALMA archives store them: the main table's ``STATE_ID``
+points at a STATE row whose ``OBS_MODE`` lists ``INTENT#SUBINTENT`` entries separated by
+commas (``"CALIBRATE_PHASE#UNSPECIFIED,CALIBRATE_AMPLI#UNSPECIFIED"``). An empty STATE table
+or ``STATE_ID`` -1 means no intents (the real VLA test MS is such a case).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Main-table columns read (one value per row; ``FLAG_ROW`` and ``STATE_ID`` optional).
+_COLUMNS = ("FIELD_ID", "TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "INTERVAL", "EXPOSURE")
+#: Seconds allowed per MS for the child.
+TIMEOUT_S = 300.0
+_MARK = "FIELDS "
+
+
+def parse_obs_mode(obs_mode: str) -> list[str]:
+    """``"CALIBRATE_PHASE#UNSPECIFIED,OBSERVE_TARGET#ON_SOURCE"`` -> ``["CALIBRATE_PHASE",
+    "OBSERVE_TARGET"]`` (upper case, sub-intents dropped, order kept, no duplicates)."""
+    out: list[str] = []
+    for part in str(obs_mode).split(","):
+        name = part.split("#", 1)[0].strip().upper()
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str],
+              cols: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per-field summary from the FIELD names/directions, the STATE OBS_MODEs and the main
+    table's row columns (``_COLUMNS`` plus optional ``STATE_ID``, ``FLAG_ROW``).
+
+    Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
+    rows' states), ``rows`` (unflagged), ``scans`` and ``time_on_source_s`` (largest number of
+    time stamps of one baseline and data description x the integration of the whole MS, see
+    :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows).
+    """
+    from selfcal_batch.ms.inspection import time_sampling  # lazy: casacore-free import of this module
+
+    keep = ~np.asarray(cols["FLAG_ROW"], dtype=bool) if "FLAG_ROW" in cols else np.ones(len(cols["TIME"]), bool)
+    fid = np.asarray(cols["FIELD_ID"], dtype=int)
+    sid = np.asarray(cols.get("STATE_ID", np.full(len(fid), -1)), dtype=int)
+    scan = np.asarray(cols.get("SCAN_NUMBER", np.zeros(len(fid))), dtype=int)
+    names6 = ("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "INTERVAL", "EXPOSURE")
+    # The integration from every row: a field whose scans hold one integration each has no
+    # within-scan spacing, and its own spacing would be the time between its scans.
+    integration = float(time_sampling(*(np.asarray(cols[c])[keep] for c in names6))["integration_s"]) \
+        if keep.any() else 0.0
+    out = []
+    for k, name in enumerate(names):
+        sel = keep & (fid == k)
+        intents: set[str] = set()
+        for s in np.unique(sid[sel]):
+            if 0 <= s < len(obs_modes):
+                intents.update(parse_obs_mode(obs_modes[s]))
+        if sel.any():
+            ts = time_sampling(*(np.asarray(cols[c])[sel] for c in names6))
+            stamps = round(float(ts["time_on_source_s"]) / float(ts["integration_s"]))
+            tos = stamps * integration
+        else:
+            tos = 0.0
+        ra, dec = (float(x) for x in np.asarray(phase_dirs_rad[k]).reshape(-1, 2)[0])
+        out.append({"id": k, "name": str(name), "ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec),
+                    "intents": sorted(intents), "rows": int(sel.sum()), "scans": int(np.unique(scan[sel]).size),
+                    "time_on_source_s": round(tos, 3)})
+    return out
+
+
+def read_fields(ms: str | Path) -> list[dict[str, Any]]:
+    """:func:`summarise` of the MS ``ms``, read through a private view (call in a child)."""
+    from casacore.tables import table  # lazy: only the child process reads tables
+
+    from selfcal_batch.ms.view import read_only_view  # lazy: as above
+
+    with tempfile.TemporaryDirectory(prefix="selfcal-batch-fields-") as tmp:
+        view = str(read_only_view(Path(ms), Path(tmp) / "view.ms"))
+        with table(os.path.join(view, "FIELD"), readonly=True, ack=False) as ft:
+            names = list(ft.getcol("NAME"))
+            dirs = ft.getcol("PHASE_DIR")
+        modes: list[str] = []
+        if os.path.isdir(os.path.join(view, "STATE")):
+            with table(os.path.join(view, "STATE"), readonly=True, ack=False) as st:
+                modes = list(st.getcol("OBS_MODE")) if st.nrows() and "OBS_MODE" in st.colnames() else []
+        with table(view, readonly=True, ack=False) as t:
+            present = set(t.colnames())
+            cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
+    return summarise(names, dirs, modes, cols)
+
+
+def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:
+    """``{ms: [field summaries] or 'one-line problem'}`` for every MS, read in child
+    processes; a child that dies on an MS reports that MS and a new child goes on."""
+    out: dict[str, list[dict[str, Any]] | str] = {}
+    todo = list(dict.fromkeys(str(p) for p in paths))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    while todo:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "selfcal_batch.ms.fields", json.dumps(todo)],
+                                  capture_output=True, text=True, env=env, timeout=TIMEOUT_S * len(todo) + 30)
+            stdout, rc, err = proc.stdout, proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            rc, err = None, "timed out"
+        for line in stdout.splitlines():
+            if line.startswith(_MARK):
+                rec = json.loads(line[len(_MARK):])
+                out[rec["ms"]] = rec["fields"] if rec["problem"] == "" else rec["problem"]
+        todo = [p for p in todo if p not in out]
+        if todo:
+            ms = todo.pop(0)
+            how = f"signal {-rc}" if rc is not None and rc < 0 else f"exit {rc}" if rc is not None else "timed out"
+            last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), "")
+            out[ms] = f"reading its fields crashed ({how}{': ' + last[:150] if last else ''}): the MS is probably damaged"
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    for ms in json.loads(argv[0]):
+        try:
+            rec = {"ms": ms, "fields": read_fields(ms), "problem": ""}
+        except Exception as exc:  # noqa: BLE001  (reported as one line naming the MS)
+            text = re.sub(r"\S*selfcal-batch-fields-[^/\s]+/view\.ms", ms, " ".join(str(exc).split()))
+            text = text[:200] or type(exc).__name__
+            rec = {"ms": ms, "fields": [], "problem": f"cannot read its fields: {text}"}
+        print(_MARK + json.dumps(rec), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,141 @@
+"""Pure decisions for self-calibrating several execution blocks (EBs) of one target jointly.
+
+Design: DESIGN.md, "Joint EBs (issue 18)". Nothing here reads an MS or runs a program: the
+inputs are numbers measured elsewhere (field tables, spectral-window tables, gain tables).
+
+* :func:`group_targets`: expanded targets of several MSs -> groups of one target (same
+  field name, or centres within a tolerance).
+* :func:`map_spws`: per EB, spw id -> a common spectral-window key by frequency, so EBs with
+  different spw numbering and channelisation line up (auto_selfcal's dominant bug class:
+  peers.md, issues #12, #28, PR #8).
+* :func:`alignment_scales`: per-EB amplitude factors of the ``inf``-per-EB alignment step,
+  normalised so the weighted mean flux scale of the EBs is kept.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def angular_separation_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle distance (arcsec) of two directions given in degrees (haversine)."""
+    p1, p2 = math.radians(dec1), math.radians(dec2)
+    dra = math.radians(ra2 - ra1)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dra / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600.0
+
+
+def group_targets(targets: Sequence[dict[str, Any]], by: str = "name",
+                  tolerance_arcsec: float = 1.0) -> list[list[int]]:
+    """Group targets of several EBs (``{ms, field, ra_deg, dec_deg}`` records, e.g.
+    ``DatasetSpec.target``) into one list of indices per source.
+
+    Args:
+        by: ``"name"`` (same field name) or ``"position"`` (a target joins the first group
+            whose first member lies within ``tolerance_arcsec``; greedy, in input order).
+        tolerance_arcsec: position tolerance (arcsec), > 0.
+
+    Returns:
+        Groups of indices into ``targets``, in order of their first member. Two targets of
+        the same MS are never grouped (one MS holds a source once per field).
+
+    Raises:
+        ValueError: unknown ``by`` or a tolerance <= 0.
+    """
+    if by not in ("name", "position"):
+        raise ValueError(f"group: expected 'name' or 'position', got {by!r}")
+    if not tolerance_arcsec > 0:
+        raise ValueError(f"group_tolerance_arcsec: must be > 0, got {tolerance_arcsec!r}")
+    groups: list[list[int]] = []
+    for i, t in enumerate(targets):
+        for g in groups:
+            first = targets[g[0]]
+            if any(targets[j]["ms"] == t["ms"] for j in g):
+                continue
+            same = (t["field"] == first["field"]) if by == "name" else angular_separation_arcsec(
+                first["ra_deg"], first["dec_deg"], t["ra_deg"], t["dec_deg"]) <= tolerance_arcsec
+            if same:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+@dataclass(frozen=True)
+class SpwInfo:
+    """One spectral window of one EB: id, centre frequency (Hz), total width (Hz), channels."""
+
+    spw_id: int
+    centre_hz: float
+    width_hz: float
+    n_chan: int
+
+
+def map_spws(ebs: Sequence[Sequence[SpwInfo]], rel_tolerance: float = 0.5) -> list[dict[int, int]]:
+    """Give every spw of every EB a common key: spws of different EBs share a key when their
+    centres differ by less than ``rel_tolerance`` x the narrower width (the same baseband
+    tuned alike; channel counts may differ).
+
+    Args:
+        ebs: per EB, its spws (any ids, any order).
+        rel_tolerance: fraction of the narrower spw width (0.5 = centre inside the middle
+            half of both), in (0, 1].
+
+    Returns:
+        Per EB, ``{spw id: common key}``; keys are numbered 0.. in increasing frequency of
+        their first spw. An spw matching no other EB gets its own key.
+
+    Raises:
+        ValueError: a tolerance outside (0, 1], or two spws of one EB matching one key.
+    """
+    if not 0 < rel_tolerance <= 1:
+        raise ValueError(f"rel_tolerance must be in (0, 1], got {rel_tolerance}")
+    keys: list[SpwInfo] = []  # representative of each key
+    raw: list[dict[int, int]] = []
+    for k, eb in enumerate(ebs):
+        m: dict[int, int] = {}
+        for s in sorted(eb, key=lambda s: s.centre_hz):
+            hit = next((j for j, r in enumerate(keys)
+                        if abs(r.centre_hz - s.centre_hz) < rel_tolerance * min(r.width_hz, s.width_hz)), None)
+            if hit is not None and hit in m.values():
+                raise ValueError(f"EB {k}: spws {[i for i, v in m.items() if v == hit][0]} and {s.spw_id} "
+                                 f"both match the band at {keys[hit].centre_hz / 1e9:.4f} GHz")
+            if hit is None:
+                keys.append(s)
+                hit = len(keys) - 1
+            m[s.spw_id] = hit
+        raw.append(m)
+    order = sorted(range(len(keys)), key=lambda j: keys[j].centre_hz)
+    rank = {j: r for r, j in enumerate(order)}
+    return [{sid: rank[j] for sid, j in m.items()} for m in raw]
+
+
+def alignment_scales(median_amp: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """Amplitude gain factors that align the EBs' flux scales to their weighted mean.
+
+    ``median_amp[k]``: the median antenna amplitude gain of EB k's ``inf`` alignment solve
+    (gaincal without ``solnorm``: data = g_i g_j* model, so an EB whose flux scale is
+    (1 + e) times the model has gains ~ sqrt(1 + e)). Dividing EB k's data by
+    ``g_k^2 / G^2``, with ``G^2`` the ``weights``-weighted mean of ``g_k^2``, brings every EB
+    to the common scale and keeps the combined flux (the weights are the EBs' visibility
+    weights; the model itself is set by all EBs together, so only ratios are measured).
+
+    Returns:
+        Per EB, the antenna-gain factor to apply (``g_k / G``; amplitude gains multiply
+        visibilities as g_i g_j*, so the visibility scale changes by its square).
+
+    Raises:
+        ValueError: lengths differ, a gain is not finite and > 0, or the weights sum to 0.
+    """
+    if len(median_amp) != len(weights) or not median_amp:
+        raise ValueError("median_amp and weights must be non-empty and of the same length")
+    if any(not (math.isfinite(g) and g > 0) for g in median_amp):
+        raise ValueError(f"alignment gains must be finite and > 0, got {list(median_amp)}")
+    wsum = float(sum(weights))
+    if not wsum > 0:
+        raise ValueError("weights must sum to > 0")
+    mean_sq = sum(w * g * g for g, w in zip(median_amp, weights, strict=True)) / wsum
+    return [g / math.sqrt(mean_sq) for g in median_amp]
