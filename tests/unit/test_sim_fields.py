@@ -25,7 +25,7 @@ def test_scan_plan_interleaves_fields_in_cycles() -> None:
     assert len(plan) == 12 and [s["scan"] for s in plan] == list(range(1, 13))
     lengths = {s["field"]: s["ha_stop_s"] - s["ha_start_s"] for s in plan}
     assert lengths == {"CAL": 30.0, "T1": 60.0, "T2": 60.0}
-    for a, b in zip(plan, plan[1:]):  # no overlap, scan_gap_s between scans
+    for a, b in zip(plan, plan[1:], strict=False):  # no overlap, scan_gap_s between scans
         assert b["ha_start_s"] - a["ha_stop_s"] == pytest.approx(spec.scan_gap_s)
     assert plan[0]["ha_start_s"] == pytest.approx(-spec.time_span_s / 2)
     assert spec.time_span_s == pytest.approx(4 * (30 + 60 + 60) + 11 * 60)
