@@ -215,6 +215,15 @@ class PipelineConfig:
     #: models (what statistics, plots and resume read); 'all' = every file (debugging).
     keep_products: str = "default"
     casa_timeout_s: float = 3600.0
+    #: Primary-beam products of the final image (final-image.pb.fits, final-image.pbcor.fits).
+    primary_beam: bool = True
+    #: Primary-beam response below which the .pb/.pbcor images are blanked.
+    pb_cutoff: float = 0.2
+    #: gaincal uv range: '' (all), '>500lambda', '0~5km', ... or 'auto' (selfcal/uvrange.py).
+    uvrange_cal: str = ""
+    #: WSClean uv range (-minuv-l/-maxuv-l), same syntax without 'auto'; metres are converted
+    #: to wavelengths at the band centre.
+    uvrange_image: str = ""
     wsclean: WSCleanConfig = dc_field(default_factory=WSCleanConfig)
     gate: GateConfig = dc_field(default_factory=GateConfig)
     solint: SolintConfig = dc_field(default_factory=SolintConfig)
@@ -294,6 +303,15 @@ class PipelineConfig:
             raise ConfigError(f"{p}timebin: expected e.g. '20s', got {self.timebin!r}")
         if self.chanbin < 1:
             raise ConfigError(f"{p}chanbin: must be >= 1")
+        if not 0 < self.pb_cutoff <= 1:
+            raise ConfigError(f"{p}pb_cutoff: must be within (0, 1], got {self.pb_cutoff}")
+        from selfcal_batch.selfcal.uvrange import parse_uvrange
+
+        for key in ("uvrange_cal", "uvrange_image"):
+            try:
+                parse_uvrange(getattr(self, key), allow_auto=key == "uvrange_cal")
+            except ValueError as exc:
+                raise ConfigError(f"{p}{key}: {exc}") from None
         if not 0 < self.wsclean.mgain < 1:
             raise ConfigError(f"{p}wsclean.mgain: must be in (0, 1) so WSClean writes MODEL_DATA")
         if self.wsclean.container_runtime not in ("apptainer", "singularity"):
