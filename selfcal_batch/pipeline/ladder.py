@@ -68,9 +68,14 @@ def imaging_options(ctx: Context, template: str, step: str, params: StepParams) 
     if step == "p0" and ctx.state.get("modified_robust") is not None:
         robust = ctx.state.get("modified_robust")
     multiscale = src.with_multiscale or (mode == "initial" and ctx.cfg.final_multiscale)
-    return ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
+    opts = ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
                             auto_threshold=params.nsigma_autothreshold, multiscale=multiscale,
                             multiscale_scales=src.scales, taper_gaussian=src.uvtaper)
+    if params.uvrange_image:  # this template step's own uv range
+        from selfcal_batch.selfcal.uvrange import image_limits
+
+        opts = opts.replace(**dict(zip(("minuv_l", "maxuv_l"), image_limits(ctx, params.uvrange_image))))
+    return opts
 
 
 def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str) -> str:
@@ -189,13 +194,19 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     new_map = spwmap_for(params.combine, scan_spws, spw_ids)
     table = ctx.caltable(step)
     ctx.remove(table)
+    from selfcal_batch.selfcal.uvrange import cal_uvrange
+
+    rec["uvrange"], uv_reason = cal_uvrange(ctx, step, params.uvrange_cal)
+    if uv_reason:
+        log.info("%s %s: uvrange_cal auto: %s", ctx.name, step, uv_reason)
+        rec["uvrange_reason"] = uv_reason
     gc = cal.gaincal_call(vis, table, solint=params.solint, calmode=params.calmode, gaintype=params.gaintype,
                           combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
                           minsnr=params.minsnr, minblperant=minblperant(step if not extension else "p2",
                                                                        ctx.instrument),
                           **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
                                                                        ctx.cfg.solnorm_type), gaintable=[c["table"] for c in pre_apply],
-                          spwmap=[c["spwmap"] for c in pre_apply], field="")
+                          spwmap=[c["spwmap"] for c in pre_apply], field="", uvrange=rec["uvrange"])
     new_chain = chain_after(step, chain, {"step": step, "table": table, "spwmap": new_map})
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=flagver, resume=bool(st.get("resuming")))
     frac = cal.job("flag_fraction", vis=vis)

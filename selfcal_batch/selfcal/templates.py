@@ -86,6 +86,9 @@ class StepParams:
     uvtaper: str  # '' = no taper, else e.g. '0.6arcsec'
     with_multiscale: bool
     scales: str  # '' = automatic (wsclean -multiscale-max-scales 6 in the seed)
+    #: uv ranges of this step (selfcal/uvrange.py syntax); '' = the dataset's setting.
+    uvrange_cal: str = ""
+    uvrange_image: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict copy of the values."""
@@ -345,7 +348,11 @@ def _check_value(key: str, v: Any) -> Any:
     if not isinstance(v, str):
         raise ValueError(f"expected a string, got {v!r} ({type(v).__name__})")
     v = v.strip()
-    if key == "solint":
+    if key in ("uvrange_cal", "uvrange_image"):
+        from selfcal_batch.selfcal.uvrange import parse_uvrange
+
+        parse_uvrange(v, allow_auto=key == "uvrange_cal")
+    elif key == "solint":
         m = _SOLINT_RE.match(v)
         if v not in ("int", "inf") and not (m and float(v[: m.start(1)]) > 0):
             raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), got {v!r}")
