@@ -42,7 +42,8 @@ log = logging.getLogger("selfcal_batch.pipeline")
 
 LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
-               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
+               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type",
+               "uvrange_cal", "uvrange_image")
 DEPENDS: dict[str, tuple[str, ...]] = {
     "startup": ("field", "spw", "timebin", "chanbin", "input_column"),
     "save_init_flags": ("statwt_init",),
@@ -51,9 +52,10 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "test_image": ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust", "test_uvtaper",
                    "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
                    "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma",
-                   "decorrelation_limit"),
+                   "decorrelation_limit", "uvrange_image"),
     "select_refant": ("refant", "refantmode", "flag_bad_antennas", "guard"),
-    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard"),
+    "split_trial_1": ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard",
+                      "uvrange_image", "primary_beam", "pb_cutoff"),
     "report_results": ("plots",),
     "run_rflag_final": (),
 }
