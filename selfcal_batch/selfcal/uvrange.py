@@ -107,31 +107,38 @@ def auto_min_uv(edges_lambda: Sequence[float], data_amp: Sequence[float], model_
 
     ``edges_lambda`` (n+1 bin edges, increasing), per bin (n): ``data_amp`` and ``model_amp``
     (noise-debiased mean amplitudes, Jy), ``err`` (the noise of ``data_amp``), ``counts``
-    (visibilities). A bin *misses flux* when ``data - model > max(tolerance * data, nsigma
-    * err)``. The limit is the inner edge of the first bin beyond which no populated bin
-    misses flux; no limit when the shortest bin already agrees, or when the limit would
-    exclude more than ``max_excluded`` of the visibilities (the model is then wrong
-    everywhere, not only at large scales). Pure; ValueError for inconsistent lengths.
+    (visibilities). The model's overall scale is first matched on the longer baselines:
+    ``scale`` = median data/model over the populated outer half of the bins (a model made
+    from poorly calibrated data is low on every baseline: decorrelation, not missing
+    structure). A bin *misses flux* when ``data - scale * model > max(tolerance * data,
+    nsigma * err)``. The limit is the outer edge of the last bin that misses flux; no limit
+    when none does, or when the limit would exclude more than ``max_excluded`` of the
+    visibilities (the model is then wrong everywhere, not only at large scales). Pure;
+    ValueError for inconsistent lengths.
     """
     edges = np.asarray(edges_lambda, float)
     d, mo, e, c = (np.asarray(x, float) for x in (data_amp, model_amp, err, counts))
     n = len(d)
     if len(edges) != n + 1 or not (len(mo) == len(e) == len(c) == n):
         raise ValueError("auto_min_uv: need n+1 edges and n values per array")
-    pop = c > 0
-    miss = pop & ((d - mo) > np.maximum(tolerance * np.abs(d), nsigma * e))
+    pop = (c > 0) & (mo > 0)
+    outer = np.nonzero(pop)[0]
+    outer = outer[len(outer) // 2:]
+    scale = float(np.median(d[outer] / mo[outer])) if len(outer) else 1.0
+    m = scale * mo
+    miss = pop & ((d - m) > np.maximum(tolerance * np.abs(d), nsigma * e))
     if not miss.any():
-        return AutoChoice(0.0, "the model holds the flux on every baseline length")
+        return AutoChoice(0.0, f"the model (x{scale:.3g}) holds the flux on every baseline length")
     last = int(np.nonzero(miss)[0].max())
     excluded = float(c[: last + 1].sum() / max(c.sum(), 1.0))
     limit = float(edges[last + 1])
-    lost = float(np.nanmax(np.where(miss, 1 - mo / np.where(d > 0, d, np.nan), np.nan)))
+    lost = float(np.nanmax(np.where(miss, 1 - m / np.where(d > 0, d, np.nan), np.nan)))
     if excluded > max_excluded:
         return AutoChoice(0.0, f"model misses flux up to {limit:.4g} lambda, which would exclude "
                                f"{100 * excluded:.0f}% of the data (> {100 * max_excluded:.0f}%): no limit",
                           excluded)
-    return AutoChoice(limit, f"model misses up to {100 * lost:.0f}% of the flux below {limit:.4g} lambda "
-                             f"({100 * excluded:.1f}% of the visibilities excluded)", excluded)
+    return AutoChoice(limit, f"model (x{scale:.3g}) misses up to {100 * lost:.0f}% of the flux below "
+                             f"{limit:.4g} lambda ({100 * excluded:.1f}% of the visibilities excluded)", excluded)
 
 
 def binned_amplitudes(uv_lambda: np.ndarray, data: np.ndarray, model: np.ndarray, weight: np.ndarray,

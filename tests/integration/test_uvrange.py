@@ -60,7 +60,7 @@ def test_uvrange_cal_reduces_error_from_unmodelled_extended_emission(tmp_path: P
         phase_err, n_ant = residual_phase_rms_deg(tables, truth) if tables else (float("nan"), 0)
         cell = abs(fits.getheader(root / "final-image.fits")["CDELT2"]) * 3600
         err = error_vs_truth(_image(root / "final.ms", tmp_path / "img" / label, cell), truth)
-        out[label] = {"status": res.status, "steps": res.steps_accepted, "phase_err_deg": round(phase_err, 2),
+        out[label] = {"status": res.status, "steps": res.steps_accepted, "guard": (res.guard or {}).get("reason", ""), "phase_err_deg": round(phase_err, 2),
                       "img_err": round(err["err"], 5), "flux_ratio": round(err["flux_ratio"], 3)}
         if label == "all":
             auto = measure_auto(str(root / "work.ms"))
@@ -69,4 +69,5 @@ def test_uvrange_cal_reduces_error_from_unmodelled_extended_emission(tmp_path: P
     print("UVRANGE " + json.dumps(out))
     assert out["limited"]["status"] == "finished", out
     assert out["all"]["phase_err_deg"] >= 1.3 * out["limited"]["phase_err_deg"], out
+    assert out["all"]["img_err"] >= 1.3 * out["limited"]["img_err"], out
     assert 1000.0 < out["auto"]["min_uv_lambda"] < 10_000.0, out

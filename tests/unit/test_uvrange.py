@@ -110,3 +110,12 @@ def test_binned_amplitudes_debias_noise():
     d, m, e, c = U.binned_amplitudes(uv, data, model, np.full(n, 1 / sigma**2), np.array([0, 500, 1000.0]))
     assert d == pytest.approx([2.0, 1.0], rel=0.01)  # phases do not matter, noise removed
     assert m == pytest.approx([1.0, 1.0]) and c.sum() == n and (e < 0.02).all()
+
+
+def test_auto_min_uv_matches_the_model_scale_on_long_baselines_first():
+    # A model 25% low everywhere (made from decorrelated data) plus missing extended flux
+    # on the two shortest bins: only the scale-dependent excess counts.
+    data = [2.0, 1.3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    c = U.auto_min_uv(**_bins(data, [0.75] * 10))
+    assert c.min_uv_lambda == pytest.approx(2000.0) and "x1.33" in c.reason
+    assert U.auto_min_uv(**_bins([1.0] * 10, [0.75] * 10)).min_uv_lambda == 0.0
