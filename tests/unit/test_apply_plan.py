@@ -26,3 +26,40 @@ def test_other_statuses_are_skipped_with_the_reason():
         assert p.skip.startswith(f"status {status}") and "why not" in p.skip and not p.tables
     p = plan_dataset("x", {"status": "finished"}, {"chain": []})
     assert p.skip == "no gain table was delivered"
+
+
+def test_apply_outputs_reports_and_skips_without_running_casa(tmp_path):
+    import json
+
+    import pytest
+
+    from selfcal_batch.campaign.apply import apply_outputs
+
+    with pytest.raises(ValueError, match="not a campaign output"):
+        apply_outputs(tmp_path)
+    for name, status in (("a", "unchanged"), ("b", "no_detection")):
+        d = tmp_path / "datasets" / name
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"status": status, "reason": "r", "ms": "/x.ms"}))
+        (d / "state.json").write_text(json.dumps(STATE))
+    rows = apply_outputs(tmp_path)
+    assert [(r["name"], r["status"]) for r in rows] == [("a", "skipped"), ("b", "skipped")]
+    assert not (tmp_path / "datasets" / "a" / "applied.ms").exists()
+    with pytest.raises(ValueError, match="unknown dataset"):
+        apply_outputs(tmp_path, ["zz"])
+    # A finished dataset whose tables are gone fails with one line, nothing written.
+    d = tmp_path / "datasets" / "c"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({"status": "finished", "ms": "/x.ms"}))
+    (d / "state.json").write_text(json.dumps(STATE))
+    row = apply_outputs(tmp_path, ["c"])[0]
+    assert row["status"] == "failed" and "caltables/p0.G is missing" in row["detail"]
+
+
+def test_cli_apply_refuses_a_non_output_directory(tmp_path):
+    from click.testing import CliRunner
+
+    from selfcal_batch.cli import main
+
+    res = CliRunner().invoke(main, ["apply", str(tmp_path)])
+    assert res.exit_code == 2 and "not a campaign output" in res.output
