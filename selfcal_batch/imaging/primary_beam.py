@@ -149,7 +149,7 @@ def write_products(image_fits: Path, pb_plane: np.ndarray, model: str, cutoff: f
     with fits.open(image_fits) as hdul:
         data, header = hdul[0].data, hdul[0].header.copy()
     pb_full = np.broadcast_to(pb_plane, data.shape)
-    header["PBMODEL"] = (model[:68], "primary-beam model")
+    header["PBMODEL"] = model[:68]  # the primary-beam model (full text in the step record)
     header["PBCUTOFF"] = (float(cutoff), "blanked where the primary beam is below")
     pb_out = np.where(pb_full >= cutoff, pb_full, np.nan).astype(np.float32)
     for path, arr, unit in ((pb_path, pb_out, ""), (cor_path, pb_correct(data, pb_full, cutoff), None)):

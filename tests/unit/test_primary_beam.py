@@ -56,3 +56,33 @@ def test_same_grid():
     assert P.same_grid(h, dict(h)) == ""
     assert "CRPIX1" in P.same_grid(h, {**h, "CRPIX1": 32.0})
     assert "NAXIS2" in P.same_grid(h, {**h, "NAXIS2": 65})
+
+
+def test_emerlin_products_on_a_fits_grid(tmp_path):
+    """e-MERLIN path of make_pb_products (no CASA: the model is computed here)."""
+    from types import SimpleNamespace
+
+    from astropy.io import fits
+
+    n, cell_deg = 64, 2.0 / 3600
+    h = fits.Header()
+    for k, v in (("CTYPE1", "RA---SIN"), ("CRVAL1", 150.0), ("CDELT1", -cell_deg), ("CRPIX1", n / 2 + 1),
+                 ("CTYPE2", "DEC--SIN"), ("CRVAL2", 50.0), ("CDELT2", cell_deg), ("CRPIX2", n / 2 + 1),
+                 ("CTYPE3", "FREQ"), ("CRVAL3", 5.07e9), ("CDELT3", 1e8), ("CRPIX3", 1.0),
+                 ("CTYPE4", "STOKES"), ("CRVAL4", 1.0), ("CDELT4", 1.0), ("CRPIX4", 1.0)):
+        h[k] = v
+    img = tmp_path / "final-image.fits"
+    fits.PrimaryHDU(np.ones((1, 1, n, n), np.float32), h).writeto(img)
+    ctx = SimpleNamespace(cfg=SimpleNamespace(pb_cutoff=0.2), instrument="eMERLIN",
+                          info={"antenna_names": ["Lo", "Mk2", "Kn", "De", "Pi", "Da", "Cm"],
+                                "antennas_present": [0, 1, 2, 3, 4, 5, 6]})
+    out = P.make_pb_products(ctx, tmp_path / "x.ms", img)
+    pb = np.squeeze(fits.getdata(out["pb"]))
+    cor = np.squeeze(fits.getdata(out["pbcor"]))
+    assert "76" in fits.getheader(out["pb"])["PBMODEL"] and out["pb_cutoff"] == 0.2
+    assert pb[n // 2, n // 2] == pytest.approx(1.0, abs=1e-4)
+    r = P.radius_grid_arcmin(fits.getheader(img))
+    expect = P.emerlin_beam(r, 5.07e9, [76, 25, 25, 25, 25, 25, 32])
+    ok = expect >= 0.2
+    assert np.allclose(pb[ok], expect[ok], rtol=1e-5) and np.isnan(pb[~ok]).all()
+    assert np.allclose(cor[ok], 1 / expect[ok], rtol=1e-4)
