@@ -107,11 +107,12 @@ def auto_min_uv(edges_lambda: Sequence[float], data_amp: Sequence[float], model_
 
     ``edges_lambda`` (n+1 bin edges, increasing), per bin (n): ``data_amp`` and ``model_amp``
     (noise-debiased mean amplitudes, Jy), ``err`` (the noise of ``data_amp``), ``counts``
-    (visibilities). The model's overall scale is first matched on the longer baselines:
-    ``scale`` = median data/model over the populated outer half of the bins (a model made
-    from poorly calibrated data is low on every baseline: decorrelation, not missing
-    structure). A bin *misses flux* when ``data - scale * model > max(tolerance * data,
-    nsigma * err)``. The limit is the outer edge of the last bin that misses flux; no limit
+    (visibilities). The model's overall scale is matched first: ``scale`` = median
+    data/model over the populated bins (a model made from poorly calibrated data is low on
+    every baseline, by 10-25 % and varying smoothly with uv distance: measured on a
+    generated dataset with 40 deg phase errors; that is decorrelation, not missing
+    structure). A bin *misses flux* when ``data - scale * model > max(tolerance * scale *
+    model, nsigma * err)``. The limit is the outer edge of the last bin that misses flux; no limit
     when none does, or when the limit would exclude more than ``max_excluded`` of the
     visibilities (the model is then wrong everywhere, not only at large scales). Pure;
     ValueError for inconsistent lengths.
@@ -122,11 +123,9 @@ def auto_min_uv(edges_lambda: Sequence[float], data_amp: Sequence[float], model_
     if len(edges) != n + 1 or not (len(mo) == len(e) == len(c) == n):
         raise ValueError("auto_min_uv: need n+1 edges and n values per array")
     pop = (c > 0) & (mo > 0)
-    outer = np.nonzero(pop)[0]
-    outer = outer[len(outer) // 2:]
-    scale = float(np.median(d[outer] / mo[outer])) if len(outer) else 1.0
+    scale = float(np.median(d[pop] / mo[pop])) if pop.any() else 1.0
     m = scale * mo
-    miss = pop & ((d - m) > np.maximum(tolerance * np.abs(d), nsigma * e))
+    miss = pop & ((d - m) > np.maximum(tolerance * m, nsigma * e))
     if not miss.any():
         return AutoChoice(0.0, f"the model (x{scale:.3g}) holds the flux on every baseline length")
     last = int(np.nonzero(miss)[0].max())

@@ -89,9 +89,24 @@ def test_auto_min_uv_no_limit_when_model_agrees_or_within_noise():
     assert U.auto_min_uv(**b).min_uv_lambda == 0.0
 
 
-def test_auto_min_uv_refuses_to_exclude_most_data():
-    c = U.auto_min_uv(**_bins([2.0] * 6 + [1.0] * 4, [1.0] * 10))
-    assert c.min_uv_lambda == 0.0 and "would exclude 60%" in c.reason
+def test_auto_min_uv_refuses_to_exclude_more_than_max_excluded():
+    data = [1.5, 1.3, 1.12, 1.01, 1.0, 1.0, 0.99, 1.0, 1.0, 1.0]
+    c = U.auto_min_uv(**_bins(data, [1.0] * 10), max_excluded=0.2)
+    assert c.min_uv_lambda == 0.0 and "would exclude 30%" in c.reason
+
+
+def test_auto_min_uv_on_measured_bins():
+    """Bins measured on the generated dataset of tests/integration/test_uvrange.py (a 1 Jy
+    Gaussian outside the field, model from the data with 40 deg phase errors): only the
+    shortest bin holds the unmodelled emission; the model is 1-20% low elsewhere."""
+    edges = [2265, 5087, 7953, 10986, 13297, 16315, 19033, 22367, 24940, 28013, 31237, 34697, 37932, 41314,
+             45676, 52158, 69317]
+    data = [0.2597, 0.0494, 0.0497, 0.0506, 0.0494, 0.0502, 0.0500, 0.0503, 0.0501, 0.0502, 0.0505, 0.0500,
+            0.0500, 0.0501, 0.0498, 0.0499]
+    model = [0.0415, 0.0412, 0.0408, 0.0403, 0.0400, 0.0398, 0.0398, 0.0402, 0.0409, 0.0417, 0.0428, 0.0443,
+             0.0456, 0.0468, 0.0492, 0.0490]
+    c = U.auto_min_uv(edges, data, model, [0.0017] + [0.0008] * 15, [42120] * 16)
+    assert c.min_uv_lambda == pytest.approx(5087) and c.excluded_fraction == pytest.approx(1 / 16)
 
 
 def test_auto_min_uv_rejects_inconsistent_lengths():
