@@ -301,5 +301,28 @@ def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
         click.echo(str(res))
 
 
+@main.command("apply")
+@click.argument("outdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--datasets", "datasets", multiple=True, metavar="NAME",
+              help="Only these datasets (repeatable or comma-separated).")
+@click.option("--in-place", is_flag=True,
+              help="Write CORRECTED_DATA into the input MS itself (default: a new applied.ms per dataset).")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+def apply_cmd(outdir: Path, datasets: tuple[str, ...], in_place: bool, verbose: int) -> None:
+    """Apply each finished dataset's accepted gain chain to its original (full-resolution) MS."""
+    _require_campaign_output(outdir)
+    _setup_logging(verbose, False)
+    from selfcal_batch.campaign.apply import apply_outputs  # lazy: the CLI starts fast
+
+    names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
+    try:
+        rows = apply_outputs(outdir, names or None, in_place=in_place)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    for r in rows:
+        click.echo(f"{r['name']}: {r['status']}: {r['detail']}" + (f" -> {r['output']}" if r["output"] else ""))
+    sys.exit(1 if any(r["status"] == "failed" for r in rows) else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.selfcal.uvrange import uvrange_problem
 from selfcal_batch.pipeline.products import KEEP_PRODUCTS
 from selfcal_batch.schema import ANGLE, DURATION, build, check, hint, setting
 from selfcal_batch.selfcal.templates import (
@@ -246,6 +248,17 @@ class PipelineConfig:
         choices=KEEP_PRODUCTS, noun="policy")
     casa_timeout_s: float = setting(3600.0, "A CASA call longer than this is killed and the "
                                     "step fails.", unit="s", gt=0)
+    primary_beam: bool = setting(True, "Write final-image.pb.fits and final-image.pbcor.fits (CASA's "
+                                 "beam model; e-MERLIN: a documented approximation).")
+    pb_cutoff: float = setting(0.2, "Primary-beam response below which the .pb/.pbcor images are "
+                               "blanked.", gt=0, le=1)
+    uvrange_cal: str = setting("", "gaincal uv range: '' (all), '>500lambda', '<20klambda', "
+                               "'0~5km', ... (units lambda, klambda, Mlambda, m, km) or 'auto' "
+                               "(exclude the short baselines where the model misses flux).",
+                               check=partial(uvrange_problem, allow_auto=True))
+    uvrange_image: str = setting("", "WSClean uv range (-minuv-l/-maxuv-l), same syntax without "
+                                 "'auto'; metres are converted to wavelengths at the band centre.",
+                                 check=uvrange_problem)
     # setting() returns a dataclasses.field (ruff's RUF009 cannot know it)
     wsclean: WSCleanConfig = setting(WSCleanConfig(), "WSClean settings.")  # noqa: RUF009
     gate: GateConfig = setting(GateConfig(), "Acceptance gate.")  # noqa: RUF009

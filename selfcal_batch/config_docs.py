@@ -164,6 +164,9 @@ def defaults_toml() -> str:
            "# Add [[datasets]] (name, ms) and keep only what you change; reference:",
            "# docs/configuration.md, or selfcal-batch config --explain KEY."]
     current = ""
+    # The [defaults.templates] table follows the last plain key of [defaults] (TOML: a key
+    # written after a table header belongs to that table).
+    last_plain = [k.name for k in all_keys() if k.table == "[defaults]" and k.name != "templates"][-1]
     for k in all_keys():
         if k.table.startswith("[templates") or k.table == "[[datasets]]":
             continue
@@ -178,7 +181,7 @@ def defaults_toml() -> str:
             out += [""] + _comment(k.setting.help) + ["[cluster.kwargs]"]
             continue
         out += _toml_key(k)
-        if k.name == "casa_timeout_s":
+        if k.name == last_plain:
             out += _templates_toml()
     out += ["", "# [[datasets]]", "# name = \"J1008\"", "# ms = \"/data/J1008.ms\""]
     return "\n".join(out) + "\n"

@@ -132,3 +132,80 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
         info["warnings"].append(f"imaging and calibrating {choice.note}: Stokes I needs both parallel hands "
                                 "in every spw")
     return {"src": src, "work": info}
+
+
+def primary_beam_image(vis: str, template_fits: str, out_fits: str, workdir: str) -> dict[str, Any]:
+    """CASA's primary beam of ``vis`` on the grid of ``template_fits`` (a WSClean image):
+    ``tclean`` with ``niter=0`` (same size, cell, phase centre, reference frequency) writes
+    the ``.pb`` image from PBMath's model for the MS's telescope; exported to ``out_fits``.
+
+    Returns ``{"model": ...}`` naming the model CASA used (vpmanager.getvp)."""
+    import shutil  # child only: CASA runs inside the CASA child
+
+    from astropy.io import fits  # child only: CASA runs inside the CASA child
+    from casatasks import exportfits, tclean  # child only: CASA runs inside the CASA child
+    from casatools import msmetadata, vpmanager  # child only: CASA runs inside the CASA child
+
+    h = fits.getheader(template_fits)
+    freq_axis = next(ax for ax in range(1, int(h["NAXIS"]) + 1) if str(h.get(f"CTYPE{ax}", "")).startswith("FREQ"))
+    freq = float(h[f"CRVAL{freq_axis}"])
+    msmd = msmetadata()
+    msmd.open(vis)
+    telescope = msmd.observatorynames()[0]
+    msmd.close()
+    stem = os.path.join(workdir, "pbgrid")
+    for suffix in (".pb", ".psf", ".image", ".residual", ".model", ".sumwt", ".weight"):
+        shutil.rmtree(stem + suffix, ignore_errors=True)
+    tclean(vis=vis, imagename=stem, imsize=[int(h["NAXIS1"]), int(h["NAXIS2"])],
+           cell=f"{abs(float(h['CDELT2'])) * 3600.0:.10g}arcsec",
+           phasecenter=f"J2000 {float(h['CRVAL1']):.10f}deg {float(h['CRVAL2']):.10f}deg",
+           specmode="mfs", reffreq=f"{freq:.6f}Hz", gridder="standard", niter=0, pblimit=0.001,
+           datacolumn="data", restoration=False, calcres=False)
+    if not os.path.isdir(stem + ".pb"):
+        raise RuntimeError(f"tclean wrote no primary-beam image for {vis}")
+    exportfits(imagename=stem + ".pb", fitsimage=out_fits, overwrite=True, dropdeg=True)
+    vp = vpmanager()
+    rec = vp.getvp(telescope=telescope, freq=f"{freq:.6f}Hz")
+    model = f"CASA PBMath {rec.get('name', '?')} {rec.get('commonpb', '')} ({telescope}) at {freq / 1e9:.4g} GHz"
+    for suffix in (".pb", ".psf", ".image", ".residual", ".model", ".sumwt", ".weight"):
+        shutil.rmtree(stem + suffix, ignore_errors=True)
+    return {"model": model.replace("  ", " "), "telescope": telescope, "freq_hz": freq}
+
+
+def apply_to_copy(view: str, out: str, gaintable: list[str], spwmap: list[list[int]], interp: list[str],
+                  field: str = "", spw: str = "", column: str = "data", calwt: bool = False) -> dict[str, Any]:
+    """Split the full-resolution input (read-only ``view``) with the SAME field/spw selection
+    as the pipeline's working copy (so spw ids match the caltables'), no averaging, then
+    ``applycal`` the gain chain to the copy (CORRECTED_DATA; DATA keeps the input column).
+
+    Returns the exact applycal keyword arguments used and the flagged fraction after it."""
+    from casatasks import applycal, split  # child only: CASA runs inside the CASA child
+
+    src = inspect_ms(view, field)
+    kw: dict[str, Any] = dict(vis=view, outputvis=out, datacolumn=column, field=field, spw=spw, keepflags=True)
+    if not spw and (src["spws_unused"] or [s["id"] for s in src["spws"]] != list(range(len(src["spws"])))):
+        kw["spw"] = ",".join(str(s["id"]) for s in src["spws"])  # as working_copy selects them
+    split(**kw)
+    if not os.path.exists(os.path.join(out, "table.dat")):
+        raise RuntimeError(f"split did not write {out} (see casa.log)")
+    call = dict(vis=out, field=field, gaintable=list(gaintable), spwmap=[list(m) for m in spwmap],
+                interp=list(interp), calwt=[bool(calwt)] * len(gaintable), applymode="calflag", flagbackup=False)
+    applycal(**call)
+    return {"applycal": call, "split": kw, "flagged_fraction": flag_fraction(out)}
+
+
+def apply_in_place(vis: str, gaintable: list[str], spwmap: list[list[int]], interp: list[str],
+                   field: str = "", calwt: bool = False) -> dict[str, Any]:
+    """``applycal`` straight into the user's MS (CORRECTED_DATA), only on explicit request
+    (``apply --in-place``). ValueError when the MS's spw ids are not those of the caltables
+    (the working copy renumbered them: unused spws or gaps)."""
+    from casatasks import applycal  # child only: CASA runs inside the CASA child
+
+    src = inspect_ms(vis, field)
+    if src["spws_unused"] or [s["id"] for s in src["spws"]] != list(range(len(src["spws"]))):
+        raise ValueError("the working copy renumbered this MS's spws (unused spws or gaps): "
+                         "apply without --in-place")
+    call = dict(vis=vis, field=field, gaintable=list(gaintable), spwmap=[list(m) for m in spwmap],
+                interp=list(interp), calwt=[bool(calwt)] * len(gaintable), applymode="calflag", flagbackup=True)
+    applycal(**call)
+    return {"applycal": call, "flagged_fraction": flag_fraction(vis)}

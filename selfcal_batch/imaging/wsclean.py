@@ -43,6 +43,9 @@ class WSCleanOptions:
     deconvolution_channels: int = 0
     negative: bool = True
     taper_gaussian: str = ""
+    #: uv limits in wavelengths (-minuv-l / -maxuv-l; 0 = none).
+    minuv_l: float = 0.0
+    maxuv_l: float = 0.0
     update_model: bool = False
     threads: int = 1
     parallel_gridding: int = 1
@@ -61,7 +64,8 @@ class WSCleanOptions:
         """Fields that change what the image looks like (for reuse decisions)."""
         key = (self.size, self.scale, self.data_column, self.robust, self.multiscale,
                self.multiscale_scales, self.channels_out, self.taper_gaussian, self.negative)
-        return key if self.pol == "i" else key + (self.pol,)
+        key = key if self.pol == "i" else key + (self.pol,)
+        return key + (self.minuv_l, self.maxuv_l) if (self.minuv_l or self.maxuv_l) else key
 
     def replace(self, **kw: object) -> "WSCleanOptions":
         """A copy with some fields changed."""
@@ -145,6 +149,10 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
     a += ["-negative" if opts.negative else "-no-negative"]
     if opts.taper_gaussian:
         a += ["-taper-gaussian", opts.taper_gaussian]
+    if opts.minuv_l > 0:
+        a += ["-minuv-l", f"{opts.minuv_l:.6g}"]
+    if opts.maxuv_l > 0:
+        a += ["-maxuv-l", f"{opts.maxuv_l:.6g}"]
     a += ["-update-model-required" if opts.update_model else "-no-update-model-required"]
     a += list(opts.extra_args)
     a += ["-data-column", opts.data_column, str(ms)]

@@ -87,6 +87,10 @@ class Context:
             abs_mem_gb=w.abs_mem_gb, extra_args=tuple(w.extra_args),
             pol=(self.info.get("polarisation") or {}).get("wsclean_pol", "i"),
         )
+        if self.cfg.uvrange_image:
+            from selfcal_batch.selfcal.uvrange import image_limits  # lazy: only with a uv range set
+
+            opts = opts.replace(**dict(zip(("minuv_l", "maxuv_l"), image_limits(self), strict=True)))
         return opts.replace(**kw)
 
     def cell(self) -> str:

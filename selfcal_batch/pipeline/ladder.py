@@ -24,6 +24,7 @@ from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pr
 from selfcal_batch.pipeline import registry, work_ms
 from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.selfcal.uvrange import cal_uvrange, image_limits
 from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.imaging.masks import grow_iterations, make_clean_mask
 from selfcal_batch.ms.polarisation import gaintype_for
@@ -74,9 +75,12 @@ def imaging_options(ctx: Context, template: str, step: str, params: StepParams) 
     if step == "p0" and ctx.state.get("modified_robust") is not None:
         robust = ctx.state.get("modified_robust")
     multiscale = src.with_multiscale or (mode == "initial" and ctx.cfg.final_multiscale)
-    return ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
+    opts = ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
                             auto_threshold=params.nsigma_autothreshold, multiscale=multiscale,
                             multiscale_scales=src.scales, taper_gaussian=src.uvtaper)
+    if params.uvrange_image:  # this template step's own uv range
+        opts = opts.replace(**dict(zip(("minuv_l", "maxuv_l"), image_limits(ctx, params.uvrange_image), strict=True)))
+    return opts
 
 
 def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str) -> str:
@@ -140,6 +144,9 @@ class Solved:
     flags_after: float
     sols: Any  # selfcal.acceptance.SolutionStats
     significance: dict[str, float]
+    #: gaincal uvrange used ('' = all baselines) and, for 'auto', why (selfcal.uvrange).
+    uvrange: str = ""
+    uvrange_reason: str = ""
 
 
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
@@ -158,6 +165,9 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     orig.setdefault(beam_key, pre["stats"]["beam_area_pix"])
     solved = _solve(ctx, plan)
     rec["flagged_solutions"] = round(solved.sols.without(_bad(ctx)).flagged_fraction, 4)
+    rec["uvrange"] = solved.uvrange
+    if solved.uvrange_reason:
+        rec["uvrange_reason"] = solved.uvrange_reason
     post = _post_image(ctx, plan, pre)
     decision = _decide(ctx, plan, pre, post, solved, orig[beam_key])
     rec["data_flagged_by_apply"] = round(newly_flagged_fraction(solved.flags_before, solved.flags_after), 4)
@@ -253,6 +263,9 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
     new_map = spwmap_for(params.combine, [s["spws"] for s in info["scans"]], [s["id"] for s in info["spws"]])
     table = ctx.caltable(step)
     ctx.remove(table)
+    uvrange, uv_reason = cal_uvrange(ctx, step, params.uvrange_cal)
+    if uv_reason:
+        log.info("%s %s: uvrange_cal auto: %s", ctx.name, step, uv_reason)
     gc = cal.gaincal_call(vis, table, solint=params.solint, calmode=params.calmode, gaintype=params.gaintype,
                           combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
                           minsnr=params.minsnr,
@@ -260,7 +273,7 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
                           **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
                                                          ctx.cfg.solnorm_type),
                           gaintable=[c["table"] for c in pre_apply], spwmap=[c["spwmap"] for c in pre_apply],
-                          field="")
+                          field="", uvrange=uvrange)
     new_chain = chain_after(step, plan.chain, GainEntry(step, table, tuple(new_map)).to_json())
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=plan.flagver, resume=bool(st.get("resuming")))
     frac = cal.job("flag_fraction", vis=vis)
@@ -268,7 +281,7 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
                                         f"{step}-solve", new_chain)
     sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
     return Solved(table, new_map, new_chain, float(results[1]), float(results[-1]), sols,
-                  _significance(table, _bad(ctx), info["antenna_names"]))
+                  _significance(table, _bad(ctx), info["antenna_names"]), uvrange, uv_reason)
 
 
 def _post_image(ctx: Context, plan: StepPlan, pre: dict[str, Any]) -> dict[str, Any]:

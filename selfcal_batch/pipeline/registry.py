@@ -29,7 +29,8 @@ KINDS = ("prep", "ladder", "extension", "final")
 #: Configuration a ladder or extension step's hash depends on (everything the ladder reads).
 LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
-               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
+               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type",
+               "uvrange_cal", "uvrange_image")
 #: Settings the test image depends on only when it uses the final-image settings.
 FINAL_IMAGING_KEYS = ("final_robust", "final_multiscale", "final_niter")
 
@@ -81,7 +82,8 @@ STEPS: tuple[Step, ...] = (
     Step("test_image", f"{_PREP}:test_image", "prep",
          ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust",
           "test_uvtaper", "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
-          "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma", "decorrelation_limit"),
+          "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma", "decorrelation_limit",
+          "uvrange_image"),
          conditional=FINAL_IMAGING_KEYS),
     Step("select_refant", f"{_PREP}:select_refant", "prep", ("refant", "refantmode", "flag_bad_antennas", "guard")),
     Step("p0", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p0"),
@@ -89,7 +91,8 @@ STEPS: tuple[Step, ...] = (
     Step("p2", _LADDER, "ladder", LADDER_KEYS, calmode="p", mask_row="p2"),
     Step("ap1", _LADDER, "ladder", LADDER_KEYS, calmode="ap", mask_row="ap1"),
     Step("split_calibrated", f"{_FINAL}:split_calibrated", "final",
-         ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard"),
+         ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard",
+          "uvrange_image", "primary_beam", "pb_cutoff"),
          aliases=("split_trial_1",)),
     Step("dataset_plots", f"{_FINAL}:dataset_plots", "final", ("plots",), work_ms=False,
          aliases=("report_results",)),
@@ -149,15 +152,21 @@ def mask_row(step: str) -> str:
     return s.mask_row if s is not None and s.mask_row else "p2"
 
 
+#: Keys added after outputs of earlier versions exist, with the value those versions behaved
+#: as: hashed only when set to something else, so an older output's steps keep their hashes.
+ADDED_KEYS: dict[str, Any] = {"uvrange_cal": "", "uvrange_image": "", "primary_beam": True, "pb_cutoff": 0.2}
+
+
 def depends(step: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The configuration values (from ``PipelineConfig.to_dict()``) in ``step``'s resume hash."""
+    """The configuration values (from ``PipelineConfig.to_dict()``) in ``step``'s resume hash
+    (keys of :data:`ADDED_KEYS` only when they differ from the value there)."""
     s = BY_NAME.get(step)
     keys = s.depends if s is not None else LADDER_KEYS  # extension steps
     if s is not None and s.conditional and cfg.get("test_imaging") != "final":
         # The seed-style test image does not use the final-image settings: changing them
         # must not redo the test image and the whole ladder after it.
         keys = tuple(k for k in keys if k not in s.conditional)
-    return {k: cfg.get(k) for k in keys}
+    return {k: cfg.get(k) for k in keys if k not in ADDED_KEYS or cfg.get(k, ADDED_KEYS[k]) != ADDED_KEYS[k]}
 
 
 def hash_name(step: str) -> str:

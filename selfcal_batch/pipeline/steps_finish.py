@@ -75,7 +75,20 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     st.set("final", {"image": products.image, "stats": stats})
     log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
              stats["dynamic_range"], stats["peak"])
-    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits")}
+    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits"), **_pb(ctx)}
+
+
+def _pb(ctx: Context) -> dict[str, Any]:
+    """final-image.pb.fits / .pbcor.fits (imaging/primary_beam.py); a failure is a warning."""
+    if not ctx.cfg.primary_beam:
+        return {}
+    from selfcal_batch.imaging.primary_beam import make_pb_products  # lazy: loaded only when this path runs (keeps the module import-light)
+
+    try:
+        return make_pb_products(ctx, ctx.final_ms, ctx.root / "final-image.fits")
+    except Exception as exc:  # noqa: BLE001  (the calibrated data are delivered regardless)
+        log.warning("%s: no primary-beam correction: %s", ctx.name, str(exc).splitlines()[0][:300])
+        return {"pb_error": str(exc).splitlines()[0][:300]}
 
 
 def dataset_plots(ctx: Context) -> dict[str, Any]:
@@ -130,4 +143,4 @@ def autoflag_final(ctx: Context) -> dict[str, Any]:
                                 template=ctx.state.get("template_final", ""), ms=ctx.final_ms)
     shutil.copyfile(products.image, ctx.root / "final-image.fits")
     ctx.state.set("final", {"image": products.image, "stats": stats})
-    return out
+    return {**out, **_pb(ctx)}

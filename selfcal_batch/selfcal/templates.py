@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping
 
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.selfcal.uvrange import uvrange_problem
 from selfcal_batch.schema import ANGLE, SOLINT, check_value, did_you_mean, fields_of, setting
 
 __all__ = [
@@ -49,7 +51,6 @@ _INSTRUMENT_ALIASES = {
     "vla": "VLA", "evla": "VLA", "jvla": "VLA",
     "emerlin": "eMERLIN", "e-merlin": "eMERLIN", "e_merlin": "eMERLIN", "em": "eMERLIN",
 }
-
 
 _SCALES_RE = re.compile(r"^\d+(?:,\d+)*$")
 _COMBINE_TOKENS = {"scan", "spw", "field", "obs", "corr"}
@@ -114,6 +115,11 @@ class StepParams:
     with_multiscale: bool = _key("Multiscale clean for the step's image.", normalise=None)
     scales: str = _key("-multiscale-scales, comma-separated pixels ('' or 'None' = automatic).",
                        check=_scales, normalise=_norm_scales)
+    uvrange_cal: str = setting("", "gaincal uv range of this step ('' = the dataset's uvrange_cal).",
+                               check=partial(uvrange_problem, allow_auto=True), normalise=str.strip)
+    uvrange_image: str = setting("", "WSClean uv range of this step's images ('' = the dataset's "
+                                 "uvrange_image); syntax of uvrange_image.", check=uvrange_problem,
+                                 normalise=str.strip)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict copy of the values."""

@@ -169,7 +169,7 @@ def _fill(ct: Any, spec: SimSpec, ms: Path, calls: list[int], n_ant: int) -> dic
                     if sel.size == 0:
                         continue
                     rows = sel + r0
-                    m = sky.predict(uvw_all[rows], freqs[s], skies[fid], ref)
+                    m = sky.predict(uvw_all[rows], freqs[s], skies[fid], ref, primary_beam=spec.primary_beam)
                     model[sel] = m
                     obs[sel] = corrupt.apply_gains(m, a1[rows], a2[rows], tidx[rows], int(s), gains, freqs[s])
             data = corrupt.noise(rng, (ncorr, nchan, r1 - r0), spec.noise_jy)
@@ -246,7 +246,9 @@ def build_truth(spec: SimSpec, antennas: list[arrays.Antenna], filled: dict[str,
         "version": TRUTH_VERSION,
         "spec": spec.to_dict(),
         "phase_centre": {"ra_deg": spec.ra_deg, "dec_deg": spec.dec_deg, "frame": "J2000"},
-        "components": [sky.component_truth(c, spec.ra_deg, spec.dec_deg, ref) for c in spec.components],
+        "components": [{**sky.component_truth(c, spec.ra_deg, spec.dec_deg, ref),
+                        "pb_attenuation": float(sky.vla_primary_beam(sky.component_offset_arcsec(c), np.array([ref]))[0])
+                        if spec.primary_beam else 1.0} for c in spec.components],
         **({"fields": [_field_truth(f, spec, ref) for f in spec.fields]} if spec.fields else {}),
         "antennas": [a.to_dict() for a in antennas],
         "max_baseline_m": arrays.max_baseline_m(antennas),

@@ -96,15 +96,40 @@ def component_truth(comp: Component, ra0_deg: float, dec0_deg: float, ref_freq_h
     return {**comp.to_dict(), "ra_deg": ra, "dec_deg": dec, "ref_freq_hz": ref_freq_hz}
 
 
+#: The VLA primary beam the simulator applies with ``primary_beam = true``: the published
+#: polynomial CASA uses for telescope 'VLA' (PBMath ``VLA`` common beam, a unit-peak refit
+#: of Napier & Rots), coded here independently of the pipeline's
+#: :mod:`selfcal_batch.imaging.primary_beam` (which evaluates the beam with CASA itself):
+#: ``PB = 1 + a1 x^2 + a2 x^4 + a3 x^6``, ``x = r[arcmin] nu[GHz]``, 0 beyond x = 43.
+VLA_PB_COEFFS = (1.0, -1.300633e-03, 6.480550e-07, -1.267928e-10)
+
+
+def vla_primary_beam(offset_arcsec: float, freqs_hz: np.ndarray) -> np.ndarray:
+    """Power attenuation (shape (nchan,)) of the VLA beam at ``offset_arcsec`` from the
+    pointing centre, per frequency (see :data:`VLA_PB_COEFFS`)."""
+    x = offset_arcsec / 60.0 * np.asarray(freqs_hz, dtype=np.float64) / 1e9
+    pb = sum(c * x ** (2 * i) for i, c in enumerate(VLA_PB_COEFFS))
+    return np.where(x <= 43.0, np.clip(pb, 0.0, 1.0), 0.0)
+
+
+def component_offset_arcsec(comp: Component) -> float:
+    """Angular distance (arcsec) of a component from the phase centre (l, m -> angle)."""
+    l, m = comp.dra_arcsec * _ARCSEC, comp.ddec_arcsec * _ARCSEC
+    return math.asin(min(1.0, math.hypot(l, m))) / _ARCSEC
+
+
 def predict(
     uvw_m: np.ndarray,
     freqs_hz: np.ndarray,
     components: Iterable[Component],
     ref_freq_hz: float,
+    primary_beam: bool = False,
 ) -> np.ndarray:
     """Model visibilities (complex64, shape (nrow, nchan)) of ``components``.
 
     ``uvw_m`` has shape (nrow, 3) (metres, MS UVW); ``freqs_hz`` shape (nchan,).
+    ``primary_beam``: attenuate each component by :func:`vla_primary_beam` at its offset,
+    per channel (the apparent sky a VLA dish sees; the components' fluxes stay the truth).
     """
     uvw_m = np.asarray(uvw_m, dtype=np.float64)
     freqs = np.asarray(freqs_hz, dtype=np.float64)
@@ -121,7 +146,10 @@ def predict(
         n = math.sqrt(1.0 - l * l - m * m)
         # Phase per metre (rows) times wavelengths per metre (chans): float64 for accuracy.
         turns = (u * l + v * m + w * (n - 1.0)) * scale[None, :]
-        spec = (comp.flux_jy * (freqs / ref_freq_hz) ** comp.spectral_index).astype(np.float32)
+        spec = comp.flux_jy * (freqs / ref_freq_hz) ** comp.spectral_index
+        if primary_beam:
+            spec = spec * vla_primary_beam(component_offset_arcsec(comp), freqs)
+        spec = spec.astype(np.float32)
         vis = np.exp(2j * np.pi * turns).astype(np.complex64)
         if comp.kind == "gaussian":
             pa = math.radians(comp.pa_deg)

@@ -89,6 +89,8 @@ class SimSpec:
     write_model: bool = False
     #: Several fields (an execution block), see :mod:`.fields`; empty: one field.
     fields: tuple[FieldSpec, ...] = field(default_factory=tuple)
+    #: Attenuate the sky by the VLA primary beam (sky.vla_primary_beam); VLA only.
+    primary_beam: bool = False
 
     # -- validation ---------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -131,6 +133,10 @@ class SimSpec:
         s(self, "fields", as_fields(self.fields))
         if not isinstance(self.write_model, bool):
             raise _fail("write_model", "must be true or false", self.write_model)
+        if not isinstance(self.primary_beam, bool):
+            raise _fail("primary_beam", "must be true or false", self.primary_beam)
+        if self.primary_beam and self.instrument != "VLA":
+            raise _fail("primary_beam", "is modelled for the VLA only", self.instrument)
         if not str(self.source_name).strip():
             raise _fail("source_name", "must not be empty", self.source_name)
         try:

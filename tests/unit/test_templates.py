@@ -10,12 +10,13 @@ from selfcal_batch.selfcal import templates as T
 from selfcal_batch.errors import ConfigError
 
 KEYS = ("robust", "solint", "sigma_mask", "combine", "gaintype", "calmode", "minsnr",
-        "nsigma_automask", "nsigma_autothreshold", "uvtaper", "with_multiscale", "scales")
+        "nsigma_automask", "nsigma_autothreshold", "uvtaper", "with_multiscale", "scales",
+        "uvrange_cal", "uvrange_image")
 
 
 def full(robust, solint, sigma_mask, combine, gaintype, calmode, minsnr, am, at, uvtaper, ms):
     return dict(zip(KEYS, (robust, solint, sigma_mask, combine, gaintype, calmode, minsnr,
-                           am, at, uvtaper, ms, ""), strict=True))
+                           am, at, uvtaper, ms, "", "", ""), strict=True))
 
 
 # (template, instrument, band, step) -> every value, transcribed from facts §3.6

@@ -1,0 +1,65 @@
+"""The apply plan from a dataset's records (pure)."""
+from __future__ import annotations
+
+from selfcal_batch.campaign.apply import applycal_record, plan_dataset
+
+STATE = {"chain": [{"step": "p0", "table": "/old/place/datasets/x/caltables/p0.G", "spwmap": []},
+                   {"step": "ap1", "table": "/old/place/datasets/x/caltables/ap1.G", "spwmap": [0, 0]}],
+         "config": {"field": "T", "spw": "", "input_column": "Corrected", "calwt": False}}
+
+
+def test_finished_dataset_plan_uses_paths_relative_to_outdir():
+    p = plan_dataset("x", {"status": "finished", "ms": "/data/x.ms"}, STATE)
+    assert not p.skip
+    assert p.tables == ["datasets/x/caltables/p0.G", "datasets/x/caltables/ap1.G"]
+    assert p.spwmaps == [[], [0, 0]] and p.field == "T" and p.column == "corrected"
+    rec = applycal_record(p, "datasets/x/applied.ms")
+    kw = rec["kwargs"]
+    assert kw["vis"] == "datasets/x/applied.ms" and kw["gaintable"] == p.tables
+    assert kw["interp"] == ["linear", "linear"] and kw["applymode"] == "calflag"
+    assert not any(str(v).startswith("/old") for v in kw["gaintable"])
+
+
+def test_other_statuses_are_skipped_with_the_reason():
+    for status in ("unchanged", "no_detection", "needs_calibration", "failed", "skipped"):
+        p = plan_dataset("x", {"status": status, "reason": "why not"}, STATE)
+        assert p.skip.startswith(f"status {status}") and "why not" in p.skip and not p.tables
+    p = plan_dataset("x", {"status": "finished"}, {"chain": []})
+    assert p.skip == "no gain table was delivered"
+
+
+def test_apply_outputs_reports_and_skips_without_running_casa(tmp_path):
+    import json
+
+    import pytest
+
+    from selfcal_batch.campaign.apply import apply_outputs
+
+    with pytest.raises(ValueError, match="not a campaign output"):
+        apply_outputs(tmp_path)
+    for name, status in (("a", "unchanged"), ("b", "no_detection")):
+        d = tmp_path / "datasets" / name
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"status": status, "reason": "r", "ms": "/x.ms"}))
+        (d / "state.json").write_text(json.dumps(STATE))
+    rows = apply_outputs(tmp_path)
+    assert [(r["name"], r["status"]) for r in rows] == [("a", "skipped"), ("b", "skipped")]
+    assert not (tmp_path / "datasets" / "a" / "applied.ms").exists()
+    with pytest.raises(ValueError, match="unknown dataset"):
+        apply_outputs(tmp_path, ["zz"])
+    # A finished dataset whose tables are gone fails with one line, nothing written.
+    d = tmp_path / "datasets" / "c"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({"status": "finished", "ms": "/x.ms"}))
+    (d / "state.json").write_text(json.dumps(STATE))
+    row = apply_outputs(tmp_path, ["c"])[0]
+    assert row["status"] == "failed" and "caltables/p0.G is missing" in row["detail"]
+
+
+def test_cli_apply_refuses_a_non_output_directory(tmp_path):
+    from click.testing import CliRunner
+
+    from selfcal_batch.cli import main
+
+    res = CliRunner().invoke(main, ["apply", str(tmp_path)])
+    assert res.exit_code == 2 and "not a campaign output" in res.output
