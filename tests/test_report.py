@@ -302,7 +302,7 @@ def test_compare_runs(campaign_out: Path, tmp_path: Path) -> None:
         r["dr_final"] *= factor
         (b / "datasets" / name / "result.json").write_text(json.dumps(r))
     html = compare_runs(a, b)
-    dest = b / "compare-vs-run_a"
+    dest = tmp_path / "compare-run_a-vs-run_b"
     assert html == dest / "compare.html"
     t = pd.read_csv(dest / "compare.csv", keep_default_na=False).set_index("name")
     assert sorted(t.index) == ALL

@@ -44,7 +44,7 @@ from selfcal_batch.campaign.preflight import (dataset_input_problems, ensure_out
                         restart_messages)
 from selfcal_batch.campaign.manifest import Campaign, DatasetSpec, build_sim_spec
 from selfcal_batch.campaign.jobpool import JobPoolHealer
-from selfcal_batch.campaign.progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration, normalise_row,  # noqa: F401
+from selfcal_batch.campaign.progress import (ROW_FIELDS, CampaignProgress, banner_line, failed_row, fmt_duration, normalise_row,  # noqa: F401
                        summary_table, write_survey_csv)
 
 log = logging.getLogger(__name__)
@@ -426,6 +426,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
     out_dir = selected.output_dir
     started = _now()
     t_start = time.monotonic()
+    t_start_wall = time.time()
     try:
         runs = records.campaign_runs(json.loads((out_dir / "campaign.json").read_text()))
     except (OSError, ValueError):
@@ -465,8 +466,12 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
             claims = {d.name: _claim(d, spec.threads_per_dataset, opts.threads_per_dataset)
                       for d in selected.datasets if d.ok}
             problems = check_claims(claims, max_cores, "the cluster")
+            n_steps = max((len(d.config.steps) for d in selected.datasets if d.config is not None), default=0)
             progress = CampaignProgress(out_dir, [d.name for d in selected.datasets], slots=slots,
-                                        quiet=opts.quiet, console=console, title=selected.name)
+                                        quiet=opts.quiet, console=console, title=selected.name,
+                                        steps_per_dataset=n_steps)
+            console.print(banner_line(selected.name, len(selected.datasets), out_dir, describe(spec), started),
+                          markup=False, highlight=False, soft_wrap=True)
             for name, why in restarts.items():
                 if name not in inputs and name not in problems:
                     console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
@@ -492,7 +497,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         log.error("campaign interrupted")
         for d in selected.datasets:
             if d.name not in rows:
-                rows[d.name] = _with_records(out_dir, failed_row(d.name, d.ms, "interrupted (campaign stopped)"))
+                rows[d.name] = _with_records(out_dir, stopped_row(out_dir, d, t_start_wall))
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise
@@ -524,6 +529,20 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
     if counts["failed"]:
         console.print(f"{counts['failed']} dataset(s) failed; logs in {out_dir / 'datasets'}/<name>/logs",
                       markup=False, highlight=False)
+
+
+def stopped_row(out_dir: Path, d: DatasetSpec, since: float) -> dict[str, Any]:
+    """The row of a dataset the campaign stopped (Ctrl-C / SIGTERM): ``interrupted`` when its
+    state.json was written since ``since`` (epoch s: it ran in this campaign run), else
+    ``not_started``. Rerunning the same command resumes either."""
+    try:
+        ran = (out_dir / "datasets" / d.name / "state.json").stat().st_mtime >= since
+    except OSError:
+        ran = False
+    row = failed_row(d.name, d.ms, "interrupted while running (campaign stopped); rerun to resume" if ran
+                     else "not started (campaign stopped before it ran)")
+    row["status"] = "interrupted" if ran else "not_started"
+    return row
 
 
 class _Dispatcher:
