@@ -93,6 +93,8 @@ class DatasetResult:
     peak_final: float = math.nan
     total_flux_initial: float = math.nan
     total_flux_final: float = math.nan
+    #: Image noise expected from the visibilities (natural weighting, Jy/beam; ms/inspection).
+    thermal_noise_jy: float = math.nan
     wall_s: float = 0.0
     final_ms: str = ""
     final_image: str = ""
@@ -293,6 +295,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
         res.final_ms = str(ctx.final_ms)
     if (ctx.root / "final-image.fits").exists():
         res.final_image = str(ctx.root / "final-image.fits")
+    res.thermal_noise_jy = float(ctx.info.get("thermal_noise_jy") or math.nan)
     res.wsclean_runs = int(st.get("wsclean_runs", 0))
     res.wsclean_predicts = int(st.get("wsclean_predicts", 0))
     res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)

@@ -87,7 +87,10 @@ def test_step_lines_ctrl_c_and_resume(tmp_path, one_ms, subprocess_env, python_e
     print(f"interrupted run: {time.monotonic() - t0:.1f} s")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert rc == 130, text
-    assert lines[0].startswith("selfcal-batch ") and "campaign console: 1 dataset(s)" in lines[0]
+    banner = [i for i, ln in enumerate(lines) if ln.startswith("selfcal-batch ")]
+    assert banner and "campaign console: 1 dataset(s)" in lines[banner[0]]
+    first_step = next(i for i, ln in enumerate(lines) if STEP_LINE.match(ln))
+    assert banner[0] < first_step
     assert "Traceback" not in text
     assert lines[-1] == "interrupted: rerun the same command to resume"
     assert "Campaign console: 0 finished, 0 failed, 1 interrupted" in text
