@@ -236,7 +236,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": table, "spwmap": new_map, "pre_image": pre["image"], "post_image": post["image"],
-                "snr_pre": pre["stats"]["snr"], "snr_post": post_stats["snr"]})
+                "snr_pre": pre["stats"]["snr"], "snr_post": post_stats["snr"], "minsnr": params.minsnr})
     st.set("chain", chain_after_decision(chain, new_chain, decision.accepted))
     if decision.accepted:
         st.set("current", post)

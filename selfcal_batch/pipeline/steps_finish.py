@@ -102,10 +102,11 @@ def report_results(ctx: Context) -> dict[str, Any]:
             continue
         try:
             out = ctx.root / "plots" / f"{step}_snr.png"
-            plots.plot_solution_snr_hist(table, out, minsnr=1.0)
+            reverted = rec.get("accepted") is False
+            plots.plot_solution_snr_hist(table, out, minsnr=float(rec.get("minsnr", 1.0)), reverted=reverted)
             made.append(str(out))
             out = ctx.root / "plots" / f"{step}_gains.png"
-            plots.plot_gains(table, out, antenna_names=names, amplitude=step.startswith("a"))
+            plots.plot_gains(table, out, antenna_names=names, amplitude=step.startswith("a"), reverted=reverted)
             made.append(str(out))
         except Exception as exc:  # noqa: BLE001  (a plot must never fail the dataset)
             log.warning("%s: plot of %s failed: %s", ctx.name, step, exc)

@@ -218,7 +218,7 @@ def dataset_section(s: Survey, name: str, anchor: str, thumbs: dict[str, Path],
         notes.append("missing log(s): " + ", ".join(missing_logs))
     plots = [(p.name, linker.link(p)) for p in sorted((root / "plots").glob("*.png"))] \
         if (root / "plots").is_dir() else []
-    thumb_links = {k: linker.link(thumbs.get(k)) for k in ("initial", "final")}
+    thumb_links = {k: linker.link(thumbs.get(k)) for k in ("initial", "final", "pair")}
     if row["status"] == "finished" and not image_rows:
         notes.append("no per-image statistics")
     return {"name": name, "anchor": anchor, "status": row["status"], "error": row["error"],

@@ -115,3 +115,35 @@ def test_provenance_cards_and_publish(tmp_path: Path) -> None:
         assert "input MS: /data/very/long/path/J1008.ms" in str(h["HISTORY"])
     assert fits.getdata(tmp_path / FINAL_RESIDUAL).sum() == 64
     assert provenance_cards("1", "", [], {}, "x.ms")[2][1] == "none"
+
+
+def test_steps_plot_draws_no_line_through_missing_steps() -> None:
+    from selfcal_batch.report.figures import gapped
+
+    xs, ys = gapped([0, 1, 2, 5, 6], [10.0, 20.0, 30.0, 40.0, 50.0])
+    assert list(xs[:3]) == [0, 1, 2] and math.isnan(xs[3]) and list(xs[4:]) == [5, 6]
+    xs, ys = gapped([0, 1, 2, 3], [10.0, math.nan, 30.0, 40.0])  # a missing value breaks too
+    assert xs[0] == 0 and math.isnan(xs[1]) and list(xs[2:]) == [2, 3]
+    assert gapped([], [])[0].size == 0
+
+
+def test_before_after_shares_field_and_scale(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    from selfcal_batch.report.figures import before_after_box, plot_before_after
+
+    assert before_after_box((128, 128), (64, 64), 10) == (54, 75, 54, 75)
+    assert before_after_box((128, 128), (2, 125), 10) == (0, 21, 107, 128)  # shifted, not shrunk
+    assert before_after_box((16, 16), (8, 8), 48) == (0, 16, 0, 16)
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:128, :128]
+    src = np.exp(-((x - 70) ** 2 + (y - 60) ** 2) / 8.0)
+    for name, noise in (("a.fits", 1e-2), ("b.fits", 1e-3)):
+        fits.PrimaryHDU((src + rng.normal(0, noise, src.shape)).astype(np.float32),
+                        header=_header(128)).writeto(tmp_path / name)
+    png = plot_before_after(tmp_path / "a.fits", tmp_path / "b.fits", tmp_path / "pair.png")
+    img = imread(png)
+    assert img.shape[1] > 2 * img.shape[0] * 0.9  # two panels side by side + a colour bar
+    fits.PrimaryHDU(np.zeros((64, 64), np.float32), header=_header(64)).writeto(tmp_path / "c.fits")
+    with pytest.raises(ValueError, match="different grids"):
+        plot_before_after(tmp_path / "c.fits", tmp_path / "b.fits", tmp_path / "x.png")
