@@ -40,6 +40,8 @@ class CampaignSection:
     #: Output directory (relative to the manifest's directory).
     output_dir: str = ""
     description: str = ""
+    #: Template sweep: run every dataset once per variant ('auto' or a template name).
+    variants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ class DatasetSpec:
     #: One-line reason this dataset cannot run ('' = fine).
     error: str = ""
     line: int | None = None
+    #: Template sweep (campaign/variants.py): the dataset's own name and the variant run.
+    base: str = ""
+    variant: str = ""
 
     @property
     def ok(self) -> bool:
@@ -138,7 +143,7 @@ class DatasetSpec:
         return {
             "name": self.name, "ms": str(self.ms) if self.ms else None, "index": self.index,
             "overrides": self.overrides, "simulate": self.simulate, "threads": self.threads,
-            "error": self.error,
+            "error": self.error, "base": self.base or self.name, "variant": self.variant,
             "config": self.config.to_dict() if self.config is not None else None,
         }
 
@@ -157,6 +162,8 @@ class Campaign:
     datasets: tuple[DatasetSpec, ...]
     #: The default pipeline config ([defaults] + [templates]).
     base_config: PipelineConfig
+    #: Template sweep variants ([campaign] variants; empty = no sweep).
+    variants: tuple[str, ...] = ()
 
     def select(self, only: typing.Iterable[str]) -> "Campaign":
         """Only the named datasets (ConfigError for an unknown name)."""
@@ -164,10 +171,13 @@ class Campaign:
         if not only:
             return self
         names = [d.name for d in self.datasets]
+        bases = {d.base for d in self.datasets if d.base}
         for n in only:
-            if n not in names:
+            if n not in names and n not in bases:
                 raise _did_you_mean("--only", f"no dataset named {n!r}", n, names)
-        return dataclasses.replace(self, datasets=tuple(d for d in self.datasets if d.name in only))
+        # a sweep: --only D runs every variant of D, --only D__faint one of them
+        return dataclasses.replace(self, datasets=tuple(d for d in self.datasets
+                                                        if d.name in only or (d.base and d.base in only)))
 
     def with_output_dir(self, out: str | Path) -> "Campaign":
         return dataclasses.replace(self, output_dir=Path(out).expanduser().resolve())
@@ -176,7 +186,8 @@ class Campaign:
         """The resolved manifest (JSON-friendly) for campaign.json."""
         return {
             "campaign": {"name": self.name, "manifest": str(self.path),
-                         "output_dir": str(self.output_dir), "description": self.description},
+                         "output_dir": str(self.output_dir), "description": self.description,
+                         "variants": list(self.variants)},
             "defaults": self.defaults,
             "templates": self.templates,
             "cluster": dataclasses.asdict(self.cluster),
@@ -264,6 +275,12 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     datasets: list[DatasetSpec] = []
     for i, entry in enumerate(entries):
         datasets.extend(_resolve_dataset(i, entry, base_dict, base_dir, loc, label))
+    if section.variants:
+        from selfcal_batch.campaign import variants as _variants
+
+        if problem := _variants.check(section.variants):
+            raise fail(("campaign", "variants"), problem)
+        datasets = _variants.expand(datasets, tuple(section.variants))
     seen: dict[str, DatasetSpec] = {}
     for d in datasets:
         if d.name in seen:
@@ -274,7 +291,8 @@ def parse_manifest(text: str, path: Path) -> Campaign:
         seen[d.name] = d
     return Campaign(name=name, path=path, output_dir=output_dir, description=section.description,
                     defaults=defaults, templates=templates, cluster=cluster,
-                    datasets=tuple(datasets), base_config=base_config)
+                    datasets=tuple(datasets), base_config=base_config,
+                    variants=tuple(section.variants))
 
 
 def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,

@@ -36,6 +36,10 @@ def build_report(outdir: str | Path) -> Path:
         raise FileNotFoundError(f"campaign output directory not found: {out}")
     survey = load_survey(out, write=True)
     plots, thumbs = survey_plots(survey, out / "survey" / "plots")
-    path = write_report(survey, plots, thumbs)
+    from .aggregate import with_gains
+    from .sweep import build_sweep
+
+    sweep = build_sweep(out, with_gains(survey.datasets), survey.campaign, survey.thresholds_mjy)
+    path = write_report(survey, plots, thumbs, sweep=sweep)
     log.info("survey report: %s (%d datasets)", path, len(survey.datasets))
     return path

@@ -237,7 +237,8 @@ def template_rows(s: Survey) -> list[dict[str, Any]]:
     return [dict(r) for _, r in s.templates.iterrows()]
 
 
-def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, Path]]) -> Path:
+def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, Path]],
+                 sweep: dict[str, Any] | None = None) -> Path:
     """Render ``survey/report.html`` from a loaded survey and its drawn plots."""
     survey_dir = s.out / "survey"
     survey_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +248,8 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
     plot_links = [(PLOT_TITLES[k], linker.link(plots[k])) for k in PLOT_FILES if k in plots]
     files = [(n, linker.link(survey_dir / n)) for n in SURVEY_FILES]
     files.append(("campaign.json", linker.link(s.out / "campaign.json")))
+    files += [(n, linker.link(survey_dir / n)) for n in ("sweep_matrix.csv", "sweep_bins.csv",
+                                                          "proposed_thresholds.toml")]
     title = f"selfcal-batch survey report: {s.campaign.get('campaign') or s.out.name}"
     paged = len(names) > INLINE_DATASETS_MAX
     if paged:
@@ -267,7 +270,7 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
         generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         summary=campaign_summary(s), datasets=dataset_rows(s, anchor, paged), templates=template_rows(s),
         plots=[(t, h) for t, h in plot_links if h], files=[(n, h) for n, h in files if h],
-        sections=sections, paged=paged, notes=s.notes, legend=LEGEND)
+        sections=sections, paged=paged, notes=s.notes, legend=LEGEND, sweep=sweep)
     return _write(survey_dir / "report.html", html)
 
 
