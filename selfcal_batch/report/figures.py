@@ -390,7 +390,7 @@ def plot_before_after(initial_fits: Path, final_fits: Path, out_png: Path, half:
 
     from selfcal_batch.imaging.imstats import cell_size_deg, read_image
 
-    (a, ha), (b, hb) = read_image(initial_fits), read_image(final_fits)
+    (a, _), (b, hb) = read_image(initial_fits), read_image(final_fits)
     if a.shape != b.shape:
         raise ValueError(f"before {a.shape} and after {b.shape} images are on different grids")
     py, px = np.unravel_index(int(np.nanargmax(b)), b.shape)
