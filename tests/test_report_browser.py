@@ -89,9 +89,10 @@ def test_report_in_headless_chromium(campaign_out: Path, tmp_path: Path) -> None
     # the page's own load-time check: every <img> loaded with a non-zero size
     refs, _ = html_refs(report)
     n_img = sum(1 for tag, attr, _ in refs if tag == "img" and attr == "src")
-    assert parsed.body.get("data-images") == str(n_img) and n_img >= 6 + 2 * 2
+    # the 6 survey plots (thumbnails and gain plots are on the per-dataset pages)
+    assert parsed.body.get("data-images") == str(n_img) and n_img >= 6
     assert parsed.body.get("data-broken-images") == "0"
-    assert check_links(report) > 20  # every relative src/href resolves to a file
+    assert check_links(report) > 10  # every relative src/href resolves to a file
 
     shot = campaign_out / "survey" / "report-screenshot.png"
     shot.unlink(missing_ok=True)

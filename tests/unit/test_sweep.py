@@ -84,6 +84,7 @@ def test_matrix_matches_the_rows() -> None:
     assert m.loc["s5", "flux_auto"] == pytest.approx(1.01)
     assert m.loc["s5", "kept_auto"] == "p0 p1" and m.loc["s5", "flux_mjy"] == pytest.approx(5.0)
     assert list(m["winner"]) == ["faint", "bright", "bright"]
+    assert m.loc["s5", "margin"] == pytest.approx(60 / 50)
 
 
 def test_failed_run_never_wins() -> None:
@@ -107,4 +108,7 @@ def test_bin_winners_and_thresholds() -> None:
     text = snippet(th, why)
     cfg = tomllib.loads(text)["defaults"]
     assert PipelineConfig.from_dict(cfg).template_thresholds_mjy == tuple(th)
-    assert "kept 10 mJy (no dataset on one side)" in text
+    assert "kept 10 mJy (no decisive winner on one side)" in text
+    # winners by < 5 % (within the scatter of re-runs) do not move a threshold
+    close = m.assign(margin=1.01)
+    assert propose_thresholds(close, (10.0, 20.0, 50.0, 100.0))[0] == [10.0, 20.0, 50.0, 100.0]
