@@ -360,3 +360,24 @@ def test_report_at_survey_scale_is_paged(campaign_out: Path, tmp_path: Path) -> 
 
     with Image.open(out / "survey" / "plots" / "thumbnails.png") as im:
         assert im.height < (SHEET_MAX_ROWS + 2) * 230
+
+
+def test_final_image_provenance(campaign_out: Path) -> None:
+    """final-image.fits and final-residual.fits carry the pipeline's provenance cards."""
+    from astropy.io import fits
+
+    from selfcal_batch import __version__
+
+    for name in DATASETS:
+        root = campaign_out / "datasets" / name
+        res = json.loads((root / "result.json").read_text())
+        for f in ("final-image.fits", "final-residual.fits"):
+            h = fits.getheader(root / f)
+            assert h["SCB_VERS"] == __version__ and h["SCB_INMS"] == f"{name}.ms"
+            assert h["SCB_NSTP"] == len(h["SCB_STEP"].split()) or h["SCB_STEP"] == "none"
+            assert h["SCB_RMS"] == pytest.approx(res["rms_final"], rel=1e-6)
+            assert res["template_final"] in h["SCB_TMPL"]
+            assert any(f"input MS: {res['ms']}" in str(x) for x in h["HISTORY"])
+        if res["status"] == "finished":
+            steps = [s.split(":")[0] for s in h["SCB_STEP"].split()]
+            assert steps and set(steps) <= set(res["steps_accepted"])
