@@ -100,7 +100,7 @@ def observation_summary(msinfo: dict[str, Any] | None) -> dict[str, Any]:
     corr = sorted({c for s in spws for c in (s.get("corr") or [])})
     thermal = msinfo.get("thermal_noise_jy")
     rows = [
-        ("MS", text(msinfo.get("vis"))),
+        ("inspected (private copy of the input)", text(msinfo.get("vis"))),
         ("fields", ", ".join(map(str, msinfo.get("fields") or [])) or "–"),
         ("antennas", f"{len(present)} with data, {len(unflagged)} with unflagged data "
                      f"({len(names)} in ANTENNA): "
