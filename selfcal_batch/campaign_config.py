@@ -33,6 +33,9 @@ class CampaignSection:
     output_dir: str = setting("", "Output directory, relative to the manifest ('' = "
                               "<manifest stem>-out).")
     description: str = setting("", "Free text shown in the report.")
+    variants: tuple[str, ...] = setting((), "Template sweep: run every dataset once per variant "
+                                        "('auto' = the flux-based choice, or a template name); "
+                                        "datasets are named <name>__<variant>.")
 
 
 @dataclass(frozen=True)

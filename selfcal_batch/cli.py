@@ -40,6 +40,23 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING if verbose < 2 else logging.INFO)
 
 
+def unknown_command(word: str, commands: list[str]) -> str | None:
+    """Why ``word`` (the first argument) is neither a subcommand nor a manifest, or None.
+
+    A manifest is a path: an existing file, or a name ending in .toml or containing a path
+    separator (the run then says it is missing). Anything else (``reprot``) is a mistyped
+    subcommand: the message names the closest commands (difflib, cutoff 0.6)."""
+    import difflib  # lazy: the CLI starts fast
+    import os  # lazy: the CLI starts fast
+
+    if word.startswith("-") or word.endswith(".toml") or os.sep in word or Path(word).exists():
+        return None
+    close = difflib.get_close_matches(word, commands, n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return (f"no such command {word!r}{hint}; commands: {', '.join(commands)}; "
+            f"a campaign manifest is a .toml file")
+
+
 class _DefaultRunGroup(click.Group):
     """A group whose default command is ``run`` (``selfcal-batch x.toml`` == ``run x.toml``)."""
 
@@ -48,6 +65,8 @@ class _DefaultRunGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in self.LAZY \
                 and args[0] not in ("--help", "-h", "--version"):
+            if (problem := unknown_command(args[0], self.list_commands(ctx))) is not None:
+                ctx.fail(problem)
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -138,8 +157,20 @@ def run_cmd(manifest: Path | None, workers: int | None, threads_per_dataset: int
     except SelfcalBatchError as exc:
         _fail(str(exc), 2)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _interrupted()
+    if outcome.interrupted:
+        _interrupted()
     sys.exit(outcome.exit_code)
+
+
+INTERRUPTED = "interrupted: rerun the same command to resume"
+
+
+def _interrupted() -> None:
+    """End a Ctrl-C / SIGTERM with one line (last) and exit 130."""
+    sys.stdout.flush()
+    click.echo(INTERRUPTED, err=True)
+    sys.exit(130)
 
 
 def _console() -> Console:
@@ -287,16 +318,20 @@ def _require_campaign_output(path: Path) -> None:
 @click.argument("out_a", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_b", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the comparison.")
+              help="Where to write the comparison (default: compare-A-vs-B beside OUT_B).")
 def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
     """Compare two campaign output directories."""
     _require_campaign_output(out_a)
     _require_campaign_output(out_b)
     try:
         from selfcal_batch.report import compare_runs  # lazy: the CLI starts fast
+        from selfcal_batch.report.compare import compare_problem, default_compare_dir  # lazy: as above
     except ImportError as exc:
         _fail(f"the report package is not available: {exc}", 2)
-    res = compare_runs(out_a, out_b, out)
+    dest = out or default_compare_dir(out_a.resolve(), out_b.resolve())
+    if problem := compare_problem(dest, [out_a, out_b]):
+        _fail(problem, 2)
+    res = compare_runs(out_a, out_b, dest)
     if res:
         click.echo(str(res))
 

@@ -22,6 +22,7 @@ from typing import Any
 
 # CampaignSection, ClusterSpec and CLUSTER_KINDS are re-exported (they live in the config layer).
 from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
+from selfcal_batch.campaign import variants as sweep_variants
 from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
@@ -60,6 +61,9 @@ class DatasetSpec:
     min_target_time_s: float = 60.0
     #: For an expanded target: ``{ms, field, field_id, intents, time_on_source_s, ra_deg, dec_deg}``.
     target: dict[str, Any] | None = None
+    #: Template sweep (campaign/variants.py): the dataset's own name and the variant run.
+    base: str = ""
+    variant: str = ""
 
     @property
     def ok(self) -> bool:
@@ -69,7 +73,7 @@ class DatasetSpec:
         return {
             "name": self.name, "ms": str(self.ms) if self.ms else None, "index": self.index,
             "overrides": self.overrides, "simulate": self.simulate, "threads": self.threads,
-            "error": self.error,
+            "error": self.error, "base": self.base or self.name, "variant": self.variant,
             "config": self.config.to_dict() if self.config is not None else None,
             **({"target": self.target} if self.target else {}),
         }
@@ -91,6 +95,8 @@ class Campaign:
     base_config: PipelineConfig
     #: Fields that target expansion skipped: ``(f"{ms}: {field}", reason)``.
     skipped_targets: tuple[tuple[str, str], ...] = ()
+    #: Template sweep variants ([campaign] variants; empty = no sweep).
+    variants: tuple[str, ...] = ()
 
     def select(self, only: typing.Iterable[str]) -> "Campaign":
         """Only the named datasets (ConfigError for an unknown name)."""
@@ -98,10 +104,13 @@ class Campaign:
         if not only:
             return self
         names = [d.name for d in self.datasets]
+        bases = {d.base for d in self.datasets if d.base}
         for n in only:
-            if n not in names:
+            if n not in names and n not in bases:
                 raise did_you_mean("--only", f"no dataset named {n!r}", n, names)
-        return dataclasses.replace(self, datasets=tuple(d for d in self.datasets if d.name in only))
+        # a sweep: --only D runs every variant of D, --only D__faint one of them
+        return dataclasses.replace(self, datasets=tuple(d for d in self.datasets
+                                                        if d.name in only or (d.base and d.base in only)))
 
     def with_output_dir(self, out: str | Path) -> "Campaign":
         return dataclasses.replace(self, output_dir=Path(out).expanduser().resolve())
@@ -110,7 +119,8 @@ class Campaign:
         """The resolved manifest (JSON-friendly) for campaign.json."""
         return {
             "campaign": {"name": self.name, "manifest": str(self.path),
-                         "output_dir": str(self.output_dir), "description": self.description},
+                         "output_dir": str(self.output_dir), "description": self.description,
+                         "variants": list(self.variants)},
             "defaults": self.defaults,
             "templates": self.templates,
             "cluster": dataclasses.asdict(self.cluster),
@@ -197,6 +207,10 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     for i, entry in enumerate(entries):
         datasets.extend(_resolve_dataset(i, entry, base_dict, base_dir, loc, label))
     datasets, skipped_targets = expand_datasets(datasets)  # reads MSs only when targets are asked
+    if section.variants:
+        if problem := sweep_variants.check(section.variants):
+            raise fail(("campaign", "variants"), problem)
+        datasets = sweep_variants.expand(datasets, tuple(section.variants))
     seen: dict[str, DatasetSpec] = {}
     for d in datasets:
         if d.name in seen:
@@ -208,7 +222,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     return Campaign(name=name, path=path, output_dir=output_dir, description=section.description,
                     defaults=defaults, templates=templates, cluster=cluster,
                     datasets=tuple(datasets), base_config=base_config,
-                    skipped_targets=tuple(skipped_targets))
+                    skipped_targets=tuple(skipped_targets), variants=tuple(section.variants))
 
 
 def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
@@ -319,7 +333,7 @@ def check_simulate(sim: dict[str, Any]) -> str:
 
 def build_sim_spec(sim: dict[str, Any]) -> Any:
     """A simulator ``SimSpec`` from ``{"preset": name, **overrides}``."""
-    from selfcal_batch import simulate as simmod
+    from selfcal_batch import simulate as simmod  # lazy: loaded only on this path
 
     args = {k: v for k, v in sim.items() if k != "preset"}
     preset = sim["preset"]

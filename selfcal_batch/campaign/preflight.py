@@ -288,7 +288,7 @@ def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
 def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[str, str]:
     """``{dataset name: what restarting from step will redo and why}`` (:mod:`restart`),
     from each dataset's ``state.json`` and ``work.ms`` under ``out_dir``."""
-    from selfcal_batch.pipeline import restart
+    from selfcal_batch.pipeline import restart  # lazy: loaded only on this path
 
     out: dict[str, str] = {}
     for d in datasets:

@@ -4,7 +4,15 @@ row format shared by the display, the summary table and ``survey/datasets.csv``.
 The live view shows done / running / failed / queued counts, an ETA from the mean wall time
 of finished datasets, and the current step of every running dataset, read from its
 ``<out>/datasets/<name>/state.json`` (``current_step``) every ~2 s. With ``quiet`` (batch
-jobs) or when the console is not a terminal only the per-dataset lines are printed.
+jobs) only the per-dataset lines are printed.
+
+How step events travel: a worker's pipeline writes ``state.json`` atomically after every
+step (``steps[<step>]``: status, started, finished, accepted, reason); Dask carries only the
+final result. The campaign process polls the state.json of each running dataset (the output
+directory is shared with the workers in every deployment) and, when the console is not a
+terminal and not ``quiet``, prints one line per step that ended since the campaign started
+(:func:`step_line`: dataset, step, kept / reverted / skipped / done / failed, reason,
+elapsed) followed by an ETA (:func:`step_eta_s`) once steps have been timed.
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ def normalise_row(res: dict[str, Any], name: str, ms: Any) -> dict[str, Any]:
     row.update({k: v for k, v in res.items() if k not in row})
     row["name"] = row.get("name") or name
     row["ms"] = row.get("ms") or (str(ms) if ms else "")
-    from selfcal_batch.selfcal.outcome import ALL_STATUSES
+    from selfcal_batch.selfcal.outcome import ALL_STATUSES  # lazy: loaded only on this path
 
     if row.get("status") not in ALL_STATUSES:
         row["error"] = row.get("error") or f"unexpected status {row.get('status')!r}"
@@ -141,6 +149,66 @@ def finished_line(row: dict[str, Any], done: int, total: int) -> str:
             f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))}{over})")
 
 
+def banner_line(campaign: str, n_datasets: int, out_dir: Any, cluster: str, started: str) -> str:
+    """The start banner: version, campaign, datasets, output, cluster, start time."""
+    from selfcal_batch import __version__  # lazy: avoids importing the package root at module load
+
+    return (f"selfcal-batch {__version__}: campaign {campaign}: {n_datasets} dataset(s) -> {out_dir}; "
+            f"{cluster}; started {started}")
+
+
+def step_decision(rec: dict[str, Any]) -> str:
+    """'kept' / 'reverted' (a gated calibration step), 'skipped', 'failed' or 'done'."""
+    status = str(rec.get("status") or "")
+    if status == "done" and "accepted" in rec:
+        return "kept" if rec.get("accepted") else "reverted"
+    return status if status in ("skipped", "failed") else "done"
+
+
+def step_line(name: str, step: str, rec: dict[str, Any], eta: float | None = None) -> str:
+    """One plain line for a step that ended, e.g. ``J1008 p1: reverted: SNR decreased 40.1
+    -> 38.0 (42s) · ETA 3m10s``. Elapsed = the step record's finished - started (s)."""
+    started, finished = _num(rec.get("started")), _num(rec.get("finished"))
+    took = finished - started if started is not None and finished is not None else None
+    line = f"{name} {step}: {step_decision(rec)}"
+    reason = " ".join(str(rec.get("reason") or rec.get("error") or "").split())
+    if reason:
+        line += f": {reason}"
+    if _num(rec.get("snr_pre")) is not None and _num(rec.get("snr_post")) is not None:
+        line += f" (SNR {_fmt_num(rec.get('snr_pre'))}→{_fmt_num(rec.get('snr_post'))})"
+    line += f" ({fmt_duration(took)})"
+    if eta is not None:
+        line += f" · ETA {fmt_duration(eta)}"
+    return line
+
+
+def new_step_events(steps: dict[str, Any], since: float, seen: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Steps of one state.json ``steps`` dict that ended at or after ``since`` (epoch s) and
+    are not in ``seen`` (updated), ordered by end time. Keyed by step and end time, so a step
+    redone later (resume, --restart-from) is reported again."""
+    out = []
+    for step, rec in (steps or {}).items():
+        if not isinstance(rec, dict) or rec.get("status") not in ("done", "skipped", "failed"):
+            continue
+        end = _num(rec.get("finished"))
+        key = f"{step}@{end}"
+        if end is None or end < since or key in seen:
+            continue
+        seen.add(key)
+        out.append((str(step), rec))
+    return sorted(out, key=lambda e: float(e[1]["finished"]))
+
+
+def step_eta_s(step_seconds: list[float], steps_left: int, slots: int) -> float | None:
+    """Mean step time x steps still to run / concurrent slots (None before any step is timed).
+
+    ``steps_left`` = planned steps of the datasets not finished minus the steps they have
+    already ended; ladder extensions and skipped steps make this an estimate."""
+    if not step_seconds:
+        return None
+    return sum(step_seconds) / len(step_seconds) * max(steps_left, 0) / max(slots, 1)
+
+
 def read_current_step(out_dir: Path, name: str) -> str:
     """``current_step`` from a dataset's state.json ('' when unknown)."""
     try:
@@ -154,7 +222,8 @@ class CampaignProgress:
     """Tracks and renders a running campaign (use as a context manager)."""
 
     def __init__(self, out_dir: Path, names: Iterable[str], *, slots: int = 1,
-                 quiet: bool = False, console: Console | None = None, title: str = ""):
+                 quiet: bool = False, console: Console | None = None, title: str = "",
+                 steps_per_dataset: int = 0):
         self.out_dir = Path(out_dir)
         self.names = list(names)
         self.total = len(self.names)
@@ -169,6 +238,13 @@ class CampaignProgress:
         self._last_poll = 0.0
         self._t0 = time.monotonic()
         self._live: Live | None = None
+        #: Non-terminal step lines (see the module docstring).
+        self.step_lines = not quiet and not self.live_mode
+        self.steps_per_dataset = steps_per_dataset
+        self._since = time.time() - 1.0
+        self._seen: dict[str, set[str]] = {}
+        self._ended: dict[str, int] = {}      # steps ended so far per dataset (any run)
+        self.step_seconds: list[float] = []
 
     # -- state updates ----------------------------------------------------------------
 
@@ -184,6 +260,8 @@ class CampaignProgress:
     def finished(self, row: dict[str, Any], counted: bool = True) -> None:
         """Record a finished dataset and print its line."""
         name = str(row.get("name"))
+        if self.step_lines:
+            self.emit_steps(name, final=True)
         started = self.running.pop(name, None)
         if counted:
             self.done.append(row)
@@ -222,6 +300,33 @@ class CampaignProgress:
         self._last_poll = now
         for n in self.running:
             self.steps[n] = read_current_step(self.out_dir, n)
+            if self.step_lines:
+                self.emit_steps(n)
+
+    def steps_left(self, finishing: str = "") -> int:
+        done = {str(r.get("name")) for r in self.done} | {finishing}
+        return sum(max(self.steps_per_dataset - self._ended.get(n, 0), 0)
+                   for n in self.names if n not in done)
+
+    def emit_steps(self, name: str, final: bool = False) -> None:
+        """Print a line per step of ``name`` that ended since the last poll (non-terminal)."""
+        try:
+            data = json.loads((self.out_dir / "datasets" / name / "state.json").read_text())
+            steps = data.get("steps") or {}
+        except (OSError, ValueError, AttributeError):
+            return
+        self._ended[name] = sum(1 for r in steps.values()
+                                if isinstance(r, dict) and r.get("status") in ("done", "skipped", "failed"))
+        events = new_step_events(steps, self._since, self._seen.setdefault(name, set()))
+        for i, (step, rec) in enumerate(events):
+            started, ended = _num(rec.get("started")), _num(rec.get("finished"))
+            if started is not None and ended is not None and rec.get("status") == "done":
+                self.step_seconds.append(ended - started)
+            last = i == len(events) - 1
+            eta = step_eta_s(self.step_seconds, self.steps_left(name if final else ""), self.slots) \
+                if last else None
+            self.console.print(step_line(name, step, rec, eta), markup=False, highlight=False,
+                               soft_wrap=True)
 
     # -- rendering ------------------------------------------------------------------
 

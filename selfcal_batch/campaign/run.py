@@ -30,12 +30,12 @@ from selfcal_batch.campaign.cluster import (capacity, check_claims, dashboard_av
                                             resolve_cluster, warm_imports_plugin)
 from selfcal_batch.campaign.dispatch import Dispatcher, _previous_row, _record_failure, _with_records
 from selfcal_batch.campaign.lock import CampaignLock
-from selfcal_batch.campaign.manifest import Campaign
+from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
 # Re-exported: the CLI, the tests and older imports use these names from campaign.run.
 from selfcal_batch.campaign.plan import (DEFAULT_TASK, RunOptions, _claim, check_restart_step,  # noqa: F401
                                          input_check, plan_text, restart_lines)
 from selfcal_batch.campaign.preflight import ensure_output_dir, output_inside_input
-from selfcal_batch.campaign.progress import (ROW_FIELDS, CampaignProgress, failed_row, fmt_duration,  # noqa: F401
+from selfcal_batch.campaign.progress import (ROW_FIELDS, CampaignProgress, banner_line, failed_row, fmt_duration,  # noqa: F401
                                              normalise_row, summary_table, write_survey_csv)
 from selfcal_batch.campaign.worker import _now, attempts_path, count_deaths, execute_dataset  # noqa: F401
 from selfcal_batch.errors import OutputDirError
@@ -140,6 +140,20 @@ def run_campaign(campaign: Campaign, opts: RunOptions, console: Console | None =
     return outcome
 
 
+def stopped_row(out_dir: Path, d: DatasetSpec, since: float) -> dict[str, Any]:
+    """The row of a dataset the campaign stopped (Ctrl-C / SIGTERM): ``interrupted`` when its
+    state.json was written since ``since`` (epoch s: it ran in this campaign run), else
+    ``not_started``. Rerunning the same command resumes either."""
+    try:
+        ran = (out_dir / "datasets" / d.name / "state.json").stat().st_mtime >= since
+    except OSError:
+        ran = False
+    row = failed_row(d.name, d.ms, "interrupted while running (campaign stopped); rerun to resume" if ran
+                     else "not started (campaign stopped before it ran)")
+    row["status"] = "interrupted" if ran else "not_started"
+    return row
+
+
 def resolved_thresholds(campaign: Campaign) -> dict[str, Any]:
     """Template thresholds (mJy) after the manifest is resolved: ``defaults`` and per dataset."""
     return {"defaults": list(campaign.base_config.template_thresholds_mjy),
@@ -152,6 +166,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
     out_dir = selected.output_dir
     started = _now()
     t_start = time.monotonic()
+    t_start_wall = time.time()
     try:
         runs = records.campaign_runs(json.loads((out_dir / "campaign.json").read_text()))
     except (OSError, ValueError):
@@ -196,8 +211,12 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
             claims = {d.name: _claim(d, spec.threads_per_dataset, opts.threads_per_dataset)
                       for d in selected.datasets if d.ok}
             problems = check_claims(claims, max_cores, "the cluster")
+            n_steps = max((len(d.config.steps) for d in selected.datasets if d.config is not None), default=0)
             progress = CampaignProgress(out_dir, [d.name for d in selected.datasets], slots=slots,
-                                        quiet=opts.quiet, console=console, title=selected.name)
+                                        quiet=opts.quiet, console=console, title=selected.name,
+                                        steps_per_dataset=n_steps)
+            console.print(banner_line(selected.name, len(selected.datasets), out_dir, describe(spec), started),
+                          markup=False, highlight=False, soft_wrap=True)
             for name, why in restarts.items():
                 if name not in inputs and name not in problems:
                     console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
@@ -223,7 +242,7 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         log.error("campaign interrupted")
         for d in selected.datasets:
             if d.name not in rows:
-                rows[d.name] = _with_records(out_dir, failed_row(d.name, d.ms, "interrupted (campaign stopped)"))
+                rows[d.name] = _with_records(out_dir, stopped_row(out_dir, d, t_start_wall))
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise

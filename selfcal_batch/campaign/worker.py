@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import fcntl
 import logging
 import os
 import socket
@@ -45,8 +46,13 @@ def ensure_simulated(ms: Path, simulate: dict[str, Any], log_path: Path | None =
         raise SimulationError(f"cannot simulate {ms.name}: simulator unavailable ({exc})") from None
     spec = build_sim_spec(simulate)
     ms.parent.mkdir(parents=True, exist_ok=True)
-    log.info("simulating %s (preset %s)", ms, simulate.get("preset"))
-    simulate_ms_isolated(spec, ms, log_path=log_path)
+    # One simulation per MS: the variants of a template sweep share it and may start at once.
+    with open(ms.parent / f".{ms.name}.simulate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ms.exists():
+            return
+        log.info("simulating %s (preset %s)", ms, simulate.get("preset"))
+        simulate_ms_isolated(spec, ms, log_path=log_path)
     if not ms.exists():
         raise SimulationError(f"the simulator did not create {ms}")
 

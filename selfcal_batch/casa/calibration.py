@@ -72,7 +72,7 @@ def run_casa(
         error_cls=CasaTaskError,
     )
     if not res.exists():
-        from selfcal_batch.process import describe_returncode
+        from selfcal_batch.process import describe_returncode  # lazy: loaded only on this path
 
         raise CasaTaskError(
             "casa",

@@ -30,7 +30,7 @@ _HARMLESS_SEVERE = re.compile(
 
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy containers and scalars returned by CASA into JSON-friendly values."""
-    import numpy as np
+    import numpy as np  # lazy: loaded only on this path
 
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}

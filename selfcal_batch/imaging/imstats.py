@@ -27,11 +27,15 @@ pixels = π·bmaj·bmin / (4 ln 2) / cell²):
   :data:`NEAR_FIELD_BEAMS` beam FWHMs of the flux mask (auto_selfcal's near-field noise,
   where calibration artefacts are strongest), ``near_beams`` its independent beams; NaN
   without a mask.
-* ``snr`` = ``dynamic_range`` = peak / rms_offsource (identical by definition; both names
-  are kept because the gate and the reports refer to each). ``snr_seed`` = flux_im/rms_box
+* ``snr`` = peak / rms_offsource: the peak over the robust off-source noise (what the gate
+  and the detection test use).
+* ``dynamic_range`` = peak / ``rms_residual``: the peak over the rms of the whole residual
+  image, artefacts near the source included (so DR <= SNR; it rises when calibration
+  removes artefacts that the robust off-source noise ignores). NaN without a residual.
+  (Before issue 20 both names held peak / rms_offsource.) ``snr_seed`` = flux_im/rms_box
   with flux_im = Σ image / A_b, the seed's (poorly defined) value, kept for comparison.
 * ``DR_pk_rmsbox`` = max_im/rms_box, ``DR_pk_rmsim`` = max_im/rms_im.
-* ``rms_residual`` = std of the residual (about its mean), ``mad_std_residual``;
+* ``rms_residual`` = std of the residual (about its mean) over the whole image, ``mad_std_residual``;
   ``flux_residual`` = Σ(residual·mask)/A_b; ``flux_error`` is the seed's
   ``flux_error_res_3`` implemented literally:
   sqrt((0.05·total_flux_mask)² + (mad_std_residual/A_b)² + flux_residual²).
@@ -311,7 +315,7 @@ def array_statistics(data: np.ndarray, header: fits.Header,
     off_sel = np.isfinite(src) if mask is None else np.isfinite(src) & ~mask
     off = src[off_sel]
     rms_off = float(mad_std(off)) if off.size else _NAN
-    out.update(rms_offsource=rms_off, snr=_div(peak, rms_off), dynamic_range=_div(peak, rms_off),
+    out.update(rms_offsource=rms_off, snr=_div(peak, rms_off),
                offsource_beams=float(off.size) / area if area > 0 else _NAN)
     if mask is not None and mask.any():
         fwhm_px = 2.0 * dilation_radius_px(header)  # the beam FWHM in pixels (radius = half)
@@ -345,7 +349,9 @@ def array_statistics(data: np.ndarray, header: fits.Header,
         if rvals.size:
             rz = np.where(rfin, residual, 0.0)
             mad_res = float(mad_std(rvals))
-            out.update(rms_residual=float(np.std(rvals)), mad_std_residual=mad_res)
+            rms_res = float(np.std(rvals))
+            out.update(rms_residual=rms_res, mad_std_residual=mad_res,
+                       dynamic_range=_div(peak, rms_res))
             if mask is not None:
                 fres = float(np.sum(rz, where=mask)) / area
                 ferr = math.sqrt((0.05 * out["total_flux_mask"]) ** 2

@@ -77,9 +77,14 @@ def _as_points(arr: np.ndarray) -> np.ndarray:
     return arr[:, None, :] if arr.ndim == 2 else arr
 
 
+#: Title suffix of the plots of a gain table whose step was reverted (not applied).
+REVERTED_MARK = " — REVERTED (not applied)"
+
+
 def plot_solution_snr_hist(caltable: str | Path, out_png: str | Path,
-                           minsnr: float) -> dict[str, float]:
-    """Histogram of the SNR column (all solutions), dashed lines at 3 and ``minsnr``.
+                           minsnr: float, reverted: bool = False) -> dict[str, float]:
+    """Histogram of the SNR column (all solutions), dashed lines at 3 and ``minsnr`` (pass the
+    minsnr gaincal used for this table); ``reverted`` adds REVERTED_MARK (red) to the title.
 
     Returns ``frac_below_minsnr`` (finite SNR ≤ minsnr), ``frac_flagged`` (FLAG fraction),
     ``n_solutions`` and ``median_snr``.
@@ -107,7 +112,8 @@ def plot_solution_snr_hist(caltable: str | Path, out_png: str | Path,
                         0.76, 0.57, 0.225))
     labels += [Label(0.5, 0.0, "solution SNR", 10, "ma", dy=-20, frac=True),
                Label(0.0, 0.5, "density", 10, angle=90, dx=-40, frac=True),
-               Label(0.5, 1.0, Path(caltable).name, 12, "md", dy=6, frac=True),
+               Label(0.5, 1.0, Path(caltable).name + (REVERTED_MARK if reverted else ""), 12, "md",
+                     color="#c62828" if reverted else "black", dy=6, frac=True),
                Label(0.97, 0.95, f"{100 * frac_below:.1f}% ≤ minsnr\n{100 * frac_flag:.1f}% "
                      f"flagged\nN = {snr.size}", 10, "ra", frac=True)]
     save_png_labelled(fig, ax, labels, out_png)
@@ -145,8 +151,9 @@ def _panel_lines(nant: int, ncols: int, per: int, xt: np.ndarray,
 
 def plot_gains(caltable: str | Path, out_png: str | Path,
                antenna_names: list[str] | None = None,
-               amplitude: bool = False) -> dict[str, float]:
+               amplitude: bool = False, reverted: bool = False) -> dict[str, float]:
     """Gain phase (deg) vs time, one panel per antenna, each polarization; flagged excluded.
+    ``reverted`` adds REVERTED_MARK (red) to the title.
 
     With ``amplitude=True`` each antenna also gets an amplitude panel (0..1.1·max) below its
     phase panel. ``antenna_names`` is indexed by antenna id (default: the caltable's ANTENNA
@@ -183,7 +190,8 @@ def plot_gains(caltable: str | Path, out_png: str | Path,
     yp = ytop - 1.0 + (np.angle(gains, deg=True) + 180.0) / 360.0
     ya = ytop - 2.0 + amp / amp_lim
 
-    title = f"{Path(caltable).name}: {'phase & amplitude' if amplitude else 'phase'}"
+    title = f"{Path(caltable).name}: {'phase & amplitude' if amplitude else 'phase'}" \
+        + (REVERTED_MARK if reverted else "")
     width = max(ncols * step_x - _GAP_X, 0.06 * len(title) + 0.45 * npol + 0.3)  # title, legend
     xlim = (-_MARGIN_L, width + _MARGIN_R)
     ylim = (-(nrows - 1) * step_y - per - _MARGIN_B, _MARGIN_T)
@@ -208,7 +216,7 @@ def plot_gains(caltable: str | Path, out_png: str | Path,
         ax.plot([lx], [_MARGIN_T - 0.22], "o", ms=5, color=color)
         labels.append(Label(lx + 0.04, _MARGIN_T - 0.22, f"pol {p}", 9, "lm"))
 
-    labels.append(Label(0.0, _MARGIN_T - 0.08, title, 12, "la"))
+    labels.append(Label(0.0, _MARGIN_T - 0.08, title, 12, "la", color="#c62828" if reverted else "black"))
     for kk, aid in enumerate(ids.tolist()):
         r, c = divmod(kk, ncols)
         labels.append(Label(c * step_x + 0.5, -r * step_y + 0.03, label[aid], 9, "md"))

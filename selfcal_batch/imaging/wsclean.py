@@ -181,8 +181,8 @@ def zero_nonfinite_models(paths: tuple[str, ...] | list[str]) -> list[str]:
     fully flagged spw), and ``wsclean -predict`` then refuses the whole set ("The input
     image contains non-finite values"). No data means no model there: 0 is the model.
     """
-    import numpy as np
-    from astropy.io import fits
+    import numpy as np  # lazy: loaded only on this path
+    from astropy.io import fits  # lazy: heavy library, only on this path
 
     changed = []
     for p in paths:

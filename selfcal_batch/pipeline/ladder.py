@@ -177,7 +177,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": solved.table, "spwmap": solved.spwmap, "pre_image": pre["image"],
-                "post_image": post["image"], "snr_pre": pre["stats"]["snr"], "snr_post": post["stats"]["snr"]})
+                "post_image": post["image"], "snr_pre": pre["stats"]["snr"], "snr_post": post["stats"]["snr"],
+                "minsnr": plan.params.minsnr})
     _keep_or_revert(ctx, plan, decision, pre, post, solved)
     ctx.write_gain_tables_json()
     if step == "p0":

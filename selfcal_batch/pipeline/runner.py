@@ -189,6 +189,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     if (ctx.root / FINAL_IMAGE).exists():
         res.final_image = str(ctx.root / FINAL_IMAGE)
     res.wsclean_runs = int(st.get("wsclean_runs", 0))
+    res.thermal_noise_jy = float(ctx.info.get("thermal_noise_jy") or math.nan)
     res.wsclean_predicts = int(st.get("wsclean_predicts", 0))
     res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)
     res.time_casa_s = round(timing.get("casa", 0.0), 2)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,8 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
         flagv.rename(str(ctx.final_ms) + ".flagversions")
     products, stats = ctx.image(final_options(ctx, "final"), step="final", role="final",
                                 template=st.get("template_final", ""), ms=ctx.final_ms)
-    shutil.copyfile(products.image, ctx.root / "final-image.fits")
+    st.set("delivered_steps", [c["step"] for c in chain if c.get("step")])
+    publish_final(ctx, products, stats)
     st.set("final", {"image": products.image, "stats": stats})
     log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
              stats["dynamic_range"], stats["peak"])
@@ -106,10 +106,11 @@ def dataset_plots(ctx: Context) -> dict[str, Any]:
             continue
         try:
             out = ctx.root / "plots" / f"{step}_snr.png"
-            plots.plot_solution_snr_hist(table, out, minsnr=1.0)
+            reverted = rec.get("accepted") is False
+            plots.plot_solution_snr_hist(table, out, minsnr=float(rec.get("minsnr", 1.0)), reverted=reverted)
             made.append(str(out))
             out = ctx.root / "plots" / f"{step}_gains.png"
-            plots.plot_gains(table, out, antenna_names=names, amplitude=step.startswith("a"))
+            plots.plot_gains(table, out, antenna_names=names, amplitude=step.startswith("a"), reverted=reverted)
             made.append(str(out))
         except Exception as exc:  # noqa: BLE001  (a plot must never fail the dataset)
             log.warning("%s: plot of %s failed: %s", ctx.name, step, exc)
@@ -141,6 +142,18 @@ def autoflag_final(ctx: Context) -> dict[str, Any]:
     out = autoflag(ctx, final=True)
     products, stats = ctx.image(final_options(ctx, "final_flagged"), step="autoflag_final", role="final",
                                 template=ctx.state.get("template_final", ""), ms=ctx.final_ms)
-    shutil.copyfile(products.image, ctx.root / "final-image.fits")
+    publish_final(ctx, products, stats)
     ctx.state.set("final", {"image": products.image, "stats": stats})
     return {**out, **_pb(ctx)}
+
+
+def publish_final(ctx: Context, products: Any, stats: dict[str, Any]) -> None:
+    """final-image.fits and final-residual.fits with provenance cards (imaging/provenance.py)."""
+    from selfcal_batch import __version__  # lazy: avoids importing the package root at module load
+    from selfcal_batch.imaging.provenance import provenance_cards, publish_final_images  # lazy: loaded only on this path
+
+    st = ctx.state
+    steps = [(s, str((st.steps.get(s) or {}).get("solint") or "")) for s in st.get("delivered_steps") or []]
+    a, b = st.get("template_initial") or "", st.get("template_final") or ""
+    cards = provenance_cards(__version__, a if a == b or not b else f"{a}->{b}", steps, stats, str(ctx.ms))
+    publish_final_images(products.image, getattr(products, "residual", None), ctx.root, cards, str(ctx.ms))

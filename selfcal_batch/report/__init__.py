@@ -28,14 +28,18 @@ __all__ = ["Survey", "build_report", "compare_runs", "load_datasets", "load_surv
 
 def build_report(outdir: str | Path) -> Path:
     """Aggregate a campaign output and write ``<outdir>/survey/report.html`` (returned)."""
-    from .figures import survey_plots
-    from .html import write_report
+    from .figures import survey_plots  # lazy: report parts load when a report is built
+    from .html import write_report  # lazy: report parts load when a report is built
 
     out = Path(outdir).resolve()
     if not out.is_dir():
         raise FileNotFoundError(f"campaign output directory not found: {out}")
     survey = load_survey(out, write=True)
     plots, thumbs = survey_plots(survey, out / "survey" / "plots")
-    path = write_report(survey, plots, thumbs)
+    from .aggregate import with_gains  # lazy: report parts load when a report is built
+    from .sweep import build_sweep  # lazy: report parts load when a report is built
+
+    sweep = build_sweep(out, with_gains(survey.datasets), survey.campaign, survey.thresholds_mjy)
+    path = write_report(survey, plots, thumbs, sweep=sweep)
     log.info("survey report: %s (%d datasets)", path, len(survey.datasets))
     return path

@@ -260,10 +260,17 @@ def ratio(df: pd.DataFrame, num: str, den: str) -> pd.Series:
     return r.where(r.map(math.isfinite))
 
 
+#: (column, numerator, denominator): off-source rms over the thermal noise expected from the
+#: visibilities (``thermal_noise_jy``, natural weighting): 1 = noise-limited; Briggs
+#: weighting alone gives ~1.2-1.5, calibration errors and sidelobes more.
+NOISE_RATIOS = (("rms_thermal_initial", "rms_initial", "thermal_noise_jy"),
+                ("rms_thermal_final", "rms_final", "thermal_noise_jy"))
+
+
 def with_gains(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of a datasets table with the RATIOS columns added."""
+    """A copy of a datasets table with the RATIOS and NOISE_RATIOS columns added."""
     df = df.copy()
-    for col, num, den in RATIOS:
+    for col, num, den in (*RATIOS, *NOISE_RATIOS):
         df[col] = ratio(df, num, den)
     return df
 

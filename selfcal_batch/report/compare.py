@@ -1,7 +1,7 @@
 """Compare two campaign outputs of the same datasets (e.g. two template sets).
 
 ``compare_runs(out_a, out_b)`` writes ``compare.csv``, ``plots/gain_scatter.png``,
-``plots/gain_bars.png`` and ``compare.html`` into ``<out_b>/compare-vs-<basename a>/``
+``plots/gain_bars.png`` and ``compare.html`` into ``compare-<a>-vs-<b>/`` beside ``out_b``
 (or ``out``). The winner of a dataset is the run with the higher final dynamic range;
 within 2 % (relative to the larger) it is a tie. Only finished runs have a final dynamic
 range; when only one run has one it wins; when neither has, it is a tie.
@@ -129,10 +129,31 @@ def _median(s: pd.Series) -> float:
     return float(v.median()) if len(v) else math.nan
 
 
+def default_compare_dir(out_a: Path, out_b: Path) -> Path:
+    """A folder of its own beside run b: ``<parent of b>/compare-<a>-vs-<b>`` (never inside
+    either campaign output, whose report and tables it would mix with)."""
+    return out_b.parent / f"compare-{out_a.name or 'a'}-vs-{out_b.name or 'b'}"
+
+
+def compare_problem(dest: Path, runs: list[Path]) -> str | None:
+    """Why ``dest`` may not receive a comparison (inside or equal to a compared run, a
+    campaign output or a measurement set), or None."""
+    dest = dest.resolve()
+    for r in runs:
+        r = r.resolve()
+        if dest == r or r in dest.parents:
+            return f"--out {dest} is inside the compared run {r}: choose a folder of its own"
+    if (dest / "table.dat").exists():
+        return f"--out {dest} is a measurement set"
+    if (dest / "campaign.json").exists() or (dest / "datasets").is_dir():
+        return f"--out {dest} is a campaign output directory: choose a folder of its own"
+    return None
+
+
 def compare_runs(out_a: str | Path, out_b: str | Path, out: str | Path | None = None) -> Path:
     """Write the comparison of two campaign outputs; returns the path of compare.html."""
     out_a, out_b = Path(out_a).resolve(), Path(out_b).resolve()
-    dest = Path(out).resolve() if out else out_b / f"compare-vs-{out_a.name}"
+    dest = Path(out).resolve() if out else default_compare_dir(out_a, out_b)
     dest.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     la, lb = out_a.name or str(out_a), out_b.name or str(out_b)

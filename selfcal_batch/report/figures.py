@@ -142,8 +142,29 @@ def merge_orders(sequences: Sequence[Sequence[str]]) -> list[str]:
     return merged
 
 
+def gapped(xs: Sequence[int], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Points in run order with NaN breaks, so a line joins only neighbours on the x order:
+    no line through a step the dataset did not run (or whose value is missing / <= 0 on a
+    log axis). ``xs`` are positions in the merged step order, ``ys`` the values."""
+    out_x: list[float] = []
+    out_y: list[float] = []
+    prev: int | None = None  # x of the last point drawn
+    for x, y in zip(xs, ys, strict=True):
+        y = float(y)
+        if not (np.isfinite(y) and y > 0):
+            continue
+        if prev is not None and x != prev + 1:
+            out_x.append(np.nan)
+            out_y.append(np.nan)
+        out_x.append(float(x))
+        out_y.append(y)
+        prev = x
+    return np.asarray(out_x, float), np.asarray(out_y, float)
+
+
 def plot_snr_steps(images: pd.DataFrame, out_png: Path) -> Path:
-    """SNR of every image of every dataset in sequence (test, p0 pre/post, ..., final)."""
+    """SNR of every image of every dataset in run order (test, p0 pre/post, ..., final);
+    lines join only consecutive steps on the x axis (:func:`gapped`)."""
     title = "SNR through the self-calibration steps"
     if images.empty or "snr" not in images:
         return message_figure(out_png, title, "no image statistics")
@@ -157,10 +178,9 @@ def plot_snr_steps(images: pd.DataFrame, out_png: Path) -> Path:
     ax = fig.add_subplot()
     cmap = colours(list(seqs))
     for name, (labels, snr) in seqs.items():
-        ok = np.isfinite(snr) & (snr > 0)
-        if ok.any():
-            xs = np.array([pos[lab] for lab in labels])
-            ax.plot(xs[ok], snr[ok], "o-", color=cmap[name], label=name, ms=4)
+        xs, ys = gapped([pos[lab] for lab in labels], snr)
+        if np.isfinite(ys).any():
+            ax.plot(xs, ys, "o-", color=cmap[name], label=name, ms=4)
     ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
     ax.set(yscale="log", title=title, ylabel="SNR (peak / off-source rms)")
     if len(seqs) <= 15:
@@ -230,7 +250,7 @@ def plot_wall_time(ds: pd.DataFrame, out_png: Path) -> Path:
 # ---------------------------------------------------------------------------- thumbnails
 def dataset_thumbnails(out: Path, name: str, thumb_dir: Path, notes: list[str]) -> dict[str, Path]:
     """``{'initial': png, 'final': png}`` for one dataset (reused or made from the FITS)."""
-    from selfcal_batch.imaging.plots import thumbnail
+    from selfcal_batch.imaging.plots import thumbnail  # lazy: loaded only on this path
 
     root = Path(out) / "datasets" / name
     sources = {"initial": root / "images" / "test_image-MFS-image.fits",
@@ -249,6 +269,12 @@ def dataset_thumbnails(out: Path, name: str, thumb_dir: Path, notes: list[str]) 
             found[which] = thumbnail(fits, png, size_px=200)
         except (OSError, ValueError) as exc:
             notes.append(f"{which} thumbnail failed: {exc}")
+    if all(f.is_file() for f in sources.values()):
+        try:  # one field of view, one colour scale, colour bar and scale bar
+            found["pair"] = plot_before_after(sources["initial"], sources["final"],
+                                               thumb_dir / f"{name}_before_after.png")
+        except (OSError, ValueError) as exc:
+            notes.append(f"before/after figure failed: {exc}")
     return found
 
 
@@ -264,7 +290,7 @@ def plot_thumbnail_sheet(names: Sequence[str], thumbs: dict[str, dict[str, Path]
     Pasted with PIL (a matplotlib figure of one Axes per thumbnail took 89 s and 2.6 GB for
     1000 datasets); each cell is the 200-px thumbnail with its label drawn above it.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # lazy: heavy library, only on this path
 
     title = "Before / after images"
     rows = [n for n in names if thumbs.get(n)]
@@ -327,3 +353,62 @@ def survey_plots(s: Survey, plot_dir: Path) -> tuple[dict[str, Path], dict[str, 
             s.notes.append(f"plot {PLOT_FILES[key]} failed: {type(exc).__name__}: {exc}")
             path.unlink(missing_ok=True)
     return made, thumbs
+
+
+# ---------------------------------------------------------------------------- before / after
+def _nice_length(span: float) -> float:
+    """A round scale-bar length near a quarter of ``span`` (1, 2, 5 x 10^n)."""
+    target = max(span / 4.0, 1e-9)
+    e = 10.0 ** np.floor(np.log10(target))
+    return float(max(m * e for m in (1, 2, 5) if m * e <= target) if target >= e else e)
+
+
+def before_after_box(shape: tuple[int, int], peak_xy: tuple[int, int], half: int) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1) of a square box of half-size ``half`` px around ``peak_xy``, shifted
+    (not shrunk) to stay inside an image of ``shape`` (ny, nx) when it can."""
+    ny, nx = shape
+    size = min(2 * half + 1, nx, ny)
+    x0 = int(min(max(peak_xy[0] - half, 0), nx - size))
+    y0 = int(min(max(peak_xy[1] - half, 0), ny - size))
+    return x0, x0 + size, y0, y0 + size
+
+
+def plot_before_after(initial_fits: Path, final_fits: Path, out_png: Path, half: int = 48) -> Path:
+    """Before (test image) and after (final image) side by side with ONE field of view (the
+    same box of sky around the final image's peak), ONE colour scale (asinh, -3 x the larger
+    robust rms .. the larger peak, in mJy/beam) with its colour bar, and a scale bar (arcsec).
+    Both images must share a pixel grid (the pipeline images one grid); otherwise ValueError."""
+    from astropy.stats import mad_std  # lazy: heavy library, only on this path
+    from astropy.visualization import AsinhStretch, ImageNormalize  # lazy: heavy library, only on this path
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # lazy: heavy library, only on this path
+
+    from selfcal_batch.imaging.imstats import cell_size_deg, read_image  # lazy: loaded only on this path
+
+    (a, _), (b, hb) = read_image(initial_fits), read_image(final_fits)
+    if a.shape != b.shape:
+        raise ValueError(f"before {a.shape} and after {b.shape} images are on different grids")
+    py, px = np.unravel_index(int(np.nanargmax(b)), b.shape)
+    x0, x1, y0, y1 = before_after_box(b.shape, (int(px), int(py)), half)
+    cell = cell_size_deg(hb) * 3600.0
+    cell = cell if np.isfinite(cell) and cell > 0 else 1.0
+    unit = "arcsec" if cell != 1.0 else "px"
+    extent = ((x0 - px - 0.5) * cell, (x1 - px - 0.5) * cell, (y0 - py - 0.5) * cell, (y1 - py - 0.5) * cell)
+    cuts = [1e3 * a[y0:y1, x0:x1], 1e3 * b[y0:y1, x0:x1]]
+    rms = max(float(mad_std(1e3 * a, ignore_nan=True)), float(mad_std(1e3 * b, ignore_nan=True)))
+    vmax = max(float(np.nanmax(c)) for c in cuts)
+    vmin = -3.0 * rms if np.isfinite(rms) and rms > 0 else -0.01 * abs(vmax)
+    norm = ImageNormalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0, stretch=AsinhStretch(0.05))
+    fig = Figure(figsize=(8.4, 4.0))
+    axes = [fig.add_axes((0.04 + i * 0.43, 0.06, 0.40, 0.82)) for i in range(2)]
+    im = None
+    for ax, cut, title in zip(axes, cuts, ("before (test image)", "after (final image)"), strict=True):
+        im = ax.imshow(cut, origin="lower", cmap="inferno", norm=norm, extent=extent, interpolation="nearest")
+        ax.set_title(f"{title}\npeak {np.nanmax(cut):.3g} mJy/beam", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        length = _nice_length(extent[1] - extent[0])
+        ax.add_artist(AnchoredSizeBar(ax.transData, length, f"{length:g} {unit if unit == 'px' else '″'}",
+                                      "lower right", color="white", frameon=False, size_vertical=0))
+    cax = fig.add_axes((0.91, 0.10, 0.02, 0.74))
+    fig.colorbar(im, cax=cax).set_label("mJy/beam", fontsize=9)
+    return save(fig, out_png)

@@ -21,7 +21,8 @@ import pandas as pd
 from selfcal_batch import contract
 from selfcal_batch.fileio import atomic_write_text
 
-from .aggregate import Survey, split_list, to_float, with_gains
+from .aggregate import Survey, read_json, split_list, to_float, with_gains
+from .dataset_page import LEGEND, micro, observation_summary, status_text, text
 from .figures import PLOT_FILES
 
 PLOT_TITLES = {
@@ -32,10 +33,10 @@ PLOT_TITLES = {
     "wall_time": "Wall time per dataset (WSClean / CASA / Python)",
     "thumbnails": "Before / after thumbnails",
 }
-#: Up to this many datasets the report is one page; above, each dataset gets its own page
-#: (survey/datasets/<anchor>.html) and the summary page stays small (1000 datasets inline
-#: made a 7.1 MB page).
-INLINE_DATASETS_MAX = 50
+#: Up to this many datasets the per-dataset sections would be inline; every dataset now has
+#: its own page (survey/datasets/<anchor>.html), linked from the summary table, so the
+#: summary page stays small (1000 datasets inline made a 7.1 MB page).
+INLINE_DATASETS_MAX = 0
 MAIN_LOGS = ("pipeline.log", "wsclean.log", "casa.log")
 DATASET_FILES = contract.DATASET_FILES
 SURVEY_FILES = ("datasets.csv", "templates.csv", "steps.csv", "image_properties.csv",
@@ -129,7 +130,7 @@ def campaign_elapsed(camp: dict[str, Any]) -> tuple[float, float, int]:
 
 def campaign_summary(s: Survey) -> dict[str, Any]:
     ds, camp = s.datasets, s.campaign
-    from selfcal_batch.selfcal.outcome import ALL_STATUSES
+    from selfcal_batch.selfcal.outcome import ALL_STATUSES  # lazy: loaded only on this path
 
     counts = {k: int((ds["status"] == k).sum()) for k in ALL_STATUSES}
     other = len(ds) - sum(counts.values())
@@ -137,7 +138,7 @@ def campaign_summary(s: Survey) -> dict[str, Any]:
     cluster = camp.get("cluster")
     versions = camp.get("versions") if isinstance(camp.get("versions"), dict) else {}
     if not versions:
-        from selfcal_batch import __version__
+        from selfcal_batch import __version__  # lazy: avoids importing the package root at module load
 
         versions = {"selfcal-batch (report)": __version__}
     info = [("campaign", camp.get("campaign") or s.out.name), ("output", str(s.out)),
@@ -164,6 +165,8 @@ def dataset_rows(s: Survey, anchor: dict[str, str], paged: bool = False) -> list
             "error": r["error"], "t_ini": r["template_initial"], "t_fin": r["template_final"],
             "snr_initial": r["snr_initial"], "snr_final": r["snr_final"], "snr_gain": r["snr_gain"],
             "dr_initial": r["dr_initial"], "dr_final": r["dr_final"], "dr_gain": r["dr_gain"],
+            "rms_final_ujy": micro(r["rms_final"]), "rms_thermal_final": r.get("rms_thermal_final"),
+            "why": text(r["error"] if r["status"] == "failed" else r.get("reason"), ""),
             "accepted": split_list(r["steps_accepted"]), "reverted": split_list(r["steps_reverted"]),
             "skipped": split_list(r["steps_skipped"]), "wall_s": r["wall_s"],
         })
@@ -191,17 +194,21 @@ def dataset_section(s: Survey, name: str, anchor: str, thumbs: dict[str, Path],
     row = s.datasets[s.datasets["name"] == name].iloc[0]
     notes = list(s.dataset_notes.get(name, []))
     images = s.images[s.images["dataset"] == name] if not s.images.empty else s.images
-    image_rows = [{"step": r["step"], "role": r["role"], "template": r.get("template", ""),
-                   "snr": r.get("snr"), "dr": r.get("dynamic_range"), "rms": r.get("rms_offsource"),
+    state = read_json(root / "state.json")
+    msinfo = state.get("msinfo") if isinstance(state, dict) else None
+    thermal = to_float((msinfo or {}).get("thermal_noise_jy"))
+    image_rows = [{"step": r["step"], "role": r["role"], "template": text(r.get("template"), ""),
+                   "snr": r.get("snr"), "dr": r.get("dynamic_range"), "rms": micro(r.get("rms_offsource")),
+                   "rms_thermal": to_float(r.get("rms_offsource")) / thermal if thermal > 0 else math.nan,
                    "peak": r.get("peak"), "flux": r.get("total_flux_mask"), "beam": _beam(r),
                    "fits": linker.link(root / str(r["path"])) if r["path"] else None,
                    "path": r["path"]}
                   for _, r in images.iterrows()]
     steps = s.steps[s.steps["dataset"] == name]
-    decisions = [{"step": r["step"], "template": r["template"] or "", "outcome": r["outcome"],
-                  "text": _decision_text(r), "solint": r["solint"] or "",
-                  "solint_reason": r["solint_reason"] or "", "est_snr": r["est_snr"],
-                  "combine": r["combine"] or "", "snr_pre": r["snr_pre"], "snr_post": r["snr_post"],
+    decisions = [{"step": r["step"], "template": text(r["template"]), "outcome": text(r["outcome"], ""),
+                  "text": text(_decision_text(r)), "solint": text(r["solint"]),
+                  "solint_reason": text(r["solint_reason"], ""), "est_snr": r["est_snr"],
+                  "combine": text(r["combine"]), "snr_pre": r["snr_pre"], "snr_post": r["snr_post"],
                   "flagged": r["flagged_solutions"], "seconds": r["seconds"]}
                  for _, r in steps.iterrows()]
     logs = [(n, linker.link(root / "logs" / n)) for n in MAIN_LOGS]
@@ -214,10 +221,13 @@ def dataset_section(s: Survey, name: str, anchor: str, thumbs: dict[str, Path],
         notes.append("missing log(s): " + ", ".join(missing_logs))
     plots = [(p.name, linker.link(p)) for p in sorted((root / "plots").glob("*.png"))] \
         if (root / "plots").is_dir() else []
-    thumb_links = {k: linker.link(thumbs.get(k)) for k in ("initial", "final")}
+    thumb_links = {k: linker.link(thumbs.get(k)) for k in ("initial", "final", "pair")}
     if row["status"] == "finished" and not image_rows:
         notes.append("no per-image statistics")
     return {"name": name, "anchor": anchor, "status": row["status"], "error": row["error"],
+            "status_text": status_text(str(row["status"]), str(row.get("reason") or ""), str(row["error"] or "")),
+            "obs": observation_summary(msinfo),
+            "gain_plots": [(n, h) for n, h in plots if h and ("gain" in n or "snr" in n.lower())],
             "ms": row["ms"], "t_ini": row["template_initial"], "t_fin": row["template_final"],
             "thumbs": thumb_links, "images": image_rows, "decisions": decisions, "logs": logs,
             "plots": [(n, h) for n, h in plots if h],
@@ -230,7 +240,8 @@ def template_rows(s: Survey) -> list[dict[str, Any]]:
     return [dict(r) for _, r in s.templates.iterrows()]
 
 
-def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, Path]]) -> Path:
+def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, Path]],
+                 sweep: dict[str, Any] | None = None) -> Path:
     """Render ``survey/report.html`` from a loaded survey and its drawn plots."""
     survey_dir = s.out / "survey"
     survey_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +251,8 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
     plot_links = [(PLOT_TITLES[k], linker.link(plots[k])) for k in PLOT_FILES if k in plots]
     files = [(n, linker.link(survey_dir / n)) for n in SURVEY_FILES]
     files.append(("campaign.json", linker.link(s.out / "campaign.json")))
+    files += [(n, linker.link(survey_dir / n)) for n in ("sweep_matrix.csv", "sweep_bins.csv",
+                                                          "proposed_thresholds.toml")]
     title = f"selfcal-batch survey report: {s.campaign.get('campaign') or s.out.name}"
     paged = len(names) > INLINE_DATASETS_MAX
     if paged:
@@ -251,7 +264,8 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
         page_linker = Linker(page_dir)
         for n in names:
             sec = dataset_section(s, n, anchor[n], thumbs.get(n, {}), page_linker)
-            _write(page_dir / f"{anchor[n]}.html", render("dataset_page.html.j2", title=f"{n}: {title}", s=sec))
+            _write(page_dir / f"{anchor[n]}.html", render("dataset_page.html.j2", title=f"{n}: {title}", s=sec,
+                                                          legend=LEGEND))
     else:
         sections = [dataset_section(s, n, anchor[n], thumbs.get(n, {}), linker) for n in names]
     html = render(
@@ -259,7 +273,7 @@ def write_report(s: Survey, plots: dict[str, Path], thumbs: dict[str, dict[str, 
         generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         summary=campaign_summary(s), datasets=dataset_rows(s, anchor, paged), templates=template_rows(s),
         plots=[(t, h) for t, h in plot_links if h], files=[(n, h) for n, h in files if h],
-        sections=sections, paged=paged, notes=s.notes)
+        sections=sections, paged=paged, notes=s.notes, legend=LEGEND, sweep=sweep)
     return _write(survey_dir / "report.html", html)
 
 

@@ -57,7 +57,7 @@ def _mad_std(x: np.ndarray) -> float:
 
 
 def _dilate(mask: np.ndarray, radius_px: float) -> np.ndarray:
-    from scipy import ndimage
+    from scipy import ndimage  # lazy: heavy library, only on this path
 
     r = max(1, int(math.ceil(radius_px)))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]

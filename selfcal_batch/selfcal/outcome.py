@@ -35,7 +35,10 @@ log = logging.getLogger("selfcal_batch.pipeline")
 #: Statuses of a dataset that ran to the end (the input may be delivered unchanged).
 SUCCESS_STATUSES = ("finished", "unchanged", "no_detection", "needs_calibration")
 #: Every status a DatasetResult may carry.
-ALL_STATUSES = SUCCESS_STATUSES + ("failed", "skipped")
+ALL_STATUSES = SUCCESS_STATUSES + ("failed", "skipped", "interrupted", "not_started")
+#: Statuses of a campaign stopped by Ctrl-C / SIGTERM: the dataset was running
+#: (``interrupted``) or had not started (``not_started``); rerunning resumes both.
+STOPPED_STATUSES = ("interrupted", "not_started")
 
 
 # -- pure decisions -------------------------------------------------------------------

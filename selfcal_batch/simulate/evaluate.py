@@ -13,7 +13,7 @@ from . import truth_phase_deg
 def chain_phases_deg(tables: Sequence[str], truth: dict[str, Any]) -> dict[str, np.ndarray]:
     """Per-antenna total phase (deg) of a gain chain at the truth times (spw 0, pol 0);
     NaN for an antenna without unflagged solutions in some table."""
-    from casacore.tables import table
+    from casacore.tables import table  # lazy: casacore only where a table is read
 
     times = np.asarray(truth["gains"]["times"])
     names = [a["name"] for a in truth["antennas"]]
@@ -58,7 +58,7 @@ def residual_phase_rms_deg(tables: Sequence[str], truth: dict[str, Any], plane: 
 
 def truth_image(truth: dict[str, Any], header: Any) -> np.ndarray:
     """The true sky convolved with the header's restoring beam (Jy/beam) on its grid."""
-    from astropy.wcs import WCS
+    from astropy.wcs import WCS  # lazy: heavy library, only on this path
 
     wcs = WCS(header).celestial
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
@@ -91,7 +91,7 @@ def truth_image(truth: dict[str, Any], header: Any) -> np.ndarray:
 
 def error_vs_truth(image: Path, truth: dict[str, Any]) -> dict[str, float]:
     """rms(image - truth) / truth peak, and the flux ratio over the bright truth region."""
-    from astropy.io import fits
+    from astropy.io import fits  # lazy: heavy library, only on this path
 
     with fits.open(image) as hdul:
         data = np.squeeze(hdul[0].data).astype(float)

@@ -49,10 +49,10 @@ def _casatools(logfile: Path) -> Any:
     """Import casatools, configuring the offline measures first if not yet imported."""
     fresh = "casatools" not in sys.modules
     if fresh:
-        from selfcal_batch.casa.env import configure_inprocess
+        from selfcal_batch.casa.env import configure_inprocess  # lazy: loaded only on this path
 
         configure_inprocess(logfile)
-    import casatools
+    import casatools  # child only: CASA runs inside the CASA child
 
     if fresh and getattr(casatools, "logger", None) is not None:
         casatools.logger.showconsole(False)
@@ -341,8 +341,8 @@ def simulate_ms_isolated(
     log_path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Like :func:`simulate_ms`, but in a child ``python -m selfcal_batch.simulate``."""
-    from selfcal_batch.casa.env import casa_child_env
-    from selfcal_batch.process import describe_returncode, run_tool
+    from selfcal_batch.casa.env import casa_child_env  # lazy: loaded only on this path
+    from selfcal_batch.process import describe_returncode, run_tool  # lazy: loaded only on this path
 
     if not isinstance(spec, SimSpec):
         raise SimulationError(f"spec must be a SimSpec (got {type(spec).__name__})")

@@ -271,7 +271,7 @@ class SimSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SimSpec":
-        from .sky import checked_fields
+        from .sky import checked_fields  # lazy: loaded only on this path
 
         d = checked_fields(cls, d, "simulation spec")
         return cls(**d)

@@ -91,7 +91,7 @@ def test_fault_isolation_with_stand_in(tmp_path, fake_ms, capsys):
     assert csv_rows[0]["steps_run"] == "p0;p1"
     rec = json.loads((out / "campaign.json").read_text())
     assert rec["status"] == "failed" and rec["counts"] == {"finished": 3, "failed": 5, "skipped": 0, "unchanged": 0, "no_detection": 0,
-                                                        "needs_calibration": 0}
+                                                        "needs_calibration": 0, "interrupted": 0, "not_started": 0}
     assert rec["versions"]["selfcal-batch"] and rec["versions"]["dask"] and rec["versions"]["python"]
     assert "casatasks" in rec["versions"] and "wsclean" in rec["versions"]
     assert rec["manifest_resolved"]["datasets"][0]["name"] == "ok-1"

@@ -114,24 +114,35 @@ def test_plots_written(campaign_out: Path, report: Path) -> None:
         assert (campaign_out / "datasets" / name / "plots" / "thumb_final.png").is_file()
 
 
+def _pages_text(report: Path) -> str:
+    """The summary page and every per-dataset page (survey/datasets/*.html), joined."""
+    return "\n".join(p.read_text(encoding="utf-8")
+                     for p in [report, *sorted((report.parent / "datasets").glob("*.html"))])
+
+
 def test_html_rows_links_and_failure(campaign_out: Path, report: Path) -> None:
     assert report == campaign_out / "survey" / "report.html"
     text = report.read_text(encoding="utf-8")
     assert text.count('class="dataset-row') == len(ALL)
     for name in ALL:
         assert f'data-dataset="{name}"' in text
+        assert f'href="datasets/ds-{name}.html"' in text  # every dataset has its own page
     assert "MS not found" in text and "does-not-exist.ms" in text
     refs, ids = html_refs(report)
-    assert all(f"ds-{n}" in ids for n in ALL) and "dataset-table" in ids
-    assert check_links(report) > 20
+    assert "dataset-table" in ids and "legend" in ids
+    assert check_links(report) > 10
     srcs = {v for tag, a, v in refs if tag == "img"}
     assert {f"plots/{f}" for f in PLOT_FILES.values()} <= srcs
     for name in DATASETS:
-        assert f"../datasets/{name}/plots/thumb_initial.png" in srcs
+        page = report.parent / "datasets" / f"ds-{name}.html"
+        ptext = page.read_text(encoding="utf-8")
+        assert check_links(page) > 5
+        assert f"../plots/thumbs/{name}_before_after.png" in ptext
         for log in ("pipeline.log", "wsclean.log", "casa.log"):
-            assert f'href="../datasets/{name}/logs/{log}"' in text
-    assert 'href="../datasets/broken/logs/pipeline.log"' in text
-    assert "no image_properties.csv" in text  # the failed dataset says what is missing
+            assert f'href="../../datasets/{name}/logs/{log}"' in ptext
+    broken = (report.parent / "datasets" / "ds-broken.html").read_text(encoding="utf-8")
+    assert 'href="../../datasets/broken/logs/pipeline.log"' in broken
+    assert "no image_properties.csv" in broken  # the failed dataset says what is missing
     assert "<link" not in text and "http://" not in text and "https://" not in text
 
 
@@ -161,7 +172,7 @@ def test_missing_files_and_campaign_files(campaign_out: Path, tmp_path: Path) ->
         "versions": {"wsclean": "WSClean version 3.1-test"},
         "manifest_resolved": {"defaults": {"template_thresholds_mjy": [5, 15, 40, 90]}}}))
     html = build_report(out)
-    text = html.read_text(encoding="utf-8")
+    text = _pages_text(html)
     check_links(html)
     assert text.count('class="dataset-row') == len(ALL) + 1
     assert "WSClean version 3.1-test" in text and "5, 15, 40, 90 mJy" in text and "nodeX" in text
@@ -222,7 +233,7 @@ def test_compare_runs(campaign_out: Path, tmp_path: Path) -> None:
         r["dr_final"] *= factor
         (b / "datasets" / name / "result.json").write_text(json.dumps(r))
     html = compare_runs(a, b)
-    dest = b / "compare-vs-run_a"
+    dest = tmp_path / "compare-run_a-vs-run_b"
     assert html == dest / "compare.html"
     t = pd.read_csv(dest / "compare.csv", keep_default_na=False).set_index("name")
     assert sorted(t.index) == ALL
@@ -269,3 +280,24 @@ def test_report_at_survey_scale_is_paged(campaign_out: Path, tmp_path: Path) -> 
 
     with Image.open(out / "survey" / "plots" / "thumbnails.png") as im:
         assert im.height < (SHEET_MAX_ROWS + 2) * 230
+
+
+def test_final_image_provenance(campaign_out: Path) -> None:
+    """final-image.fits and final-residual.fits carry the pipeline's provenance cards."""
+    from astropy.io import fits
+
+    from selfcal_batch import __version__
+
+    for name in DATASETS:
+        root = campaign_out / "datasets" / name
+        res = json.loads((root / "result.json").read_text())
+        for f in ("final-image.fits", "final-residual.fits"):
+            h = fits.getheader(root / f)
+            assert h["SCB_VERS"] == __version__ and h["SCB_INMS"] == f"{name}.ms"
+            assert h["SCB_NSTP"] == len(h["SCB_STEP"].split()) or h["SCB_STEP"] == "none"
+            assert h["SCB_RMS"] == pytest.approx(res["rms_final"], rel=1e-6)
+            assert res["template_final"] in h["SCB_TMPL"]
+            assert any(f"input MS: {res['ms']}" in str(x) for x in h["HISTORY"])
+        if res["status"] == "finished":
+            steps = [s.split(":")[0] for s in h["SCB_STEP"].split()]
+            assert steps and set(steps) <= set(res["steps_accepted"])

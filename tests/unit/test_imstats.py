@@ -98,7 +98,7 @@ def test_point_source_flux_noise_peak(tmp_path):
     assert st["rms_residual"] == pytest.approx(2e-3, rel=0.05)
     assert st["mad_std_residual"] == pytest.approx(2e-3, rel=0.05)
     assert st["snr"] == pytest.approx(st["peak"] / st["rms_offsource"])
-    assert st["dynamic_range"] == pytest.approx(st["snr"])
+    assert st["dynamic_range"] == pytest.approx(st["peak"] / st["rms_residual"])
     assert st["rms_box"] == pytest.approx(1e-3, rel=0.10)
     assert st["DR_pk_rmsbox"] == pytest.approx(st["max_im"] / st["rms_box"])
     assert st["snr_seed"] == pytest.approx(st["flux_im"] / st["rms_box"])
@@ -114,6 +114,7 @@ def test_point_source_flux_noise_peak(tmp_path):
     st2 = image_statistics(p)
     assert st2["rms_offsource"] == pytest.approx(1e-3, rel=0.10)
     assert math.isnan(st2["flux_error"]) and math.isnan(st2["rms_residual"])
+    assert math.isnan(st2["dynamic_range"])  # peak / residual rms: needs a residual
 
 
 def test_flux_bands_of_a_gaussian(tmp_path):

@@ -38,21 +38,7 @@ KNOWN_LONG_FUNCTIONS: set[str] = set()
 #: In-function imports without a reason comment, per file (at most this many). Issue 15:
 #: pipeline/ and selfcal/ by the registry engineer, cli.py/config.py/campaign/manifest.py by
 #: the schema engineer, the rest by the house engineer; a new one anywhere fails.
-KNOWN_UNEXPLAINED_LOCAL_IMPORTS = {
-    "selfcal_batch/campaign/manifest.py": 1,
-    "selfcal_batch/campaign/preflight.py": 1,
-    "selfcal_batch/campaign/progress.py": 1,
-    "selfcal_batch/casa/calibration.py": 1,
-    "selfcal_batch/casa/runner.py": 1,
-    "selfcal_batch/imaging/wsclean.py": 2,
-    "selfcal_batch/report/__init__.py": 2,
-    "selfcal_batch/report/figures.py": 2,
-    "selfcal_batch/report/html.py": 2,
-    "selfcal_batch/selfcal/guard.py": 1,
-    "selfcal_batch/simulate/evaluate.py": 3,
-    "selfcal_batch/simulate/msbuild.py": 4,
-    "selfcal_batch/simulate/spec.py": 1,
-}
+KNOWN_UNEXPLAINED_LOCAL_IMPORTS: dict[str, int] = {}
 
 
 # ---------------------------------------------------------------------------- parsing
