@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from selfcal_batch.imaging import imstats
-from selfcal_batch.pipeline.registry import is_ladder
+from selfcal_batch.pipeline.registry import BY_NAME, is_ladder
 from selfcal_batch.selfcal import guard
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -265,11 +265,13 @@ def _residual_of(image: str) -> str:
     return image[: -len("image.fits")] + "residual.fits"
 
 
-def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after: tuple[str, Mapping[str, Any]]):
+def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after: tuple[str, Mapping[str, Any]],
+                   amplitude: bool = True):
     """:func:`guard.judge` of two images made with the same settings ((image path, stats)).
 
     The regions are fixed for both: the source mask is the union of the two images'
-    5-sigma emission masks (imstats.flux_mask)."""
+    5-sigma emission masks (imstats.flux_mask); the flux is summed over the "after" image's
+    own mask (:func:`guard.regions`). ``amplitude``: the delivered chain has an amplitude step."""
 
     arrays = []
     for path, _stats in (before, after):
@@ -277,19 +279,24 @@ def compare_images(ctx: "Context", before: tuple[str, Mapping[str, Any]], after:
         res, _ = imstats.read_image(_residual_of(path))
         arrays.append((img, res, hdr))
     mask = np.zeros(arrays[0][0].shape, dtype=bool)
-    for img, _res, hdr in arrays:
+    after_mask = np.zeros_like(mask)
+    for k, (img, _res, hdr) in enumerate(arrays):
         m = imstats.flux_mask(img, hdr, 5.0, float(guard._mad_std(img.ravel())))
         if m is not None:
             mask |= m
+            if k == 1:
+                after_mask = m
     st_b = before[1]
     cell = float(st_b.get("cell_arcsec") or math.nan)
     fwhm_px = math.sqrt(float(st_b.get("bmaj_arcsec") or math.nan) * float(st_b.get("bmin_arcsec") or math.nan)) / cell
     if not math.isfinite(fwhm_px) or fwhm_px <= 0:
         fwhm_px = ctx.cfg.pixels_per_beam
-    reg = guard.regions(mask.shape, mask, fwhm_px, ctx.cfg.guard.near_beams)
+    reg = guard.regions(mask.shape, mask, fwhm_px, ctx.cfg.guard.near_beams,
+                        flux_mask=after_mask if after_mask.any() else None)
     metrics = [guard.image_metrics(img, res, float(s.get("beam_area_pix") or math.nan), reg)
                for (img, res, _h), (_p, s) in zip(arrays, (before, after), strict=True)]
-    return guard.judge(metrics[0], metrics[1], sigma=ctx.cfg.guard.sigma, tolerance=ctx.cfg.guard.tolerance)
+    return guard.judge(metrics[0], metrics[1], sigma=ctx.cfg.guard.sigma, tolerance=ctx.cfg.guard.tolerance,
+                       amplitude=amplitude)
 
 
 def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[float, float]:
@@ -309,6 +316,12 @@ def common_mask_flux(image_a: str, image_b: str, sigma: float = 5.0) -> tuple[fl
     if not mask.any():
         return math.nan, math.nan
     return tuple(float(img[mask].sum()) / imstats.beam_area_pixels(hdr) for img, hdr in imgs)  # type: ignore[return-value]
+
+
+def chain_has_amplitude(chain: list[dict[str, Any]]) -> bool:
+    """True when a gain table of ``chain`` (entries with ``step``) solved amplitudes (calmode
+    'a' or 'ap' in the step registry; extension steps are phase-only)."""
+    return any("a" in (getattr(BY_NAME.get(str(c.get("step"))), "calmode", "") or "p") for c in chain)
 
 
 def _ladder_ran(ctx: "Context") -> list[str]:
@@ -341,7 +354,7 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before", template=tmpl)
     a_prod, a_stats = ctx.image(final_options(ctx, "guard_after", "CORRECTED_DATA"), step="guard", role="after",
                                 template=tmpl)
-    dec = compare_images(ctx, (b_prod.image, b_stats), (a_prod.image, a_stats))
+    dec = compare_images(ctx, (b_prod.image, b_stats), (a_prod.image, a_stats), amplitude=chain_has_amplitude(chain))
     st.set("guard", {"deliver": dec.deliver, "reason": dec.reason,
                      "changes": {k: [float(f"{v:.6g}") for v in vals] for k, vals in dec.changes.items()}})
     if dec.deliver:

@@ -221,3 +221,38 @@ def test_signal_free_antenna_flag_kept_unless_worse():
     assert kept and "without signal" in why
     kept, why = outcome.antenna_flag_verdict(30.0, 30.0, worse, 0.05, signal_free=True)
     assert not kept and "worse: rms_far" in why
+
+
+def test_phase_only_chain_flux_drop_is_not_harm() -> None:
+    """The uncalibrated image's CLEAN flux includes modelled artefacts (bench_disk, 80 mJy with
+    40 deg phase errors: 0.111 Jy in the union mask -> 0.087 Jy after, truth 0.08): phase-only
+    gains cannot change the flux scale, so the drop must not veto a 23x better image."""
+    from selfcal_batch.selfcal import guard
+
+    before = {"rms_far": (7.96e-4, 2e-5), "rms_near": (9e-4, 3e-5), "peak": (0.0388, 9e-4),
+              "flux": (0.1109, 0.004), "min_pixel": (-0.004, 8e-4)}
+    after = {"rms_far": (6.9e-5, 2e-6), "rms_near": (7e-5, 3e-6), "peak": (0.0778, 7e-5),
+             "flux": (0.0870, 0.0005), "min_pixel": (-3e-4, 7e-5)}
+    assert guard.judge(before, after, amplitude=False).deliver
+    dec = guard.judge(before, after, amplitude=True)
+    assert not dec.deliver and "flux" in dec.reason
+    assert "flux" in guard.judge(before, after, amplitude=False).changes  # still recorded
+
+
+def test_flux_is_summed_over_the_flux_region() -> None:
+    import numpy as np
+
+    from selfcal_batch.selfcal import guard
+
+    img = np.zeros((64, 64))
+    img[30:34, 30:34] = 1.0   # the source
+    img[5:9, 5:9] = 1.0       # an artefact the uncalibrated image modelled
+    src = img > 0
+    flux_mask = np.zeros_like(src)
+    flux_mask[30:34, 30:34] = True
+    reg = guard.regions(img.shape, src, 2.0, flux_mask=flux_mask)
+    m = guard.image_metrics(img, np.zeros_like(img) + 1e-3 * np.random.default_rng(1).normal(size=img.shape),
+                            1.0, reg)
+    assert m["flux"][0] == 16.0
+    reg_union = guard.regions(img.shape, src, 2.0)
+    assert guard.image_metrics(img, np.zeros_like(img), 1.0, reg_union)["flux"][0] == 32.0
