@@ -208,6 +208,10 @@ class PipelineConfig:
     #: final image uses it), kept when the template changes after p0; 'shared' = the current
     #: template's; 'template': each step's own robust/taper/multiscale (the seed).
     ladder_imaging: str = "initial"
+    #: Cheaper ladder images (issue 16): the centre of the field sized from the test image's
+    #: emission (cell kept, >= 256 px), one output channel when the fractional bandwidth is
+    #: <= 5%. The test/initial and final images keep the configured settings.
+    ladder_economy: bool = True
     plots: bool = True
     #: Keep work.ms and the phase-only calibrated copy made before ap1 (phase_only.ms).
     keep_work_ms: bool = False

@@ -159,7 +159,9 @@ class Context:
 
     def predict(self, prefix: str) -> None:
         """Refill MODEL_DATA from an existing image's model (``wsclean -predict``)."""
-        opts = self.base_options(name=prefix, predict=True)
+        # A ladder image may have one output channel (imaging/economy.py): predict what it wrote.
+        single = Path(f"{prefix}-model.fits").exists() and not Path(f"{prefix}-MFS-model.fits").exists()
+        opts = self.base_options(name=prefix, predict=True, **({"channels_out": 1} if single else {}))
         if not expected_products(opts).can_predict():
             raise DatasetError(self.name, f"cannot refill MODEL_DATA from {Path(prefix).name}: its per-channel "
                                           "model images were removed (keep_products); rerun with --restart")

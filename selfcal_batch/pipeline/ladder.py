@@ -68,15 +68,46 @@ def imaging_options(ctx: Context, template: str, step: str, params: StepParams) 
     if step == "p0" and ctx.state.get("modified_robust") is not None:
         robust = ctx.state.get("modified_robust")
     multiscale = src.with_multiscale or (mode == "initial" and ctx.cfg.final_multiscale)
-    return ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
+    opts = ctx.base_options(robust=robust, auto_mask=params.nsigma_automask,
                             auto_threshold=params.nsigma_autothreshold, multiscale=multiscale,
                             multiscale_scales=src.scales, taper_gaussian=src.uvtaper)
+    return economy_options(ctx, opts)
 
 
-def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str) -> str:
-    """A clean mask from an earlier image (seed rules); '' when no emission is found."""
+def economy_options(ctx: Context, opts: WSCleanOptions) -> WSCleanOptions:
+    """Ladder image size and output channels from the data (``cfg.ladder_economy``, see
+    :mod:`selfcal_batch.imaging.economy`); decided once from the test image and kept in the
+    state, so every ladder step images with the same key."""
+    if not ctx.cfg.ladder_economy:
+        return opts
+    eco = ctx.state.get("ladder_economy")
+    test = ctx.state.get("test_image") or {}
+    if not eco and test.get("image"):
+        from selfcal_batch.imaging import economy
+
+        radius = economy.radius_from_fits(test["image"])
+        beam = float(test.get("stats", {}).get("bmaj_arcsec") or math.nan) / float(
+            test.get("stats", {}).get("cell_arcsec") or math.nan)
+        size = economy.ladder_size(radius, opts.size, beam_px=beam if math.isfinite(beam) else 0.0,
+                                   min_size=economy.MIN_SIZE)
+        chans = economy.ladder_channels_out(economy.fractional_bandwidth(ctx.info.get("spws", [])),
+                                            opts.channels_out)
+        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1)}
+        ctx.state.set("ladder_economy", eco)
+        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)", ctx.name, size,
+                 eco["radius_px"], chans)
+    if not eco:
+        return opts
+    return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=int(eco["channels_out"]),
+                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])))
+
+
+def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str,
+               size: int = 0) -> str:
+    """A clean mask from an earlier image (seed rules), for the central ``size`` pixels when
+    the image is larger; '' when no emission is found."""
     grow = grow_iterations(step, image["stats"].get("inner_flux_f", math.nan), template)
-    res = make_clean_mask(image["image"], ctx.root / "masks" / f"{name}.mask.fits", sigma, grow)
+    res = make_clean_mask(image["image"], ctx.root / "masks" / f"{name}.mask.fits", sigma, grow, size=size)
     return str(res.path) if res.path and not res.empty else ""
 
 
@@ -174,7 +205,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
             calls += _apply_calls(ctx, chain)
         if calls:
             _casa_rewriting_corrected(ctx, calls, f"{step}-prepare", chain)
-        mask = _mask_from(ctx, current, step, template, params.sigma_mask, f"{step}_pre")
+        mask = _mask_from(ctx, current, step, template, params.sigma_mask, f"{step}_pre", size=opts.size)
         prods, stats = ctx.image(opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
                                  role="pre", template=template, sigma=6.0)
         pre = {"prefix": prods.prefix, "image": prods.image, "residual": prods.residual, "stats": stats,
@@ -206,7 +237,7 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     rec["flagged_solutions"] = round(sols.without(set(st.get("bad_antennas", []))).flagged_fraction, 4)
     significance = _significance(table, set(st.get("bad_antennas", [])), info["antenna_names"])
     # Post image with the same settings, masked from the pre image.
-    mask = _mask_from(ctx, pre, step, template, params.sigma_mask, f"{step}_post")
+    mask = _mask_from(ctx, pre, step, template, params.sigma_mask, f"{step}_post", size=opts.size)
     post_opts = opts.replace(name=ctx.img(f"{step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
     prods, post_stats = ctx.image(post_opts, step=step, role="post", template=template)
     # Keyed by what it shows (CORRECTED_DATA): after p0 the next step reuses it as its model.

@@ -42,7 +42,7 @@ log = logging.getLogger("selfcal_batch.pipeline")
 
 LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
-               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type")
+               "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type", "ladder_economy")
 DEPENDS: dict[str, tuple[str, ...]] = {
     "startup": ("field", "spw", "timebin", "chanbin", "input_column"),
     "save_init_flags": ("statwt_init",),
@@ -59,7 +59,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
 }
 #: State entries a step may change and that are rolled back before re-running it.
 SNAPSHOT_KEYS = ("chain", "current", "template_initial", "template_final", "ladder_stopped", "extensions",
-                 "applied", "modified_robust", "test_image", "initial", "final", "outcome", "guard")
+                 "applied", "modified_robust", "test_image", "initial", "final", "outcome", "guard",
+                 "ladder_economy")
 
 
 @dataclass
