@@ -212,6 +212,9 @@ class PipelineConfig:
     #: emission (cell kept, >= 256 px), one output channel when the fractional bandwidth is
     #: <= 5%. The test/initial and final images keep the configured settings.
     ladder_economy: bool = True
+    #: One long-lived CASA child per dataset (one interpreter start), restarted if it dies;
+    #: false: a new child per batch of calls.
+    casa_persistent: bool = True
     plots: bool = True
     #: Keep work.ms and the phase-only calibrated copy made before ap1 (phase_only.ms).
     keep_work_ms: bool = False

@@ -38,6 +38,8 @@ class Context:
     root: Path
     threads: int
     state: DatasetState = field(init=False)
+    #: The dataset's long-lived CASA child (cfg.casa_persistent); started on first use.
+    casa_child: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -71,9 +73,21 @@ class Context:
 
     # -- external programs ---------------------------------------------------------
     def casa(self, calls: list[Call], label: str) -> list[Any]:
-        """Run CASA calls in a child process (logged to logs/casa.log)."""
-        return run_casa(calls, workdir=self.root, label=label, log_path=self.root / "logs" / "casa.log",
-                        timeout=self.cfg.casa_timeout_s)
+        """Run CASA calls in a child process (logged to logs/casa.log): the dataset's
+        long-lived child with ``cfg.casa_persistent``, else a new child per batch."""
+        log_path = self.root / "logs" / "casa.log"
+        if self.cfg.casa_persistent:
+            if self.casa_child is None:
+                from selfcal_batch.casa.child import CasaChild
+
+                self.casa_child = CasaChild(self.root, log_path)
+            return self.casa_child.run(calls, label=label, timeout=self.cfg.casa_timeout_s)
+        return run_casa(calls, workdir=self.root, label=label, log_path=log_path, timeout=self.cfg.casa_timeout_s)
+
+    def close(self) -> None:
+        """End the dataset's CASA child (if any)."""
+        if self.casa_child is not None:
+            self.casa_child.close()
 
     def base_options(self, **kw: Any) -> WSCleanOptions:
         """WSClean options with the dataset-wide settings filled in."""
