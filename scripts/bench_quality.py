@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shared": {"ladder_imaging": "shared"},
     "template": {"ladder_imaging": "template"},
     "no_extension": {"solint": {"extend_ladder": False}},
+    # issue 16: the default with the ladder-image economy and the long-lived CASA child off
+    "no_economy": {"ladder_economy": False, "casa_persistent": False},
 }
 
 
