@@ -93,3 +93,16 @@ def test_clean_mask_for_a_smaller_ladder_image(tmp_path):
         assert m.shape[-2:] == (256, 256)
         assert h[0].header["CRPIX1"] == 129.0
     assert m[0, 0, 128 - 20, 128 + 10] == 1.0 and m.sum() == 1
+
+
+def test_settings_signature_shares_only_plain_data_images():
+    from selfcal_batch.imaging.reuse import settings_signature
+    from selfcal_batch.imaging.wsclean import WSCleanOptions
+
+    a = WSCleanOptions(name="/x/test_image", size=256, scale="1arcsec", multiscale=True, channels_out=4)
+    assert settings_signature(a) == settings_signature(a.replace(name="/x/guard_before", temp_dir="/t"))
+    assert settings_signature(a) != settings_signature(a.replace(robust=0.5))
+    assert settings_signature(a) != settings_signature(a.replace(niter=10))
+    assert settings_signature(a.replace(data_column="CORRECTED_DATA")) is None
+    assert settings_signature(a.replace(update_model=True)) is None
+    assert settings_signature(a.replace(fits_mask="/m.fits")) is None

@@ -51,10 +51,11 @@ def test_casa_child_is_reused_restarted_after_kill_and_accounted(tmp_path):
 
 
 def test_pipeline_one_casa_child_and_cropped_ladder_images(tmp_path):
-    spec = spec_from_preset("vla-c", flux_jy=0.08, phase_rms_deg=50.0, phase_timescale_s=300.0,
-                            duration_s=600.0, n_chan=4, seed=31)
+    # C configuration (beam ~3"), 0.6" cells: the sources lie within ~60 px of the centre.
+    spec = spec_from_preset("vla-c", flux_jy=0.08, phase_rms_deg=40.0, phase_timescale_s=300.0,
+                            duration_s=600.0, n_chan=4, array_config="C", seed=31)
     ms = simulate_ms_isolated(spec, tmp_path / "small.ms")
-    cfg = PipelineConfig.from_dict({"imsize": 384, "threads": 1, "plots": False,
+    cfg = PipelineConfig.from_dict({"imsize": 384, "cell": "0.6arcsec", "threads": 1, "plots": False,
                                     "solint": {"extend_ladder": False}})
     res = run_dataset("small", str(ms), cfg, tmp_path / "out", threads=1)
     assert res.status == "finished", res.error
@@ -72,6 +73,10 @@ def test_pipeline_one_casa_child_and_cropped_ladder_images(tmp_path):
     tools = [json.loads(ln) for ln in (root / "logs" / "tools.jsonl").read_text().splitlines()]
     ws = [t for t in tools if t["category"] == "wsclean"]
     assert len(ws) == res.wsclean_runs + res.wsclean_predicts
+    # The guard's "before" image is the test image (same data, flags and settings): not re-imaged.
+    names = [t["argv"][t["argv"].index("-name") + 1].rsplit("/", 1)[-1] for t in ws]
+    assert "guard_after" in names and "guard_before" not in names
+    assert names.count("test_image") == 2  # the image and select_refant's predict of its model
     casa = [t for t in tools if t["category"] == "casa"]
     child_log = (root / "logs" / "casa-child.log").read_text().splitlines()
     assert sum(ln.startswith("$ ") for ln in child_log) == 1  # one CASA start for the dataset

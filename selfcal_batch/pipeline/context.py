@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from selfcal_batch.imaging import imstats
+from selfcal_batch.imaging.reuse import remember_data_image, same_data_image
 from selfcal_batch.casa.calibration import Call, run_casa
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import DatasetError
@@ -138,7 +139,10 @@ class Context:
         products = expected_products(opts)
         done = self.state.data.setdefault("images_done", {})
         reusable = products.exists() and (not opts.update_model or products.can_predict())
-        if not (opts.name in done and reusable and done[opts.name] == list(opts.imaging_key())):
+        same = same_data_image(self, opts, ms)
+        if same is not None:  # each image once: this data with these settings was imaged before
+            products = same
+        elif not (opts.name in done and reusable and done[opts.name] == list(opts.imaging_key())):
             if opts.update_model:
                 self.state.set("model_in_ms", "")
                 self.state.save()
@@ -147,6 +151,7 @@ class Context:
             done[opts.name] = list(opts.imaging_key())
             if opts.update_model:
                 self.state.set("model_in_ms", opts.name)
+            remember_data_image(self, opts, ms)
         elif opts.update_model and self.state.get("model_in_ms") != opts.name:
             self.predict(opts.name)
         stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
