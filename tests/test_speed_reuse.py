@@ -86,3 +86,15 @@ def test_pipeline_one_casa_child_and_cropped_ladder_images(tmp_path):
     assert all(t.get("cpu_s") is not None for t in tools)
     err = residual_phase_rms_deg([c["table"] for c in st["chain"]], load_truth(ms), plane=True)[0]
     assert err < 15.0
+
+
+def test_one_channel_model_predicts_into_a_multi_spw_ms(tmp_path):
+    """A one-channel ladder model (imaging/economy.py) refills MODEL_DATA of a 2-spw MS."""
+    from selfcal_batch.imaging.wsclean import WSCleanOptions, run_wsclean
+
+    spec = spec_from_preset("vla-c", flux_jy=0.05, duration_s=300.0, n_chan=2, n_spw=2, array_config="C", seed=5)
+    ms = simulate_ms_isolated(spec, tmp_path / "two_spw.ms")
+    opts = WSCleanOptions(name=str(tmp_path / "m"), size=128, scale="1arcsec", niter=200, update_model=True)
+    run_wsclean(opts, ms, log_path=tmp_path / "ws.log", cwd=tmp_path)
+    run_wsclean(opts.replace(predict=True), ms, log_path=tmp_path / "ws.log", cwd=tmp_path)
+    assert "-reorder" in (tmp_path / "ws.log").read_text()
