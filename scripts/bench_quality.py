@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shared": {"ladder_imaging": "shared"},
     "template": {"ladder_imaging": "template"},
     "no_extension": {"solint": {"extend_ladder": False}},
+    # issue 16: the default with the ladder-image economy and the long-lived CASA child off
+    "no_economy": {"ladder_economy": False, "casa_persistent": False},
 }
 
 
@@ -126,7 +128,8 @@ def metrics(out: Path, ms: Path, name: str, variant: str, res: dict[str, Any]) -
         "accepted": ",".join(res.get("steps_accepted") or []),
         "phase_err_deg": round(phase_error_deg(root, truth), 2),
         "phase_err_noshift_deg": round(phase_error_deg(root, truth, plane=True), 2),
-        "pos_err_arcsec": round(position_error_arcsec(str(root / "final-image.fits"), truth), 3),
+        "pos_err_arcsec": round(position_error_arcsec(str(root / "final-image.fits"), truth), 3)
+        if (root / "final-image.fits").exists() else math.nan,  # a failed run has no final image
         "peak_ratio": round((res.get("peak_final") or math.nan) / point, 4),
         "dr_final": round(res.get("dr_final") or math.nan, 1),
         "rms_over_thermal": round((res.get("rms_final") or math.nan) / thermal, 3),

@@ -248,6 +248,12 @@ class PipelineConfig:
         choices=KEEP_PRODUCTS, noun="policy")
     casa_timeout_s: float = setting(3600.0, "A CASA call longer than this is killed and the "
                                     "step fails.", unit="s", gt=0)
+    ladder_economy: bool = setting(True, "Ladder images sized to the emission seen in the test image "
+                                   "(cell unchanged, at least 256 px) and one output channel when the "
+                                   "fractional bandwidth is <= 5% (imaging/economy.py); test, guard and "
+                                   "final images keep the full settings.")
+    casa_persistent: bool = setting(True, "One long-lived CASA child per dataset (restarted if it dies) "
+                                    "instead of a child per batch of calls.")
     primary_beam: bool = setting(True, "Write final-image.pb.fits and final-image.pbcor.fits (CASA's "
                                  "beam model; e-MERLIN: a documented approximation).")
     pb_cutoff: float = setting(0.2, "Primary-beam response below which the .pb/.pbcor images are "

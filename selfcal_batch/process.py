@@ -52,7 +52,10 @@ class ToolRecorder:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     runs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def record(self, tool: str, category: str, argv: Sequence[str], seconds: float, returncode: int) -> None:
+    def record(self, tool: str, category: str, argv: Sequence[str], seconds: float, returncode: int,
+               cpu_s: float | None = None) -> None:
+        """Add one run; ``cpu_s``: user + system CPU seconds of the child and its waited-for
+        descendants (None when unknown), written as ``cpu_s``."""
         self.seconds[category] += seconds
         self.runs[category] += 1
         if self.path is not None:
@@ -60,6 +63,8 @@ class ToolRecorder:
             line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "tool": tool,
                     "category": category, "seconds": round(seconds, 3), "returncode": returncode,
                     "argv": list(argv)}
+            if cpu_s is not None:
+                line["cpu_s"] = round(cpu_s, 3)
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
 
@@ -103,6 +108,8 @@ class ToolResult:
     returncode: int
     seconds: float
     tail: str
+    #: User + system CPU seconds of the child tree (None when not measured).
+    cpu_s: float | None = None
 
 
 def describe_returncode(rc: int) -> str:
@@ -178,7 +185,7 @@ def run_tool(
                 tail.append(line)
                 if on_line is not None:
                     on_line(line)
-            rc = proc.wait()
+            rc, cpu_s = _wait_cpu(proc)
         except BaseException:
             _kill_group(proc)
             raise
@@ -191,8 +198,8 @@ def run_tool(
     TOOL_SECONDS[cat] += seconds
     TOOL_RUNS[cat] += 1
     if (rec := _RECORDER.get()) is not None:
-        rec.record(tool, cat, argv, seconds, rc)
-    result = ToolResult(tuple(argv), rc, seconds, "\n".join(tail))
+        rec.record(tool, cat, argv, seconds, rc, cpu_s=cpu_s)
+    result = ToolResult(tuple(argv), rc, seconds, "\n".join(tail), cpu_s)
     if check and (rc != 0 or timed_out.is_set()):
         if timed_out.is_set():
             msg = f"timed out after {timeout:.0f} s"
@@ -202,6 +209,18 @@ def run_tool(
             msg = f"{describe_returncode(rc)}" + (f": {last[:300]}" if last else "")
         raise error_cls(tool, msg + f" (log: {log_path})", returncode=rc, log_tail=result.tail)
     return result
+
+
+def _wait_cpu(proc: subprocess.Popen[str]) -> tuple[int, float | None]:
+    """Reap the child with ``os.wait4``: (return code, CPU seconds of the child and the
+    descendants it waited for). Falls back to ``proc.wait()`` (CPU unknown) when the child
+    was reaped elsewhere (a timeout's kill)."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

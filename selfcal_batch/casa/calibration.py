@@ -1,8 +1,9 @@
 """Thin wrappers around CASA tasks, always run in a child process (see casa_runner).
 
 Build a list of calls with the ``*_call`` helpers and run them in one child with
-:func:`run_casa` (one interpreter start-up of ~2-3 s per batch, not per task). Every call
-and its arguments are written to the dataset's CASA log.
+:func:`run_casa` (one interpreter start-up of ~2-3 s per batch, not per task), or in a
+dataset's long-lived child, :class:`selfcal_batch.casa.child.CasaChild` (one start-up per
+dataset). Every call and its arguments are written to the dataset's CASA log.
 """
 from __future__ import annotations
 
@@ -34,6 +35,40 @@ def job(name: str, strict: bool = True, **kwargs: Any) -> Call:
     return {"job": name, "kwargs": kwargs, "strict": strict}
 
 
+def _prepare(calls: list[Call], workdir: Path, label: str, log_path: Path | None) -> tuple[Path, Path, Path]:
+    """Write the request file; log every call. Returns (request, result, casa log) paths."""
+    rundir = Path(workdir) / "casa_calls"
+    rundir.mkdir(parents=True, exist_ok=True)
+    stem = f"{os.getpid()}-{next(_counter):04d}-{label}"
+    req = rundir / f"{stem}.json"
+    res = rundir / f"{stem}.result.json"
+    casa_log = (log_path or Path(workdir) / "logs" / "casa.log").resolve()
+    casa_log.parent.mkdir(parents=True, exist_ok=True)
+    req.write_text(json.dumps({"calls": calls, "logfile": str(casa_log), "result": str(res)}, default=str))
+    for c in calls:
+        log.info("[casa] %s(%s)", c.get("task") or c.get("job"),
+                 ", ".join(f"{k}={v!r}" for k, v in c["kwargs"].items()))
+    return req, res, casa_log
+
+
+def _results(res: Path, label: str, returncode: int, tail: str) -> list[Any]:
+    """The results of a finished request, or :class:`CasaTaskError` (failed call / dead child)."""
+    if not res.exists():
+        from selfcal_batch.process import describe_returncode  # lazy: loaded only on this path
+
+        raise CasaTaskError(
+            "casa",
+            f"{label}: CASA child died ({describe_returncode(returncode)}); "
+            f"last output: {tail.splitlines()[-1][:300] if tail else 'none'}",
+            returncode=returncode,
+            log_tail=tail,
+        )
+    out = json.loads(res.read_text())
+    if "error" in out:
+        raise CasaTaskError("casa", f"{label}: {out['error']}", returncode=returncode)
+    return out["results"]
+
+
 def run_casa(
     calls: list[Call],
     *,
@@ -42,49 +77,25 @@ def run_casa(
     log_path: Path | None = None,
     timeout: float | None = 3600.0,
 ) -> list[Any]:
-    """Run ``calls`` in order in one CASA child process; return their results.
+    """Run ``calls`` in order in one new CASA child process; return their results.
 
     Raises :class:`CasaTaskError` naming the failing task when a call raises, reports a
     SEVERE error, or the child dies (segfault, abort, timeout).
     """
-    workdir = Path(workdir)
-    rundir = workdir / "casa_calls"
-    rundir.mkdir(parents=True, exist_ok=True)
-    stem = f"{os.getpid()}-{next(_counter):04d}-{label}"
-    req = rundir / f"{stem}.json"
-    res = rundir / f"{stem}.result.json"
-    casa_log = (log_path or workdir / "logs" / "casa.log").resolve()
-    casa_log.parent.mkdir(parents=True, exist_ok=True)
-    req.write_text(json.dumps({"calls": calls, "logfile": str(casa_log), "result": str(res)}, default=str))
-    for c in calls:
-        log.info("[casa] %s(%s)", c.get("task") or c.get("job"),
-                 ", ".join(f"{k}={v!r}" for k, v in c["kwargs"].items()))
+    req, res, casa_log = _prepare(calls, Path(workdir), label, log_path)
     argv = [sys.executable, "-m", "selfcal_batch.casa.runner", str(req)]
     result = run_tool(
         argv,
         tool="casa",
         log_path=casa_log.with_name("casa-child.log"),
         env=casa_child_env(),
-        cwd=rundir,
+        cwd=req.parent,
         timeout=timeout,
         category="casa",
         check=False,
         error_cls=CasaTaskError,
     )
-    if not res.exists():
-        from selfcal_batch.process import describe_returncode  # lazy: loaded only on this path
-
-        raise CasaTaskError(
-            "casa",
-            f"{label}: CASA child died ({describe_returncode(result.returncode)}); "
-            f"last output: {result.tail.splitlines()[-1][:300] if result.tail else 'none'}",
-            returncode=result.returncode,
-            log_tail=result.tail,
-        )
-    out = json.loads(res.read_text())
-    if "error" in out:
-        raise CasaTaskError("casa", f"{label}: {out['error']}", returncode=result.returncode)
-    return out["results"]
+    return _results(res, label, result.returncode, result.tail)
 
 
 # -- call builders for the tasks the pipeline uses ------------------------------------

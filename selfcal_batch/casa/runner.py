@@ -12,6 +12,10 @@ and this module runs the calls in order, then writes ``{"results": [...]}`` or
 ``{"results": [...], "error": "...", "failed_call": i}``. ``task`` names a casatasks task;
 ``job`` a function of :mod:`selfcal_batch.casa.jobs`. SEVERE log lines written during a
 strict call make it fail (except known-harmless ones).
+
+Long-lived mode (one CASA start per dataset, :class:`selfcal_batch.casa.calibration.CasaChild`):
+``python -m selfcal_batch.casa.runner --serve RUNDIR LOGFILE`` reads request paths from stdin,
+one per line, runs each like the one-shot mode and prints ``DONE_MARKER <path> <rc>``.
 """
 from __future__ import annotations
 
@@ -63,21 +67,32 @@ def _severe_lines(logfile: Path, offset: int) -> tuple[list[str], int]:
     return lines, new_offset
 
 
-def main(argv: list[str]) -> int:
-    req_path = Path(argv[1])
-    req = json.loads(req_path.read_text())
-    logfile = Path(req["logfile"])
-    result_path = Path(req["result"])
-    from selfcal_batch.casa.env import configure_inprocess  # in the CASA child only
+_LOGFILE: dict[str, str] = {}
+
+
+def _start_casa(logfile: Path) -> tuple[Any, Any]:
+    """Configure CASA offline, import casatasks, route its log to ``logfile``."""
+    from selfcal_batch.casa.env import configure_inprocess  # CASA child only
 
     configure_inprocess(logfile)
-    import casatasks  # noqa: F401  (import after configuration)
-    from casatasks import casalog  # casatasks: after configure_inprocess, CASA child only
+    import casatasks  # (imported after configuration)
+    from casatasks import casalog  # CASA child only
 
     casalog.setlogfile(str(logfile))
     casalog.showconsole(False)
-    from selfcal_batch.casa import jobs as casa_jobs  # (same reason)
+    _LOGFILE["path"] = str(logfile)
+    return casatasks, casalog
 
+
+def run_request(req: dict[str, Any], casatasks: Any, casalog: Any) -> dict[str, Any]:
+    """Run one request's calls in order; returns ``{"results": [...]}`` plus ``error`` and
+    ``failed_call`` when a call raised or a strict call logged SEVERE; writes the result file."""
+    from selfcal_batch.casa import jobs as casa_jobs  # CASA child only
+
+    logfile = Path(req["logfile"])
+    if _LOGFILE.get("path") != str(logfile):
+        casalog.setlogfile(str(logfile))
+        _LOGFILE["path"] = str(logfile)
     results: list[Any] = []
     out: dict[str, Any] = {"results": results}
     offset = logfile.stat().st_size if logfile.exists() else 0
@@ -102,9 +117,42 @@ def main(argv: list[str]) -> int:
             out["failed_call"] = i
             out["traceback"] = traceback.format_exc()
             break
+    result_path = Path(req["result"])
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out))
     tmp.replace(result_path)
+    return out
+
+
+#: Printed by the server after each request: ``<marker> <request path> <exit code>``.
+DONE_MARKER = "@@selfcal-batch-casa-done"
+#: File in the server's run directory naming the request being run (for tools and tests).
+SERVING_FILE = "serving.json"
+
+
+def serve(rundir: Path, logfile: Path) -> int:
+    """Long-lived mode: read request paths from stdin, one per line, run each and print
+    ``DONE_MARKER path rc``; exits 0 at end of input. CASA is imported once."""
+    casatasks, casalog = _start_casa(logfile)
+    print(f"{DONE_MARKER} ready 0", flush=True)
+    serving = rundir / SERVING_FILE
+    for line in sys.stdin:
+        req_path = line.strip()
+        if not req_path:
+            continue
+        serving.write_text(json.dumps({"request": req_path}))
+        out = run_request(json.loads(Path(req_path).read_text()), casatasks, casalog)
+        serving.unlink(missing_ok=True)
+        print(f"{DONE_MARKER} {req_path} {1 if 'error' in out else 0}", flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1 and argv[1] == "--serve":
+        return serve(Path(argv[2]), Path(argv[3]))
+    req = json.loads(Path(argv[1]).read_text())
+    casatasks, casalog = _start_casa(Path(req["logfile"]))
+    out = run_request(req, casatasks, casalog)
     return 1 if "error" in out else 0
 
 

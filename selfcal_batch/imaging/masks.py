@@ -113,12 +113,20 @@ def mask_from_array(mask_bool: np.ndarray, header: fits.Header, out_path: str | 
 
 def make_clean_mask(image: str | Path, out_path: str | Path, sigma_mask: float,
                     grow_iterations: int, rms: float | None = None,
-                    min_sigma: float = 6.0, step: float = 2.0) -> MaskResult:
-    """Threshold ``image`` at the highest non-empty level, grow it and write ``out_path``."""
+                    min_sigma: float = 6.0, step: float = 2.0, size: int = 0) -> MaskResult:
+    """Threshold ``image`` at the highest non-empty level, grow it and write ``out_path``.
+
+    ``size`` > 0 and smaller than the image: the mask is made for (and from) the central
+    ``size`` x ``size`` pixels (a smaller ladder image with the same cell and centre).
+    """
     if step <= 0:
         raise ValueError(f"step must be > 0, got {step}")
     out_path = Path(out_path)
     img, header = read_image(image, nan_to_zero=False)
+    if 0 < size < min(img.shape[-2:]):
+        from selfcal_batch.imaging.economy import crop_centre  # lazy: loaded only on this path
+
+        img, header = crop_centre(img, header, size)
     finite = np.isfinite(img)
     noise = float(rms) if rms is not None else (
         float(mad_std(img[finite])) if finite.any() else float("nan"))

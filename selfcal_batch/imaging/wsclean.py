@@ -111,6 +111,10 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
             a += ["-pol", opts.pol]
         if opts.channels_out > 1:
             a += ["-channels-out", str(opts.channels_out)]
+        else:
+            # WSClean 3.1 refuses to predict one channel into a multi-spw MS without reordering
+            # ("This set contains multiple spws ... adding -reorder"); harmless for one spw.
+            a += ["-reorder"]
         if opts.use_wgridder:
             a += ["-use-wgridder"]
         return a + [str(ms)]

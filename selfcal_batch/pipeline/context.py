@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfcal_batch.imaging import imstats
+from selfcal_batch.imaging.reuse import remember_data_image, same_data_image
 from selfcal_batch.casa.calibration import Call, run_casa
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.contract import FINAL_MS, IMAGE_PROPERTIES_CSV, IMAGE_ROW_KEYS, WORK_MS
@@ -38,6 +39,8 @@ class Context:
     root: Path
     threads: int
     state: DatasetState = field(init=False)
+    #: The dataset's long-lived CASA child (cfg.casa_persistent); started on first use.
+    casa_child: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -71,9 +74,21 @@ class Context:
 
     # -- external programs ---------------------------------------------------------
     def casa(self, calls: list[Call], label: str) -> list[Any]:
-        """Run CASA calls in a child process (logged to logs/casa.log)."""
-        return run_casa(calls, workdir=self.root, label=label, log_path=self.root / "logs" / "casa.log",
-                        timeout=self.cfg.casa_timeout_s)
+        """Run CASA calls in a child process (logged to logs/casa.log): the dataset's
+        long-lived child with ``cfg.casa_persistent``, else a new child per batch."""
+        log_path = self.root / "logs" / "casa.log"
+        if self.cfg.casa_persistent:
+            if self.casa_child is None:
+                from selfcal_batch.casa.child import CasaChild  # lazy: loaded only on this path
+
+                self.casa_child = CasaChild(self.root, log_path)
+            return self.casa_child.run(calls, label=label, timeout=self.cfg.casa_timeout_s)
+        return run_casa(calls, workdir=self.root, label=label, log_path=log_path, timeout=self.cfg.casa_timeout_s)
+
+    def close(self) -> None:
+        """End the dataset's CASA child (if any)."""
+        if self.casa_child is not None:
+            self.casa_child.close()
 
     def base_options(self, **kw: Any) -> WSCleanOptions:
         """WSClean options with the dataset-wide settings filled in."""
@@ -128,7 +143,10 @@ class Context:
         products = expected_products(opts)
         done = self.state.data.setdefault("images_done", {})
         reusable = products.exists() and (not opts.update_model or products.can_predict())
-        if not (opts.name in done and reusable and done[opts.name] == list(opts.imaging_key())):
+        same = same_data_image(self, opts, ms)
+        if same is not None:  # each image once: this data with these settings was imaged before
+            products = same
+        elif not (opts.name in done and reusable and done[opts.name] == list(opts.imaging_key())):
             if opts.update_model:
                 self.state.set("model_in_ms", "")
                 self.state.save()
@@ -137,6 +155,7 @@ class Context:
             done[opts.name] = list(opts.imaging_key())
             if opts.update_model:
                 self.state.set("model_in_ms", opts.name)
+            remember_data_image(self, opts, ms)
         elif opts.update_model and self.state.get("model_in_ms") != opts.name:
             self.predict(opts.name)
         stats = imstats.image_statistics(products.image, products.residual, sigma=sigma)
@@ -163,7 +182,9 @@ class Context:
 
     def predict(self, prefix: str) -> None:
         """Refill MODEL_DATA from an existing image's model (``wsclean -predict``)."""
-        opts = self.base_options(name=prefix, predict=True)
+        # A ladder image may have one output channel (imaging/economy.py): predict what it wrote.
+        single = Path(f"{prefix}-model.fits").exists() and not Path(f"{prefix}-MFS-model.fits").exists()
+        opts = self.base_options(name=prefix, predict=True, **({"channels_out": 1} if single else {}))
         if not expected_products(opts).can_predict():
             raise DatasetError(self.name, f"cannot refill MODEL_DATA from {Path(prefix).name}: its per-channel "
                                           "model images were removed (keep_products); rerun with --restart")

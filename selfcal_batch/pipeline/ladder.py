@@ -80,13 +80,43 @@ def imaging_options(ctx: Context, template: str, step: str, params: StepParams) 
                             multiscale_scales=src.scales, taper_gaussian=src.uvtaper)
     if params.uvrange_image:  # this template step's own uv range
         opts = opts.replace(**dict(zip(("minuv_l", "maxuv_l"), image_limits(ctx, params.uvrange_image), strict=True)))
-    return opts
+    return economy_options(ctx, opts)
 
 
-def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str) -> str:
-    """A clean mask from an earlier image (seed rules); '' when no emission is found."""
+def economy_options(ctx: Context, opts: WSCleanOptions) -> WSCleanOptions:
+    """Ladder image size and output channels from the data (``cfg.ladder_economy``, see
+    :mod:`selfcal_batch.imaging.economy`); decided once from the test image and kept in the
+    state, so every ladder step images with the same key."""
+    if not ctx.cfg.ladder_economy:
+        return opts
+    eco = ctx.state.get("ladder_economy")
+    test = ctx.state.get("test_image") or {}
+    if not eco and test.get("image"):
+        from selfcal_batch.imaging import economy  # lazy: loaded only on this path
+
+        radius = economy.radius_from_fits(test["image"])
+        beam = float(test.get("stats", {}).get("bmaj_arcsec") or math.nan) / float(
+            test.get("stats", {}).get("cell_arcsec") or math.nan)
+        size = economy.ladder_size(radius, opts.size, beam_px=beam if math.isfinite(beam) else 0.0,
+                                   min_size=economy.MIN_SIZE)
+        chans = economy.ladder_channels_out(economy.fractional_bandwidth(ctx.info.get("spws", [])),
+                                            opts.channels_out)
+        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1)}
+        ctx.state.set("ladder_economy", eco)
+        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)", ctx.name, size,
+                 eco["radius_px"], chans)
+    if not eco:
+        return opts
+    return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=int(eco["channels_out"]),
+                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])))
+
+
+def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str,
+               size: int = 0) -> str:
+    """A clean mask from an earlier image (seed rules), for the central ``size`` pixels when
+    the image is larger; '' when no emission is found."""
     grow = grow_iterations(step, image["stats"].get("inner_flux_f", math.nan), template)
-    res = make_clean_mask(image["image"], ctx.root / "masks" / f"{name}.mask.fits", sigma, grow)
+    res = make_clean_mask(image["image"], ctx.root / "masks" / f"{name}.mask.fits", sigma, grow, size=size)
     return str(res.path) if res.path and not res.empty else ""
 
 
@@ -249,7 +279,8 @@ def _pre_image(ctx: Context, plan: StepPlan) -> dict[str, Any]:
         calls += work_ms.apply_calls(ctx, plan.chain)
     if calls:
         work_ms.rewrite_corrected(ctx, calls, f"{step}-prepare", plan.chain)
-    mask = _mask_from(ctx, plan.current, step, plan.template, plan.params.sigma_mask, f"{step}_pre")
+    mask = _mask_from(ctx, plan.current, step, plan.template, plan.params.sigma_mask, f"{step}_pre",
+                      size=plan.opts.size)
     prods, stats = ctx.image(plan.opts.replace(name=ctx.img(f"{step}_pre"), fits_mask=mask), step=step,
                              role="pre", template=plan.template, sigma=6.0)
     return ImageProduct(prods.prefix, prods.image, prods.residual, stats, plan.opts.imaging_key(),
@@ -288,7 +319,8 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
 def _post_image(ctx: Context, plan: StepPlan, pre: dict[str, Any]) -> dict[str, Any]:
     """Image CORRECTED_DATA with the pre image's settings, masked from the pre image; keyed by
     what it shows (after p0 the next step reuses it as its model)."""
-    mask = _mask_from(ctx, pre, plan.step, plan.template, plan.params.sigma_mask, f"{plan.step}_post")
+    mask = _mask_from(ctx, pre, plan.step, plan.template, plan.params.sigma_mask, f"{plan.step}_post",
+                      size=plan.opts.size)
     post_opts = plan.opts.replace(name=ctx.img(f"{plan.step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
     prods, stats = ctx.image(post_opts, step=plan.step, role="post", template=plan.template)
     return ImageProduct(prods.prefix, prods.image, prods.residual, stats, post_opts.imaging_key(),

@@ -30,7 +30,7 @@ KINDS = ("prep", "ladder", "extension", "final")
 LADDER_KEYS = ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "niter", "templates",
                "force_template", "template_thresholds_mjy", "gate", "solint", "ladder_imaging", "calwt",
                "refantmode", "wsclean", "allow_negative", "solnorm_amplitude", "solnorm_type",
-               "uvrange_cal", "uvrange_image")
+               "uvrange_cal", "uvrange_image", "ladder_economy")
 #: Settings the test image depends on only when it uses the final-image settings.
 FINAL_IMAGING_KEYS = ("final_robust", "final_multiscale", "final_niter")
 
@@ -154,7 +154,10 @@ def mask_row(step: str) -> str:
 
 #: Keys added after outputs of earlier versions exist, with the value those versions behaved
 #: as: hashed only when set to something else, so an older output's steps keep their hashes.
-ADDED_KEYS: dict[str, Any] = {"uvrange_cal": "", "uvrange_image": "", "primary_beam": True, "pb_cutoff": 0.2}
+#: ``ladder_economy`` is a speed setting (same decisions, scripts/bench_quality.py): an older
+#: output's ladder steps stay valid with it on, so only turning it off enters the hash.
+ADDED_KEYS: dict[str, Any] = {"uvrange_cal": "", "uvrange_image": "", "primary_beam": True, "pb_cutoff": 0.2,
+                              "ladder_economy": True}
 
 
 def depends(step: str, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -337,7 +337,10 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         if restart_from:
             _invalidate_from(ctx, registry.canonical(restart_from))
         ctx.state.save()
-        run_steps(ctx)
+        try:
+            run_steps(ctx)
+        finally:
+            ctx.close()  # the dataset's CASA child
     except KeyboardInterrupt:
         if ctx is not None and attempt is not None:
             records.finish_attempt(attempt, "interrupted", "stopped (KeyboardInterrupt/SIGTERM)",

@@ -95,6 +95,8 @@ class LadderState(_Section):
     final: Any = ABSENT
     outcome: Any = ABSENT
     guard: Any = ABSENT
+    #: Ladder image size / output channels decided from the test image (imaging/economy.py).
+    ladder_economy: Any = ABSENT
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
     ctx.state.set("modified_robust", modified_robust)
     # No reuse key: made without a FITS mask and cleaned deeper than p0's images, it is not
     # a like-for-like "before" image for the gate (measured: it made p0 look 40% worse).
+    ctx.state.set("ladder_economy", None)  # ladder image size etc.: decided afresh from this test image
     ctx.state.set("test_image", {"image": products.image, "residual": products.residual, "stats": stats,
                                  "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,

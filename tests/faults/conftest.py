@@ -211,6 +211,9 @@ def casa_child_calls(p: Any) -> list[dict[str, Any]]:
     if "selfcal_batch.casa.runner" not in cl:
         return []
     try:
+        if "--serve" in cl:  # a dataset's long-lived child: the request it is running now
+            req = json.loads((Path(cl[cl.index("--serve") + 1]) / "serving.json").read_text())["request"]
+            return json.loads(Path(req).read_text())["calls"]
         return json.loads(Path(cl[-1]).read_text())["calls"]
     except (OSError, ValueError, KeyError, IndexError):
         return []

@@ -54,3 +54,8 @@ def test_products_mfs_and_single_channel():
 def test_predict_argv():
     a = build_argv(_opts(predict=True, channels_out=3), "x.ms")
     assert "-predict" in a and "-channels-out" in a and "-niter" not in a
+
+
+def test_one_channel_predict_reorders():
+    a = build_argv(_opts(predict=True, channels_out=1), "x.ms")
+    assert "-reorder" in a and "-channels-out" not in a
