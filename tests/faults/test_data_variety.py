@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from selfcal_batch.pipeline.registry import canonical
+
 from .conftest import GuardedMS, MSFactory, quick_config, read_state, run_pipeline
 
 pytestmark = pytest.mark.integration
@@ -57,7 +59,7 @@ def _check_finished(r: dict[str, Any], allowed: tuple[str, ...] = ("finished",))
     res, st = r["res"], r["state"]
     assert res["status"] in allowed, (res["status"], res["error"], res.get("reason"))
     for step in STEPS:
-        rec = st["steps"][step]
+        rec = st["steps"][canonical(step)]  # state records carry the registry names
         assert rec["status"] in ("done", "skipped"), (step, rec)
         if rec["status"] == "skipped":
             assert rec.get("reason"), f"{step} skipped without a reason"

@@ -121,7 +121,7 @@ def test_changed_setting_redoes_only_affected_steps(kill_chain: dict[str, Any], 
     # Counted from logs/tools.jsonl: an image of the same data and settings is not made twice
     # (imaging/reuse.py: the guard's "before" image is the initial one), so rows != runs.
     split_runs = sum(1 for ln in (root / "logs" / "tools.jsonl").read_text().splitlines()
-                     if json.loads(ln)["step"] == "split_trial_1" and json.loads(ln)["category"] == "wsclean")
+                     if json.loads(ln)["step"] == "split_calibrated" and json.loads(ln)["category"] == "wsclean")
     cfg2 = PipelineConfig.from_dict(dict(CHAIN_CFG, final_robust=0.0, keep_work_ms=True))
     second = run_dataset("d", base_ms.path, cfg2, out).to_dict()
     assert second["status"] == "finished", second["error"]
