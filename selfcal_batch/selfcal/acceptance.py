@@ -234,7 +234,12 @@ def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], est_snr:
     if not (math.isfinite(snr_post) and math.isfinite(snr_pre)):
         reasons.append("SNR not measurable")
     elif snr_post < snr_pre * cfg.snr_tolerance:
-        reasons.append(f"SNR decreased {snr_pre:.1f} -> {snr_post:.1f}")
+        # A decrease within the SNR's own noise is "nothing gained" (reported by
+        # _check_improvement), not harm that stops the ladder (issue 14: decisions above noise).
+        z_snr = improvement_z(pre, post)["snr"]
+        if not math.isfinite(z_snr) or z_snr < -cfg.improve_sigma:
+            reasons.append(f"SNR decreased {snr_pre:.1f} -> {snr_post:.1f}"
+                           + (f" ({z_snr:+.1f} sigma)" if math.isfinite(z_snr) else ""))
     rms_pre, rms_post = float(pre.get("rms_offsource", math.nan)), float(post.get("rms_offsource", math.nan))
     m["rms_ratio"] = rms_post / rms_pre if rms_pre > 0 else math.nan
     if math.isfinite(m["rms_ratio"]) and m["rms_ratio"] > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr:
