@@ -66,11 +66,7 @@ def _num(v: Any, scale: float = 1.0, spec: str = ".3g", unit: str = "") -> str:
 
 
 def _freq(hz: Any) -> str:
-    try:
-        f = float(hz)
-    except (TypeError, ValueError):
-        return "–"
-    return f"{f / 1e9:.4f} GHz" if math.isfinite(f) else "–"
+    return _num(hz, 1e-9, ".4f", " GHz")
 
 
 def _duration(s: Any) -> str:
