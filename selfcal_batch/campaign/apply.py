@@ -90,7 +90,23 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
-def apply_dataset(outdir: Path, name: str, in_place: bool = False) -> dict[str, Any]:
+def in_place_problem(plan: ApplyPlan, shared_ms: bool = False) -> str:
+    """Why ``--in-place`` must be refused for ``plan`` ('' = allowed; pure).
+
+    The caltables are indexed by the working copy's spw ids: with an ``spw`` selection the
+    copy renumbers them from 0, so applying into the input would put one spw's gains on
+    another (measured: a dataset of spw 1 wrote its gains into spw 0 of the input). Several
+    datasets of one MS would overwrite each other's CORRECTED_DATA."""
+    if plan.spw.strip() not in ("", "*"):
+        return (f"--in-place refused: the dataset selects spw {plan.spw!r}, and its gain tables use the "
+                "working copy's renumbered spw ids; apply without --in-place")
+    if shared_ms:
+        return ("--in-place refused: several datasets of this campaign use the same input MS and would "
+                "overwrite each other's CORRECTED_DATA; apply without --in-place")
+    return ""
+
+
+def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bool = False) -> dict[str, Any]:
     """Apply one dataset's chain (thin wrapper; CASA in a child). Returns a report row:
     ``name, status ('applied'|'skipped'|'failed'), detail, output``."""
     from selfcal_batch.casa import calibration as cal  # lazy: loaded only when this path runs (keeps the module import-light)
@@ -108,6 +124,8 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False) -> dict[str, 
         return {"name": name, "status": "failed", "detail": what, "output": ""}
     tables = [str(outdir / t) for t in plan.tables]
     interp = [INTERP] * len(tables)
+    if in_place and (why := in_place_problem(plan, shared_ms)):
+        return {"name": name, "status": "failed", "detail": why, "output": ""}
     try:
         if in_place:
             cal.run_casa([cal.job("apply_in_place", vis=str(src), gaintable=tables, spwmap=plan.spwmaps,
@@ -155,9 +173,11 @@ def apply_outputs(outdir: str | Path, datasets: list[str] | None = None, in_plac
         if unknown:
             raise ValueError(f"unknown dataset(s) in {outdir}: {', '.join(unknown)} (have: {', '.join(names)})")
         names = [n for n in names if n in datasets]
+    inputs = {n: str((_read(ds_dir / n / "result.json") or {}).get("ms", "")) for n in names}
+    counts = {ms: list(inputs.values()).count(ms) for ms in inputs.values()}
     rows = []
     for name in names:
-        row = apply_dataset(outdir, name, in_place)
+        row = apply_dataset(outdir, name, in_place, shared_ms=counts.get(inputs[name], 0) > 1)
         log.info("%s: %s: %s", name, row["status"], row["detail"])
         rows.append(row)
     return rows

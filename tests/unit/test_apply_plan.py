@@ -63,3 +63,13 @@ def test_cli_apply_refuses_a_non_output_directory(tmp_path):
 
     res = CliRunner().invoke(main, ["apply", str(tmp_path)])
     assert res.exit_code == 2 and "not a campaign output" in res.output
+
+
+def test_in_place_refused_for_spw_selection_and_shared_ms() -> None:
+    """Breaker finding: a dataset of spw 1 applied --in-place wrote its gains into spw 0 of the
+    input (the caltables carry the working copy's renumbered ids)."""
+    from selfcal_batch.campaign.apply import ApplyPlan, in_place_problem
+
+    assert in_place_problem(ApplyPlan(name="a", input_ms="x.ms", spw="")) == ""
+    assert "selects spw '1'" in in_place_problem(ApplyPlan(name="a", input_ms="x.ms", spw="1"))
+    assert "same input MS" in in_place_problem(ApplyPlan(name="a", input_ms="x.ms"), shared_ms=True)
