@@ -335,8 +335,7 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     settings, from the working copy with its current flags: like-for-like); otherwise []
     with the flags restored to those before self-calibration and outcome ``unchanged``.
     CORRECTED_DATA must hold ``chain`` applied."""
-    from selfcal_batch.casa import calibration as cal  # the ctx-taking part: no casa/ at import
-    from selfcal_batch.pipeline.step_tools import final_options  # nor pipeline/ (selfcal/ is below it)
+    from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
 
     st = ctx.state
     if (st.get("outcome") or {}).get("status") == "unchanged":
@@ -346,6 +345,7 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
         return []
     if not chain:
         if _ladder_ran(ctx):
+            restore_input_flags(ctx)
             set_outcome(ctx, "unchanged", "no self-calibration step was kept; input delivered unchanged")
         return []
     if not ctx.cfg.guard.enabled:
@@ -360,13 +360,30 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     if dec.deliver:
         log.info("%s: final guard: deliver the self-calibrated data (%s)", ctx.name, dec.reason)
         return chain
-    first = next((s for s, r in st.steps.items() if isinstance(r, dict) and r.get("table")), None)
-    if first:
-        ctx.casa([cal.flagmanager_call(str(ctx.work_ms), "restore", f"pre_{first}")], label="guard-restore-flags")
+    restore_input_flags(ctx)
     reason = f"self-calibrated image not better beyond its noise ({dec.reason}); input delivered unchanged"
     log.warning("%s: final guard: %s", ctx.name, reason)
     set_outcome(ctx, "unchanged", reason)
     return []
+
+
+def restore_input_flags(ctx: "Context") -> None:
+    """Before delivering the input 'unchanged': the working copy's flags as they were before
+    any self-calibration step -- the 'Original' version (saved by save_init_flags), else the
+    version saved before the first solve. Antennas flagged by the reference-antenna search
+    (kept when they had no signal) are otherwise left flagged in a final.ms called unchanged
+    (measured on the real VLA MS: 2 of 18 antennas, 21.7% of the data)."""
+    from selfcal_batch.casa import calibration as cal  # the ctx-taking part: no casa/ at import
+
+    st = ctx.state
+    rec = st.steps.get("save_init_flags")
+    if isinstance(rec, dict) and rec.get("status") == "done":
+        version = "Original"
+    else:
+        first = next((s for s, r in st.steps.items() if isinstance(r, dict) and r.get("table")), None)
+        version = f"pre_{first}" if first else ""
+    if version:
+        ctx.casa([cal.flagmanager_call(str(ctx.work_ms), "restore", version)], label="restore-input-flags")
 
 
 def judge_antenna_flag(ctx: "Context", antennas: list[str], signal_free: bool = False) -> dict[str, Any]:
