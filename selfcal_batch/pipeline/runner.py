@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import json
 import logging
 import math
 import os
@@ -285,6 +286,10 @@ def run_dataset(
         return DatasetResult(name=name, ms=str(ms), status="failed",
                              error=f"setup: {problem}: refusing to run (the input must never be modified)")
     prior: list[dict[str, Any]] = []
+    if not restart and input_changed(root / "state.json", ms_path):
+        log.warning("%s: the input MS %s changed since the last run (main-table files differ): "
+                    "redoing every step", name, ms_path)
+        restart = True
     try:
         if restart and root.exists():
             # From scratch: the records of earlier attempts are kept, marked discarded (not summed).
@@ -336,6 +341,7 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         ctx.state.set("error", "")
         if restart_from:
             _invalidate_from(ctx, registry.canonical(restart_from))
+        ctx.state.set("input_fingerprint", input_fingerprint(ctx.ms))
         ctx.state.save()
         try:
             run_steps(ctx)
@@ -361,6 +367,29 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
     if ctx is None:
         return DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
     return _close_attempt(ctx, attempt, status, error, wall, timing)
+
+
+def input_fingerprint(ms: Path) -> list[list[Any]]:
+    """(name, size, mtime_ns) of the main-table files of ``ms`` (``table.dat``, ``table.f*``;
+    links followed): cheap, and different when the MS at this path is replaced or rewritten."""
+    out = []
+    for p in sorted(Path(ms).glob("table.*")):
+        if p.name == "table.dat" or p.name.startswith("table.f"):
+            s = p.stat()
+            out.append([p.name, s.st_size, s.st_mtime_ns])
+    return out
+
+
+def input_changed(state_json: Path, ms: Path) -> bool:
+    """True when ``state_json`` recorded another :func:`input_fingerprint` for the MS: the MS
+    at this path was replaced or rewritten, and step hashes (which hold the path, not the
+    data) would wrongly keep every finished step. Outputs of earlier versions (no
+    fingerprint recorded) are trusted."""
+    try:
+        before = json.loads(Path(state_json).read_text()).get("input_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return before is not None and before != input_fingerprint(ms)
 
 
 def _invalidate_from(ctx: Context, step: str) -> None:

@@ -193,3 +193,26 @@ def test_one_solint_parser() -> None:
         parse_solint("30", unit_required=True)
     with pytest.raises(ValueError):
         parse_solint("inf", words=False)
+
+
+def test_input_fingerprint_sees_a_replaced_ms(tmp_path) -> None:
+    """Breaker finding: an MS replaced at the same path (simulate --force) resumed as
+    'finished (nothing to redo)' with the old products."""
+    import json
+    import os
+
+    from selfcal_batch.pipeline.runner import input_changed, input_fingerprint
+
+    ms = tmp_path / "a.ms"
+    ms.mkdir()
+    (ms / "table.dat").write_bytes(b"x" * 10)
+    (ms / "table.f0").write_bytes(b"y" * 100)
+    state = tmp_path / "state.json"
+    assert not input_changed(state, ms)  # no state yet
+    state.write_text(json.dumps({"steps": {}}))
+    assert not input_changed(state, ms)  # an earlier version's state: trusted
+    state.write_text(json.dumps({"input_fingerprint": input_fingerprint(ms)}))
+    assert not input_changed(state, ms)
+    (ms / "table.f0").write_bytes(b"z" * 100)
+    os.utime(ms / "table.f0", ns=(1, 1))
+    assert input_changed(state, ms)
