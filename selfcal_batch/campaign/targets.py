@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -64,6 +65,20 @@ def check_targets_value(value: Any) -> tuple[str, ...]:
     return tuple(x.strip() for x in items)
 
 
+#: Fields of one name closer than this are one target (repeated FIELD rows of a pointing).
+SAME_POSITION_ARCSEC = 1.0
+
+
+def _separation_arcsec(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Angular distance of two FIELD records (``ra_deg``, ``dec_deg``); inf when unknown."""
+    try:
+        ra1, de1, ra2, de2 = (math.radians(float(x)) for x in (a["ra_deg"], a["dec_deg"], b["ra_deg"], b["dec_deg"]))
+    except (KeyError, TypeError, ValueError):
+        return math.inf
+    c = math.sin(de1) * math.sin(de2) + math.cos(de1) * math.cos(de2) * math.cos(ra1 - ra2)
+    return math.degrees(math.acos(max(-1.0, min(1.0, c)))) * 3600.0
+
+
 def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_time_s: float) -> Choice:
     """Choose the target fields of one MS.
 
@@ -101,13 +116,20 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
             why = f"{f['time_on_source_s']:g} s on source < min_target_time_s = {min_time_s:g} s"
         first = next((k for k in kept if k["name"] == f["name"]), None)
         if not why and first is not None:
-            # One dataset per name: CASA selects fields by name, so this field (a mosaic
-            # pointing, a repeated entry) is already part of the first one's dataset.
-            why = f"same name as field id {first['id']}: part of that target's dataset"
+            # One dataset per name (a name is a dataset name). A repeated entry at the same
+            # position joins the first one's dataset (selected by id); another position is a
+            # different pointing and is not silently merged into it.
+            sep = _separation_arcsec(first, f)
+            if sep <= SAME_POSITION_ARCSEC:
+                first["ids"].append(f["id"])
+                why = f"same name and position as field id {first['id']}: part of that target's dataset"
+            else:
+                why = (f"same name as field id {first['id']} but {sep / 60:.1f} arcmin away: not selected "
+                       f"(a second pointing under one name)")
         if why:
             skipped.append((f["name"], why))
         else:
-            kept.append(f)
+            kept.append({**f, "ids": [f["id"]]})
     return Choice(tuple(kept), tuple(skipped))
 
 
@@ -176,11 +198,13 @@ def _one_per_field(d: Any, fields: tuple[dict[str, Any], ...]) -> list[Any]:
     out = []
     for f in fields:
         name = target_dataset_name(d.target_name or DEFAULT_NAME_PATTERN, d.name, stem, f["name"])
-        cfg = d.config.with_updates(field=f["name"])
+        # CASA selects by field id: a name made of digits ("4") would be read as an id.
+        selection = ",".join(str(i) for i in f.get("ids", [f["id"]]))
+        cfg = d.config.with_updates(field=selection)
         target = {"ms": str(d.ms), "field": f["name"], "field_id": f["id"], "intents": f["intents"],
                   "time_on_source_s": f["time_on_source_s"], "ra_deg": f["ra_deg"], "dec_deg": f["dec_deg"]}
         out.append(dataclasses.replace(d, name=name, config=cfg, targets=(), target=target,
-                                       overrides={**d.overrides, "field": f["name"]}))
+                                       overrides={**d.overrides, "field": selection}))
     return out
 
 
@@ -201,6 +225,9 @@ def parse_target_keys(entry: dict[str, Any]) -> tuple[dict[str, Any], tuple[str,
     pattern = entry.get("target_name", "")
     if not isinstance(pattern, str) or (pattern and "{field}" not in pattern):
         return {}, ("target_name", f"target_name: expected a pattern containing {{field}}, got {pattern!r}")
+    if "/" in pattern or "\\" in pattern:
+        return {}, ("target_name", f"target_name: no '/' (a dataset name is one directory under datasets/), "
+                                   f"got {pattern!r}")
     try:
         if pattern:
             target_dataset_name(pattern, "n", "s", "f")

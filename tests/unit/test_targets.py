@@ -82,7 +82,8 @@ def test_expand_one_dataset_per_target_with_field_set(tmp_path: Path) -> None:
         str(ms): EB, str(tmp_path / "bad.ms"): "cannot read its fields: FIELD table is missing"})
     assert [x.name for x in out] == ["eb1__T1", "eb1__T2", "other", "bad"]
     t1 = out[0]
-    assert t1.config.field == "T1" and t1.config.imsize == 128 and t1.overrides == {"imsize": 128, "field": "T1"}
+    # selected by id: a field named "4" would be read by CASA as id 4 (breaker finding)
+    assert t1.config.field == "1" and t1.config.imsize == 128 and t1.overrides == {"imsize": 128, "field": "1"}
     assert t1.target["field_id"] == 1 and t1.targets == () and t1.ok
     assert out[3].error.endswith(f"{tmp_path / 'bad.ms'}: cannot read its fields: FIELD table is missing")
     assert "\n" not in out[3].error
@@ -122,7 +123,23 @@ def test_time_on_source_of_one_integration_scans() -> None:
 
 
 def test_fields_sharing_a_name_make_one_dataset() -> None:
-    fields = [_f(0, "M31", ["OBSERVE_TARGET"]), _f(1, "M31", ["OBSERVE_TARGET"]), _f(2, "T", ["OBSERVE_TARGET"])]
+    same = dict(_f(1, "M31", ["OBSERVE_TARGET"]), dec_deg=40.0)  # a repeated row of field 0's pointing
+    fields = [_f(0, "M31", ["OBSERVE_TARGET"]), same, _f(2, "T", ["OBSERVE_TARGET"])]
     c = select_targets(fields, ("science",), 0.0)
-    assert [f["id"] for f in c.selected] == [0, 2]
-    assert c.skipped == (("M31", "same name as field id 0: part of that target's dataset"),)
+    assert [f["id"] for f in c.selected] == [0, 2] and c.selected[0]["ids"] == [0, 1]
+    assert c.skipped == (("M31", "same name and position as field id 0: part of that target's dataset"),)
+
+
+def test_fields_sharing_a_name_elsewhere_are_not_merged() -> None:
+    """Breaker finding: two fields named 'both' 1 deg apart became one dataset."""
+    fields = [_f(0, "M31", ["OBSERVE_TARGET"]), _f(1, "M31", ["OBSERVE_TARGET"])]
+    c = select_targets(fields, ("science",), 0.0)
+    assert [f["ids"] for f in c.selected] == [[0]]
+    assert "60.0 arcmin away: not selected" in c.skipped[0][1]
+
+
+def test_target_name_with_a_slash_is_refused() -> None:
+    from selfcal_batch.campaign.targets import parse_target_keys
+
+    kw, problem = parse_target_keys({"targets": "science", "target_name": "{stem}/{field}"})
+    assert problem is not None and problem[0] == "target_name" and "no '/'" in problem[1]
