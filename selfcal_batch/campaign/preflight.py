@@ -156,6 +156,13 @@ def _first_line(exc: BaseException, view: str, ms: str) -> str:
     return text[:200] if text else type(exc).__name__
 
 
+def data_column(input_column: str) -> str:
+    """The MS column of an ``input_column`` setting: 'data' -> DATA, 'corrected' ->
+    CORRECTED_DATA (not 'CORRECTED': the check refused every corrected input)."""
+    c = (input_column or "data").strip().upper()
+    return "CORRECTED_DATA" if c == "CORRECTED" else c
+
+
 def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
     """Open a read-only view of ``ms`` with python-casacore and check the main table and
     ``SUBTABLES`` (open, rows, the columns the pipeline reads). Run in a child process."""
@@ -264,7 +271,7 @@ def input_problems(inputs: Iterable[tuple[str | Path, str]]) -> dict[str, list[s
         if probs:
             result[ms] = probs
         else:
-            deep.append((ms, column.upper() if column else "DATA"))
+            deep.append((ms, data_column(column)))
     if deep:
         for ms, probs in _check_in_children(deep).items():
             if probs:
