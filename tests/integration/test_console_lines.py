@@ -30,7 +30,7 @@ def one_ms(tmp_path_factory) -> Path:
     from selfcal_batch.simulate import simulate_ms_isolated, spec_from_preset
 
     d = tmp_path_factory.mktemp("console-data")
-    spec = spec_from_preset("vla-c", flux_jy=0.08, duration_s=600.0, n_spw=1, n_chan=4,
+    spec = spec_from_preset("vla-c", flux_jy=0.08, duration_s=1200.0, n_spw=1, n_chan=4,
                             phase_rms_deg=40.0, phase_timescale_s=200.0, seed=31)
     simulate_ms_isolated(spec, d / "sim.ms")
     return d / "sim.ms"
@@ -43,10 +43,11 @@ def _manifest(tmp: Path, ms: Path) -> Path:
         name = "console"
         output_dir = "out"
         [defaults]
-        imsize = 128
-        threads = 1
+        imsize = 384                       # long enough to be interrupted (the pipeline got faster:
+        threads = 1                        # at 128 px the dataset finished before the SIGINT)
         plots = false
-        steps = ["startup", "save_init_flags", "test_image", "select_refant", "p0", "p1", "split_trial_1"]
+        steps = ["startup", "save_init_flags", "test_image", "select_refant", "p0", "p1", "p2", "ap1",
+                 "split_trial_1"]
         solint = {{ extend_ladder = false }}
         [cluster]
         workers = 1
