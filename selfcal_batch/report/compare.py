@@ -4,7 +4,8 @@
 ``plots/gain_bars.png`` and ``compare.html`` into ``compare-<a>-vs-<b>/`` beside ``out_b``
 (or ``out``). The winner of a dataset is the run with the higher final dynamic range;
 within 2 % (relative to the larger) it is a tie. Only finished runs have a final dynamic
-range; when only one run has one it wins; when neither has, it is a tie.
+range; when only one run has one it wins; when neither has, it is a tie. A dataset present in
+only one run is "not compared".
 """
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def compare_table(ds_a: pd.DataFrame, ds_b: pd.DataFrame) -> pd.DataFrame:
                 row.update({f"status_{tag}": "missing", f"template_final_{tag}": ""})
                 for c in ("snr_final", "snr_gain", "dr_final", "dr_gain"):
                     row[f"{c}_{tag}"] = math.nan
-        row["winner"] = pick_winner(row["dr_final_a"], row["dr_final_b"])
+        # A dataset only one run has cannot be won or tied: nothing was compared.
+        missing = "missing" in (row["status_a"], row["status_b"])
+        row["winner"] = "not compared" if missing else pick_winner(row["dr_final_a"], row["dr_final_b"])
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 

@@ -89,3 +89,19 @@ def test_pick_winner_and_merge_orders() -> None:
                           ["test", "p0 pre", "p0 post", "p1 post", "ap1 post", "final"],
                           ["test", "final"]])
     assert order == ["test", "p0 pre", "p0 post", "p1 post", "ap1 post", "final"]
+
+
+def test_compare_dataset_in_one_run_only_is_not_compared() -> None:
+    """Breaker finding: a dataset missing from one run counted as a win for the other."""
+    import pandas as pd
+
+    from selfcal_batch.report.compare import compare_table
+
+    def ds(names, dr):
+        return pd.DataFrame({"name": names, "status": ["finished"] * len(names), "template_final": ["x"] * len(names),
+                             "snr_initial": [10.0] * len(names), "snr_final": dr, "dr_initial": [10.0] * len(names),
+                             "dr_final": dr})
+
+    t = compare_table(ds(["a", "b"], [100.0, 50.0]), ds(["b", "c"], [60.0, 70.0]))
+    w = dict(zip(t["name"], t["winner"], strict=True))
+    assert w == {"b": "b", "c": "not compared", "a": "not compared"}
