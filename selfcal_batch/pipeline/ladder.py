@@ -23,6 +23,7 @@ from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagge
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
 from selfcal_batch.pipeline import registry, work_ms
 from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
+from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.selfcal.uvrange import cal_uvrange, image_limits
 from selfcal_batch.imaging.wsclean import WSCleanOptions
@@ -309,8 +310,14 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
     new_chain = chain_after(step, plan.chain, GainEntry(step, table, tuple(new_map)).to_json())
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=plan.flagver, resume=bool(st.get("resuming")))
     frac = cal.job("flag_fraction", vis=vis)
-    results = work_ms.rewrite_corrected(ctx, [checkpoint, frac, gc, *work_ms.apply_calls(ctx, new_chain), frac],
-                                        f"{step}-solve", new_chain)
+    try:
+        results = work_ms.rewrite_corrected(ctx, [checkpoint, frac, gc, *work_ms.apply_calls(ctx, new_chain), frac],
+                                            f"{step}-solve", new_chain)
+    except CasaTaskError as exc:
+        if uvrange and "NullSelection" in str(exc):  # CASA's words for "no data selected"
+            raise DatasetError(ctx.name, f"{step}: uvrange_cal {params.uvrange_cal or ctx.cfg.uvrange_cal!r} "
+                                         f"(gaincal uvrange {uvrange!r}) selects no baselines") from None
+        raise
     sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
     return Solved(table, new_map, new_chain, float(results[1]), float(results[-1]), sols,
                   _significance(table, _bad(ctx), info["antenna_names"]), uvrange, uv_reason)

@@ -245,3 +245,11 @@ def test_config_errors_name_the_key(data: dict[str, Any], key: str, words: str) 
         PipelineConfig.from_dict(data, where="datasets[3]")
     msg = str(ei.value)
     assert one_line(msg) and key in msg and words in msg, msg
+
+
+def test_uvrange_selecting_no_baselines(base_ms: GuardedMS, tmp_path: Path) -> None:
+    """Breaker finding: a uv range beyond the longest baseline failed with CASA's raw
+    'MSSelectionNullSelection' text, which did not name the setting."""
+    res = _run(base_ms.path, tmp_path / "out", uvrange_cal=">500klambda")
+    assert res.status == "failed" and "uvrange_cal '>500klambda'" in res.error and "selects no baselines" in res.error
+    assert base_ms.changes() == []
