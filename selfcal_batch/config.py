@@ -244,7 +244,9 @@ class PipelineConfig:
                                  "before ap1 (phase_only.ms).")
     keep_products: str = setting(
         "default", "WSClean files kept per run: 'default' = MFS image/residual/model and "
-        "per-channel models (what statistics, plots and resume read); 'all' = every file.",
+        "per-channel models (what statistics, plots and resume read); once a dataset finished "
+        "without work.ms, per-channel models go and MFS models and masks are gzipped "
+        "(.fits.gz); 'all' = every file.",
         choices=KEEP_PRODUCTS, noun="policy")
     casa_timeout_s: float = setting(3600.0, "A CASA call longer than this is killed and the "
                                     "step fails.", unit="s", gt=0)
