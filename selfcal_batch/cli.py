@@ -174,9 +174,16 @@ def _interrupted() -> None:
 
 
 def _console() -> Console:
-    """Rich console; wide when not a terminal (batch logs) so tables are not truncated."""
+    """Rich console; wide when not a terminal (batch logs) so tables are not truncated, and
+    line-buffered there: a step line must reach a batch log or `| tee` when it happens, not
+    when the campaign ends (stdout to a file is block-buffered)."""
     c = Console()
-    return c if c.is_terminal else Console(width=200)
+    if c.is_terminal:
+        return c
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
+    return Console(width=200)
 
 
 def _fail(msg: str, code: int) -> None:

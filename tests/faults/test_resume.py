@@ -129,7 +129,8 @@ def test_changed_setting_redoes_only_affected_steps(kill_chain: dict[str, Any], 
     assert sorted(s for s in STEPS if t2[s] != t1[s]) == ["dataset_plots", "split_calibrated"]
     assert wsclean_commands(root) == ws1 + split_runs
     new_casa = [n for n in casa_requests(root) if n not in casa1]
-    assert new_casa and all(n.endswith("-final-split.json") for n in new_casa), new_casa
+    # the final split and the final image's primary beam (issue 19), nothing earlier
+    assert new_casa and all(n.endswith(("-final-split.json", "-primary-beam.json")) for n in new_casa), new_casa
     assert second["decisions"] == first["decisions"] and second["template_final"] == first["template_final"]
     assert second["peak_final"] != first["peak_final"]  # robust 0 instead of 0.5
 
