@@ -61,9 +61,12 @@ def _manifest(tmp: Path, ms: Path) -> Path:
 
 
 def _start(manifest: Path, env: dict[str, str], python_exe: str, log: Path) -> subprocess.Popen:
+    # As from an interactive shell: SIGINT at its default. A test run started in the background
+    # (nohup ... &) ignores SIGINT, and an ignored signal stays ignored across exec.
     return subprocess.Popen([python_exe, "-m", "selfcal_batch.cli", str(manifest)], env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True,
-                            cwd=str(manifest.parent), start_new_session=True)
+                            cwd=str(manifest.parent), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_step_lines_ctrl_c_and_resume(tmp_path, one_ms, subprocess_env, python_exe):

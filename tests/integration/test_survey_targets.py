@@ -63,7 +63,9 @@ def test_eb_targets_match_targets_alone(tmp_path: Path, subprocess_env) -> None:
     camp = load_manifest(m)
     names = [d.name for d in camp.datasets]
     assert names[:3] == [f"eb1__{t[0]}" for t in TARGETS] and len(names) == 6
-    assert [d.config.field for d in camp.datasets[:3]] == [t[0] for t in TARGETS]
+    assert [d.target["field"] for d in camp.datasets[:3]] == [t[0] for t in TARGETS]
+    # selected by field id (a field name made of digits would be read by CASA as an id)
+    assert [d.config.field for d in camp.datasets[:3]] == [str(d.target["field_id"]) for d in camp.datasets[:3]]
     res = _run(m, subprocess_env, "--workers", "2", "--threads-per-dataset", "1", "--quiet")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     truth_eb, errs = load_truth(tmp_path / "eb1.ms"), {}
