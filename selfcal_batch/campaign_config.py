@@ -22,6 +22,14 @@ DATASET_KEYS_DOC: tuple[tuple[str, str, str], ...] = (
                       "per matching directory. Required.")),
     ("simulate", "table", ("Generate `ms` with the simulator when absent: preset = \"vla-c\" "
                            "plus simulator arguments (selfcal-batch simulate --help).")),
+    ("targets", "string or list of strings", ("One dataset per science target of the MS: \"science\" "
+                                              "(fields with an OBSERVE_TARGET* scan intent) and/or "
+                                              "field-name patterns (for MSs without intents); fields "
+                                              "are selected by id. Not with field or simulate.")),
+    ("target_name", "string", ("Dataset name of each target, from {name}, {stem}, {field}; "
+                               "default \"{name}__{field}\"; no '/'.")),
+    ("min_target_time_s", "number (s)", ("Targets with less unflagged time on source are skipped "
+                                         "with the reason; default 60.")),
 )
 
 
