@@ -32,6 +32,7 @@ from typing import Any
 
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.selfcal.solint import parse_solint
+from selfcal_batch.selfcal.solint import solint_seconds as interval_seconds
 
 SCHEMA_KEY = "selfcal_batch.schema"
 
@@ -82,17 +83,16 @@ def duration_seconds(text: str) -> float:
 
 def solint_seconds(text: str, integration_s: float, scan_s: float) -> float:
     """A CASA solution interval -> seconds: 'int' = ``integration_s``, 'inf' = ``scan_s``
-    (one scan), else a duration (:func:`duration_seconds`). ValueError when invalid."""
+    (one scan), else a duration with its unit (:func:`duration_seconds`). ValueError naming
+    the accepted forms when invalid; the value comes from :func:`selfcal.solint.solint_seconds`."""
     t = str(text).strip()
-    if t == "int":
-        return integration_s
-    if t == "inf":
-        return scan_s
-    try:
-        return duration_seconds(t)
-    except ValueError:
-        raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), "
-                         f"got {text!r}") from None
+    if t not in SOLINT_WORDS:
+        try:
+            duration_seconds(t)
+        except ValueError:
+            raise ValueError(f"solint must be 'int', 'inf', '<n>s' or '<n>min' (n > 0), "
+                             f"got {text!r}") from None
+    return interval_seconds(t, integration_s, scan_s)
 
 
 def _check_solint(text: str) -> None:

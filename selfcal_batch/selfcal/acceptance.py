@@ -202,9 +202,10 @@ def evaluate_step(
     """
     reasons: list[str] = []
     m: dict[str, float] = {}
-    _check_snr_rms(pre, post, est_snr, cfg, reasons, m)
+    z = improvement_z(pre, post)
+    _check_snr_rms(pre, post, z, est_snr, cfg, reasons, m)
     if cfg.improve_sigma > 0:
-        _check_improvement(pre, post, est_snr, cfg, reasons, m)
+        _check_improvement(pre, post, z, est_snr, cfg, reasons, m)
     beam_post = float(post.get("beam_area_pix", math.nan))
     if original_beam_area > 0 and math.isfinite(beam_post):
         m["beam_change"] = beam_post / original_beam_area - 1
@@ -227,8 +228,8 @@ def evaluate_step(
 # Parts of evaluate_step: each appends its reasons and metrics (the order of the reasons is
 # the order of the checks).
 
-def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], est_snr: float, cfg: GateConfig,
-                   reasons: list[str], m: dict[str, float]) -> None:
+def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], z: Mapping[str, float], est_snr: float,
+                   cfg: GateConfig, reasons: list[str], m: dict[str, float]) -> None:
     snr_pre, snr_post = float(pre.get("snr", math.nan)), float(post.get("snr", math.nan))
     m["snr_ratio"] = snr_post / snr_pre if snr_pre > 0 else math.nan
     if not (math.isfinite(snr_post) and math.isfinite(snr_pre)):
@@ -236,7 +237,7 @@ def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], est_snr:
     elif snr_post < snr_pre * cfg.snr_tolerance:
         # A decrease within the SNR's own noise is "nothing gained" (reported by
         # _check_improvement), not harm that stops the ladder (issue 14: decisions above noise).
-        z_snr = improvement_z(pre, post)["snr"]
+        z_snr = z["snr"]
         if not math.isfinite(z_snr) or z_snr < -cfg.improve_sigma:
             reasons.append(f"SNR decreased {snr_pre:.1f} -> {snr_post:.1f}"
                            + (f" ({z_snr:+.1f} sigma)" if math.isfinite(z_snr) else ""))
@@ -246,9 +247,8 @@ def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], est_snr:
         reasons.append(f"rms rose {100 * (m['rms_ratio'] - 1):.1f}% (> {100 * cfg.rms_tolerance:.0f}%)")
 
 
-def _check_improvement(pre: Mapping[str, float], post: Mapping[str, float], est_snr: float, cfg: GateConfig,
-                       reasons: list[str], m: dict[str, float]) -> None:
-    z = improvement_z(pre, post)
+def _check_improvement(pre: Mapping[str, float], post: Mapping[str, float], z: Mapping[str, float],
+                       est_snr: float, cfg: GateConfig, reasons: list[str], m: dict[str, float]) -> None:
     m.update({f"z_{k}": v for k, v in z.items()})
     finite = [v for v in z.values() if math.isfinite(v)]
     if finite and max(finite) <= cfg.improve_sigma:
