@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from selfcal_batch.selfcal.ebjoint import angular_separation_arcsec
+
 #: The ``targets`` keyword meaning "every field observed with an OBSERVE_TARGET* intent".
 SCIENCE = "science"
 #: Intents (prefix) of a science target (ALMA/VLA: OBSERVE_TARGET#ON_SOURCE, #UNSPECIFIED).
@@ -72,11 +74,10 @@ SAME_POSITION_ARCSEC = 1.0
 def _separation_arcsec(a: dict[str, Any], b: dict[str, Any]) -> float:
     """Angular distance of two FIELD records (``ra_deg``, ``dec_deg``); inf when unknown."""
     try:
-        ra1, de1, ra2, de2 = (math.radians(float(x)) for x in (a["ra_deg"], a["dec_deg"], b["ra_deg"], b["dec_deg"]))
+        coords = [float(x) for x in (a["ra_deg"], a["dec_deg"], b["ra_deg"], b["dec_deg"])]
     except (KeyError, TypeError, ValueError):
         return math.inf
-    c = math.sin(de1) * math.sin(de2) + math.cos(de1) * math.cos(de2) * math.cos(ra1 - ra2)
-    return math.degrees(math.acos(max(-1.0, min(1.0, c)))) * 3600.0
+    return angular_separation_arcsec(*coords)
 
 
 def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_time_s: float) -> Choice:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -80,3 +81,14 @@ def visibility_digest(ms: str | os.PathLike[str], column: str = "DATA", chunk_ro
             for c in cols:
                 h.update(t.getcol(c, startrow=start, nrow=min(chunk_rows, n - start)).tobytes())
     return h.hexdigest()
+
+
+def input_fingerprint(ms: Path) -> list[list[Any]]:
+    """(name, size, mtime_ns) of the main-table files of ``ms`` (``table.dat``, ``table.f*``;
+    links followed): cheap, and different when the MS at this path is replaced or rewritten."""
+    out = []
+    for p in sorted(Path(ms).glob("table.*")):
+        if p.name == "table.dat" or p.name.startswith("table.f"):
+            s = p.stat()
+            out.append([p.name, s.st_size, s.st_mtime_ns])
+    return out

@@ -31,6 +31,7 @@ from selfcal_batch.pipeline import steps_finish as steps_final
 from selfcal_batch.pipeline import restart as restart_plan
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.ms.checksum import input_fingerprint
 from selfcal_batch.pipeline.dataset_log import dataset_handler, in_dataset
 from selfcal_batch.pipeline.products import compress_finished, prune_finished
 from selfcal_batch.errors import DatasetError, SelfcalBatchError, ToolError
@@ -367,17 +368,6 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
     if ctx is None:
         return DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))
     return _close_attempt(ctx, attempt, status, error, wall, timing)
-
-
-def input_fingerprint(ms: Path) -> list[list[Any]]:
-    """(name, size, mtime_ns) of the main-table files of ``ms`` (``table.dat``, ``table.f*``;
-    links followed): cheap, and different when the MS at this path is replaced or rewritten."""
-    out = []
-    for p in sorted(Path(ms).glob("table.*")):
-        if p.name == "table.dat" or p.name.startswith("table.f"):
-            s = p.stat()
-            out.append([p.name, s.st_size, s.st_mtime_ns])
-    return out
 
 
 def input_changed(state_json: Path, ms: Path) -> bool:

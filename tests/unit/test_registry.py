@@ -201,7 +201,8 @@ def test_input_fingerprint_sees_a_replaced_ms(tmp_path) -> None:
     import json
     import os
 
-    from selfcal_batch.pipeline.runner import input_changed, input_fingerprint
+    from selfcal_batch.ms.checksum import input_fingerprint
+    from selfcal_batch.pipeline.runner import input_changed
 
     ms = tmp_path / "a.ms"
     ms.mkdir()
