@@ -100,6 +100,9 @@ def in_place_problem(plan: ApplyPlan, shared_ms: bool = False) -> str:
     if plan.spw.strip() not in ("", "*"):
         return (f"--in-place refused: the dataset selects spw {plan.spw!r}, and its gain tables use the "
                 "working copy's renumbered spw ids; apply without --in-place")
+    if plan.column == "corrected":
+        return ("--in-place refused: the dataset self-calibrated CORRECTED_DATA, and applycal in place "
+                "would write over that column from DATA; apply without --in-place")
     if shared_ms:
         return ("--in-place refused: several datasets of this campaign use the same input MS and would "
                 "overwrite each other's CORRECTED_DATA; apply without --in-place")
@@ -167,13 +170,15 @@ def apply_outputs(outdir: str | Path, datasets: list[str] | None = None, in_plac
     ds_dir = outdir / "datasets"
     if not ds_dir.is_dir():
         raise ValueError(f"{outdir} is not a campaign output (no datasets/ folder)")
-    names = sorted(p.name for p in ds_dir.iterdir() if (p / "result.json").exists())
+    names = every = sorted(p.name for p in ds_dir.iterdir() if (p / "result.json").exists())
     if datasets:
         unknown = [d for d in datasets if d not in names]
         if unknown:
             raise ValueError(f"unknown dataset(s) in {outdir}: {', '.join(unknown)} (have: {', '.join(names)})")
         names = [n for n in names if n in datasets]
-    inputs = {n: str((_read(ds_dir / n / "result.json") or {}).get("ms", "")) for n in names}
+    # over the whole campaign, not only the --datasets chosen: applying one of two datasets
+    # of an MS in place would still overwrite what the other one needs
+    inputs = {n: str((_read(ds_dir / n / "result.json") or {}).get("ms", "")) for n in every}
     counts = {ms: list(inputs.values()).count(ms) for ms in inputs.values()}
     rows = []
     for name in names:

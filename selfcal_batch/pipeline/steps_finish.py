@@ -139,6 +139,9 @@ def autoflag_final(ctx: Context) -> dict[str, Any]:
     step ``run_rflag_final``)."""
     if not ctx.final_ms.exists():
         return "skipped", {"reason": "no final.ms (split_calibrated did not run)"}
+    delivered_as_input = (ctx.state.get("outcome") or {}).get("status")
+    if delivered_as_input:  # unchanged / no_detection / needs_calibration: the input's flags stay
+        return "skipped", {"reason": f"final.ms is the input delivered {delivered_as_input}: not flagged"}
     out = autoflag(ctx, final=True)
     products, stats = ctx.image(final_options(ctx, "final_flagged"), step="autoflag_final", role="final",
                                 template=ctx.state.get("template_final", ""), ms=ctx.final_ms)

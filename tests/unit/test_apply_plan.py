@@ -73,3 +73,11 @@ def test_in_place_refused_for_spw_selection_and_shared_ms() -> None:
     assert in_place_problem(ApplyPlan(name="a", input_ms="x.ms", spw="")) == ""
     assert "selects spw '1'" in in_place_problem(ApplyPlan(name="a", input_ms="x.ms", spw="1"))
     assert "same input MS" in in_place_problem(ApplyPlan(name="a", input_ms="x.ms"), shared_ms=True)
+
+
+def test_in_place_refused_for_a_corrected_data_dataset() -> None:
+    """Breaker finding: applycal in place writes CORRECTED_DATA from DATA, over the
+    observatory-calibrated column the dataset was self-calibrated from."""
+    from selfcal_batch.campaign.apply import ApplyPlan, in_place_problem
+
+    assert "CORRECTED_DATA" in in_place_problem(ApplyPlan(name="a", input_ms="x.ms", column="corrected"))
