@@ -262,53 +262,64 @@ def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[A
     from ``spec.retries`` (scheduler ``allowed-failures``) for clusters created here.
     """
     import dask  # Dask loaded only when a cluster is made
-    from distributed import Client  # (same reason)
+
+    with contextlib.ExitStack() as stack:
+        client = _connect(stack, spec, out_dir, dask)
+        try:
+            yield client
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM: the nanny's teardown (and its late callbacks) then log
+            # CancelledError tracebacks that say nothing to the user; the campaign records
+            # the interruption itself. Not restored: the process is stopping.
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            raise
+
+
+def _connect(stack: contextlib.ExitStack, spec: ClusterSpec, out_dir: Path | None, dask: Any) -> Any:
+    """Create (on ``stack``) the cluster of ``spec`` if needed and return a connected client."""
+    from distributed import Client  # Dask loaded only when a cluster is made
 
     cfg = {"distributed.scheduler.allowed-failures": spec.retries}
     dash = ":0" if spec.dashboard and dashboard_available() else None
-    with contextlib.ExitStack() as stack:
-        if spec.kind == "address":
-            try:
-                client = stack.enter_context(Client(spec.address, timeout="30s"))
-            except OSError as exc:
-                raise SelfcalBatchError(f"cannot connect to the Dask scheduler at {spec.address}: {exc}") from None
-            try:
-                client.wait_for_workers(1, timeout=spec.wait_for_workers_s)
-            except TimeoutError:
-                raise SelfcalBatchError(
-                    f"no worker connected to the scheduler at {spec.address} within "
-                    f"{spec.wait_for_workers_s:.0f} s") from None
-            yield client
-            return
-        if spec.kind == "local":
-            from distributed import LocalCluster  # Dask loaded only when a cluster is made
+    if spec.kind == "address":
+        try:
+            client = stack.enter_context(Client(spec.address, timeout="30s"))
+        except OSError as exc:
+            raise SelfcalBatchError(f"cannot connect to the Dask scheduler at {spec.address}: {exc}") from None
+        try:
+            client.wait_for_workers(1, timeout=spec.wait_for_workers_s)
+        except TimeoutError:
+            raise SelfcalBatchError(
+                f"no worker connected to the scheduler at {spec.address} within "
+                f"{spec.wait_for_workers_s:.0f} s") from None
+        return client
+    if spec.kind == "local":
+        from distributed import LocalCluster  # Dask loaded only when a cluster is made
 
-            with dask.config.set(cfg):
-                cluster = stack.enter_context(LocalCluster(
-                    n_workers=spec.workers, threads_per_worker=1, processes=True,
-                    resources={RESOURCE: spec.threads_per_dataset},
-                    memory_limit=spec.memory or 0, dashboard_address=dash,
-                    local_directory=spec.local_directory or None,
-                ))
-            client = stack.enter_context(Client(cluster))
-            client.wait_for_workers(spec.workers, timeout=120)
-            yield client
-            return
-        kw = jobqueue_kwargs(spec, out_dir)
-        kw["scheduler_options"] = scheduler_options(kw, dash)
-        if spec.kind == "slurm":
-            from dask_jobqueue import SLURMCluster as cls  # dask_jobqueue only for a batch-system cluster
-        else:
-            from dask_jobqueue import PBSCluster as cls  # (same reason)
         with dask.config.set(cfg):
-            try:
-                cluster = stack.enter_context(cls(**kw))
-            except ValueError as exc:
-                raise ConfigError(f"cluster: {' '.join(str(exc).split())}") from None
-        log.info("worker job script:\n%s", cluster.job_script())
-        cluster.scale(jobs=spec.workers)
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=spec.workers, threads_per_worker=1, processes=True,
+                resources={RESOURCE: spec.threads_per_dataset},
+                memory_limit=spec.memory or 0, dashboard_address=dash,
+                local_directory=spec.local_directory or None,
+            ))
         client = stack.enter_context(Client(cluster))
-        yield client
+        client.wait_for_workers(spec.workers, timeout=120)
+        return client
+    kw = jobqueue_kwargs(spec, out_dir)
+    kw["scheduler_options"] = scheduler_options(kw, dash)
+    if spec.kind == "slurm":
+        from dask_jobqueue import SLURMCluster as cls  # dask_jobqueue only for a batch-system cluster
+    else:
+        from dask_jobqueue import PBSCluster as cls  # (same reason)
+    with dask.config.set(cfg):
+        try:
+            cluster = stack.enter_context(cls(**kw))
+        except ValueError as exc:
+            raise ConfigError(f"cluster: {' '.join(str(exc).split())}") from None
+    log.info("worker job script:\n%s", cluster.job_script())
+    cluster.scale(jobs=spec.workers)
+    return stack.enter_context(Client(cluster))
 
 
 def worker_slots(client: Any) -> list[WorkerSlot]:

@@ -332,3 +332,24 @@ def test_integration_worker_killed_mid_dataset(tmp_path, sim_data, subprocess_en
 
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
     print(f"worker-killed campaign: {time.monotonic() - t0:.1f} s (killed worker pid {killed} at step {step})")
+
+
+def test_interrupt_silences_dask_teardown(monkeypatch):
+    """Ctrl-C inside ``make_client``: the cluster still closes, and the nanny's teardown
+    errors (CancelledError tracebacks seen in CI after a group SIGINT) are not logged."""
+    import logging
+
+    from selfcal_batch.campaign import cluster as cl
+    from selfcal_batch.campaign.manifest import ClusterSpec
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    dist = logging.getLogger("distributed")
+    monkeypatch.setattr(dist, "level", dist.level)  # restored after the test
+    spec = cl.resolve_cluster(ClusterSpec(workers=1, threads_per_dataset=1, dashboard=False),
+                              default_threads=1, n_datasets=1)
+    with pytest.raises(KeyboardInterrupt):
+        with cl.make_client(spec) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+            raise KeyboardInterrupt
+    assert client.status == "closed"
+    assert not dist.isEnabledFor(logging.ERROR)
