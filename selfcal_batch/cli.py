@@ -214,6 +214,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     from selfcal_batch.campaign.manifest import deep_merge  # lazy: the CLI starts fast
     from selfcal_batch.campaign.preflight import ensure_output_dir, input_problems, output_inside_input  # lazy: the CLI starts fast
     from selfcal_batch.campaign.progress import failed_row, summary_table  # lazy: the CLI starts fast
+    from selfcal_batch.pipeline.runner import input_change  # lazy: the CLI starts fast
 
     _setup_logging(verbose, False)
     console = _console()
@@ -263,6 +264,8 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         plan = restart_plan.plan_from_state(state, STEP_ALIASES.get(restart_from, restart_from),
                                             (root / "work.ms").exists(), cfg.keep_work_ms)
         console.print(f"{name}: {restart_plan.describe(plan)}", markup=False, highlight=False, soft_wrap=True)
+    if not restart and (why := input_change(out_dir / "datasets" / name / "state.json", ms.resolve(), cfg.steps[0])):
+        console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
     try:
         res = execute_dataset(DEFAULT_TASK, name, str(ms), cfg, str(out_dir), threads=cfg.threads,
                               restart=restart, restart_from=restart_from)

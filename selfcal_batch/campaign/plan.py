@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from selfcal_batch.campaign.cluster import capacity, check_claims, describe, render_job_script, resolve_cluster
 from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
-from selfcal_batch.campaign.preflight import (dataset_input_problems, output_dir_problem, output_inside_input,
-                                              restart_messages)
+from selfcal_batch.campaign.preflight import (dataset_input_problems, input_change_messages, output_dir_problem,
+                                              output_inside_input, restart_messages)
 from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
 from selfcal_batch.errors import ConfigError
 
@@ -47,6 +47,15 @@ def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
     return restart_messages(camp.datasets, camp.output_dir, STEP_ALIASES.get(opts.restart_from, opts.restart_from))
 
 
+def input_change_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
+    """``{dataset name: "input MS changed since the last run (...): redoing from <step>"}``
+    (:func:`preflight.input_change_messages`); empty with ``--restart`` (everything is redone
+    anyway) or a ``--task`` stand-in (it keeps no step records)."""
+    if opts.restart or opts.task != DEFAULT_TASK:
+        return {}
+    return input_change_messages(camp.datasets, camp.output_dir)
+
+
 def check_restart_step(opts: RunOptions) -> None:
     """Raise ConfigError for an unknown ``--restart-from`` step (in runs and dry runs alike)."""
     if opts.restart_from and STEP_ALIASES.get(opts.restart_from, opts.restart_from) not in STEP_NAMES:
@@ -74,7 +83,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
     max_cores, _ = capacity(spec, None)
     invalid = 0
     inputs = input_check(camp, opts)
-    restarts = restart_lines(camp, opts)
+    restarts = {**restart_lines(camp, opts), **input_change_lines(camp, opts)}
     lines.append(f"datasets ({len(camp.datasets)}):")
     for d in camp.datasets:
         t = _claim(d, spec.threads_per_dataset, opts.threads_per_dataset)

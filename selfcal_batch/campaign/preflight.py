@@ -312,6 +312,27 @@ def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[
     return out
 
 
+def input_change_messages(datasets: Iterable[Any], out_dir: Path) -> dict[str, str]:
+    """``{dataset name: "input MS changed since the last run (<what>): redoing from <step>"}``
+    for every valid dataset whose input MS differs from the one its ``state.json`` under
+    ``out_dir`` recorded (:func:`restart.input_change_message`; the run itself decides the
+    same way in ``runner.run_dataset``). Only ``stat`` is called on the inputs."""
+    from selfcal_batch.ms.checksum import input_fingerprint  # lazy: loaded only on this path
+    from selfcal_batch.pipeline import restart  # lazy: loaded only on this path
+
+    out: dict[str, str] = {}
+    for d in datasets:
+        if not d.ok or d.config is None or d.ms is None or not d.config.steps:
+            continue
+        try:
+            state = json.loads((Path(out_dir) / "datasets" / d.name / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if line := restart.input_change_message(state, input_fingerprint(d.ms), d.config.steps[0]):
+            out[d.name] = line
+    return out
+
+
 def _main(argv: list[str]) -> int:
     for ms, column in json.loads(argv[0]):
         try:

@@ -33,7 +33,7 @@ from selfcal_batch.campaign.lock import CampaignLock
 from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
 # Re-exported: the CLI, the tests and older imports use these names from campaign.run.
 from selfcal_batch.campaign.plan import (DEFAULT_TASK, RunOptions, _claim, check_restart_step,  # noqa: F401
-                                         input_check, plan_text, restart_lines)
+                                         input_change_lines, input_check, plan_text, restart_lines)
 from selfcal_batch.campaign.preflight import ensure_output_dir, output_inside_input
 from selfcal_batch.campaign.progress import (ROW_FIELDS, CampaignProgress, banner_line, failed_row, fmt_duration,  # noqa: F401
                                              normalise_row, summary_table, write_survey_csv)
@@ -197,7 +197,9 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
         # Before the cluster starts: the input check (no casacore on the inputs themselves)
         # and what --restart-from will redo.
         inputs = input_check(selected, opts)
+        # A changed input redoes the dataset from its first step, --restart-from or not.
         restarts = restart_lines(selected, opts)
+        changes = input_change_lines(selected, opts)
         with make_client(spec, out_dir=out_dir) as client:
             try:
                 client.register_plugin(warm_imports_plugin())
@@ -217,10 +219,11 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
                                         steps_per_dataset=n_steps)
             console.print(banner_line(selected.name, len(selected.datasets), out_dir, describe(spec), started),
                           markup=False, highlight=False, soft_wrap=True)
-            for name, why in restarts.items():
+            for name in dict.fromkeys([*restarts, *changes]):
                 if name not in inputs and name not in problems:
+                    why = changes.get(name) or restarts[name]
                     console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
-                    log.info("%s: --restart-from %s: %s", name, opts.restart_from, why,
+                    log.info("%s: %s", name, why if name in changes else f"--restart-from {opts.restart_from}: {why}",
                              extra={"console": False})
             with progress:
                 todo = []

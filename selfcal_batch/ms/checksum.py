@@ -83,12 +83,68 @@ def visibility_digest(ms: str | os.PathLike[str], column: str = "DATA", chunk_ro
     return h.hexdigest()
 
 
-def input_fingerprint(ms: Path) -> list[list[Any]]:
-    """(name, size, mtime_ns) of the main-table files of ``ms`` (``table.dat``, ``table.f*``;
-    links followed): cheap, and different when the MS at this path is replaced or rewritten."""
-    out = []
-    for p in sorted(Path(ms).glob("table.*")):
-        if p.name == "table.dat" or p.name.startswith("table.f"):
-            s = p.stat()
-            out.append([p.name, s.st_size, s.st_mtime_ns])
-    return out
+#: Files left out of :func:`input_fingerprint`: casacore rewrites ``table.lock`` whenever anyone
+#: opens a table, even read-only (e.g. a user's casabrowser), without changing the data.
+_NOT_DATA = frozenset({"table.lock"})
+
+
+def input_fingerprint(ms: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"scope": "tree", "files": {relative path: [size bytes, mtime ns]}}`` for every file
+    under the MS directory ``ms``: the main table and every sub-table (ANTENNA,
+    SPECTRAL_WINDOW, FIELD, FLAG_CMD, POINTING, ...). Links are followed; ``table.lock`` files
+    are left out (:data:`_NOT_DATA`). Only ``stat`` is called (no file is opened, so nothing
+    is written into the input): cheap, and different when the MS at this path is replaced,
+    rewritten, or has a sub-table changed, added or removed. A missing MS gives no files.
+    """
+    root = Path(ms)
+    files: dict[str, list[int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name in _NOT_DATA:
+                continue
+            p = Path(dirpath) / name
+            try:
+                st = p.stat()
+            except OSError:  # a dangling link: recorded as such
+                files[str(p.relative_to(root))] = [-1, -1]
+                continue
+            files[str(p.relative_to(root))] = [st.st_size, st.st_mtime_ns]
+    return {"scope": "tree", "files": files}
+
+
+def _main_table_file(rel: str) -> bool:
+    return "/" not in rel and (rel == "table.dat" or rel.startswith("table.f"))
+
+
+def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
+    """What changed between a recorded :func:`input_fingerprint` and ``now`` (pure):
+    ``""`` when nothing did, else e.g. ``"SPECTRAL_WINDOW changed; FLAG_CMD added"`` naming
+    the main table (``"main table"``) or the sub-table directory of each difference.
+
+    ``before`` may be the older record (a list of ``[name, size, mtime_ns]`` of the main-table
+    files ``table.dat``/``table.f*`` only): then only those files are compared, so outputs
+    written before sub-tables were covered are not redone for that reason alone. ``None``
+    (nothing recorded) is trusted: ``""``.
+    """
+    if before is None:
+        return ""
+    new = {k: list(v) for k, v in (now.get("files") or {}).items()}
+    if isinstance(before, list):  # the older, main-table-only record
+        old = {str(e[0]): [e[1], e[2]] for e in before if isinstance(e, (list, tuple)) and len(e) == 3}
+        new = {k: v for k, v in new.items() if _main_table_file(k)}
+    elif isinstance(before, dict):
+        old = {k: list(v) for k, v in (before.get("files") or {}).items()}
+    else:
+        return "unreadable earlier record"
+    if not new and old:
+        return "the MS is gone"
+    parts: dict[str, set[str]] = {}
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) == new.get(k):
+            continue
+        what = "removed" if k not in new else "added" if k not in old else "changed"
+        top = k.split("/", 1)[0] if "/" in k else "main table"
+        parts.setdefault(what, set()).add(top)
+    return "; ".join(f"{', '.join(sorted(tops, key=lambda t: (t != 'main table', t)))} {what}"
+                     for what, tops in sorted(parts.items(), key=lambda kv: ("changed", "added", "removed").index(kv[0])))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfcal_batch.ms.checksum import fingerprint_change
 from selfcal_batch.pipeline.registry import NO_WORK_MS, canonical, rename_old_steps
 
 
@@ -63,3 +64,13 @@ def plan_from_state(state: dict[str, Any] | None, requested: str, work_ms_exists
 def describe(p: RestartPlan) -> str:
     """The one-line reason (the console prefixes the dataset name)."""
     return p.reason
+
+
+def input_change_message(state: dict[str, Any] | None, now: dict[str, Any], first_step: str) -> str:
+    """``""``, or the one line (without the dataset name) saying that the input MS changed
+    since the run recorded in ``state`` (a ``state.json`` content; None: never ran) and that
+    the dataset is redone from ``first_step`` (pure). ``now``: the input's current
+    :func:`selfcal_batch.ms.checksum.input_fingerprint`. Step hashes hold the MS path, not
+    its data, so without this a replaced input would keep every finished step."""
+    what = fingerprint_change(state.get("input_fingerprint") if isinstance(state, dict) else None, now)
+    return f"input MS changed since the last run ({what}): redoing from {first_step}" if what else ""

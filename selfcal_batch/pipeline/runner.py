@@ -287,9 +287,9 @@ def run_dataset(
         return DatasetResult(name=name, ms=str(ms), status="failed",
                              error=f"setup: {problem}: refusing to run (the input must never be modified)")
     prior: list[dict[str, Any]] = []
-    if not restart and input_changed(root / "state.json", ms_path):
-        log.warning("%s: the input MS %s changed since the last run (main-table files differ): "
-                    "redoing every step", name, ms_path)
+    if not restart and (why := input_change(root / "state.json", ms_path, config.steps[0])):
+        # The campaign (and run-one) print this line on the console before the dataset starts.
+        log.warning("%s: %s (input %s)", name, why, ms_path, extra={"console": False})
         restart = True
     try:
         if restart and root.exists():
@@ -370,16 +370,22 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
     return _close_attempt(ctx, attempt, status, error, wall, timing)
 
 
-def input_changed(state_json: Path, ms: Path) -> bool:
-    """True when ``state_json`` recorded another :func:`input_fingerprint` for the MS: the MS
-    at this path was replaced or rewritten, and step hashes (which hold the path, not the
-    data) would wrongly keep every finished step. Outputs of earlier versions (no
-    fingerprint recorded) are trusted."""
+def input_change(state_json: Path, ms: Path, first_step: str) -> str:
+    """``""``, or the line saying that the input MS changed since the run recorded in
+    ``state_json`` (:func:`restart.input_change_message`): the MS at this path was replaced,
+    rewritten or had a sub-table changed, and step hashes (which hold the path, not the data)
+    would wrongly keep every finished step. Outputs of earlier versions (no fingerprint
+    recorded) are trusted; an unreadable state.json is no record."""
     try:
-        before = json.loads(Path(state_json).read_text()).get("input_fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return before is not None and before != input_fingerprint(ms)
+        state = json.loads(Path(state_json).read_text())
+    except (OSError, ValueError):
+        return ""
+    return restart_plan.input_change_message(state, input_fingerprint(ms), first_step)
+
+
+def input_changed(state_json: Path, ms: Path) -> bool:
+    """True when :func:`input_change` has something to say."""
+    return bool(input_change(state_json, ms, "startup"))
 
 
 def _invalidate_from(ctx: Context, step: str) -> None:
