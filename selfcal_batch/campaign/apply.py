@@ -114,6 +114,7 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bo
     ``name, status ('applied'|'skipped'|'failed'), detail, output``."""
     from selfcal_batch.casa import calibration as cal  # lazy: loaded only when this path runs (keeps the module import-light)
     from selfcal_batch.errors import SelfcalBatchError  # lazy: loaded only when this path runs (keeps the module import-light)
+    from selfcal_batch.ms.checksum import fingerprint_change, input_fingerprint  # lazy: loaded only when this path runs (keeps the module import-light)
     from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view  # lazy: loaded only when this path runs (keeps the module import-light)
 
     root = outdir / "datasets" / name
@@ -125,6 +126,12 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bo
     if missing or not (src / "table.dat").exists():
         what = f"gain table {missing[0]} is missing" if missing else f"input MS {src} not found"
         return {"name": name, "status": "failed", "detail": what, "output": ""}
+    if changed := fingerprint_change((_read(root / "state.json") or {}).get("input_fingerprint"),
+                                     input_fingerprint(src)):
+        # Gains solved on other data: applying them would silently miscalibrate.
+        return {"name": name, "status": "failed", "output": "",
+                "detail": f"input MS {src} changed since the run that solved these gains ({changed}): "
+                          "rerun the campaign first"}
     tables = [str(outdir / t) for t in plan.tables]
     interp = [INTERP] * len(tables)
     if in_place and (why := in_place_problem(plan, shared_ms)):

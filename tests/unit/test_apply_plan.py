@@ -81,3 +81,30 @@ def test_in_place_refused_for_a_corrected_data_dataset() -> None:
     from selfcal_batch.campaign.apply import ApplyPlan, in_place_problem
 
     assert "CORRECTED_DATA" in in_place_problem(ApplyPlan(name="a", input_ms="x.ms", column="corrected"))
+
+
+def test_apply_refuses_an_input_changed_since_the_run(tmp_path):
+    """Same kind as the sub-table fingerprint fault: gains solved on the data the run saw must
+    not be applied to an input replaced or edited since (a sub-table alone counts)."""
+    import json
+
+    from selfcal_batch.campaign.apply import apply_outputs
+    from selfcal_batch.ms.checksum import input_fingerprint
+
+    ms = tmp_path / "in.ms"
+    (ms / "FIELD").mkdir(parents=True)
+    (ms / "table.dat").write_bytes(b"main")
+    (ms / "FIELD" / "table.f0").write_bytes(b"field")
+    out = tmp_path / "out"
+    d = out / "datasets" / "x"
+    for t in ("p0.G", "ap1.G"):
+        (d / "caltables" / t).mkdir(parents=True)
+        (d / "caltables" / t / "table.dat").write_bytes(b"gain")
+    (d / "result.json").write_text(json.dumps({"status": "finished", "ms": str(ms)}))
+    (d / "state.json").write_text(json.dumps({**STATE, "input_fingerprint": input_fingerprint(ms)}))
+    (ms / "FIELD" / "table.f0").write_bytes(b"moved field")
+    row = apply_outputs(out, ["x"])[0]
+    assert row["status"] == "failed", row
+    assert row["detail"] == (f"input MS {ms} changed since the run that solved these gains (FIELD changed): "
+                             "rerun the campaign first")
+    assert not (d / "applied.ms").exists()
