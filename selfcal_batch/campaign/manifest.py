@@ -23,7 +23,7 @@ from typing import Any
 # CampaignSection, ClusterSpec and CLUSTER_KINDS are re-exported (they live in the config layer).
 from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
 from selfcal_batch.campaign import variants as sweep_variants
-from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys
+from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys, separate_generated_names
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.schema import build, did_you_mean
@@ -207,6 +207,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     for i, entry in enumerate(entries):
         datasets.extend(_resolve_dataset(i, entry, base_dict, base_dir, loc, label))
     datasets, skipped_targets = expand_datasets(datasets)  # reads MSs only when targets are asked
+    datasets = separate_generated_names(datasets)  # colliding generated names never stop the manifest
     if section.variants:
         if problem := sweep_variants.check(section.variants):
             raise fail(("campaign", "variants"), problem)

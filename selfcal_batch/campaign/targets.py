@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from selfcal_batch.selfcal.ebjoint import angular_separation_arcsec
+
+log = logging.getLogger("selfcal_batch.campaign")
 
 #: The ``targets`` keyword meaning "every field observed with an OBSERVE_TARGET* intent".
 SCIENCE = "science"
@@ -194,11 +197,31 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
     return out, skipped
 
 
+def field_dataset_names(pattern: str, name: str, stem: str, fields: tuple[dict[str, Any], ...]) -> list[str]:
+    """The dataset name of every chosen field of one MS, distinct (pure).
+
+    Fields whose names give the same dataset name (``"3C 286"`` and ``"3C_286"`` both
+    sanitise to ``3C_286``, :func:`safe_field`) each get ``-id<FIELD id>`` appended: stable
+    across runs (the FIELD table's ids), and every other field keeps its plain name.
+
+    Raises:
+        TargetError: an unknown placeholder in ``pattern``.
+    """
+    names = [target_dataset_name(pattern, name, stem, f["name"]) for f in fields]
+    return [f"{n}-id{f['id']}" if names.count(n) > 1 else n for n, f in zip(names, fields, strict=True)]
+
+
 def _one_per_field(d: Any, fields: tuple[dict[str, Any], ...]) -> list[Any]:
     stem = d.ms.name.rsplit(".", 1)[0]
+    pattern = d.target_name or DEFAULT_NAME_PATTERN
+    names = field_dataset_names(pattern, d.name, stem, fields)
+    plain = [target_dataset_name(pattern, d.name, stem, f["name"]) for f in fields]
+    for same in sorted({p for p, n in zip(plain, names, strict=True) if p != n}):
+        log.warning("%s: fields %s give the same dataset name %r: named %s", d.ms,
+                    ", ".join(f"{f['name']!r} (id {f['id']})" for f, p in zip(fields, plain, strict=True) if p == same), same,
+                    ", ".join(n for p, n in zip(plain, names, strict=True) if p == same))
     out = []
-    for f in fields:
-        name = target_dataset_name(d.target_name or DEFAULT_NAME_PATTERN, d.name, stem, f["name"])
+    for f, name in zip(fields, names, strict=True):
         # CASA selects by field id: a name made of digits ("4") would be read as an id.
         selection = ",".join(str(i) for i in f.get("ids", [f["id"]]))
         cfg = d.config.with_updates(field=selection)
@@ -206,6 +229,48 @@ def _one_per_field(d: Any, fields: tuple[dict[str, Any], ...]) -> list[Any]:
                   "time_on_source_s": f["time_on_source_s"], "ra_deg": f["ra_deg"], "dec_deg": f["dec_deg"]}
         out.append(dataclasses.replace(d, name=name, config=cfg, targets=(), target=target,
                                        overrides={**d.overrides, "field": selection}))
+    return out
+
+
+def separate_generated_names(datasets: list[Any]) -> list[Any]:
+    """Datasets whose *generated* names collide (pure): a later one is kept as a dataset
+    carrying a one-line ``error`` that names both MSs (and fields), under a free name
+    ``<name>-dup<k>`` (its own output directory), so every other dataset still runs.
+
+    A name is generated when its entry expanded to several datasets (an ``ms`` glob) or the
+    dataset is an expanded target (e.g. ``target_name = "{field}"`` over several MSs of one
+    field). Two names written by hand in two entries are left for the manifest's own
+    duplicate-name error (a typo in the file, reported with its line).
+    """
+    per_entry: dict[int, int] = {}
+    for d in datasets:
+        per_entry[d.index] = per_entry.get(d.index, 0) + 1
+
+    def generated(d: Any) -> bool:
+        return d.target is not None or per_entry[d.index] > 1
+
+    def what(d: Any) -> str:
+        return f"field {d.target['field']!r} of {d.ms}" if d.target else str(d.ms)
+
+    taken = {d.name for d in datasets}
+    seen: dict[str, Any] = {}
+    out = []
+    for d in datasets:
+        other = seen.get(d.name)
+        if other is None or not (generated(d) or generated(other)):
+            seen.setdefault(d.name, d)
+            out.append(d)
+            continue
+        k = 2
+        while f"{d.name}-dup{k}" in taken:
+            k += 1
+        new = f"{d.name}-dup{k}"
+        taken.add(new)
+        out.append(dataclasses.replace(d, name=new, error=(
+            f"datasets[{d.index}]: {what(d)} gives the dataset name {d.name!r} of {what(other)} "
+            f"(datasets[{other.index}]): not run; "
+            + ("set target_name with {stem} to tell them apart" if d.target
+               else "give it its own [[datasets]] entry with a distinct name"))))
     return out
 
 

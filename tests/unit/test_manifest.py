@@ -257,6 +257,26 @@ def test_duplicate_name_fails_fast(tmp_path, data_dir):
         load_manifest(p)
 
 
+def test_glob_names_colliding_fail_that_dataset_not_the_manifest(tmp_path, data_dir, fake_ms):
+    """Same kind as colliding sanitised field names: a glob over two directories holding an MS
+    of one stem generates one name twice; that dataset fails with one line naming both MSs,
+    under its own name, and the manifest's other datasets still load."""
+    for sub in ("n1", "n2"):
+        fake_ms(tmp_path / "nights" / sub / "eb.ms")
+    p = write(tmp_path, """
+        [[datasets]]
+        ms = "nights/*/eb.ms"
+
+        [[datasets]]
+        ms = "data/Ja.ms"
+        """)
+    c = load_manifest(p)
+    assert [(d.name, d.ok) for d in c.datasets] == [("eb", True), ("eb-dup2", False), ("Ja", True)]
+    n1, n2 = (tmp_path / "nights" / s / "eb.ms" for s in ("n1", "n2"))
+    assert c.datasets[1].error == (f"datasets[0]: {n2} gives the dataset name 'eb' of {n1} (datasets[0]): "
+                                   "not run; give it its own [[datasets]] entry with a distinct name")
+
+
 def test_simulate_table_allows_absent_ms(tmp_path):
     p = write(tmp_path, """
         [[datasets]]

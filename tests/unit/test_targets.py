@@ -143,3 +143,45 @@ def test_target_name_with_a_slash_is_refused() -> None:
 
     kw, problem = parse_target_keys({"targets": "science", "target_name": "{stem}/{field}"})
     assert problem is not None and problem[0] == "target_name" and "no '/'" in problem[1]
+
+
+def test_fields_whose_names_sanitise_alike_get_distinct_names(tmp_path: Path, caplog) -> None:
+    """Breaker: '3C 286' and '3C_286' both give eb1__3C_286 and the duplicate name stopped the
+    whole manifest. Each gets -id<FIELD id>; other fields keep their plain names."""
+    from selfcal_batch.campaign.targets import field_dataset_names
+
+    fields = (_f(1, "3C 286", ["OBSERVE_TARGET"]), _f(2, "T1", ["OBSERVE_TARGET"]),
+              _f(3, "3C_286", ["OBSERVE_TARGET"]), _f(4, "3C/286", ["OBSERVE_TARGET"]))
+    assert field_dataset_names("{name}__{field}", "eb1", "eb1", fields) == [
+        "eb1__3C_286-id1", "eb1__T1", "eb1__3C_286-id3", "eb1__3C_286-id4"]
+    cfg = PipelineConfig.from_dict({})
+    ms = tmp_path / "eb1.ms"
+    d = DatasetSpec("eb1", ms, cfg, index=0, targets=("science",), min_target_time_s=10.0)
+    with caplog.at_level("WARNING", logger="selfcal_batch.campaign"):
+        out, _ = expand_datasets([d], reader=lambda paths: {str(ms): list(fields)})
+    assert [x.name for x in out] == ["eb1__3C_286-id1", "eb1__T1", "eb1__3C_286-id3", "eb1__3C_286-id4"]
+    assert all(x.ok for x in out) and [x.config.field for x in out] == ["1", "2", "3", "4"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{ms}: fields '3C 286' (id 1), '3C_286' (id 3), '3C/286' (id 4) give the same dataset "
+                    "name 'eb1__3C_286': named eb1__3C_286-id1, eb1__3C_286-id3, eb1__3C_286-id4"]
+
+
+def test_generated_names_colliding_across_mss_fail_that_dataset_only(tmp_path: Path) -> None:
+    """target_name = "{field}" over two EBs of one field: the second is one clear error naming
+    both MSs and the field, under its own name; the other datasets are untouched."""
+    from selfcal_batch.campaign.targets import separate_generated_names
+
+    cfg = PipelineConfig.from_dict({})
+    eb1, eb2 = tmp_path / "eb1.ms", tmp_path / "eb2.ms"
+    entry = [DatasetSpec(n, p, cfg, index=0, targets=("science",), target_name="{field}", min_target_time_s=10.0)
+             for n, p in (("eb1", eb1), ("eb2", eb2))]
+    other = DatasetSpec("T2", tmp_path / "o.ms", cfg, index=1)  # hand-written, not generated
+    out, _ = expand_datasets([*entry, other], reader=lambda paths: {
+        str(eb1): [_f(1, "T1", ["OBSERVE_TARGET"])], str(eb2): [_f(1, "T1", ["OBSERVE_TARGET"])]})
+    out = separate_generated_names(out)
+    assert [(x.name, x.ok) for x in out] == [("T1", True), ("T1-dup2", False), ("T2", True)]
+    assert out[1].error == (f"datasets[0]: field 'T1' of {eb2} gives the dataset name 'T1' of field 'T1' of {eb1} "
+                            "(datasets[0]): not run; set target_name with {stem} to tell them apart")
+    # two names written by hand stay the manifest's own duplicate-name error
+    a, b = DatasetSpec("x", eb1, cfg, index=0), DatasetSpec("x", eb2, cfg, index=1)
+    assert separate_generated_names([a, b]) == [a, b]
