@@ -208,7 +208,8 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     import tomllib  # lazy: the CLI starts fast
 
     from selfcal_batch.pipeline import restart as restart_plan  # lazy: the CLI starts fast
-    from selfcal_batch.campaign.run import DEFAULT_TASK, execute_dataset, normalise_row  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.run import (DEFAULT_TASK, _install_sigterm, _restore_sigterm,  # lazy: the CLI starts fast
+                                            execute_dataset, normalise_row)
     from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig  # lazy: the CLI starts fast
     from selfcal_batch.errors import OutputDirError  # lazy: the CLI starts fast
     from selfcal_batch.campaign.manifest import deep_merge  # lazy: the CLI starts fast
@@ -266,11 +267,14 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         console.print(f"{name}: {restart_plan.describe(plan)}", markup=False, highlight=False, soft_wrap=True)
     if not restart and (why := input_change(out_dir / "datasets" / name / "state.json", ms.resolve(), cfg.steps[0])):
         console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
+    old_term = _install_sigterm()  # SIGTERM is recorded like Ctrl-C (interrupted, rerun to resume)
     try:
         res = execute_dataset(DEFAULT_TASK, name, str(ms), cfg, str(out_dir), threads=cfg.threads,
                               restart=restart, restart_from=restart_from)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _interrupted()
+    finally:
+        _restore_sigterm(old_term)
     row = normalise_row(res, name, ms)
     console.print(summary_table([row], title=f"{name}"))
     sys.exit(1 if row["status"] == "failed" else 0)

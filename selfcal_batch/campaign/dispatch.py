@@ -31,14 +31,16 @@ from selfcal_batch.pipeline import records
 log = logging.getLogger("selfcal_batch.campaign.run")  # the name the campaign log and the benchmarks know
 
 
-def _with_records(out_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+def _with_records(out_dir: Path, row: dict[str, Any], stopped: list[tuple[str, str | None]] | None = None
+                  ) -> dict[str, Any]:
     """A runner-side row with the dataset's attempts and summed costs from its state.json
-    (a worker death or a stopped campaign must not lose the cost of earlier attempts)."""
+    (a worker death or a stopped campaign must not lose the cost of earlier attempts).
+    ``stopped``: campaign runs the user stopped (:func:`records.close_open`)."""
     try:
         state = json.loads((out_dir / "datasets" / str(row["name"]) / "state.json").read_text())
     except (OSError, ValueError):
         return row
-    row.update(records.row_from_state(state))
+    row.update(records.row_from_state(state, stopped or ()))
     return row
 
 

@@ -243,9 +243,12 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
     except KeyboardInterrupt:
         outcome.interrupted = True
         log.error("campaign interrupted")
+        # Open attempts that started in this run (or an earlier stopped one) were stopped by
+        # the user, not killed or crashed.
+        stopped = [*records.stopped_runs({"runs": record["runs"][:-1]}), (started, None)]
         for d in selected.datasets:
             if d.name not in rows:
-                rows[d.name] = _with_records(out_dir, stopped_row(out_dir, d, t_start_wall))
+                rows[d.name] = _with_records(out_dir, stopped_row(out_dir, d, t_start_wall), stopped)
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         raise

@@ -31,6 +31,11 @@ from typing import Any, Iterable
 #: Cost fields of an attempt and of a DatasetResult (seconds, except the run count).
 COST_FIELDS = ("wall_s", "time_wsclean_s", "time_casa_s", "time_python_s", "wsclean_runs")
 INTERRUPTED = "interrupted: killed or crashed (no end recorded; end = its last state save)"
+#: Why the user stopped a dataset (Ctrl-C or SIGTERM to the campaign or to ``run-one``).
+STOPPED_WHY = "stopped by the user (Ctrl-C/SIGTERM); rerun to resume"
+#: Exit of an attempt the user stopped (the runner's own record, or an open attempt that
+#: started during a campaign run that ended ``interrupted``).
+STOPPED = f"interrupted: {STOPPED_WHY}"
 
 
 def utc_now() -> str:
@@ -51,22 +56,37 @@ def new_attempt(start: str, host: str, worker: str) -> dict[str, Any]:
     return rec
 
 
-def close_open(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Close every attempt without an end as interrupted (end = its last save). New list."""
+def close_open(attempts: list[dict[str, Any]], stopped: Iterable[tuple[str, str | None]] = ()
+               ) -> list[dict[str, Any]]:
+    """Close every attempt without an end as interrupted (end = its last save). New list.
+
+    ``stopped``: ``(start, end)`` (ISO 8601 UTC; end None = still stopping) of campaign runs
+    the user stopped (:func:`stopped_runs`): an open attempt that started inside one was
+    stopped with it (:data:`STOPPED`), any other was killed or crashed (:data:`INTERRUPTED`).
+    """
+    spans = [(str(a), str(b) if b else "\uffff") for a, b in stopped if a]
     out = []
     for a in attempts:
         a = dict(a)
         if not a.get("end"):
             a["end"] = a.get("last_seen") or a.get("start")
-            a["exit"] = INTERRUPTED
+            start = str(a.get("start") or "")
+            a["exit"] = STOPPED if any(lo <= start <= hi for lo, hi in spans) else INTERRUPTED
         out.append(a)
     return out
 
 
-def start_attempt(attempts: Iterable[dict[str, Any]], start: str, host: str, worker: str
-                  ) -> list[dict[str, Any]]:
-    """Earlier attempts (open ones closed as interrupted) + a new open attempt."""
-    return close_open([a for a in attempts if isinstance(a, dict)]) + [new_attempt(start, host, worker)]
+def stopped_runs(campaign_record: Any) -> list[tuple[str, str | None]]:
+    """``(started, finished)`` of every run in a ``campaign.json`` content that ended
+    ``interrupted`` (Ctrl-C or SIGTERM), for :func:`close_open`. [] when none or unreadable."""
+    return [(str(r.get("started")), r.get("finished")) for r in campaign_runs(campaign_record)
+            if r.get("status") == "interrupted" and r.get("started")]
+
+
+def start_attempt(attempts: Iterable[dict[str, Any]], start: str, host: str, worker: str,
+                  stopped: Iterable[tuple[str, str | None]] = ()) -> list[dict[str, Any]]:
+    """Earlier attempts (open ones closed as interrupted, :func:`close_open`) + a new open attempt."""
+    return close_open([a for a in attempts if isinstance(a, dict)], stopped) + [new_attempt(start, host, worker)]
 
 
 def note_step(attempt: dict[str, Any], step: str) -> None:
@@ -99,11 +119,12 @@ def finish_attempt(attempt: dict[str, Any], status: str, error: str, end: str) -
         attempt["exit"] = f"failed: {error}" if error else "failed"
 
 
-def discard(attempts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def discard(attempts: Iterable[dict[str, Any]], stopped: Iterable[tuple[str, str | None]] = ()
+            ) -> list[dict[str, Any]]:
     """Earlier attempts whose outputs ``--restart`` wiped: kept as records, marked
-    ``discarded`` (open ones closed as interrupted), no longer counted in the sums, which
-    then are the cost of the outputs on disk. New list."""
-    return [dict(a, discarded=True) for a in close_open([a for a in attempts if isinstance(a, dict)])]
+    ``discarded`` (open ones closed as interrupted, :func:`close_open`), no longer counted in
+    the sums, which then are the cost of the outputs on disk. New list."""
+    return [dict(a, discarded=True) for a in close_open([a for a in attempts if isinstance(a, dict)], stopped)]
 
 
 def counted(attempt: dict[str, Any]) -> bool:
@@ -134,13 +155,14 @@ def summed(attempts: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
-def row_from_state(state: dict[str, Any] | None) -> dict[str, Any]:
+def row_from_state(state: dict[str, Any] | None, stopped: Iterable[tuple[str, str | None]] = ()
+                   ) -> dict[str, Any]:
     """Summed costs and attempts of a dataset from its ``state.json`` content, for rows the
     campaign writes itself (worker died, campaign stopped): open attempts count as
-    interrupted. ``{}`` when the state has no attempts."""
+    interrupted (:func:`close_open` with ``stopped``). ``{}`` when the state has no attempts."""
     if not isinstance(state, dict) or not isinstance(state.get("attempts"), list) or not state["attempts"]:
         return {}
-    attempts = close_open(state["attempts"])
+    attempts = close_open(state["attempts"], stopped)
     return {**summed(attempts), "attempts": attempts}
 
 

@@ -227,7 +227,7 @@ def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
                   rec: process.ToolRecorder) -> dict[str, Any]:
     """Append this attempt to the state's records; its costs are refreshed at every save."""
     attempts = records.start_attempt(prior or st.get("attempts") or [], records.utc_now(),
-                                     socket.gethostname(), _worker_id())
+                                     socket.gethostname(), _worker_id(), _stopped_runs(st.path.parent))
     st.set("attempts", attempts)
     att = attempts[-1]
     runs0 = int(st.get("wsclean_runs", 0) or 0)
@@ -239,6 +239,15 @@ def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
 
     st.on_save = costs
     return att
+
+
+def _stopped_runs(root: Path) -> list[tuple[str, str | None]]:
+    """Runs of the campaign owning the dataset directory ``root`` (``<out>/datasets/<name>``)
+    that the user stopped (:func:`records.stopped_runs`); [] without a campaign.json."""
+    try:
+        return records.stopped_runs(json.loads((Path(root).parent.parent / "campaign.json").read_text()))
+    except (OSError, ValueError):
+        return []
 
 
 def _disk_full(where: Path | None) -> bool:
@@ -294,7 +303,7 @@ def run_dataset(
     try:
         if restart and root.exists():
             # From scratch: the records of earlier attempts are kept, marked discarded (not summed).
-            prior = records.discard(_prior_attempts(root / "state.json"))
+            prior = records.discard(_prior_attempts(root / "state.json"), _stopped_runs(root))
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)
@@ -350,8 +359,9 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
             ctx.close()  # the dataset's CASA child
     except KeyboardInterrupt:
         if ctx is not None and attempt is not None:
-            records.finish_attempt(attempt, "interrupted", "stopped (KeyboardInterrupt/SIGTERM)",
-                                   records.utc_now())
+            records.finish_attempt(attempt, "interrupted", records.STOPPED_WHY, records.utc_now())
+            ctx.state.set("status", "interrupted")
+            ctx.state.set("error", records.STOPPED_WHY)
             try:
                 ctx.state.save()
             except OSError:

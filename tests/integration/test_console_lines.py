@@ -118,3 +118,9 @@ def test_step_lines_ctrl_c_and_resume(tmp_path, one_ms, subprocess_env, python_e
     res = json.loads((tmp_path / "out" / "datasets" / "sim" / "result.json").read_text())
     assert res["status"] in ("finished", "unchanged")
     assert res["n_attempts"] == 2
+    # The Ctrl-C'd attempt (its worker died with the SIGINT, the attempt left open) is
+    # recorded as stopped by the user, not as "killed or crashed".
+    from selfcal_batch.pipeline.records import STOPPED
+
+    exits = [a["exit"] for a in res["attempts"]]
+    assert exits[0] == STOPPED and exits[1] == "finished", exits

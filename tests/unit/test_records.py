@@ -201,3 +201,40 @@ def test_campaign_runs_history() -> None:
     assert records.campaign_runs(old) == [{"started": "a", "finished": "b", "status": "finished",
                                            "elapsed_s": None}]
     assert records.campaign_runs({"started": "c", "runs": [old, "junk"]}) == [old]
+
+
+def test_an_attempt_stopped_with_its_campaign_is_interrupted_not_killed(tmp_path) -> None:
+    """Breaker: a caught Ctrl-C was recorded as 'killed or crashed'. The Dask worker running
+    the dataset dies with the campaign's SIGINT, so its attempt stays open; an open attempt
+    that started inside a campaign run that ended 'interrupted' was stopped by the user."""
+    import json
+
+    from selfcal_batch.pipeline.runner import _stopped_runs
+
+    def open_attempt(start: str) -> dict:
+        a = records.new_attempt(start, "h", "w")
+        records.note_step(a, "p0")
+        return a
+
+    campaign = {"runs": [
+        {"started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:10:00+00:00", "status": "interrupted"},
+        {"started": "2026-01-01T01:00:00+00:00", "finished": "2026-01-01T01:10:00+00:00", "status": "failed"},
+        {"started": "2026-01-01T02:00:00+00:00", "finished": None, "status": "running"}]}
+    stopped = records.stopped_runs(campaign)
+    assert stopped == [("2026-01-01T00:00:00+00:00", "2026-01-01T00:10:00+00:00")]
+    inside, killed = open_attempt("2026-01-01T00:05:00+00:00"), open_attempt("2026-01-01T01:05:00+00:00")
+    out = records.close_open([inside, killed], stopped)
+    assert out[0]["exit"] == records.STOPPED == "interrupted: stopped by the user (Ctrl-C/SIGTERM); rerun to resume"
+    assert out[1]["exit"] == records.INTERRUPTED  # a worker that died on its own
+    # the campaign's own row while it is stopping (its run has no end yet)
+    now = open_attempt("2026-01-01T02:01:00+00:00")
+    row = records.row_from_state({"attempts": [now]}, [("2026-01-01T02:00:00+00:00", None)])
+    assert row["attempts"][0]["exit"] == records.STOPPED
+    # the next attempt (resume and --restart alike) reads the stops from campaign.json
+    (tmp_path / "datasets" / "d").mkdir(parents=True)
+    (tmp_path / "campaign.json").write_text(json.dumps(campaign))
+    assert _stopped_runs(tmp_path / "datasets" / "d") == stopped
+    assert _stopped_runs(tmp_path / "other" / "datasets" / "d") == []  # run-one: no campaign.json
+    resumed = records.start_attempt([inside], "2026-01-01T03:00:00+00:00", "h", "w", stopped)
+    assert resumed[0]["exit"] == records.STOPPED
+    assert records.discard([inside], stopped)[0]["exit"] == records.STOPPED
