@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import glob
+import logging
 import re
 import tomllib
 import typing
@@ -27,6 +28,8 @@ from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_t
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.schema import build, did_you_mean
+
+log = logging.getLogger("selfcal_batch.campaign")
 
 TOP_LEVEL_KEYS = ("campaign", "defaults", "templates", "cluster", "datasets")
 DATASET_KEYS = ("name", "ms", "simulate")
@@ -211,6 +214,9 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     if section.variants:
         if problem := sweep_variants.check(section.variants):
             raise fail(("campaign", "variants"), problem)
+        for warning in sweep_variants.overridden_templates(datasets, defaults, tuple(section.variants), label,
+                                                           loc.find):
+            log.warning("%s", warning)
         datasets = sweep_variants.expand(datasets, tuple(section.variants))
     seen: dict[str, DatasetSpec] = {}
     for d in datasets:

@@ -42,6 +42,34 @@ def split_name(name: str, variants: tuple[str, ...] | list[str]) -> tuple[str, s
     return name, ""
 
 
+def overridden_templates(datasets: list[Any], defaults: dict[str, Any], variants: tuple[str, ...],
+                         label: str = "manifest", line_of: Any = None) -> list[str]:
+    """One warning line per ``force_template`` that the ``variants`` replace (pure).
+
+    A sweep runs every dataset under every variant (``auto`` = selection by flux), so a
+    ``force_template`` of a dataset (or of ``[defaults]``: one line for all) does not hold
+    inside it; a survey astronomer adding a sweep to a production manifest wants the sweep,
+    said once, not a refusal. ``line_of(key_path)``: the manifest line of a key (or None).
+    """
+    if not variants:
+        return []
+
+    def where(path: tuple) -> str:
+        ln = line_of(path) if line_of else None
+        return f"{label}:{ln}: " if ln else f"{label}: "
+
+    tail = f"is replaced by each of [campaign] variants {list(variants)} (a sweep runs every variant)"
+    out = []
+    if defaults.get("force_template"):
+        out.append(f"{where(('defaults', 'force_template'))}[defaults] force_template = "
+                   f"{defaults['force_template']!r} {tail}")
+    for d in datasets:
+        if d.overrides.get("force_template"):
+            out.append(f"{where(('datasets', d.index, 'force_template'))}datasets[{d.index}] (name={d.name!r}): "
+                       f"force_template = {d.overrides['force_template']!r} {tail}")
+    return out
+
+
 def expand(datasets: list[Any], variants: tuple[str, ...]) -> list[Any]:
     """Every DatasetSpec once per variant (``base``/``variant`` set, ``force_template`` for a
     template variant); a dataset that carries an error is expanded too (each variant fails

@@ -112,3 +112,21 @@ def test_bin_winners_and_thresholds() -> None:
     # winners by < 5 % (within the scatter of re-runs) do not move a threshold
     close = m.assign(margin=1.01)
     assert propose_thresholds(close, (10.0, 20.0, 50.0, 100.0))[0] == [10.0, 20.0, 50.0, 100.0]
+
+
+def test_variants_overriding_force_template_are_said_at_load(tmp_path: Path, caplog) -> None:
+    """Breaker: [campaign] variants silently replaced a dataset's force_template. The sweep
+    still runs every variant (what it is for); the load says so, one line per key, file:line."""
+    text = _manifest(tmp_path, '["auto", "faint"]').replace(
+        "[campaign]", '[defaults]\nforce_template = "bright"\n[campaign]', 1)
+    with caplog.at_level("WARNING", logger="selfcal_batch.campaign"):
+        c = parse_manifest(text, tmp_path / "m.toml")
+    said = [r.getMessage() for r in caplog.records]
+    tail = "is replaced by each of [campaign] variants ['auto', 'faint'] (a sweep runs every variant)"
+    assert said == [f"m.toml:3: [defaults] force_template = 'bright' {tail}",
+                    f"m.toml:16: datasets[1] (name='b'): force_template = 'standard_1' {tail}"], said
+    assert {d.name: d.config.force_template for d in c.datasets}["b__faint"] == "faint"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="selfcal_batch.campaign"):
+        parse_manifest(_manifest(tmp_path, "[]").replace('force_template = "standard_1"\n', ""), tmp_path / "m.toml")
+    assert not caplog.records  # nothing overridden, nothing said
