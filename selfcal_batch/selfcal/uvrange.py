@@ -123,10 +123,14 @@ def auto_min_uv(edges_lambda: Sequence[float], data_amp: Sequence[float], model_
     every baseline, by 10-25 % and varying smoothly with uv distance: measured on a
     generated dataset with 40 deg phase errors; that is decorrelation, not missing
     structure). A bin *misses flux* when ``data - scale * model > max(tolerance * scale *
-    model, nsigma * err)``. The limit is the outer edge of the last bin that misses flux; no limit
-    when none does, or when the limit would exclude more than ``max_excluded`` of the
-    visibilities (the model is then wrong everywhere, not only at large scales). Pure;
-    ValueError for inconsistent lengths.
+    model, nsigma * err)``. Unmodelled large-scale emission adds flux on the *shortest*
+    baselines, so only the run of bins missing flux that starts at the shortest populated
+    bin sets the limit: its outer edge. No limit when none misses flux, when only longer
+    baselines do (a point source whose model is a little low on long baselines is not
+    missing large-scale structure; before this, the last such bin set the limit and the
+    reason read "would exclude 100% of the data"), or when the limit would exclude more than
+    ``max_excluded`` of the visibilities (the model is then wrong everywhere, not only at
+    large scales). Pure; ValueError for inconsistent lengths.
     """
     edges = np.asarray(edges_lambda, float)
     d, mo, e, c = (np.asarray(x, float) for x in (data_amp, model_amp, err, counts))
@@ -139,10 +143,21 @@ def auto_min_uv(edges_lambda: Sequence[float], data_amp: Sequence[float], model_
     miss = pop & ((d - m) > np.maximum(tolerance * m, nsigma * e))
     if not miss.any():
         return AutoChoice(0.0, f"the model (x{scale:.3g}) holds the flux on every baseline length")
-    last = int(np.nonzero(miss)[0].max())
+    populated = np.nonzero(pop)[0]
+    last = int(populated[0]) - 1
+    for i in populated:  # the run of missing bins from the shortest populated one
+        if not miss[i]:
+            break
+        last = int(i)
+    if last < int(populated[0]):
+        first = int(np.nonzero(miss)[0][0])
+        return AutoChoice(0.0, f"the model (x{scale:.3g}) holds the flux on the shortest baselines and misses "
+                               f"some only beyond {edges[first]:.4g} lambda: no large-scale emission to "
+                               "leave out, no limit")
     excluded = float(c[: last + 1].sum() / max(c.sum(), 1.0))
     limit = float(edges[last + 1])
-    lost = float(np.nanmax(np.where(miss, 1 - m / np.where(d > 0, d, np.nan), np.nan)))
+    run = slice(0, last + 1)
+    lost = float(np.nanmax(np.where(miss[run], 1 - m[run] / np.where(d[run] > 0, d[run], np.nan), np.nan)))
     if excluded > max_excluded:
         return AutoChoice(0.0, f"model misses flux up to {limit:.4g} lambda, which would exclude "
                                f"{100 * excluded:.0f}% of the data (> {100 * max_excluded:.0f}%): no limit",

@@ -134,3 +134,27 @@ def test_auto_min_uv_matches_the_model_scale_on_long_baselines_first():
     c = U.auto_min_uv(**_bins(data, [0.75] * 10))
     assert c.min_uv_lambda == pytest.approx(2000.0) and "x1.33" in c.reason
     assert U.auto_min_uv(**_bins([1.0] * 10, [0.75] * 10)).min_uv_lambda == 0.0
+
+
+@pytest.mark.parametrize("data, why", [
+    # a point source whose model is a little low on the longest baselines (breaker's case:
+    # the last bin set the limit and the reason read "would exclude 100% of the data")
+    ([1.0] * 9 + [1.3], "misses some only beyond 9000 lambda"),
+    ([1.0, 1.0, 1.0, 1.0, 1.0, 1.3, 1.3, 1.0, 1.0, 1.0], "misses some only beyond 5000 lambda"),
+])
+def test_auto_min_uv_flux_missed_only_on_long_baselines_is_no_limit(data, why):
+    c = U.auto_min_uv(**_bins(data, [1.0] * 10))
+    assert c.min_uv_lambda == 0.0 and c.excluded_fraction == 0.0
+    assert why in c.reason and "no limit" in c.reason and "100%" not in c.reason
+
+
+def test_auto_min_uv_limit_is_the_leading_run_only():
+    # short baselines miss flux (extended emission) and, separately, the longest bin
+    c = U.auto_min_uv(**_bins([1.5, 1.3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.4], [1.0] * 10))
+    assert c.min_uv_lambda == pytest.approx(2000.0) and c.excluded_fraction == pytest.approx(0.2)
+    assert "misses up to 33% of the flux below 2000 lambda (20.0% of the visibilities excluded)" in c.reason
+    # an empty shortest bin: the run starts at the first populated one
+    b = _bins([9.0, 1.5, 1.0, 1.0], [1.0] * 4)
+    b["counts"] = [0, 100, 100, 100]
+    c = U.auto_min_uv(**b)
+    assert c.min_uv_lambda == pytest.approx(5000.0) and c.excluded_fraction == pytest.approx(1 / 3)
