@@ -197,7 +197,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
         base_config = PipelineConfig.from_dict(base_dict)
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
         key = _key_path_of(str(exc))
-        line = loc.find(("defaults", *key)) or loc.find(key)
+        line = loc.best([("defaults",), ()], key) or loc.find(("defaults",))
         raise ConfigError(f"{label}:{line}: {_one_line(exc)}" if line else f"{label}: {_one_line(exc)}") from None
 
     # [[datasets]]
@@ -305,8 +305,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
             cfg = PipelineConfig.from_dict(merged)
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
             key = _key_path_of(str(exc))
-            ln = (loc.find(("datasets", i, *key), exact=True) or loc.find(("defaults", *key), exact=True)
-                  or loc.find(key, exact=True) or line)
+            ln = loc.best([("datasets", i), ("defaults",), ()], key) or line
             out.append(DatasetSpec(nm, ms, None, index=i, overrides=overrides, simulate=simulate,
                                    line=line, error=f"datasets[{i}] (name={nm!r}): {_one_line(exc)}"
                                    + (f" ({label}:{ln})" if ln else "")))
@@ -393,7 +392,9 @@ def _key_path_of(msg: str) -> tuple:
     head = re.sub(r"\[\d+\]", "", head)
     if not head or " " in head:
         return ()
-    return tuple(p for p in head.split(".") if p)
+    # "templates: unknown template 'brigth'": the unknown name is the next key of the path
+    named = re.match(r"[^:]*:\s*unknown \w+ '([^']+)'", msg)
+    return (*(p for p in head.split(".") if p), *((named.group(1),) if named else ()))
 
 
 class KeyLocator:
@@ -453,6 +454,18 @@ class KeyLocator:
         for k in range(1, len(path) + 1):
             self.lines.setdefault(path[:k], n)
         self.lines[path] = self.lines.get(path, n)
+
+    def best(self, scopes: list[tuple], key: tuple) -> int | None:
+        """Line of ``key`` in the scope (e.g. ``("defaults",)``, ``()``) where most of it is
+        written; None when no scope holds even its first part (a scope's own line is no
+        answer: a typo in [templates] must not point at [defaults])."""
+        depth, line = 0, None
+        for scope in scopes:
+            for k in range(len(key), depth, -1):
+                if (*scope, *key[:k]) in self.lines:
+                    depth, line = k, self.lines[(*scope, *key[:k])]
+                    break
+        return line
 
     def find(self, path: tuple, exact: bool = False) -> int | None:
         """Line of ``path`` (or, unless ``exact``, of its longest known prefix)."""

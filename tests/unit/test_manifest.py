@@ -435,3 +435,39 @@ def test_shipped_manifests_parse(repo_root):
     assert slurm.cluster.kind == "slurm"
     addr = load_manifest(repo_root / "campaigns" / "example-address.toml")
     assert addr.cluster.kind == "address" and addr.cluster.address.startswith("tcp://")
+
+
+_TYPO_CASES = [  # (manifest text after [defaults], the line holding the typo, the error's text)
+    ('[templates.brigth.p1]\nsolint = "60s"', 7, "templates: unknown template 'brigth' (did you mean 'bright'?)"),
+    ('[templates.bright.p1]\nsolnt = "60s"', 8, "templates.bright.p1.solnt: unknown key (did you mean 'solint'?)"),
+    ('[templates.bright.p9]\nsolint = "60s"', 8, "templates.bright.p9.solint: unknown step 'p9'"),
+    ('[templates.bright.p1]\nsolint = "sixty"', 8, "templates.bright.p1.solint: solint must be"),
+    ('[templates.bright]\np1 = { solnt = "60s" }', 8, "templates.bright.p1.solnt: unknown key"),
+    ('[templates]\nbright.p1.solnt = "60s"', 8, "templates.bright.p1.solnt: unknown key"),
+    ('[templates.bright.p1]\nsolint = "60s"\n[templates.faint.p0]\nuvrange_cal = "9 furlongs"', 10,
+     "templates.faint.p0.uvrange_cal: expected a uv range"),
+]
+
+
+@pytest.mark.parametrize("tables, line, text", _TYPO_CASES)
+def test_template_typos_name_file_line_and_key(tmp_path, data_dir, tables, line, text):
+    """Breaker: a typo in [templates] was reported at the [defaults] line (the longest known
+    prefix of defaults.templates... was 'defaults'). Every case: the typo's own line."""
+    p = write(tmp_path, f'[campaign]\nname = "x"\n\n[defaults]\nimsize = 128\n\n{tables}\n\n'
+                        '[[datasets]]\nms = "data/Ja.ms"\n')
+    with pytest.raises(ConfigError) as err:
+        load_manifest(p)
+    assert str(err.value).startswith(f"c.toml:{line}: {text}"), str(err.value)
+
+
+@pytest.mark.parametrize("tables, line, text", _TYPO_CASES[:5])
+def test_template_typos_in_a_dataset_name_its_line(tmp_path, data_dir, tables, line, text):
+    head, body = tables.split("\n", 1)
+    p = write(tmp_path, f'[campaign]\nname = "x"\n\n[defaults]\nimsize = 128\n\n[[datasets]]\nms = "data/Ja.ms"\n'
+                        f'{head.replace("[templates", "[datasets.templates")}\n{body}\n\n'
+                        '[[datasets]]\nms = "data/Jb.ms"\n')
+    c = load_manifest(p)
+    bad, good = c.datasets
+    assert good.ok and not bad.ok  # the other dataset still runs
+    assert bad.error.startswith(f"datasets[0] (name='Ja'): {text}") and bad.error.endswith(f"(c.toml:{line + 2})"), \
+        bad.error
