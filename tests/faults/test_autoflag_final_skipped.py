@@ -1,0 +1,45 @@
+"""autoflag_final when nothing was kept (breaker: no generated test of this path).
+
+A real run (simulated MS, CASA, WSClean) whose acceptance gate keeps nothing (improve_sigma
+= 1e6) delivers the input unchanged; then the same command with autoflag_final added runs
+only that step. It must be recorded as skipped with the reason, and final.ms (every file,
+bytes and modification times) and final-image.fits must be exactly as delivered: no flag
+written, no flag version saved, no image remade.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from selfcal_batch.ms.checksum import tree_checksums
+from tests.faults.conftest import GuardedMS, MSFactory, quick_config, read_state, run_pipeline
+
+pytestmark = pytest.mark.integration
+
+STEPS = ["startup", "save_init_flags", "test_image", "select_refant", "p0", "split_calibrated"]
+
+
+def test_autoflag_final_leaves_an_unchanged_delivery_alone(tmp_path, base_ms: GuardedMS) -> None:
+    from casacore.tables import table
+
+    ms = MSFactory.copy(base_ms, tmp_path / "in.ms")
+    out = tmp_path / "out"
+    cfg = quick_config(steps=STEPS, gate={"improve_sigma": 1e6})
+    first = run_pipeline("d", ms, out, cfg)
+    assert first["status"] == "unchanged", first
+    root = out / "datasets" / "d"
+    final_ms, final_img = root / "final.ms", root / "final-image.fits"
+    before = tree_checksums(final_ms)
+    img_before = tree_checksums(final_img)
+
+    second = run_pipeline("d", ms, out, {**cfg, "steps": [*STEPS, "autoflag_final"]})
+    assert second["status"] == "unchanged", second
+    rec = read_state(root)["steps"]["autoflag_final"]
+    assert rec["status"] == "skipped", rec
+    assert "final.ms is the input delivered unchanged: not flagged" in str(rec), rec
+    assert [a["steps"] for a in second["attempts"]][-1] == ["autoflag_final"]  # nothing else redone
+    assert tree_checksums(final_ms) == before  # not one byte or time stamp changed
+    assert tree_checksums(final_img) == img_before
+    assert not (root / "final.ms.flagversions").exists()
+    with table(str(final_ms), ack=False) as t, table(str(ms), ack=False) as i:
+        assert np.array_equal(t.getcol("FLAG"), i.getcol("FLAG"))  # the input's flags, as delivered
