@@ -4,9 +4,15 @@ visibilities, flags and weights as an earlier one is that earlier image (issue 1
 The final guard's "before" image (final-image settings, DATA, current flags) is the test
 image whenever nothing was flagged since; before this it was imaged a second time. Only
 DATA images without a model update or FITS mask qualify: DATA never changes in the working
-copy, so equality of :func:`selfcal_batch.ms.checksum.visibility_digest` (column, FLAG,
-FLAG_ROW, WEIGHT, WEIGHT_SPECTRUM) plus the same WSClean arguments means the same image.
-The earlier image file must also be the one made then (same modification time).
+copy. Same visibilities: :func:`selfcal_batch.ms.checksum.storage_identity` ``"data"`` (row
+count, size/inode/mtime of DATA's storage files and of the sub-tables: any write changes it)
+is equal. Same flags and weights: its ``"flags"`` (the same for FLAG, FLAG_ROW, WEIGHT,
+WEIGHT_SPECTRUM) is equal, or else :func:`~selfcal_batch.ms.checksum.flags_digest` (their
+content; flags restored from a saved version are rewritten with the same values) is. Plus
+the same WSClean arguments: the same image. The earlier image file must also be the one made
+then (same modification time). Before, DATA, flags and weights were read and hashed before
+and after every DATA image; now DATA is never read and the flags are read once per DATA
+image (and once more only when their files were rewritten since).
 """
 from __future__ import annotations
 
@@ -50,9 +56,12 @@ def same_data_image(ctx: Any, opts: WSCleanOptions, ms: Path) -> ImageSet | None
     products = expected_products(opts.replace(name=entry["prefix"]))
     if not products.exists() or _mtime(products.image) != entry.get("mtime_ns"):
         return None
-    from selfcal_batch.ms.checksum import visibility_digest  # lazy: loaded only on this path
+    from selfcal_batch.ms.checksum import flags_digest, storage_identity  # lazy: loaded only on this path
 
-    if visibility_digest(ms, "DATA") != entry.get("digest"):
+    ident = storage_identity(ms, "DATA")
+    if ident["data"] != entry.get("data_id"):
+        return None
+    if ident["flags"] != entry.get("flags_id") and flags_digest(ms) != entry.get("flags_digest"):
         return None
     log.info("%s: %s is %s (same data, flags and settings): not imaged again", ctx.name,
              Path(opts.name).name, Path(entry["prefix"]).name)
@@ -64,9 +73,11 @@ def remember_data_image(ctx: Any, opts: WSCleanOptions, ms: Path) -> None:
     sig = settings_signature(opts)
     if sig is None or Path(ms) != ctx.work_ms:
         return
-    from selfcal_batch.ms.checksum import visibility_digest  # lazy: loaded only on this path
+    from selfcal_batch.ms.checksum import flags_digest, storage_identity  # lazy: loaded only on this path
 
     image = expected_products(opts).image
+    ident = storage_identity(ms, "DATA")
     entries = dict(ctx.state.get(STATE_KEY) or {})
-    entries[sig] = {"prefix": opts.name, "digest": visibility_digest(ms, "DATA"), "mtime_ns": _mtime(image)}
+    entries[sig] = {"prefix": opts.name, "data_id": ident["data"], "flags_id": ident["flags"],
+                    "flags_digest": flags_digest(ms), "mtime_ns": _mtime(image)}
     ctx.state.set(STATE_KEY, entries)

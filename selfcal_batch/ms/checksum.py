@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,85 @@ def visibility_digest(ms: str | os.PathLike[str], column: str = "DATA", chunk_ro
         for start in range(0, n, chunk_rows):
             for c in cols:
                 h.update(t.getcol(c, startrow=start, nrow=min(chunk_rows, n - start)).tobytes())
+    return h.hexdigest()
+
+
+#: What an image of a data column reads besides the column: flags and weights.
+FLAG_WEIGHT_COLUMNS = ("FLAG", "FLAG_ROW", "WEIGHT", "WEIGHT_SPECTRUM")
+#: Sub-tables no image depends on; CASA tasks append HISTORY rows on every call.
+_NOT_IMAGED = frozenset({"HISTORY", "FLAG_CMD"})
+
+
+def _column_files(ms: Path, dminfo: dict[str, Any], columns: set[str]) -> list[str]:
+    """Names of the storage-manager files of the data managers holding any of ``columns``
+    (from ``table.getdminfo()``): ``table.f<SEQNR>`` and every file named after it
+    (``table.f<SEQNR>i``: a StandardStMan's indirect arrays; ``table.f<SEQNR>_TSM<k>``: tiles)."""
+    seqnrs = {int(dm.get("SEQNR", -1)) for dm in dminfo.values() if set(dm.get("COLUMNS", ())) & columns}
+    out = []
+    for p in ms.iterdir():
+        m = re.match(r"table\.f(\d+)", p.name)
+        if m and int(m.group(1)) in seqnrs:
+            out.append(p.name)
+    return sorted(out)
+
+
+def _stat_hash(ms: Path, names: list[str], head: str) -> str:
+    h = hashlib.sha256(head.encode())
+    for name in names:
+        st = (ms / name).stat()
+        h.update(f"{name} {st.st_size} {st.st_ino} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def storage_identity(ms: str | os.PathLike[str], column: str = "DATA") -> dict[str, str]:
+    """Cheap identities (``stat`` plus one table open; no cell read) of what an image of
+    ``column`` sees, for our own working copy only (casacore writes table.lock):
+
+    - ``"data"``: the row count, the column names, (name, size, inode, mtime ns) of the
+      storage-manager files holding ``column``, and every sub-table file except
+      :data:`_NOT_IMAGED` (frequencies, antennas, fields);
+    - ``"flags"``: the same for the storage files of :data:`FLAG_WEIGHT_COLUMNS`.
+
+    Any write to a column rewrites its storage file (new mtime; a rebuilt table: new inodes),
+    so an equal identity means the same values; writes of other columns (MODEL_DATA,
+    CORRECTED_DATA) leave both unchanged. A different ``"flags"`` may still be the same
+    content (flags restored from a saved version): :func:`flags_digest` tells. A write in
+    the same clock tick (~1-10 ms) as the previous write of that file keeps the mtime:
+    callers take identities after imaging (seconds after any write), never between writes.
+    Raises RuntimeError/OSError from casacore if the MS cannot be opened.
+    """
+    from casacore.tables import table  # lazy: loaded only on this path
+
+    ms = Path(ms)
+    with table(str(ms), ack=False) as t:
+        have = set(t.colnames())
+        dminfo, nrows = t.getdminfo(), t.nrows()
+    flag_cols = {c for c in FLAG_WEIGHT_COLUMNS if c in have}
+    subs = [f"{rel} {size} {mtime}" for rel, (size, mtime) in sorted(input_fingerprint(ms)["files"].items())
+            if "/" in rel and rel.split("/", 1)[0] not in _NOT_IMAGED]
+    data_files = _column_files(ms, dminfo, {column} & have)
+    return {"data": _stat_hash(ms, data_files, f"{nrows} {column in have} {sorted(flag_cols)}\n" + "\n".join(subs)),
+            "flags": _stat_hash(ms, _column_files(ms, dminfo, flag_cols), f"{nrows}")}
+
+
+def flags_digest(ms: str | os.PathLike[str], chunk_rows: int = 100_000) -> str:
+    """SHA-256 of the flags and weights (:data:`FLAG_WEIGHT_COLUMNS` present; FLAG packed to
+    bits) read in row chunks with python-casacore: what :func:`visibility_digest` read except
+    the data column (DATA is 8 bytes a visibility, FLAG 1). Our own working copy only.
+    Raises RuntimeError/OSError from casacore if the MS cannot be read."""
+    import numpy as np  # lazy: loaded only on this path
+    from casacore.tables import table  # lazy: loaded only on this path
+
+    h = hashlib.sha256()
+    with table(str(ms), ack=False) as t:
+        cols = [c for c in FLAG_WEIGHT_COLUMNS if c in t.colnames()]
+        cols = [c for c in cols if c != "WEIGHT_SPECTRUM" or (t.nrows() and t.iscelldefined(c, 0))]
+        n = t.nrows()
+        h.update(f"{n} {cols}".encode())
+        for start in range(0, n, chunk_rows):
+            for c in cols:
+                v = t.getcol(c, startrow=start, nrow=min(chunk_rows, n - start))
+                h.update(np.packbits(v).tobytes() if v.dtype == bool else v.tobytes())
     return h.hexdigest()
 
 
