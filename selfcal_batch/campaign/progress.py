@@ -199,6 +199,21 @@ def new_step_events(steps: dict[str, Any], since: float, seen: set[str]) -> list
     return sorted(out, key=lambda e: float(e[1]["finished"]))
 
 
+def new_notices(notices: Any, since: float, seen: set[str]) -> list[str]:
+    """Texts of a state.json ``notices`` list (``{"time": epoch s, "text": ...}``, written by
+    the pipeline when it decides something the user must see, e.g. a full redo) made at or
+    after ``since`` and not in ``seen`` (updated), in order (pure)."""
+    out = []
+    for n in notices if isinstance(notices, list) else []:
+        t = _num(n.get("time")) if isinstance(n, dict) else None
+        key = f"{t}:{n.get('text')}" if isinstance(n, dict) else ""
+        if t is None or t < since or key in seen:
+            continue
+        seen.add(key)
+        out.append(str(n.get("text")))
+    return out
+
+
 def step_eta_s(step_seconds: list[float], steps_left: int, slots: int) -> float | None:
     """Mean step time x steps still to run / concurrent slots (None before any step is timed).
 
@@ -260,6 +275,7 @@ class CampaignProgress:
     def finished(self, row: dict[str, Any], counted: bool = True) -> None:
         """Record a finished dataset and print its line."""
         name = str(row.get("name"))
+        self.emit_notices(name)
         if self.step_lines:
             self.emit_steps(name, final=True)
         started = self.running.pop(name, None)
@@ -300,8 +316,19 @@ class CampaignProgress:
         self._last_poll = now
         for n in self.running:
             self.steps[n] = read_current_step(self.out_dir, n)
+            self.emit_notices(n)
             if self.step_lines:
                 self.emit_steps(n)
+
+    def emit_notices(self, name: str) -> None:
+        """Print ``<name>: <text>`` for each notice the dataset's pipeline wrote since the
+        last poll (in every console mode, also with --quiet: they say why work is redone)."""
+        try:
+            notices = json.loads((self.out_dir / "datasets" / name / "state.json").read_text()).get("notices")
+        except (OSError, ValueError, AttributeError):
+            return
+        for text in new_notices(notices, self._since, self._seen.setdefault(f"{name} notices", set())):
+            self.console.print(f"{name}: {text}", markup=False, highlight=False, soft_wrap=True)
 
     def steps_left(self, finishing: str = "") -> int:
         done = {str(r.get("name")) for r in self.done} | {finishing}

@@ -105,8 +105,10 @@ def run_steps(ctx: Context) -> None:
     except _WorkMSMissing as exc:
         # work.ms is deleted after success; a finished dataset whose steps are all still
         # valid must not redo anything, but a step that has to run needs a new copy.
-        log.warning("%s: step %s must run but work.ms was removed after success: redoing from startup",
-                    ctx.name, exc)
+        why = f"step {exc} must run but work.ms was removed after success: redoing from startup"
+        log.warning("%s: %s", ctx.name, why)
+        # The campaign console prints it (campaign.progress.new_notices): not only pipeline.log.
+        st.data.setdefault("notices", []).append({"time": time.time(), "text": why})
         st.invalidate_from(list(st.steps), next(iter(st.steps)))
         _run_order(ctx, order)
 

@@ -174,6 +174,9 @@ def test_step_needing_deleted_work_ms_redoes_everything(prepared: Path, base_ms:
     st = read_state(root)
     assert all(st["steps"][s]["attempts"] == 1 for s in steps)  # records were reset
     assert st["steps"]["p0"]["status"] == "done" and "p0" in res.steps_run
+    # said where the campaign console reads it (campaign.progress.emit_notices), not only in pipeline.log
+    assert [n["text"] for n in st["notices"]] == [
+        "step test_image must run but work.ms was removed after success: redoing from startup"]
     assert base_ms.changes() == []
 
 

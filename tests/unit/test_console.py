@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -70,6 +71,33 @@ def test_progress_prints_step_lines_when_not_a_terminal(tmp_path: Path) -> None:
     # a finishes: only b's 3 steps are left, mean of (4 s, 2 s)
     assert lines[1] == "a p0: reverted: rms rose (2s) · ETA 9s"
     assert lines[2].startswith("[1/2] a unchanged: no step kept")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_pipeline_notices_reach_the_console_once(tmp_path: Path, quiet: bool) -> None:
+    """A full redo the pipeline decides (work.ms removed after success) was only in
+    pipeline.log: its notice in state.json is printed once, also with --quiet; notices of
+    earlier runs are not."""
+    import time
+
+    root = tmp_path / "datasets" / "a"
+    root.mkdir(parents=True)
+    why = "step p0 must run but work.ms was removed after success: redoing from startup"
+    state = {"steps": {}, "notices": [{"time": time.time() - 3600, "text": "from an earlier run"}]}
+    (root / "state.json").write_text(json.dumps(state))
+    out = tmp_path / "console.txt"
+    console = Console(file=open(out, "w"), width=300)
+    prog = CampaignProgress(tmp_path, ["a"], quiet=quiet, console=console)
+    prog.set_running(["a"])
+    prog.poll_steps(force=True)
+    state["notices"].append({"time": time.time(), "text": why})
+    (root / "state.json").write_text(json.dumps(state))
+    prog.poll_steps(force=True)
+    prog.poll_steps(force=True)
+    prog.finished({"name": "a", "status": "finished", "wall_s": 1.0})
+    console.file.close()
+    lines = out.read_text().splitlines()
+    assert [ln for ln in lines if "work.ms" in ln or "earlier run" in ln] == [f"a: {why}"]
 
 
 def test_quiet_prints_no_step_lines(tmp_path: Path) -> None:
