@@ -232,7 +232,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         if threads is not None:
             cfg = cfg.with_updates(threads=threads)
     except ConfigError as exc:
-        _fail(str(exc), 2)
+        _fail(_at_line(config_file, str(exc)), 2)
     # absolute(), not resolve(): a symbolic link names the dataset after the path given.
     ms = ms.expanduser().absolute()
     if not ms.exists():
@@ -278,6 +278,21 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     row = normalise_row(res, name, ms)
     console.print(summary_table([row], title=f"{name}"))
     sys.exit(1 if row["status"] == "failed" else 0)
+
+
+def _at_line(config_file: Path | None, msg: str) -> str:
+    """``FILE:LINE: msg`` for a key error of a run-one config file (the line where most of the
+    key's path is written, top level or [defaults], as manifest errors give it); ``msg``
+    unchanged when it already names the file or no line is found."""
+    from selfcal_batch.campaign.manifest import KeyLocator, _key_path_of  # lazy: the CLI starts fast
+
+    if config_file is None or msg.startswith(f"{config_file.name}:"):
+        return msg
+    try:
+        line = KeyLocator(config_file.read_text()).best([("defaults",), ()], _key_path_of(msg))
+    except OSError:
+        return msg
+    return f"{config_file.name}:{line}: {msg}" if line else f"{config_file.name}: {msg}"
 
 
 @main.command("config")

@@ -471,3 +471,17 @@ def test_template_typos_in_a_dataset_name_its_line(tmp_path, data_dir, tables, l
     assert good.ok and not bad.ok  # the other dataset still runs
     assert bad.error.startswith(f"datasets[0] (name='Ja'): {text}") and bad.error.endswith(f"(c.toml:{line + 2})"), \
         bad.error
+
+
+@pytest.mark.parametrize("tables, line, text", _TYPO_CASES)
+def test_run_one_config_typos_name_file_line_and_key(tmp_path, tables, line, text):
+    """Same kind for run-one --config (the error had no file:line at all): a manifest's
+    [defaults] + [templates], the same line as the campaign gives."""
+    from click.testing import CliRunner
+
+    from selfcal_batch.cli import main
+
+    p = write(tmp_path, f'[campaign]\nname = "x"\n\n[defaults]\nimsize = 128\n\n{tables}\n', name="one.toml")
+    res = CliRunner().invoke(main, ["run-one", str(tmp_path / "x.ms"), "--out", str(tmp_path / "o"), "--config", str(p)])
+    assert res.exit_code == 2
+    assert f"error: one.toml:{line}: {text}" in res.output, res.output
