@@ -265,7 +265,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         plan = restart_plan.plan_from_state(state, STEP_ALIASES.get(restart_from, restart_from),
                                             (root / "work.ms").exists(), cfg.keep_work_ms)
         console.print(f"{name}: {restart_plan.describe(plan)}", markup=False, highlight=False, soft_wrap=True)
-    if not restart and (why := input_change(out_dir / "datasets" / name / "state.json", ms.resolve(), cfg.steps[0])):
+    if not restart and (why := input_change(out_dir / "datasets" / name / "state.json", ms.resolve(), (cfg.steps or ("startup",))[0])):
         console.print(f"{name}: {why}", markup=False, highlight=False, soft_wrap=True)
     old_term = _install_sigterm()  # SIGTERM is recorded like Ctrl-C (interrupted, rerun to resume)
     try:

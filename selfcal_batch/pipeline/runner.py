@@ -298,7 +298,7 @@ def run_dataset(
         return DatasetResult(name=name, ms=str(ms), status="failed",
                              error=f"setup: {problem}: refusing to run (the input must never be modified)")
     prior: list[dict[str, Any]] = []
-    if not restart and (why := input_change(root / "state.json", ms_path, config.steps[0])):
+    if not restart and (why := input_change(root / "state.json", ms_path, (config.steps or ("startup",))[0])):
         # The campaign (and run-one) print this line on the console before the dataset starts.
         log.warning("%s: %s (input %s)", name, why, ms_path, extra={"console": False})
         restart = True
