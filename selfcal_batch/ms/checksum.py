@@ -86,6 +86,8 @@ def visibility_digest(ms: str | os.PathLike[str], column: str = "DATA", chunk_ro
 
 #: What an image of a data column reads besides the column: flags and weights.
 FLAG_WEIGHT_COLUMNS = ("FLAG", "FLAG_ROW", "WEIGHT", "WEIGHT_SPECTRUM")
+#: Columns an image of DATA does not read and the pipeline writes between images.
+NOT_IMAGED_COLUMNS = ("MODEL_DATA", "CORRECTED_DATA")
 #: Sub-tables no image depends on; CASA tasks append HISTORY rows on every call.
 _NOT_IMAGED = frozenset({"HISTORY", "FLAG_CMD"})
 
@@ -116,8 +118,9 @@ def storage_identity(ms: str | os.PathLike[str], column: str = "DATA") -> dict[s
     ``column`` sees, for our own working copy only (casacore writes table.lock):
 
     - ``"data"``: the row count, the column names, (name, size, inode, mtime ns) of the
-      storage-manager files holding ``column``, and every sub-table file except
-      :data:`_NOT_IMAGED` (frequencies, antennas, fields);
+      storage-manager files of every column except :data:`NOT_IMAGED_COLUMNS` and the flags
+      and weights (so ``column`` itself, UVW, TIME, ANTENNA1/2, DATA_DESC_ID, ...), and every
+      sub-table file except :data:`_NOT_IMAGED` (frequencies, antennas, fields);
     - ``"flags"``: the same for the storage files of :data:`FLAG_WEIGHT_COLUMNS`.
 
     Any write to a column rewrites its storage file (new mtime; a rebuilt table: new inodes),
@@ -135,10 +138,12 @@ def storage_identity(ms: str | os.PathLike[str], column: str = "DATA") -> dict[s
         have = set(t.colnames())
         dminfo, nrows = t.getdminfo(), t.nrows()
     flag_cols = {c for c in FLAG_WEIGHT_COLUMNS if c in have}
+    data_cols = (have - flag_cols - set(NOT_IMAGED_COLUMNS)) | ({column} & have)
     subs = [f"{rel} {size} {mtime}" for rel, (size, mtime) in sorted(input_fingerprint(ms)["files"].items())
             if "/" in rel and rel.split("/", 1)[0] not in _NOT_IMAGED]
-    data_files = _column_files(ms, dminfo, {column} & have)
-    return {"data": _stat_hash(ms, data_files, f"{nrows} {column in have} {sorted(flag_cols)}\n" + "\n".join(subs)),
+    head = f"{nrows} {column in have} {sorted(data_cols)} {sorted(flag_cols)}\n" + "\n".join(subs)
+    # A storage manager shared with the flags (one StandardStMan for all) counts in both.
+    return {"data": _stat_hash(ms, _column_files(ms, dminfo, data_cols), head),
             "flags": _stat_hash(ms, _column_files(ms, dminfo, flag_cols), f"{nrows}")}
 
 

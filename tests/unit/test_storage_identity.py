@@ -24,6 +24,8 @@ def _split_like_ms(path: Path) -> Path:
     desc = maketabdesc([makearrcoldesc(c, 0j, ndim=2, shape=[1, 1]) for c in ("DATA", "MODEL_DATA", "CORRECTED_DATA")])
     dminfo = {f"*{i}": {"TYPE": "TiledShapeStMan", "NAME": f"{c}_dm", "SPEC": {"DEFAULTTILESHAPE": [1, 1, 64]},
                         "COLUMNS": [c]} for i, c in enumerate(ARRAY_COLUMNS)}
+    for i, c in enumerate(("FLAG_ROW", "UVW", "TIME"), start=len(dminfo)):  # split: one manager each
+        dminfo[f"*{i}"] = {"TYPE": "StandardStMan", "NAME": f"{c}_ssm", "SPEC": {}, "COLUMNS": [c]}
     with default_ms(str(path), desc, dminfo) as t:
         t.addrows(4)
         t.putcol("FLAG", np.zeros((4, 1, 1), bool))
@@ -46,7 +48,7 @@ def _write(ms: Path, what: str) -> None:
     with table(str(ms), readonly=False, ack=False) as t:
         n = t.nrows()
         values = {"FLAG": np.ones((n, 1, 1), bool), "FLAG_ROW": np.ones(n, bool),
-                  "WEIGHT": np.full((n, 1), 2.0, np.float32)}
+                  "WEIGHT": np.full((n, 1), 2.0, np.float32), "UVW": np.ones((n, 3)), "TIME": np.ones(n)}
         if what == "rows":  # one more row, every array cell defined (as split writes them)
             t.addrows(1)
             t.putcell("FLAG", n, np.zeros((1, 1), bool))
@@ -63,6 +65,7 @@ def _write(ms: Path, what: str) -> None:
 
 @pytest.mark.parametrize("what, data, flags, content", [
     ("DATA", True, False, False), ("rows", True, True, True), ("SPECTRAL_WINDOW", True, False, False),
+    ("UVW", True, False, False), ("TIME", True, False, False),
     ("FLAG", False, True, True), ("FLAG_ROW", False, True, True), ("WEIGHT", False, True, True),
     ("same flags", False, True, False),
     ("MODEL_DATA", False, False, False), ("CORRECTED_DATA", False, False, False), ("HISTORY", False, False, False),
