@@ -103,3 +103,29 @@ def test_a_real_subtable_write_is_seen(tmp_path, tiny_ms) -> None:
     with table(str(ms / "SPECTRAL_WINDOW"), readonly=False, ack=False) as t:
         t.putcell("CHAN_FREQ", 0, np.array([6e9]))
     assert "SPECTRAL_WINDOW changed" in fingerprint_change(before, input_fingerprint(ms))
+
+
+def test_campaign_lines_and_dry_run(tmp_path, tiny_ms) -> None:
+    """The campaign's up-front lines (printed before anything runs, and by --dry-run) come
+    from the same decision as the runner's; none with --restart (everything is redone)."""
+    from selfcal_batch.campaign.manifest import load_manifest
+    from selfcal_batch.campaign.plan import RunOptions, input_change_lines, plan_text
+
+    a, b = tiny_ms(tmp_path / "a.ms"), tiny_ms(tmp_path / "b.ms")  # real MSs: --dry-run checks them
+    (tmp_path / "c.toml").write_text('[campaign]\nname = "c"\noutput_dir = "out"\n[defaults]\nimsize = 128\n'
+                                     '[[datasets]]\nms = "a.ms"\n[[datasets]]\nms = "b.ms"\n')
+    camp = load_manifest(tmp_path / "c.toml")
+    for name, ms in (("a", a), ("b", b)):
+        (tmp_path / "out" / "datasets" / name).mkdir(parents=True)
+        (tmp_path / "out" / "datasets" / name / "state.json").write_text(
+            json.dumps({"input_fingerprint": input_fingerprint(ms)}))
+    assert input_change_lines(camp, RunOptions()) == {}
+    from casacore.tables import table
+
+    with table(str(a / "ANTENNA"), readonly=False, ack=False) as t:  # an antenna moved
+        t.putcell("POSITION", 0, t.getcell("POSITION", 0) + 1.0)
+    line = "input MS changed since the last run (ANTENNA changed): redoing from startup"
+    assert input_change_lines(camp, RunOptions()) == {"a": line}
+    assert input_change_lines(camp, RunOptions(restart=True)) == {}
+    text, _ = plan_text(camp, RunOptions())
+    assert f"      restart   {line}" in text.splitlines()
