@@ -23,6 +23,7 @@ from typing import Any
 # CampaignSection, ClusterSpec and CLUSTER_KINDS are re-exported (they live in the config layer).
 from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
 from selfcal_batch.campaign import variants as sweep_variants
+from selfcal_batch.campaign.ebs import resolve_eb_list
 from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
@@ -64,10 +65,18 @@ class DatasetSpec:
     #: Template sweep (campaign/variants.py): the dataset's own name and the variant run.
     base: str = ""
     variant: str = ""
+    #: Joint execution blocks (``ms = ["eb1.ms", "eb2.ms"]``): every EB's absolute path, the
+    #: first being ``ms``; empty for an ordinary one-MS dataset (see :attr:`inputs`).
+    ebs: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """Every input MS of the dataset: its EBs, or ``(ms,)`` (empty when unresolved)."""
+        return self.ebs or ((self.ms,) if self.ms is not None else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +85,7 @@ class DatasetSpec:
             "error": self.error, "base": self.base or self.name, "variant": self.variant,
             "config": self.config.to_dict() if self.config is not None else None,
             **({"target": self.target} if self.target else {}),
+            **({"ebs": [str(p) for p in self.ebs]} if self.ebs else {}),
         }
 
 
@@ -246,7 +256,9 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     fallback = raw_name if isinstance(raw_name, str) and raw_name else f"datasets-{i}"
     if raw_name is not None and not isinstance(raw_name, str):
         return [err(f"datasets-{i}", ("name",), f"name: expected a string, got {raw_name!r}")]
-    if not isinstance(ms_raw, str) or not ms_raw:
+    if isinstance(ms_raw, list) and len(ms_raw) == 1:  # a one-element list is an ordinary dataset
+        ms_raw = ms_raw[0]
+    if (not isinstance(ms_raw, str) or not ms_raw) and not isinstance(ms_raw, list):
         if ms_raw is None:
             return [err(fallback, (), "ms: missing (every dataset needs ms = \"path/to.ms\")")]
         return [err(fallback, ("ms",), f"ms: expected a path string, got {ms_raw!r}")]
@@ -254,6 +266,8 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     for key in entry:
         if key not in allowed:
             return [err(fallback, (key,), str(did_you_mean(key, "unknown key", key, sorted(allowed))))]
+    if isinstance(ms_raw, list):
+        return _resolve_ebs(i, entry, ms_raw, base_dict, base_dir, fallback, err, line)
     if simulate is not None and not isinstance(simulate, dict):
         return [err(fallback, ("simulate",), "simulate: expected a table (preset = ..., ...)")]
     target_kw, problem = parse_target_keys(entry)
@@ -308,6 +322,24 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         out.append(DatasetSpec(nm, ms, cfg, index=i, overrides=overrides, simulate=simulate,
                                threads=threads if isinstance(threads, int) else None, line=line, **target_kw))
     return out
+
+
+def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: dict, base_dir: Path,
+                 fallback: str, err: Any, line: int | None) -> list[DatasetSpec]:
+    """``ms = ["eb1.ms", "eb2.ms"]``: one dataset of several execution blocks (campaign/ebs.py)."""
+    ebs, problem = resolve_eb_list(ms_raw, entry, base_dir)
+    nm = fallback if entry.get("name") or not ebs else (ebs[0].name.rsplit(".", 1)[0] or fallback)
+    if problem or not _NAME_RE.match(nm):
+        key, msg = problem or ("name", f"name: {nm!r} must be letters, digits, '.', '_', '+' or '-'")
+        return [err(nm, (key,), msg, ebs[0] if ebs else None)]
+    overrides = {k: v for k, v in entry.items() if k not in DATASET_KEYS}
+    try:
+        cfg = PipelineConfig.from_dict(deep_merge(base_dict, overrides))
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
+        return [err(nm, _key_path_of(str(exc)), _one_line(exc), ebs[0])]
+    threads = overrides.get("threads")
+    return [DatasetSpec(nm, ebs[0], cfg, index=i, overrides=overrides, line=line, ebs=ebs,
+                        threads=threads if isinstance(threads, int) else None)]
 
 
 def check_simulate(sim: dict[str, Any]) -> str:

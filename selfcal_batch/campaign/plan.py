@@ -62,7 +62,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
     spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
-    out_problem = output_inside_input(camp.output_dir, [d.ms for d in camp.datasets]) \
+    out_problem = output_inside_input(camp.output_dir, [p for d in camp.datasets for p in d.inputs]) \
         or output_dir_problem(camp.output_dir)
     lines = [f"campaign {camp.name}  (manifest {camp.path})",
              f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
@@ -97,6 +97,9 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                                        + "/".join(f"{x:g}" for x in cfg.template_thresholds_mjy) + " mJy")
         lines.append(f"  - {d.name}")
         lines.append(f"      ms        {d.ms}{sim}")
+        if d.ebs:
+            lines.append(f"      ebs       {len(d.ebs)} execution blocks, self-calibrated jointly:")
+            lines.extend(f"        eb{k}  {p}" for k, p in enumerate(d.ebs))
         if d.target:
             lines.append(f"      target    field {d.target['field']} (id {d.target['field_id']}; "
                          f"{', '.join(d.target['intents']) or 'no intents'}; "
