@@ -86,6 +86,9 @@ STEPS: tuple[Step, ...] = (
           "uvrange_image"),
          conditional=FINAL_IMAGING_KEYS),
     Step("select_refant", f"{_PREP}:select_refant", "prep", ("refant", "refantmode", "flag_bad_antennas", "guard")),
+    # Joint EBs only (one solution per execution block, pipeline/steps_joint.py); a one-MS
+    # dataset never runs it (runner), so its step hashes are those of before.
+    Step("align_ebs", "selfcal_batch.pipeline.steps_joint:align_ebs", "prep", LADDER_KEYS),
     Step("p0", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p0"),
     Step("p1", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p1"),
     Step("p2", _LADDER, "ladder", LADDER_KEYS, calmode="p", mask_row="p2"),
