@@ -10,6 +10,7 @@ from selfcal_batch.campaign.preflight import (dataset_input_problems, output_dir
                                               restart_messages)
 from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.pipeline.registry import steps_for
 
 DEFAULT_TASK = "selfcal_batch.pipeline.runner:run_dataset"
 
@@ -105,7 +106,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                          f"{', '.join(d.target['intents']) or 'no intents'}; "
                          f"{d.target['time_on_source_s']:g} s on source)")
         lines.append(f"      template  {templ}")
-        lines.append(f"      steps     {' '.join(cfg.steps)}")
+        lines.append(f"      steps     {' '.join(steps_for(cfg.steps, joint=True) if d.ebs else cfg.steps)}")
         lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {cfg.field or '(all)'}, "
                      f"{cfg.instrument} {cfg.band}")
         lines.append(f"      resources cores={t} (WSClean -j {t})")

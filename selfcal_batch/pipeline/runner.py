@@ -101,7 +101,7 @@ class _Runner:
 def run_steps(ctx: Context) -> None:
     """Execute the configured steps (with the ladder extension before ap1)."""
     cfg, st = ctx.cfg, ctx.state
-    order = registry.run_order(cfg.steps)
+    order = registry.steps_for(cfg.steps, joint=len(ctx.ebs) > 1)
     try:
         _run_order(ctx, order)
     except _WorkMSMissing as exc:
@@ -118,8 +118,6 @@ def _run_order(ctx: Context, order: list[str]) -> None:
     phase = [s for s in order if registry.is_phase(s)]
     amplitude = [s for s in order if registry.is_ladder(s) and not registry.is_phase(s)]
     for step in order:
-        if step == "align_ebs" and len(ctx.ebs) < 2:
-            continue  # joint EBs only: a one-MS dataset's step hashes stay as they were
         if amplitude and step == amplitude[0]:
             _run_extensions(ctx, runner)  # shorter phase steps before the first amplitude step
         if registry.is_ladder(step):

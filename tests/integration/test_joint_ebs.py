@@ -95,7 +95,7 @@ def test_joint_ebs_against_each_alone(ebs: tuple[Path, Path], tmp_path: Path) ->
                           "--threads-per-dataset", "1", "--quiet"], capture_output=True, text=True, env=_env(),
                          timeout=1200)
     wall = time.monotonic() - t0
-    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]  # two datasets failed
+    assert res.returncode != 0, res.stdout[-3000:] + res.stderr[-3000:]  # two datasets failed
     out = tmp_path / "out" / "datasets"
     rows = {r["name"]: r for r in (json.loads((out / n / "result.json").read_text())
                                    for n in ("joint", "eb1", "eb2"))}

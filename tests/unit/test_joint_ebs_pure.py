@@ -50,3 +50,15 @@ def test_report_rows():
     assert rows[1]["spws"] == "1,2 → 0,1" and rows[1]["final_ms"] == "eb1.ms"
     assert rows[0]["align"] == f"{1 / 0.98 ** 2:.4f}" and rows[1]["flagged"] == "2.0%"
     assert eb_rows({"ebs": []}) == [] and eb_rows(None) == [] and eb_rows([1]) == []
+
+
+def test_steps_for_adds_alignment_only_for_joint_ebs():
+    from selfcal_batch.config import DEFAULT_STEPS
+    from selfcal_batch.pipeline.registry import run_order, steps_for
+
+    assert "align_ebs" not in DEFAULT_STEPS
+    assert steps_for(DEFAULT_STEPS, joint=False) == run_order(DEFAULT_STEPS)  # one MS: as before
+    joint = steps_for(DEFAULT_STEPS, joint=True)
+    assert joint.index("select_refant") < joint.index("align_ebs") == joint.index("p0") - 1
+    assert steps_for(["startup", "align_ebs", "p0"], joint=False) == ["startup", "p0"]
+    assert steps_for(["startup", "test_image"], joint=True) == ["startup", "test_image"]  # no ladder
