@@ -31,8 +31,11 @@ import numpy as np
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
+from selfcal_batch.ms.polarisation import gaintype_for
+from selfcal_batch.pipeline import ladder
 from selfcal_batch.pipeline.context import Context
-from selfcal_batch.pipeline.state_records import WorkMSState
+from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
+from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, map_spws
 
 log = logging.getLogger("selfcal_batch.pipeline")
@@ -173,17 +176,44 @@ def alignment_from_table(table: str, n_ebs: int, weights: list[float]) -> list[d
 def align_ebs(ctx: Context) -> Any:
     """One ``inf`` amplitude+phase solution per EB against the joint model; amplitudes set to
     the alignment factors (joint flux scale kept), gated like a ladder step."""
-    from selfcal_batch.pipeline import ladder  # lazy: ladder imports this module's users (no cycle at load)
-
     if len(ctx.ebs) < 2:
         return "skipped", {"reason": "one execution block"}
-    plan = ladder._plan(ctx, "p0")
+    plan = _align_plan(ctx)
     if not isinstance(plan, ladder.StepPlan):
         return "skipped", plan
-    params = dataclasses.replace(plan.params, solint="inf", combine="scan", calmode="ap", minsnr=3.0)
-    choice = dataclasses.replace(plan.choice, solint="inf", combine="scan", reason="one solution per EB")
-    plan = dataclasses.replace(plan, step=ALIGN_STEP, params=params, choice=choice, chain=[])
     return ladder.run_planned(ctx, plan, rewrite=_rewrite_alignment)
+
+
+def _align_plan(ctx: Context) -> ladder.StepPlan | dict[str, Any]:
+    """The alignment's plan: p0's template, imaging and gaincal settings with ``solint='inf'``,
+    ``combine='scan'`` (``'scan,spw'`` when one spw alone is below ``solint.min_snr``),
+    ``calmode='ap'``; skipped (record) for p0's stop reasons or too low an estimated SNR of
+    one solution per EB (``solint.estimate_solution_snr`` over the shortest EB)."""
+    st = ctx.state
+    template = st.get("template_initial")
+    why = ladder._skip_reason(ctx, "p0", template, [])
+    if why:
+        return {"reason": why}
+    info = MSInfo.from_json(ctx.info)
+    base = ladder.params_for(ctx, template, "p0")
+    assert base is not None
+    params = dataclasses.replace(base, solint="inf", calmode="ap", gaintype=gaintype_for(base.gaintype, info.polarisation))
+    current = st.get("current") or st.get("test_image")
+    n_ant = info.n_antennas_present - len(st.get("bad_antennas", []))
+    per_eb_s = min(float(eb["time_on_source_s"]) for eb in st.get("ebs") or [{"time_on_source_s": 0.0}])
+    pol = 0.5 if params.gaintype == "G" else 1.0
+    image_snr = ladder.estimation_snr(ctx, current["stats"])
+    ests = [(c, solint.estimate_solution_snr(image_snr, n_ant, info.time_on_source_s, per_eb_s,
+                                             spw_fraction=f, pol_fraction=pol))
+            for c, f in (("scan", 1.0 / max(1, len(info.spws))), ("scan,spw", 1.0))]
+    combine, est = next(((c, e) for c, e in ests if e >= ctx.cfg.solint.min_snr), ("", ests[-1][1]))
+    if not combine:
+        return {"reason": f"estimated SNR of one solution per EB {est:.2f} < {ctx.cfg.solint.min_snr:g}",
+                "est_snr": round(est, 2)}
+    params = dataclasses.replace(params, combine=combine)
+    choice = solint.SolintChoice("inf", combine, est, reason="one solution per execution block")
+    opts = ladder.imaging_options(ctx, template, "p0", params).replace(data_column="DATA", update_model=True)
+    return ladder.StepPlan(ALIGN_STEP, template, params, choice, [], current, opts, False)
 
 
 def _rewrite_alignment(ctx: Context, table: str) -> dict[str, Any]:

@@ -57,12 +57,14 @@ JOINT_COMMON = dict(duration_s=240.0, n_scans=4, integration_s=10.0, phase_rms_d
 JOINT_FLUX_OFFSET = 1.05
 
 
-def joint_eb_specs(seed1: int = 31, seed2: int = 32) -> tuple[SimSpec, SimSpec]:
-    """Two EBs of one target: different antenna phase errors (seeds), spw layout and flux scale."""
-    eb1 = spec_from_preset("vla-c", components=JOINT_SKY, n_spw=2, n_chan=4, seed=seed1,
+def joint_eb_specs(seed1: int = 31, seed2: int = 32, flux_scale: float = 1.0) -> tuple[SimSpec, SimSpec]:
+    """Two EBs of one target: different antenna phase errors (seeds), spw layout and flux scale
+    (EB2 x JOINT_FLUX_OFFSET); ``flux_scale`` scales the whole sky (the truth is EB1's)."""
+    sky = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * flux_scale) for c in JOINT_SKY)
+    eb1 = spec_from_preset("vla-c", components=sky, n_spw=2, n_chan=4, seed=seed1,
                            start_date="2024-01-01", **JOINT_COMMON)
     bw, fc = eb1.spw_bw_hz, eb1.centre_hz
-    sky2 = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * JOINT_FLUX_OFFSET) for c in JOINT_SKY)
+    sky2 = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * JOINT_FLUX_OFFSET) for c in sky)
     eb2 = spec_from_preset("vla-c", components=sky2, n_spw=3, n_chan=4, seed=seed2, centre_freq_hz=fc - bw / 2,
                            spw_bandwidth_hz=bw, ref_freq_hz=fc, start_date="2024-01-03", **JOINT_COMMON)
     return eb1.replace(ref_freq_hz=fc), eb2

@@ -51,16 +51,33 @@ print("RESULT " + json.dumps(res.to_dict()), flush=True)
 """
 
 
-@pytest.fixture(scope="module")
-def ebs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("ebs")
-    s1, s2 = joint_eb_specs()
+#: The must-show's sky: 10 mJy + 1.2 mJy (JOINT_SKY x 0.2), a target too faint for one EB
+#: alone to self-calibrate (each EB alone is delivered unchanged: solution SNR < 3), which is
+#: where joint EBs matter. Measured on the 50 mJy sky (x 1.0, bright enough for each EB
+#: alone): best single / joint error 1.01 (the EBs' solutions do not gain SNR from each
+#: other; only the model and the final image's noise do). See the closing note of issue 18.
+FAINT = 0.2
+
+
+def _make_ebs(d: Path, flux_scale: float) -> tuple[Path, Path]:
+    s1, s2 = joint_eb_specs(flux_scale=flux_scale)
     eb1 = make(s1, d / "eb1.ms")
     eb2 = d / "eb2.ms"
     if not eb2.exists():
         make(s2, eb2)
         drop_spw_rows(eb2, 0)
     return eb1, eb2
+
+
+@pytest.fixture(scope="module")
+def faint_ebs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _make_ebs(tmp_path_factory.mktemp("faint_ebs"), FAINT)
+
+
+@pytest.fixture(scope="module")
+def ebs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The 50 mJy sky: every ladder step runs (the kill lands in p1)."""
+    return _make_ebs(tmp_path_factory.mktemp("ebs"), 1.0)
 
 
 def _env() -> dict[str, str]:
@@ -78,10 +95,11 @@ def _damaged_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def test_joint_ebs_against_each_alone(ebs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_joint_ebs_against_each_alone(faint_ebs: tuple[Path, Path], tmp_path: Path) -> None:
     """One campaign: the joint dataset, each EB alone, a joint dataset with a missing EB and
     one with a damaged EB. The two faulty ones fail with one line naming the EB; the others
     finish; the joint run's per-EB records, final MSs and error against the truth."""
+    ebs = faint_ebs
     eb1, eb2 = ebs
     damaged = _damaged_copy(eb2, tmp_path / "eb2_damaged.ms")
     before = {p: tree_checksums(p) for p in ebs}
@@ -114,11 +132,13 @@ def test_joint_ebs_against_each_alone(ebs: tuple[Path, Path], tmp_path: Path) ->
     state = json.loads((out / "joint" / "state.json").read_text())
     align = state["steps"]["align_ebs"]
     assert align["status"] == "done" and len(align["per_eb"]) == 2
-    if align["accepted"]:
-        # EB2 is 5 % brighter: its data are scaled down relative to EB1's
-        f1, f2 = (e["align_flux_factor"] for e in joint["ebs"])
-        assert f2 < f1, joint["ebs"]
-        assert all(c["step"] == "align_ebs" for c in state["chain"][:1])
+    assert align["accepted"], align  # the joint model makes one solution per EB worth it
+    assert state["chain"][0]["step"] == "align_ebs"  # kept in front of the ladder's tables
+    # The joint flux scale is kept: the EBs' visibility factors average to 1 (equal weights:
+    # the EBs have equal row counts); each EB moves by a few per cent at most.
+    factors = [e["align_flux_factor"] for e in joint["ebs"]]
+    assert sum(1 / f for f in factors) / 2 == pytest.approx(1.0, abs=1e-4), factors
+    assert all(abs(f - 1) < 0.1 for f in factors), factors
 
     truth = load_truth(eb1)
     err = {n: error_vs_truth(out / n / "final-image.fits", truth) for n in rows}
