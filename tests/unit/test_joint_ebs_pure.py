@@ -62,3 +62,12 @@ def test_steps_for_adds_alignment_only_for_joint_ebs():
     assert joint.index("select_refant") < joint.index("align_ebs") == joint.index("p0") - 1
     assert steps_for(["startup", "align_ebs", "p0"], joint=False) == ["startup", "p0"]
     assert steps_for(["startup", "test_image"], joint=True) == ["startup", "test_image"]  # no ladder
+
+
+def test_apply_skips_joint_datasets():
+    from selfcal_batch.campaign.apply import plan_dataset
+
+    state = {"chain": [ALIGN, P0], "config": {}}
+    joint = plan_dataset("j", {"status": "finished", "ms": "/d/eb1.ms", "ebs": [{"ms": "/d/eb1.ms"}]}, state)
+    assert joint.skip.startswith("joint execution blocks")
+    assert not plan_dataset("one", {"status": "finished", "ms": "/d/x.ms", "ebs": []}, state).skip
