@@ -71,3 +71,22 @@ def test_apply_skips_joint_datasets():
     joint = plan_dataset("j", {"status": "finished", "ms": "/d/eb1.ms", "ebs": [{"ms": "/d/eb1.ms"}]}, state)
     assert joint.skip.startswith("joint execution blocks")
     assert not plan_dataset("one", {"status": "finished", "ms": "/d/x.ms", "ebs": []}, state).skip
+
+
+def test_changed_eb_redoes_the_joint_dataset(tmp_path, fake_ms):
+    import json
+    import os
+
+    from selfcal_batch.ms.checksum import input_fingerprint
+    from selfcal_batch.pipeline.runner import eb_inputs_changed
+
+    a, b = fake_ms(tmp_path / "a.ms"), fake_ms(tmp_path / "b.ms")
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"eb_fingerprints": {str(p): input_fingerprint(p) for p in (a, b)}}))
+    assert not eb_inputs_changed(state, (a, b))
+    assert eb_inputs_changed(state, (b, a))  # another EB list (order = observation ids)
+    st = (b / "table.dat").stat()
+    os.utime(b / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # EB b rewritten
+    assert eb_inputs_changed(state, (a, b))
+    assert not eb_inputs_changed(state, ())  # one MS: not this check's business
+    assert not eb_inputs_changed(tmp_path / "absent.json", (a, b))
