@@ -52,11 +52,34 @@ def flag_checkpoint(vis: str, versionname: str, resume: bool = False) -> str:
         with open(listing) as fh:
             names = {ln.split(" : ")[0].strip() for ln in fh if ln.strip()}
     table = os.path.join(os.path.dirname(listing), f"flags.{versionname}")
+    if versionname in names and not _version_complete(table):
+        # The first attempt was killed while flagmanager wrote this version (casacore writes
+        # table.dat last: it is then empty). Nothing after the save ran in that attempt, so
+        # the MS still holds the flags the step starts from: save them anew.
+        _forget_version(listing, table, versionname)
+        names.discard(versionname)
     if resume and versionname in names and os.path.isdir(table):
         flagmanager(vis=vis, mode="restore", versionname=versionname)
         return "restored"
     flagmanager(vis=vis, mode="save", versionname=versionname, comment=versionname, merge="replace")
     return "saved"
+
+
+def _version_complete(table: str) -> bool:
+    """True when a saved flag version's table was closed (non-empty table.dat)."""
+    dat = os.path.join(table, "table.dat")
+    return os.path.isfile(dat) and os.path.getsize(dat) > 0
+
+
+def _forget_version(listing: str, table: str, versionname: str) -> None:
+    """Remove an incomplete flag version: its table and its line in FLAG_VERSION_LIST."""
+    import shutil  # (same reason: only on this path)
+
+    shutil.rmtree(table, ignore_errors=True)
+    with open(listing) as fh:
+        keep = [ln for ln in fh if ln.split(" : ")[0].strip() != versionname]
+    with open(listing, "w") as fh:
+        fh.writelines(keep)
 
 
 def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str, Any]]) -> dict[int, int]:
