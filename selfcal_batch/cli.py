@@ -284,12 +284,12 @@ def _at_line(config_file: Path | None, msg: str) -> str:
     """``FILE:LINE: msg`` for a key error of a run-one config file (the line where most of the
     key's path is written, top level or [defaults], as manifest errors give it); ``msg``
     unchanged when it already names the file or no line is found."""
-    from selfcal_batch.campaign.manifest import KeyLocator, _key_path_of  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.keylines import KeyLocator, key_path_of  # lazy: the CLI starts fast
 
     if config_file is None or msg.startswith(f"{config_file.name}:"):
         return msg
     try:
-        line = KeyLocator(config_file.read_text()).best([("defaults",), ()], _key_path_of(msg))
+        line = KeyLocator(config_file.read_text()).best([("defaults",), ()], key_path_of(msg))
     except OSError:
         return msg
     return f"{config_file.name}:{line}: {msg}" if line else f"{config_file.name}: {msg}"

@@ -176,7 +176,8 @@ class PipelineConfig:
                                 "for an observatory-calibrated MS).",
                                 choices=("data", "corrected"), ignore_case=True)
     steps: tuple[str, ...] = setting(DEFAULT_STEPS, "Steps to run, in order (fov_image, autoflag_init and "
-                                     "autoflag_final are off by default; old step names are accepted).", choices=STEP_NAMES,
+                                     "autoflag_final are off by default; old step names are accepted; align_ebs is added "
+                                     "for joint execution blocks only).", choices=STEP_NAMES,
                                      also=tuple(STEP_ALIASES), noun="step")
     imsize: int = setting(512, "Image width and height (even, >= 32).", unit="px",
                           check=_even_size)

@@ -94,6 +94,12 @@ class DatasetResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: The final guard's verdict: deliver (bool), reason, changes {metric: [before, after, z]}.
     guard: dict[str, Any] = field(default_factory=dict)
+    #: Joint EBs (issue 18): one record per execution block, in manifest order: ``ms``,
+    #: ``final_ms``, ``input_spws``/``spws`` (the input's / the joint working copy's spw
+    #: ids), ``nchan``, ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
+    #: ``align_flux_factor`` (= 1 / align_gain^2: what the EB's visibilities were multiplied
+    #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS). Empty for one MS.
+    ebs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly mapping (NaN -> None)."""
@@ -119,7 +125,7 @@ LATER_FIELDS = ("steps_skipped", "wsclean_predicts", "thermal_noise_jy")
 #: Leading columns of survey/datasets.csv (campaign.progress), in order.
 CSV_COLUMNS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if f not in LATER_FIELDS + NESTED_FIELDS)
 #: Result keys kept in result.json only (too wide for a CSV cell).
-CSV_EXCLUDED = ("attempts",)
+CSV_EXCLUDED = ("attempts", "ebs")
 #: The report's dataset table columns: every flat field but wsclean_predicts.
 REPORT_COLUMNS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS
                                         if f not in NESTED_FIELDS and f != "wsclean_predicts")

@@ -66,6 +66,11 @@ def plan_dataset(name: str, result: dict[str, Any], state: dict[str, Any]) -> Ap
     if not chain:
         plan.skip = "no gain table was delivered"
         return plan
+    if result.get("ebs"):
+        # Joint EBs: the tables hold the joint working copy's observation and spw ids, not
+        # any one input's; the calibrated EBs are delivered as final/eb<k>.ms.
+        plan.skip = "joint execution blocks: the calibrated EBs are final/eb<k>.ms (apply is per input MS)"
+        return plan
     plan.tables = [f"datasets/{name}/caltables/{Path(c['table']).name}" for c in chain]
     plan.spwmaps = [list(c.get("spwmap") or []) for c in chain]
     cfg = state.get("config") or {}

@@ -133,6 +133,7 @@ class Dispatcher:
             execute_dataset, self.opts.task, d.name, str(d.ms), cfg, str(self.out_dir),
             threads=t, restart=self.opts.restart, restart_from=self.opts.restart_from,
             simulate=d.simulate, attempt=f"{self.run_id} {key}", key=key, pure=False,
+            **({"ebs": [str(p) for p in d.ebs]} if d.ebs else {}),
             resources={"cores": t}, retries=self.spec.retries)
         self.in_flight[key] = (fut, d)
         log.info("submitted %s (%s, cores=%d)", d.name, key, t)

@@ -24,6 +24,8 @@ from typing import Any
 # CampaignSection, ClusterSpec and CLUSTER_KINDS are re-exported (they live in the config layer).
 from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
 from selfcal_batch.campaign import variants as sweep_variants
+from selfcal_batch.campaign.ebs import resolve_eb_list
+from selfcal_batch.campaign.keylines import KeyLocator, key_path_of
 from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys, separate_generated_names
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
@@ -67,10 +69,18 @@ class DatasetSpec:
     #: Template sweep (campaign/variants.py): the dataset's own name and the variant run.
     base: str = ""
     variant: str = ""
+    #: Joint execution blocks (``ms = ["eb1.ms", "eb2.ms"]``): every EB's absolute path, the
+    #: first being ``ms``; empty for an ordinary one-MS dataset (see :attr:`inputs`).
+    ebs: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """Every input MS of the dataset: its EBs, or ``(ms,)`` (empty when unresolved)."""
+        return self.ebs or ((self.ms,) if self.ms is not None else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +89,7 @@ class DatasetSpec:
             "error": self.error, "base": self.base or self.name, "variant": self.variant,
             "config": self.config.to_dict() if self.config is not None else None,
             **({"target": self.target} if self.target else {}),
+            **({"ebs": [str(p) for p in self.ebs]} if self.ebs else {}),
         }
 
 
@@ -172,7 +183,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     try:
         section = build(CampaignSection, data.get("campaign", {}), "campaign")
     except ConfigError as exc:
-        raise fail(_key_path_of(str(exc)), str(exc)) from None
+        raise fail(key_path_of(str(exc)), str(exc)) from None
     name = section.name or path.stem
     if not _NAME_RE.match(name):
         raise fail(("campaign", "name"), f"campaign.name: {name!r} must be letters, digits, '.', '_', '+' or '-'")
@@ -183,7 +194,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
         cluster = build(ClusterSpec, data.get("cluster", {}), "cluster")
         cluster.validate()
     except ConfigError as exc:
-        raise fail(_key_path_of(str(exc)), str(exc)) from None
+        raise fail(key_path_of(str(exc)), str(exc)) from None
 
     # [defaults] + [templates] -> the base config (errors here concern every dataset)
     defaults = data.get("defaults", {})
@@ -196,7 +207,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     try:
         base_config = PipelineConfig.from_dict(base_dict)
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
-        key = _key_path_of(str(exc))
+        key = key_path_of(str(exc))
         line = loc.best([("defaults",), ()], key) or loc.find(("defaults",))
         raise ConfigError(f"{label}:{line}: {_one_line(exc)}" if line else f"{label}: {_one_line(exc)}") from None
 
@@ -253,7 +264,9 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     fallback = raw_name if isinstance(raw_name, str) and raw_name else f"datasets-{i}"
     if raw_name is not None and not isinstance(raw_name, str):
         return [err(f"datasets-{i}", ("name",), f"name: expected a string, got {raw_name!r}")]
-    if not isinstance(ms_raw, str) or not ms_raw:
+    if isinstance(ms_raw, list) and len(ms_raw) == 1:  # a one-element list is an ordinary dataset
+        ms_raw = ms_raw[0]
+    if (not isinstance(ms_raw, str) or not ms_raw) and not isinstance(ms_raw, list):
         if ms_raw is None:
             return [err(fallback, (), "ms: missing (every dataset needs ms = \"path/to.ms\")")]
         return [err(fallback, ("ms",), f"ms: expected a path string, got {ms_raw!r}")]
@@ -261,6 +274,8 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     for key in entry:
         if key not in allowed:
             return [err(fallback, (key,), str(did_you_mean(key, "unknown key", key, sorted(allowed))))]
+    if isinstance(ms_raw, list):
+        return _resolve_ebs(i, entry, ms_raw, base_dict, base_dir, fallback, err, line)
     if simulate is not None and not isinstance(simulate, dict):
         return [err(fallback, ("simulate",), "simulate: expected a table (preset = ..., ...)")]
     target_kw, problem = parse_target_keys(entry)
@@ -304,7 +319,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         try:
             cfg = PipelineConfig.from_dict(merged)
         except (ConfigError, ValueError, TypeError, KeyError) as exc:
-            key = _key_path_of(str(exc))
+            key = key_path_of(str(exc))
             ln = loc.best([("datasets", i), ("defaults",), ()], key) or line
             out.append(DatasetSpec(nm, ms, None, index=i, overrides=overrides, simulate=simulate,
                                    line=line, error=f"datasets[{i}] (name={nm!r}): {_one_line(exc)}"
@@ -314,6 +329,24 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         out.append(DatasetSpec(nm, ms, cfg, index=i, overrides=overrides, simulate=simulate,
                                threads=threads if isinstance(threads, int) else None, line=line, **target_kw))
     return out
+
+
+def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: dict, base_dir: Path,
+                 fallback: str, err: Any, line: int | None) -> list[DatasetSpec]:
+    """``ms = ["eb1.ms", "eb2.ms"]``: one dataset of several execution blocks (campaign/ebs.py)."""
+    ebs, problem = resolve_eb_list(ms_raw, entry, base_dir)
+    nm = fallback if entry.get("name") or not ebs else (ebs[0].name.rsplit(".", 1)[0] or fallback)
+    if problem or not _NAME_RE.match(nm):
+        key, msg = problem or ("name", f"name: {nm!r} must be letters, digits, '.', '_', '+' or '-'")
+        return [err(nm, (key,), msg, ebs[0] if ebs else None)]
+    overrides = {k: v for k, v in entry.items() if k not in DATASET_KEYS}
+    try:
+        cfg = PipelineConfig.from_dict(deep_merge(base_dict, overrides))
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
+        return [err(nm, key_path_of(str(exc)), _one_line(exc), ebs[0])]
+    threads = overrides.get("threads")
+    return [DatasetSpec(nm, ebs[0], cfg, index=i, overrides=overrides, line=line, ebs=ebs,
+                        threads=threads if isinstance(threads, int) else None)]
 
 
 def check_simulate(sim: dict[str, Any]) -> str:
@@ -383,100 +416,3 @@ def _resolve(base_dir: Path, p: str) -> Path:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-def _key_path_of(msg: str) -> tuple:
-    """('wsclean', 'mgain') from 'wsclean.mgain: ...' (best effort, for line lookup)."""
-    head = msg.split(":", 1)[0].strip()
-    head = head.split("/", 1)[0]
-    head = re.sub(r"\[\d+\]", "", head)
-    if not head or " " in head:
-        return ()
-    # "templates: unknown template 'brigth'": the unknown name is the next key of the path
-    named = re.match(r"[^:]*:\s*unknown \w+ '([^']+)'", msg)
-    return (*(p for p in head.split(".") if p), *((named.group(1),) if named else ()))
-
-
-class KeyLocator:
-    """Maps TOML key paths (``("datasets", 2, "imsize")``) to 1-based line numbers.
-
-    A line scanner, not a parser: it follows ``[table]`` / ``[[array]]`` headers, dotted
-    keys and one level of inline tables, which is enough to point at the offending line.
-    """
-
-    _ARRAY_HDR = re.compile(r"^\s*\[\[\s*([^\]]+?)\s*\]\]")
-    _TABLE_HDR = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-    _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'))*)\s*=(.*)$""")
-    _INLINE_KEY = re.compile(r"""[{,]\s*([A-Za-z0-9_\-]+|"[^"]*")\s*=""")
-
-    def __init__(self, text: str):
-        self.lines: dict[tuple, int] = {}
-        counters: dict[tuple, int] = {}
-        current: tuple = ()
-        for n, raw in enumerate(text.splitlines(), start=1):
-            line = raw.split("#", 1)[0] if raw.lstrip().startswith(("[", "#")) else raw
-            m = self._ARRAY_HDR.match(line)
-            if m:
-                raw_parts = self._split(m.group(1))
-                parts = (*self._expand(raw_parts[:-1], counters), raw_parts[-1])
-                counters[parts] = counters.get(parts, -1) + 1
-                current = (*parts, counters[parts])
-                self._add(current, n)
-                continue
-            m = self._TABLE_HDR.match(line)
-            if m:
-                current = self._expand(self._split(m.group(1)), counters)
-                self._add(current, n)
-                continue
-            m = self._KEY.match(line)
-            if m:
-                path = (*current, *self._split(m.group(1)))
-                self._add(path, n)
-                rest = m.group(2).strip()
-                if rest.startswith("{"):
-                    for k in self._INLINE_KEY.findall(rest):
-                        self._add((*path, k.strip("\"'")), n)
-
-    @staticmethod
-    def _split(dotted: str) -> tuple:
-        return tuple(p.strip().strip("\"'") for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', dotted))
-
-    @staticmethod
-    def _expand(parts: tuple, counters: dict[tuple, int]) -> tuple:
-        out: list = []
-        for p in parts:
-            out.append(p)
-            if tuple(out) in counters:
-                out.append(counters[tuple(out)])
-        return tuple(out)
-
-    def _add(self, path: tuple, n: int) -> None:
-        for k in range(1, len(path) + 1):
-            self.lines.setdefault(path[:k], n)
-        self.lines[path] = self.lines.get(path, n)
-
-    def best(self, scopes: list[tuple], key: tuple) -> int | None:
-        """Line of ``key`` in the scope (e.g. ``("defaults",)``, ``()``) where most of it is
-        written; None when no scope holds even its first part (a scope's own line is no
-        answer: a typo in [templates] must not point at [defaults])."""
-        depth, line = 0, None
-        for scope in scopes:
-            for k in range(len(key), depth, -1):
-                if (*scope, *key[:k]) in self.lines:
-                    depth, line = k, self.lines[(*scope, *key[:k])]
-                    break
-        return line
-
-    def find(self, path: tuple, exact: bool = False) -> int | None:
-        """Line of ``path`` (or, unless ``exact``, of its longest known prefix)."""
-        path = tuple(path)
-        if not path:
-            return None
-        if path in self.lines:
-            return self.lines[path]
-        if exact:
-            return None
-        for k in range(len(path) - 1, 0, -1):
-            if path[:k] in self.lines:
-                return self.lines[path[:k]]
-        return None

@@ -10,6 +10,7 @@ from selfcal_batch.campaign.preflight import (dataset_input_problems, input_chan
                                               output_inside_input, restart_messages)
 from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.pipeline.registry import steps_for
 
 DEFAULT_TASK = "selfcal_batch.pipeline.runner:run_dataset"
 
@@ -71,7 +72,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
     spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
-    out_problem = output_inside_input(camp.output_dir, [d.ms for d in camp.datasets]) \
+    out_problem = output_inside_input(camp.output_dir, [p for d in camp.datasets for p in d.inputs]) \
         or output_dir_problem(camp.output_dir)
     lines = [f"campaign {camp.name}  (manifest {camp.path})",
              f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
@@ -106,12 +107,15 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                                        + "/".join(f"{x:g}" for x in cfg.template_thresholds_mjy) + " mJy")
         lines.append(f"  - {d.name}")
         lines.append(f"      ms        {d.ms}{sim}")
+        if d.ebs:
+            lines.append(f"      ebs       {len(d.ebs)} execution blocks, self-calibrated jointly:")
+            lines.extend(f"        eb{k}  {p}" for k, p in enumerate(d.ebs))
         if d.target:
             lines.append(f"      target    field {d.target['field']} (id {d.target['field_id']}; "
                          f"{', '.join(d.target['intents']) or 'no intents'}; "
                          f"{d.target['time_on_source_s']:g} s on source)")
         lines.append(f"      template  {templ}")
-        lines.append(f"      steps     {' '.join(cfg.steps)}")
+        lines.append(f"      steps     {' '.join(steps_for(cfg.steps, joint=True) if d.ebs else cfg.steps)}")
         lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {cfg.field or '(all)'}, "
                      f"{cfg.instrument} {cfg.band}")
         lines.append(f"      resources cores={t} (WSClean -j {t})")

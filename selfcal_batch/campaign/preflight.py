@@ -282,14 +282,16 @@ def input_problems(inputs: Iterable[tuple[str | Path, str]]) -> dict[str, list[s
 def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
     """``{dataset name: [one line per problem]}`` of :func:`input_problems` for every valid
     dataset (a ``manifest.DatasetSpec`` without ``error``) whose MS exists or is not
-    simulated on first use."""
-    pairs: dict[str, tuple[str, str]] = {}
+    simulated on first use; every execution block of a joint dataset (``DatasetSpec.ebs``)
+    is checked, each problem naming its MS."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
     for d in datasets:
         if not d.ok or d.ms is None or d.config is None or (d.simulate and not Path(d.ms).exists()):
             continue
-        pairs[d.name] = (str(d.ms), d.config.input_column)
-    found = input_problems(sorted(set(pairs.values())))
-    return {name: found[ms] for name, (ms, _col) in pairs.items() if ms in found}
+        pairs[d.name] = [(str(ms), d.config.input_column) for ms in (getattr(d, "ebs", ()) or (d.ms,))]
+    found = input_problems(sorted({p for ps in pairs.values() for p in ps}))
+    out = {name: [line for ms, _col in ps for line in found.get(ms, [])] for name, ps in pairs.items()}
+    return {name: lines for name, lines in out.items() if lines}
 
 
 def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[str, str]:

@@ -124,7 +124,7 @@ def run_campaign(campaign: Campaign, opts: RunOptions, console: Console | None =
                            workers=opts.workers, threads_per_dataset=opts.threads_per_dataset,
                            scheduler_address=opts.scheduler_address, n_datasets=len(selected.datasets))
     outcome = CampaignOutcome(out_dir=out_dir)
-    if problem := output_inside_input(out_dir, [d.ms for d in selected.datasets]):
+    if problem := output_inside_input(out_dir, [p for d in selected.datasets for p in d.inputs]):
         raise OutputDirError(problem)  # before anything is written there
     ensure_output_dir(out_dir)  # one line (OutputDirError), never a traceback
     with CampaignLock(out_dir, selected.name):

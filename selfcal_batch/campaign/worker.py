@@ -90,14 +90,16 @@ def count_deaths(out_dir: str | Path, name: str, attempt: str) -> int:
 
 def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *, threads: int,
                     restart: bool = False, restart_from: str | None = None,
-                    simulate: dict[str, Any] | None = None, attempt: str = "") -> dict[str, Any]:
+                    simulate: dict[str, Any] | None = None, attempt: str = "",
+                    ebs: list[str] | None = None) -> dict[str, Any]:
     """The Dask task: (simulate the MS if needed), run the pipeline, return its result dict.
 
     ``attempt`` ('<run-id> <key>') is logged before anything else so the runner can tell a
     worker death *during* this dataset from one while it merely waited in a worker's queue;
     a re-run after a death resumes (``restart``/``restart_from`` apply to the first start
     only). Input problems (simulation failure) return a failed row; unexpected exceptions
-    propagate so Dask retries them.
+    propagate so Dask retries them. ``ebs``: the execution blocks of a joint dataset (passed
+    to the task as ``ebs=`` only when given, so one-MS tasks keep their signature).
     """
     token = ""
     if attempt:
@@ -116,6 +118,8 @@ def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *,
         kwargs: dict[str, Any] = {"threads": threads, "restart": restart}
         if restart_from:
             kwargs["restart_from"] = restart_from
+        if ebs:
+            kwargs["ebs"] = [str(p) for p in ebs]
         result = fn(name, str(ms), config, Path(out_dir), **kwargs)
         if hasattr(result, "to_dict"):
             result = result.to_dict()

@@ -52,11 +52,34 @@ def flag_checkpoint(vis: str, versionname: str, resume: bool = False) -> str:
         with open(listing) as fh:
             names = {ln.split(" : ")[0].strip() for ln in fh if ln.strip()}
     table = os.path.join(os.path.dirname(listing), f"flags.{versionname}")
+    if versionname in names and not _version_complete(table):
+        # The first attempt was killed while flagmanager wrote this version (casacore writes
+        # table.dat last: it is then empty). Nothing after the save ran in that attempt, so
+        # the MS still holds the flags the step starts from: save them anew.
+        _forget_version(listing, table, versionname)
+        names.discard(versionname)
     if resume and versionname in names and os.path.isdir(table):
         flagmanager(vis=vis, mode="restore", versionname=versionname)
         return "restored"
     flagmanager(vis=vis, mode="save", versionname=versionname, comment=versionname, merge="replace")
     return "saved"
+
+
+def _version_complete(table: str) -> bool:
+    """True when a saved flag version's table was closed (non-empty table.dat)."""
+    dat = os.path.join(table, "table.dat")
+    return os.path.isfile(dat) and os.path.getsize(dat) > 0
+
+
+def _forget_version(listing: str, table: str, versionname: str) -> None:
+    """Remove an incomplete flag version: its table and its line in FLAG_VERSION_LIST."""
+    import shutil  # (same reason: only on this path)
+
+    shutil.rmtree(table, ignore_errors=True)
+    with open(listing) as fh:
+        keep = [ln for ln in fh if ln.split(" : ")[0].strip() != versionname]
+    with open(listing, "w") as fh:
+        fh.writelines(keep)
 
 
 def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str, Any]]) -> dict[int, int]:
@@ -209,3 +232,77 @@ def apply_in_place(vis: str, gaintable: list[str], spwmap: list[list[int]], inte
                 interp=list(interp), calwt=[bool(calwt)] * len(gaintable), applymode="calflag", flagbackup=True)
     applycal(**call)
     return {"applycal": call, "flagged_fraction": flag_fraction(vis)}
+
+
+def concat_copies(parts: list[str], work: str) -> dict[str, Any]:
+    """Joint EBs (DESIGN.md, "Joint EBs"): concatenate the per-EB working copies ``parts``
+    into ``work`` (CASA ``concat``: each EB keeps its own OBSERVATION_ID, scans are
+    renumbered, spws of equal frequency and channelisation are merged, others kept apart)
+    and inspect it. ``per_eb``: per input part (= observation id), its spw ids and scans
+    in ``work``. ``ValueError`` when ``concat`` merged two EBs into one observation (then no
+    solve could keep them apart)."""
+    from casatasks import concat  # (same reason)
+    from casatools import msmetadata  # (same reason)
+
+    concat(vis=list(parts), concatvis=work, copypointing=False)
+    if not os.path.exists(os.path.join(work, "table.dat")):
+        raise RuntimeError(f"concat did not write the joint working copy {work} (see casa.log)")
+    md = msmetadata()
+    md.open(work)
+    try:
+        if md.nobservations() != len(parts):
+            raise ValueError(f"the {len(parts)} execution blocks share observation ids after concat "
+                             f"({md.nobservations()} observations): they cannot be solved apart")
+        per_eb = []
+        for obs in range(len(parts)):
+            scans = sorted(int(s) for s in md.scannumbers(obsid=obs))
+            spws = sorted({int(w) for s in scans for w in md.spwsforscan(s, obsid=obs)})
+            per_eb.append({"observation_id": obs, "scans": scans, "spws": spws})
+    finally:
+        md.close()
+    merged = merge_duplicate_data_descriptions(work)
+    info = inspect_ms(work)
+    info["data_descriptions_merged_rows"] = merged
+    info["polarisation"] = _polarisation(work, info).as_dict()
+    info["per_eb"] = per_eb
+    return info
+
+
+def merge_duplicate_data_descriptions(vis: str) -> int:
+    """Point rows of data descriptions that differ only by an identical POLARIZATION row at
+    one data description per (spw, correlation setup); returns the rows rewritten.
+
+    ``concat`` keeps every POLARIZATION row of its inputs (an MS may hold one per spw) and
+    then makes a second data description for a spw merged across EBs; WSClean 3.1 aborts on
+    such an MS while predicting ("Error reading from temporary model data file", measured)."""
+    import numpy as np  # (same reason)
+    from casatools import table  # (same reason)
+
+    tb = table()
+    tb.open(os.path.join(vis, "POLARIZATION"))
+    corr = [tuple(int(c) for c in tb.getcell("CORR_TYPE", i)) for i in range(tb.nrows())]
+    tb.close()
+    tb.open(os.path.join(vis, "DATA_DESCRIPTION"))
+    spw, pol = tb.getcol("SPECTRAL_WINDOW_ID"), tb.getcol("POLARIZATION_ID")
+    tb.close()
+    first: dict[tuple[int, tuple[int, ...]], int] = {}
+    target = [first.setdefault((int(s), corr[int(p)]), d) for d, (s, p) in enumerate(zip(spw, pol, strict=True))]
+    if target == list(range(len(target))):
+        return 0
+    keep = sorted(set(target))
+    new_id = np.asarray([keep.index(t) for t in target])
+    tb.open(vis, nomodify=False)
+    try:
+        dd = tb.getcol("DATA_DESC_ID")
+        changed = int(np.sum(new_id[dd] != dd))
+        tb.putcol("DATA_DESC_ID", new_id[dd].astype(dd.dtype))
+    finally:
+        tb.close()
+    # WSClean reorders into one part per DATA_DESCRIPTION row, also an unused one (which
+    # then aborts the predict): the merged rows are removed.
+    tb.open(os.path.join(vis, "DATA_DESCRIPTION"), nomodify=False)
+    try:
+        tb.removerows([d for d in range(len(target)) if d not in keep])
+    finally:
+        tb.close()
+    return changed

@@ -38,6 +38,9 @@ class Context:
     cfg: PipelineConfig
     root: Path
     threads: int
+    #: Joint EBs (issue 18): every execution block's input MS (``ms`` is the first); empty for
+    #: one MS. The EBs are joined into the one working copy (pipeline/steps_joint.py).
+    ebs: tuple[Path, ...] = ()
     state: DatasetState = field(init=False)
     #: The dataset's long-lived CASA child (cfg.casa_persistent); started on first use.
     casa_child: Any = field(default=None, init=False, repr=False)

@@ -178,6 +178,8 @@ class Solved:
     #: gaincal uvrange used ('' = all baselines) and, for 'auto', why (selfcal.uvrange).
     uvrange: str = ""
     uvrange_reason: str = ""
+    #: What a ``rewrite`` of the table reported (run_planned).
+    extra: Any = None
 
 
 def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
@@ -188,13 +190,27 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     plan = _plan(ctx, step)
     if not isinstance(plan, StepPlan):
         return "skipped", plan
+    status, rec = run_planned(ctx, plan)
+    if step == "p0":
+        reselect(ctx)
+    return status, rec
+
+
+def run_planned(ctx: Context, plan: StepPlan, rewrite: Any = None) -> tuple[str, dict[str, Any]]:
+    """Run a planned step (pre image, solve + apply, post image, decide, keep or revert).
+
+    ``rewrite(ctx, table) -> dict``: called between solve and apply to rewrite the new
+    table (joint EBs' alignment, pipeline/steps_joint.py; the solve is then not normalised);
+    its dict is kept in the record."""
+    step = plan.step
     rec: dict[str, Any] = {"template": plan.template, "solint": plan.choice.solint, "combine": plan.choice.combine,
                            "est_snr": round(plan.choice.est_snr, 2), "solint_reason": plan.choice.reason}
     pre = _pre_image(ctx, plan)
     beam_key = repr(plan.opts.imaging_key()[3:])
     orig = ctx.state.data.setdefault("original_beam", {})
     orig.setdefault(beam_key, pre["stats"]["beam_area_pix"])
-    solved = _solve(ctx, plan)
+    solved = _solve(ctx, plan, rewrite)
+    rec.update(solved.extra or {})
     rec["flagged_solutions"] = round(solved.sols.without(_bad(ctx)).flagged_fraction, 4)
     rec["uvrange"] = solved.uvrange
     if solved.uvrange_reason:
@@ -212,8 +228,6 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
                 "minsnr": plan.params.minsnr})
     _keep_or_revert(ctx, plan, decision, pre, post, solved)
     ctx.write_gain_tables_json()
-    if step == "p0":
-        reselect(ctx)
     return "done", rec
 
 
@@ -288,7 +302,7 @@ def _pre_image(ctx: Context, plan: StepPlan) -> dict[str, Any]:
                         plan.column).to_json()
 
 
-def _solve(ctx: Context, plan: StepPlan) -> Solved:
+def _solve(ctx: Context, plan: StepPlan, rewrite: Any = None) -> Solved:
     """One CASA child: flag checkpoint (the state this step starts from), solve, apply."""
     st, step, params, info = ctx.state, plan.step, plan.params, ctx.info
     vis = str(ctx.work_ms)
@@ -302,17 +316,24 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
     gc = cal.gaincal_call(vis, table, solint=params.solint, calmode=params.calmode, gaintype=params.gaintype,
                           combine=params.combine, refant=st.get("refant", ""), refantmode=ctx.cfg.refantmode,
                           minsnr=params.minsnr,
-                          minblperant=minblperant(step if not plan.extension else "p2", ctx.instrument),
-                          **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude,
+                          minblperant=minblperant(_template_step(plan), ctx.instrument),
+                          **gate.amplitude_normalisation(params.calmode, ctx.cfg.solnorm_amplitude and not rewrite,
                                                          ctx.cfg.solnorm_type),
                           gaintable=[c["table"] for c in pre_apply], spwmap=[c["spwmap"] for c in pre_apply],
                           field="", uvrange=uvrange)
     new_chain = chain_after(step, plan.chain, GainEntry(step, table, tuple(new_map)).to_json())
     checkpoint = cal.job("flag_checkpoint", vis=vis, versionname=plan.flagver, resume=bool(st.get("resuming")))
     frac = cal.job("flag_fraction", vis=vis)
+    extra: dict[str, Any] | None = None
     try:
-        results = work_ms.rewrite_corrected(ctx, [checkpoint, frac, gc, *work_ms.apply_calls(ctx, new_chain), frac],
-                                            f"{step}-solve", new_chain)
+        if rewrite is None:
+            results = work_ms.rewrite_corrected(ctx, [checkpoint, frac, gc, *work_ms.apply_calls(ctx, new_chain),
+                                                      frac], f"{step}-solve", new_chain)
+        else:
+            results = ctx.casa([checkpoint, frac, gc], label=f"{step}-solve")
+            extra = rewrite(ctx, table)
+            results += work_ms.rewrite_corrected(ctx, [*work_ms.apply_calls(ctx, new_chain), frac],
+                                                 f"{step}-apply", new_chain)
     except CasaTaskError as exc:
         if uvrange and "NullSelection" in str(exc):  # CASA's words for "no data selected"
             raise DatasetError(ctx.name, f"{step}: uvrange_cal {params.uvrange_cal or ctx.cfg.uvrange_cal!r} "
@@ -320,7 +341,13 @@ def _solve(ctx: Context, plan: StepPlan) -> Solved:
         raise
     sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
     return Solved(table, new_map, new_chain, float(results[1]), float(results[-1]), sols,
-                  _significance(table, _bad(ctx), info["antenna_names"]), uvrange, uv_reason)
+                  _significance(table, _bad(ctx), info["antenna_names"]), uvrange, uv_reason, extra)
+
+
+def _template_step(plan: StepPlan) -> str:
+    """The template column whose gaincal rules apply: extension steps use p2's, steps outside
+    the ladder (joint EBs' align_ebs) p0's."""
+    return "p2" if plan.extension else plan.step if registry.is_ladder(plan.step) else "p0"
 
 
 def _post_image(ctx: Context, plan: StepPlan, pre: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +367,9 @@ def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, A
     gcfg = ctx.cfg.gate
     if not gcfg.enabled:
         return gate.GateDecision(True, (), {})
-    amplitude = "a" in plan.params.calmode
+    # A rewritten table (joint EBs' alignment) is judged on its phases: its amplitudes are one
+    # factor per EB chosen to keep the joint flux scale (selfcal.ebjoint.alignment_scales).
+    amplitude = "a" in plan.params.calmode and solved.extra is None
     pre_g, post_g = pre["stats"], post["stats"]
     if amplitude:  # the flux-scale check compares the same pixels
         f_pre, f_post = common_mask_flux(pre["image"], post["image"])

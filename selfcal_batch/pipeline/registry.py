@@ -86,6 +86,9 @@ STEPS: tuple[Step, ...] = (
           "uvrange_image"),
          conditional=FINAL_IMAGING_KEYS),
     Step("select_refant", f"{_PREP}:select_refant", "prep", ("refant", "refantmode", "flag_bad_antennas", "guard")),
+    # Joint EBs only (one solution per execution block, pipeline/steps_joint.py): added by
+    # steps_for, never run for a one-MS dataset, so its step hashes are those of before.
+    Step("align_ebs", "selfcal_batch.pipeline.steps_joint:align_ebs", "prep", LADDER_KEYS, default=False),
     Step("p0", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p0"),
     Step("p1", _LADDER, "ladder", LADDER_KEYS, scratch=True, calmode="p", mask_row="p1"),
     Step("p2", _LADDER, "ladder", LADDER_KEYS, calmode="p", mask_row="p2"),
@@ -190,6 +193,20 @@ def run_order(requested: list[str] | tuple[str, ...]) -> list[str]:
     """The requested steps (names or aliases) in run order, without duplicates."""
     want = {canonical(s) for s in requested}
     return [s for s in STEP_NAMES if s in want]
+
+
+#: Steps run only for joint execution blocks, before the first ladder step.
+JOINT_STEPS: tuple[str, ...] = ("align_ebs",)
+
+
+def steps_for(requested: list[str] | tuple[str, ...], joint: bool) -> list[str]:
+    """The steps a dataset runs, in order: ``requested`` (names or aliases), plus
+    :data:`JOINT_STEPS` for joint EBs when any ladder step is requested; without them for
+    one MS (a one-MS dataset's steps and hashes stay those of before joint EBs existed)."""
+    order = run_order(requested)
+    if joint and any(s in LADDER_STEPS for s in order):
+        return run_order([*order, *JOINT_STEPS])
+    return [s for s in order if joint or s not in JOINT_STEPS]
 
 
 def rename_old_steps(steps: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,9 @@ class _Runner:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
-        self.prev_hash = chain_hash("", "dataset", str(ctx.ms), TEMPLATE_TABLE_VERSION)
+        # Joint EBs: every EB's path is part of the dataset's identity (one MS: as before).
+        ident = str(ctx.ms) if len(ctx.ebs) < 2 else "|".join(map(str, ctx.ebs))
+        self.prev_hash = chain_hash("", "dataset", ident, TEMPLATE_TABLE_VERSION)
         self.upstream_ran = False
 
     def run(self, step: str, func: Callable[[Context], Any]) -> None:
@@ -99,7 +101,7 @@ class _Runner:
 def run_steps(ctx: Context) -> None:
     """Execute the configured steps (with the ladder extension before ap1)."""
     cfg, st = ctx.cfg, ctx.state
-    order = registry.run_order(cfg.steps)
+    order = registry.steps_for(cfg.steps, joint=len(ctx.ebs) > 1)
     try:
         _run_order(ctx, order)
     except _WorkMSMissing as exc:
@@ -192,6 +194,7 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
         res.final_ms = str(ctx.final_ms)
     if (ctx.root / FINAL_IMAGE).exists():
         res.final_image = str(ctx.root / FINAL_IMAGE)
+    res.ebs = eb_rows(st.data)
     res.wsclean_runs = int(st.get("wsclean_runs", 0))
     res.thermal_noise_jy = float(ctx.info.get("thermal_noise_jy") or math.nan)
     res.wsclean_predicts = int(st.get("wsclean_predicts", 0))
@@ -205,6 +208,22 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
             setattr(res, k, v)
         res.attempts = copy.deepcopy(attempts)
     return res
+
+
+def eb_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Joint EBs: the result's per-EB records from the state (startup, align_ebs, split)."""
+    align = (state.get("steps") or {}).get("align_ebs") or {}
+    kept = align.get("accepted") is True
+    out = []
+    for k, eb in enumerate(state.get("ebs") or []):
+        a = (align.get("per_eb") or [{}] * (k + 1))[k] if kept else {}
+        out.append({"ms": eb.get("ms"), "final_ms": eb.get("final_ms", ""), "input_spws": eb.get("input_spws"),
+                    "spws": eb.get("spws"), "nchan": eb.get("nchan"),
+                    "align_gain": a.get("scale", 1.0),
+                    "align_flux_factor": round(1 / a["scale"] ** 2, 5) if a.get("scale") else 1.0,
+                    "align_phase_rms_deg": a.get("phase_rms_deg"),
+                    "flagged_fraction": eb.get("flagged_fraction")})
+    return out
 
 
 def _worker_id() -> str:
@@ -286,8 +305,11 @@ def run_dataset(
     threads: int | None = None,
     restart: bool = False,
     restart_from: str | None = None,
+    ebs: list[str] | tuple[str | Path, ...] | None = None,
 ) -> DatasetResult:
-    """Self-calibrate one MS into ``<out_dir>/datasets/<name>/``; never raises for bad data."""
+    """Self-calibrate one MS (or ``ebs``: joint execution blocks of one target, ``ms`` the
+    first; pipeline/steps_joint.py) into ``<out_dir>/datasets/<name>/``; never raises."""
+    eb_paths = tuple(Path(p).resolve() for p in ebs) if ebs and len(ebs) > 1 else ()
     t0 = time.monotonic()
     root = Path(out_dir).resolve() / "datasets" / name
     ms_path = Path(ms).resolve()
@@ -298,8 +320,8 @@ def run_dataset(
         return DatasetResult(name=name, ms=str(ms), status="failed",
                              error=f"setup: {problem}: refusing to run (the input must never be modified)")
     prior: list[dict[str, Any]] = []
-    if not restart and (why := input_change(root / "state.json", ms_path, (config.steps or ("startup",))[0])):
-        # The campaign (and run-one) print this line on the console before the dataset starts.
+    if not restart and (why := _inputs_change(root / "state.json", ms_path, eb_paths, config)):
+        # The campaign (and run-one) print the one-MS line on the console before the dataset starts.
         log.warning("%s: %s (input %s)", name, why, ms_path, extra={"console": False})
         restart = True
     try:
@@ -323,7 +345,7 @@ def run_dataset(
         pkg_log.setLevel(logging.INFO)
     try:
         with in_dataset(name), process.recording(root / "logs" / "tools.jsonl") as rec:
-            res = _attempt(name, ms, config, root, t0, rec, prior, threads, restart_from)
+            res = _attempt(name, ms, config, root, t0, rec, prior, threads, restart_from, eb_paths)
     finally:
         pkg_log.removeHandler(handler)
         handler.close()
@@ -336,14 +358,14 @@ def run_dataset(
 
 def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: float,
              rec: process.ToolRecorder, prior: list[dict[str, Any]], threads: int | None,
-             restart_from: str | None) -> DatasetResult:
+             restart_from: str | None, ebs: tuple[Path, ...] = ()) -> DatasetResult:
     """One attempt at a dataset (log handler and tool recorder already bound)."""
     ctx: Context | None = None
     attempt: dict[str, Any] | None = None
     status, error, step = "finished", "", "setup"
     try:
         ctx = Context(name=name, ms=Path(ms).resolve(), cfg=config, root=root,
-                      threads=threads or config.threads)
+                      threads=threads or config.threads, ebs=ebs)
         rec.step_of = lambda: str(ctx.state.data.get("current_step") or "") if ctx else ""
         attempt = _open_attempt(ctx.state, prior, t0, rec)
         ctx.state.set("config", config.to_dict())
@@ -354,6 +376,8 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         if restart_from:
             _invalidate_from(ctx, registry.canonical(restart_from))
         ctx.state.set("input_fingerprint", input_fingerprint(ctx.ms))
+        if ebs:
+            ctx.state.set("eb_fingerprints", {str(p): input_fingerprint(p) for p in ebs})
         ctx.state.save()
         try:
             run_steps(ctx)
@@ -398,6 +422,28 @@ def input_change(state_json: Path, ms: Path, first_step: str) -> str:
 def input_changed(state_json: Path, ms: Path) -> bool:
     """True when :func:`input_change` has something to say."""
     return bool(input_change(state_json, ms, "startup"))
+
+
+def _inputs_change(state_json: Path, ms: Path, ebs: tuple[Path, ...], config: PipelineConfig) -> str:
+    """Why the recorded run no longer matches its input(s) (:func:`input_change`, then the
+    EBs of a joint dataset), or ``""``."""
+    why = input_change(state_json, ms, (config.steps or ("startup",))[0])
+    if not why and eb_inputs_changed(state_json, ebs):
+        why = "an execution block changed or the EB list differs since the last run: redoing every step"
+    return why
+
+
+def eb_inputs_changed(state_json: Path, ebs: tuple[Path, ...]) -> bool:
+    """Joint EBs: True when the recorded EB list differs or any EB's fingerprint changed."""
+    if not ebs:
+        return False
+    try:
+        before = json.loads(Path(state_json).read_text()).get("eb_fingerprints")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(before, dict):
+        return False
+    return list(before) != [str(p) for p in ebs] or any(before[str(p)] != input_fingerprint(p) for p in ebs)
 
 
 def _invalidate_from(ctx: Context, step: str) -> None:

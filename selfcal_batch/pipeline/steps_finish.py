@@ -8,6 +8,7 @@ from typing import Any
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.pipeline import work_ms
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.steps_joint import split_ebs
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
 from selfcal_batch.selfcal.outcome import deliverable_chain
@@ -75,7 +76,8 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     st.set("final", {"image": products.image, "stats": stats})
     log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
              stats["dynamic_range"], stats["peak"])
-    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits"), **_pb(ctx)}
+    joint = {"final_ebs": split_ebs(ctx)} if len(ctx.ebs) > 1 else {}  # one final MS per EB
+    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits"), **joint, **_pb(ctx)}
 
 
 def _pb(ctx: Context) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from selfcal_batch.selfcal.outcome import check_after_test_image, judge_antenna_
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.state_records import WorkMSState
 from selfcal_batch.pipeline.step_tools import autoflag, final_options
+from selfcal_batch.pipeline.steps_joint import joint_startup
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
 from selfcal_batch.ms.polarisation import gaintype_for
@@ -35,6 +36,8 @@ SIGNAL_FREE = 0.1
 
 def startup(ctx: Context) -> dict[str, Any]:
     """Validate the input MS and make the private working copy (the input is only read)."""
+    if len(ctx.ebs) > 1:
+        return joint_startup(ctx)  # several execution blocks joined into one working copy
     src = ctx.ms
     if not src.exists():
         raise DatasetError(ctx.name, f"MS not found: {src}")

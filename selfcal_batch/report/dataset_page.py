@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 #: (name, definition) of every metric the report shows; rendered as the report's legend.
@@ -130,3 +131,25 @@ def micro(v: Any) -> float:
         return float(v) * 1e6
     except (TypeError, ValueError):
         return math.nan
+
+
+def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Joint EBs (issue 18): one display row per execution block of ``result["ebs"]``
+    (DatasetResult.ebs); [] for a one-MS dataset. Text cells: the EB's MS and final MS
+    names, spw ids (input -> joint working copy), channels, the alignment's visibility
+    factor and phase rms, the final MS's flagged percentage."""
+    rows: list[dict[str, str]] = []
+    if not isinstance(result, dict):
+        return rows
+    for k, eb in enumerate(result.get("ebs") or []):
+        spws_in, spws = eb.get("input_spws") or [], eb.get("spws") or []
+        rows.append({
+            "eb": f"eb{k}", "ms": text(eb.get("ms")),
+            "final_ms": text(Path(eb["final_ms"]).name if eb.get("final_ms") else None),
+            "spws": f"{','.join(map(str, spws_in))} → {','.join(map(str, spws))}" if spws_in else "–",
+            "nchan": ",".join(map(str, eb.get("nchan") or [])) or "–",
+            "align": _num(eb.get("align_flux_factor"), spec=".4f"),
+            "phase": _num(eb.get("align_phase_rms_deg"), spec=".1f", unit=" deg"),
+            "flagged": _num(eb.get("flagged_fraction"), scale=100.0, spec=".1f", unit="%"),
+        })
+    return rows

@@ -22,7 +22,7 @@ from selfcal_batch import contract
 from selfcal_batch.fileio import atomic_write_text
 
 from .aggregate import Survey, read_json, split_list, to_float, with_gains
-from .dataset_page import LEGEND, micro, observation_summary, status_text, text
+from .dataset_page import LEGEND, eb_rows, micro, observation_summary, status_text, text
 from .figures import PLOT_FILES
 
 PLOT_TITLES = {
@@ -226,7 +226,7 @@ def dataset_section(s: Survey, name: str, anchor: str, thumbs: dict[str, Path],
         notes.append("no per-image statistics")
     return {"name": name, "anchor": anchor, "status": row["status"], "error": row["error"],
             "status_text": status_text(str(row["status"]), str(row.get("reason") or ""), str(row["error"] or "")),
-            "obs": observation_summary(msinfo),
+            "obs": observation_summary(msinfo), "ebs": eb_rows(read_json(root / "result.json")),
             "gain_plots": [(n, h) for n, h in plots if h and ("gain" in n or "snr" in n.lower())],
             "ms": row["ms"], "t_ini": row["template_initial"], "t_fin": row["template_final"],
             "thumbs": thumb_links, "images": image_rows, "decisions": decisions, "logs": logs,

@@ -13,10 +13,15 @@ from selfcal_batch.pipeline.registry import SCRATCH_STEPS  # steps that solve wi
 
 Entry = dict[str, Any]
 
+#: Chain entries of these steps stay in front of every later chain (joint-EB alignment).
+KEPT_STEPS = ("align_ebs",)
+
 
 def pre_apply_chain(step: str, accepted: list[Entry]) -> list[Entry]:
     """Tables gaincal pre-applies for ``step`` given the accepted chain."""
-    return [] if step in SCRATCH_STEPS else list(accepted)
+    if step in SCRATCH_STEPS:
+        return [e for e in accepted if e.get("step") in KEPT_STEPS]
+    return list(accepted)
 
 
 def chain_after(step: str, accepted: list[Entry], new: Entry) -> list[Entry]:

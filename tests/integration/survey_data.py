@@ -1,6 +1,8 @@
 """Generated "execution block" data for the survey-input tests (issue 18)."""
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 from selfcal_batch.simulate import Component, SimSpec, simulate_ms_isolated, spec_from_preset
@@ -39,3 +41,46 @@ def make(spec: SimSpec, path: Path) -> Path:
     if not path.exists():
         simulate_ms_isolated(spec, path)
     return path
+
+
+# -- joint EBs of one target (issue 18, item 2) -------------------------------------------
+
+#: The target of the joint-EB tests: a point source and a fainter companion (flat spectrum).
+JOINT_SKY = (Component("point", 0.05), Component("point", 0.006, 15.0, -10.0))
+#: EB1: 2 spw x 4 channels; EB2: 3 spw x 4 channels, its spws 1, 2 on EB1's 0, 1 and spw 0
+#: without rows (removed by :func:`drop_spw_rows`): the target's data sit in spw ids {1, 2}.
+#: (Equal channel counts: WSClean 3.1 crashes writing MODEL_DATA into one MS whose spws have
+#: different channel counts, measured; pipeline/steps_joint.py refuses such EBs.)
+JOINT_COMMON = dict(duration_s=240.0, n_scans=4, integration_s=10.0, phase_rms_deg=50.0,
+                    phase_timescale_s=150.0)
+#: EB2's flux scale relative to EB1 and the truth (a flux-calibration error of 5 %).
+JOINT_FLUX_OFFSET = 1.05
+
+
+def joint_eb_specs(seed1: int = 31, seed2: int = 32, flux_scale: float = 1.0) -> tuple[SimSpec, SimSpec]:
+    """Two EBs of one target: different antenna phase errors (seeds), spw layout and flux scale
+    (EB2 x JOINT_FLUX_OFFSET); ``flux_scale`` scales the whole sky (the truth is EB1's)."""
+    sky = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * flux_scale) for c in JOINT_SKY)
+    eb1 = spec_from_preset("vla-c", components=sky, n_spw=2, n_chan=4, seed=seed1,
+                           start_date="2024-01-01", **JOINT_COMMON)
+    bw, fc = eb1.spw_bw_hz, eb1.centre_hz
+    sky2 = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * JOINT_FLUX_OFFSET) for c in sky)
+    eb2 = spec_from_preset("vla-c", components=sky2, n_spw=3, n_chan=4, seed=seed2, centre_freq_hz=fc - bw / 2,
+                           spw_bandwidth_hz=bw, ref_freq_hz=fc, start_date="2024-01-03", **JOINT_COMMON)
+    return eb1.replace(ref_freq_hz=fc), eb2
+
+
+def drop_spw_rows(ms: Path, spw: int) -> None:
+    """Remove the main-table rows of ``spw`` (our own generated MS, python-casacore): the spw
+    stays in SPECTRAL_WINDOW without data, so the data's spw ids no longer start at 0."""
+    from casacore.tables import table  # test data only: edits the generated MS in place
+
+    with table(str(ms / "DATA_DESCRIPTION"), ack=False) as dd:
+        ddids = [i for i, s in enumerate(dd.getcol("SPECTRAL_WINDOW_ID")) if s == spw]
+    tmp = ms.with_name(ms.name + ".tmp")
+    with table(str(ms), ack=False) as t:
+        sel = t.query(f"DATA_DESC_ID NOT IN [{','.join(map(str, ddids))}]")
+        sel.copy(str(tmp), deep=True, valuecopy=True).close()
+        sel.close()
+    shutil.rmtree(ms)
+    tmp.rename(ms)

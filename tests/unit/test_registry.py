@@ -74,8 +74,12 @@ def _new_hashes(cfg: PipelineConfig, order: list[str]) -> list[str]:
 
 
 def test_derived_names_match_the_old_tables() -> None:
-    assert tuple(registry.canonical(s) for s in OLD_STEP_NAMES) == registry.STEP_NAMES
-    assert tuple(registry.canonical(s) for s in OLD_DEFAULT) == registry.DEFAULT_STEPS
+    # align_ebs (joint EBs, issue 18) is new and never runs for a one-MS dataset (runner)
+    joint_only = ("align_ebs",)
+    assert tuple(registry.canonical(s) for s in OLD_STEP_NAMES) == tuple(
+        s for s in registry.STEP_NAMES if s not in joint_only)
+    assert tuple(registry.canonical(s) for s in OLD_DEFAULT) == tuple(
+        s for s in registry.DEFAULT_STEPS if s not in joint_only)
     assert registry.SCRATCH_STEPS == ("p0", "p1")
     assert registry.LADDER_STEPS == ("p0", "p1", "p2", "ap1")
     assert set(registry.NO_WORK_MS) == {registry.canonical(s) for s in ("startup", "report_results",

@@ -1,0 +1,253 @@
+"""Joint execution blocks (issue 18, item 2; DESIGN.md "Joint EBs"): several EBs of one target
+self-calibrated together.
+
+How: each EB gets its own private view and working copy (the same ``working_copy`` job as a
+one-MS dataset, field selected by name in each), then CASA ``concat`` joins the copies into
+``work.ms``, where every EB keeps its own OBSERVATION_ID. Everything downstream is the
+ordinary pipeline on that one MS, which makes it joint with no second code path:
+
+* WSClean images all EBs together (one joint image per step; ``-predict`` fills MODEL_DATA
+  of every EB), and the gate judges the joint images;
+* gaincal never combines observations unless told to (``combine`` without ``obs``), so every
+  solve is per EB with the shared template interval; spw ids are the joint copy's, one
+  spwmap per table built from the per-scan spw sets (``selfcal.spwmap``), which keeps EBs
+  with different spw numbering or channelisation apart;
+* :func:`align_ebs` (after ``select_refant``, only for joint datasets): one ``inf`` solution
+  per EB against the joint model, amplitudes replaced by ``ebjoint.alignment_scales``
+  (the joint flux scale is kept), judged by the gate like a ladder step and kept in front
+  of every later chain (``selfcal.chaining``);
+* ``split_calibrated`` splits the joint ``final.ms`` once per EB into ``final/eb<k>.ms``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfcal_batch.casa import calibration as cal
+from selfcal_batch.errors import CasaTaskError, DatasetError
+from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
+from selfcal_batch.ms.polarisation import gaintype_for
+from selfcal_batch.pipeline import ladder
+from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
+from selfcal_batch.selfcal import solint
+from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, map_spws
+
+log = logging.getLogger("selfcal_batch.pipeline")
+
+#: The alignment step's name (registry) and its chain entries' ``step``.
+ALIGN_STEP = "align_ebs"
+
+
+def part_path(ctx: Context, k: int) -> Path:
+    """EB ``k``'s private working copy (removed once joined into work.ms)."""
+    return ctx.root / "work_ebs" / f"eb{k}.ms"
+
+
+def _copy_eb(ctx: Context, k: int, src: Path) -> dict[str, Any]:
+    """View + working copy of EB ``k``; one-line DatasetError naming ``src`` when unusable."""
+    if not src.exists():
+        raise DatasetError(ctx.name, f"MS not found: {src} (execution block {k + 1} of {len(ctx.ebs)})")
+    if not src.is_dir() or not (src / "table.dat").exists():
+        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
+    view, part = ctx.root / f"input_view_eb{k}.ms", part_path(ctx, k)
+    part.parent.mkdir(exist_ok=True)
+    ctx.remove(part, Path(str(part) + ".flagversions"))
+    try:
+        try:
+            read_only_view(src, view)
+        except OSError as exc:
+            raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
+        try:
+            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(part), field=ctx.cfg.field,
+                                    spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
+                                    timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label=f"working-copy-eb{k}")[0]
+        except CasaTaskError as exc:
+            raise DatasetError(ctx.name, f"{src}: {input_problem(str(exc), view, src)}") from None
+        check_self_contained(part, f"working copy {part}")
+    finally:
+        ctx.remove(view)
+    return out
+
+
+def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[int]]) -> str:
+    """One line when the EBs' spws do not all have the same channel count ('' otherwise).
+
+    WSClean 3.1 aborts ("free(): invalid next size", or a segfault) while writing MODEL_DATA
+    into one MS whose spws have different channel counts (measured on a concat of a 4- and an
+    8-channel EB, also with MODEL_DATA made beforehand by clearcal), and the joint working
+    copy is one MS. ``nchan``: per EB, its working copy's channel counts per spw."""
+    counts = sorted({n for per in nchan for n in per})
+    if len(counts) <= 1:
+        return ""
+    what = "; ".join(f"{p}: {','.join(map(str, per))}" for p, per in zip(ebs, nchan, strict=True))
+    return (f"the execution blocks' spws have different channel counts ({what}): joint self-calibration "
+            "needs one channel count (WSClean 3.1 cannot write a model into spws of different widths); "
+            "average them to a common count (chanbin) or run the EBs separately")
+
+
+def _eb_record(k: int, src: Path, out: dict[str, Any], joint: dict[str, Any]) -> dict[str, Any]:
+    """What the result reports of EB ``k`` (spw ids: the input's, the working copy's and the
+    joint copy's)."""
+    s, w = out["src"], out["work"]
+    return {"ms": str(src), "observation_id": k, "input_spws": [int(x["id"]) for x in s["spws"]],
+            "spws": joint["spws"], "scans": joint["scans"],
+            "nchan": [int(x["nchan"]) for x in w["spws"]], "nrows": int(w["nrows"]),
+            "n_antennas": int(w["n_antennas_present"]), "integration_s": w["integration_s"],
+            "time_on_source_s": w["time_on_source_s"], "input_flagged_fraction": s["flagged_fraction"],
+            "spw_info": [[int(x["id"]), 0.5 * (x["freq_min"] + x["freq_max"]), x["freq_max"] - x["freq_min"],
+                          int(x["nchan"])] for x in w["spws"]]}
+
+
+def joint_startup(ctx: Context) -> dict[str, Any]:
+    """startup of a joint dataset: one view + working copy per EB, concatenated into work.ms."""
+    ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
+    WorkMSState.reset(ctx.state.data)
+    outs = []
+    try:
+        for k, src in enumerate(ctx.ebs):
+            outs.append(_copy_eb(ctx, k, src))
+        if problem := channel_count_problem(ctx.ebs, [[int(w["nchan"]) for w in o["work"]["spws"]] for o in outs]):
+            raise DatasetError(ctx.name, problem)
+        parts = [str(part_path(ctx, k)) for k in range(len(ctx.ebs))]
+        info = ctx.casa([cal.job("concat_copies", parts=parts, work=str(ctx.work_ms))], label="concat-ebs")[0]
+        check_self_contained(ctx.work_ms, f"working copy {ctx.work_ms}")
+    except BaseException:
+        ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
+        raise
+    finally:
+        for k in range(len(ctx.ebs)):
+            ctx.remove(part_path(ctx, k), Path(str(part_path(ctx, k)) + ".flagversions"))
+    ebs = [_eb_record(k, src, o, info["per_eb"][k]) for k, (src, o) in enumerate(zip(ctx.ebs, outs, strict=True))]
+    bands = map_spws([[SpwInfo(*r) for r in eb["spw_info"]] for eb in ebs])
+    for eb, m in zip(ebs, bands, strict=True):
+        eb["bands"] = [m[r[0]] for r in eb["spw_info"]]  # common band key of each working-copy spw
+    info["input"] = {"nrows": sum(o["src"]["nrows"] for o in outs),
+                     "flagged_fraction": float(np.average([o["src"]["flagged_fraction"] for o in outs],
+                                                          weights=[max(1, o["src"]["nrows"]) for o in outs])),
+                     "n_antennas_present": max(o["src"]["n_antennas_present"] for o in outs)}
+    if info["n_antennas_present"] < 4:
+        raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
+                                     "self-calibration needs at least 4")
+    ctx.state.set("msinfo", info)
+    ctx.state.set("ebs", ebs)
+    for warning in info.get("warnings", []):
+        log.warning("%s: %s", ctx.name, warning)
+    log.info("%s: joint working copy %s of %d EBs: %d rows, %d antennas, spws %s, %.0f s on source",
+             ctx.name, ctx.work_ms.name, len(ebs), info["nrows"], info["n_antennas_present"],
+             " | ".join(",".join(map(str, eb["spws"])) for eb in ebs), info["time_on_source_s"])
+    return {"work_ms": str(ctx.work_ms), "ebs": len(ebs)}
+
+
+def alignment_from_table(table: str, n_ebs: int, weights: list[float]) -> list[dict[str, float]]:
+    """Read the ``inf`` alignment table (python-casacore), rewrite its gains in place to the
+    per-EB amplitude factor of ``ebjoint.alignment_scales`` times the solved phase, and
+    return per EB ``{median_amp, scale, phase_rms_deg}`` (phase rms over unflagged
+    solutions, deg). Raises ValueError when an EB has no unflagged solution."""
+    from casacore.tables import table as ctable  # casacore is loaded only where a table is read
+
+    with ctable(table, readonly=False, ack=False) as t:
+        obs, gains, flags = t.getcol("OBSERVATION_ID"), t.getcol("CPARAM"), t.getcol("FLAG")
+        med = []
+        for k in range(n_ebs):
+            sel = (obs == k)[:, None, None] & ~flags
+            if not sel.any():
+                raise ValueError(f"execution block {k + 1}: no alignment solution succeeded")
+            med.append(float(np.median(np.abs(gains[sel]))))
+        scales = alignment_scales(med, weights)
+        out = []
+        for k in range(n_ebs):
+            rows = obs == k
+            ph = np.angle(gains[rows])
+            gains[rows] = scales[k] * np.exp(1j * ph)
+            good = ~flags[rows]
+            rms = float(np.degrees(np.sqrt(np.mean(ph[good] ** 2)))) if good.any() else math.nan
+            out.append({"median_amp": round(med[k], 5), "scale": round(scales[k], 5),
+                        "phase_rms_deg": round(rms, 2)})
+        t.putcol("CPARAM", gains)
+    return out
+
+
+def align_ebs(ctx: Context) -> Any:
+    """One ``inf`` amplitude+phase solution per EB against the joint model; amplitudes set to
+    the alignment factors (joint flux scale kept), gated like a ladder step."""
+    if len(ctx.ebs) < 2:
+        return "skipped", {"reason": "one execution block"}
+    plan = _align_plan(ctx)
+    if not isinstance(plan, ladder.StepPlan):
+        return "skipped", plan
+    return ladder.run_planned(ctx, plan, rewrite=_rewrite_alignment)
+
+
+def _align_plan(ctx: Context) -> ladder.StepPlan | dict[str, Any]:
+    """The alignment's plan: p0's template, imaging and gaincal settings with ``solint='inf'``,
+    ``combine='scan'`` (``'scan,spw'`` when one spw alone is below ``solint.min_snr``),
+    ``calmode='ap'``; skipped (record) for p0's stop reasons or too low an estimated SNR of
+    one solution per EB (``solint.estimate_solution_snr`` over the shortest EB)."""
+    st = ctx.state
+    template = st.get("template_initial")
+    why = ladder._skip_reason(ctx, "p0", template, [])
+    if why:
+        return {"reason": why}
+    info = MSInfo.from_json(ctx.info)
+    base = ladder.params_for(ctx, template, "p0")
+    assert base is not None
+    params = dataclasses.replace(base, solint="inf", calmode="ap", gaintype=gaintype_for(base.gaintype, info.polarisation))
+    current = st.get("current") or st.get("test_image")
+    n_ant = info.n_antennas_present - len(st.get("bad_antennas", []))
+    per_eb_s = min(float(eb["time_on_source_s"]) for eb in st.get("ebs") or [{"time_on_source_s": 0.0}])
+    pol = 0.5 if params.gaintype == "G" else 1.0
+    image_snr = ladder.estimation_snr(ctx, current["stats"])
+    ests = [(c, solint.estimate_solution_snr(image_snr, n_ant, info.time_on_source_s, per_eb_s,
+                                             spw_fraction=f, pol_fraction=pol))
+            for c, f in (("scan", 1.0 / max(1, len(info.spws))), ("scan,spw", 1.0))]
+    combine, est = next(((c, e) for c, e in ests if e >= ctx.cfg.solint.min_snr), ("", ests[-1][1]))
+    if not combine:
+        return {"reason": f"estimated SNR of one solution per EB {est:.2f} < {ctx.cfg.solint.min_snr:g}",
+                "est_snr": round(est, 2)}
+    params = dataclasses.replace(params, combine=combine)
+    choice = solint.SolintChoice("inf", combine, est, reason="one solution per execution block")
+    opts = ladder.imaging_options(ctx, template, "p0", params).replace(data_column="DATA", update_model=True)
+    return ladder.StepPlan(ALIGN_STEP, template, params, choice, [], current, opts, False)
+
+
+def _rewrite_alignment(ctx: Context, table: str) -> dict[str, Any]:
+    """Between solve and apply: the per-EB factors written into the table, logged."""
+    ebs = ctx.state.get("ebs") or []
+    # the EBs' shares of the joint image: their unflagged rows
+    weights = [max(1.0, eb["nrows"] * (1.0 - float(eb.get("input_flagged_fraction") or 0.0))) for eb in ebs]
+    try:
+        per = alignment_from_table(table, len(ebs), weights)
+    except ValueError as exc:
+        raise DatasetError(ctx.name, f"{ALIGN_STEP}: {exc}") from None
+    for k, p in enumerate(per):
+        log.info("%s %s: EB %d (%s): median gain %.4f -> scale %.4f (visibilities x %.4f), phase rms %.1f deg",
+                 ctx.name, ALIGN_STEP, k, Path(ebs[k]["ms"]).name, p["median_amp"], p["scale"],
+                 1 / p["scale"] ** 2, p["phase_rms_deg"])
+    return {"per_eb": per}
+
+
+def split_ebs(ctx: Context) -> list[str]:
+    """One ``final/eb<k>.ms`` per EB, split from the joint final.ms by observation id."""
+    out_dir = ctx.root / "final"
+    out_dir.mkdir(exist_ok=True)
+    paths, calls = [], []
+    for k, _eb in enumerate(ctx.state.get("ebs") or []):
+        out = out_dir / f"eb{k}.ms"
+        ctx.remove(out, Path(str(out) + ".flagversions"))
+        calls += [cal.task("split", vis=str(ctx.final_ms), outputvis=str(out), observation=str(k),
+                           datacolumn="data", keepflags=True), cal.job("flag_fraction", vis=str(out))]
+        paths.append(out)
+    results = ctx.casa(calls, label="final-split-ebs")
+    ebs = ctx.state.get("ebs")
+    for k, p in enumerate(paths):
+        check_self_contained(p, f"final split {p}")
+        ebs[k]["final_ms"] = str(p)
+        ebs[k]["flagged_fraction"] = round(float(results[2 * k + 1]), 5)
+    ctx.state.set("ebs", ebs)
+    return [str(p) for p in paths]

@@ -1,0 +1,92 @@
+"""Pure parts of joint EBs (issue 18, item 2): the alignment kept in front of scratch chains,
+the channel-count refusal, the result's per-EB rows and their report rows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfcal_batch.pipeline.runner import eb_rows as result_eb_rows
+from selfcal_batch.pipeline.steps_joint import channel_count_problem
+from selfcal_batch.report.dataset_page import eb_rows
+from selfcal_batch.selfcal.chaining import chain_after, pre_apply_chain
+
+ALIGN = {"step": "align_ebs", "table": "align.G", "spwmap": []}
+P0 = {"step": "p0", "table": "p0.G", "spwmap": []}
+
+
+def test_alignment_stays_in_front_of_scratch_steps():
+    assert pre_apply_chain("p1", [ALIGN, P0]) == [ALIGN]  # p1 discards p0, not the alignment
+    assert chain_after("p1", [ALIGN, P0], {"step": "p1"}) == [ALIGN, {"step": "p1"}]
+    assert pre_apply_chain("p2", [ALIGN, P0]) == [ALIGN, P0]
+    assert pre_apply_chain("p1", [P0]) == []  # one MS: as before
+
+
+def test_channel_count_problem_names_every_eb():
+    assert channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [4, 4]]) == ""
+    msg = channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [8, 8]])
+    assert "a.ms: 4,4" in msg and "b.ms: 8,8" in msg and "\n" not in msg
+
+
+def _state(accepted: bool) -> dict:
+    return {"steps": {"align_ebs": {"status": "done", "accepted": accepted,
+                                    "per_eb": [{"scale": 0.98, "phase_rms_deg": 37.0},
+                                               {"scale": 1.02, "phase_rms_deg": 29.0}]}},
+            "ebs": [{"ms": "/d/eb1.ms", "input_spws": [0, 1], "spws": [0, 1], "nchan": [4, 4],
+                     "final_ms": "/o/final/eb0.ms", "flagged_fraction": 0.01},
+                    {"ms": "/d/eb2.ms", "input_spws": [1, 2], "spws": [0, 1], "nchan": [4, 4],
+                     "final_ms": "/o/final/eb1.ms", "flagged_fraction": 0.02}]}
+
+
+def test_result_rows_carry_the_alignment_only_when_kept():
+    kept = result_eb_rows(_state(True))
+    assert [r["align_gain"] for r in kept] == [0.98, 1.02]
+    assert kept[1]["align_flux_factor"] == round(1 / 1.02 ** 2, 5) and kept[0]["align_phase_rms_deg"] == 37.0
+    reverted = result_eb_rows(_state(False))
+    assert [r["align_flux_factor"] for r in reverted] == [1.0, 1.0]
+    assert result_eb_rows({}) == []
+
+
+def test_report_rows():
+    rows = eb_rows({"ebs": result_eb_rows(_state(True))})
+    assert rows[1]["spws"] == "1,2 → 0,1" and rows[1]["final_ms"] == "eb1.ms"
+    assert rows[0]["align"] == f"{1 / 0.98 ** 2:.4f}" and rows[1]["flagged"] == "2.0%"
+    assert eb_rows({"ebs": []}) == [] and eb_rows(None) == [] and eb_rows([1]) == []
+
+
+def test_steps_for_adds_alignment_only_for_joint_ebs():
+    from selfcal_batch.config import DEFAULT_STEPS
+    from selfcal_batch.pipeline.registry import run_order, steps_for
+
+    assert "align_ebs" not in DEFAULT_STEPS
+    assert steps_for(DEFAULT_STEPS, joint=False) == run_order(DEFAULT_STEPS)  # one MS: as before
+    joint = steps_for(DEFAULT_STEPS, joint=True)
+    assert joint.index("select_refant") < joint.index("align_ebs") == joint.index("p0") - 1
+    assert steps_for(["startup", "align_ebs", "p0"], joint=False) == ["startup", "p0"]
+    assert steps_for(["startup", "test_image"], joint=True) == ["startup", "test_image"]  # no ladder
+
+
+def test_apply_skips_joint_datasets():
+    from selfcal_batch.campaign.apply import plan_dataset
+
+    state = {"chain": [ALIGN, P0], "config": {}}
+    joint = plan_dataset("j", {"status": "finished", "ms": "/d/eb1.ms", "ebs": [{"ms": "/d/eb1.ms"}]}, state)
+    assert joint.skip.startswith("joint execution blocks")
+    assert not plan_dataset("one", {"status": "finished", "ms": "/d/x.ms", "ebs": []}, state).skip
+
+
+def test_changed_eb_redoes_the_joint_dataset(tmp_path, fake_ms):
+    import json
+    import os
+
+    from selfcal_batch.ms.checksum import input_fingerprint
+    from selfcal_batch.pipeline.runner import eb_inputs_changed
+
+    a, b = fake_ms(tmp_path / "a.ms"), fake_ms(tmp_path / "b.ms")
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"eb_fingerprints": {str(p): input_fingerprint(p) for p in (a, b)}}))
+    assert not eb_inputs_changed(state, (a, b))
+    assert eb_inputs_changed(state, (b, a))  # another EB list (order = observation ids)
+    st = (b / "table.dat").stat()
+    os.utime(b / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # EB b rewritten
+    assert eb_inputs_changed(state, (a, b))
+    assert not eb_inputs_changed(state, ())  # one MS: not this check's business
+    assert not eb_inputs_changed(tmp_path / "absent.json", (a, b))
