@@ -271,8 +271,17 @@ def make_client(spec: ClusterSpec, *, out_dir: Path | None = None) -> Iterator[A
             # Ctrl-C / SIGTERM: the nanny's teardown (and its late callbacks) then log
             # CancelledError tracebacks that say nothing to the user; the campaign records
             # the interruption itself. Not restored: the process is stopping.
-            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            silence_dask_logs()
             raise
+
+
+def silence_dask_logs() -> None:
+    """Raise every ``distributed`` logger to CRITICAL, also the children that carry their own
+    level (Dask's config sets ``distributed.client: warning``; ``log_errors`` logs through the
+    failing function's module logger, e.g. ``distributed.client`` on a timed-out close)."""
+    names = ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _connect(stack: contextlib.ExitStack, spec: ClusterSpec, out_dir: Path | None, dask: Any) -> Any:

@@ -343,8 +343,9 @@ def test_interrupt_silences_dask_teardown(monkeypatch):
     from selfcal_batch.campaign.manifest import ClusterSpec
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    dist = logging.getLogger("distributed")
-    monkeypatch.setattr(dist, "level", dist.level)  # restored after the test
+    names = ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]
+    for n in names:  # restored after the test
+        monkeypatch.setattr(logging.getLogger(n), "level", logging.getLogger(n).level)
     spec = cl.resolve_cluster(ClusterSpec(workers=1, threads_per_dataset=1, dashboard=False),
                               default_threads=1, n_datasets=1)
     with pytest.raises(KeyboardInterrupt):
@@ -352,4 +353,6 @@ def test_interrupt_silences_dask_teardown(monkeypatch):
             assert client.submit(sum, [1, 2]).result() == 3
             raise KeyboardInterrupt
     assert client.status == "closed"
-    assert not dist.isEnabledFor(logging.ERROR)
+    # the client's own logger carries an explicit level (dask config): it is silenced too
+    for n in ("distributed", "distributed.client", "distributed.nanny", "distributed.utils"):
+        assert not logging.getLogger(n).isEnabledFor(logging.ERROR), n
