@@ -21,7 +21,7 @@ from selfcal_batch.selfcal import acceptance as gate
 from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
-from selfcal_batch.pipeline import registry, work_ms
+from selfcal_batch.pipeline import model_keep, registry, work_ms
 from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.pipeline.context import Context
@@ -199,8 +199,13 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     rec["uvrange"] = solved.uvrange
     if solved.uvrange_reason:
         rec["uvrange_reason"] = solved.uvrange_reason
-    post = _post_image(ctx, plan, pre)
-    decision = _decide(ctx, plan, pre, post, solved, orig[beam_key])
+    decision = _reject_by_solutions(ctx, plan, solved)
+    post = None
+    if decision is None:  # the solutions alone do not reject: the image decides
+        post = _post_image(ctx, plan, pre)
+        decision = _decide(ctx, plan, pre, post, solved, orig[beam_key])
+    else:
+        rec["post_image_skipped"] = "rejected by its solutions before imaging"
     rec["data_flagged_by_apply"] = round(newly_flagged_fraction(solved.flags_before, solved.flags_after), 4)
     if not rec["data_flagged_by_apply"] <= ctx.cfg.gate.max_flagged_solutions:
         log.warning("%s %s: applying the solutions flagged %.0f%% of the unflagged data (solutions failed or "
@@ -208,8 +213,8 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": solved.table, "spwmap": solved.spwmap, "pre_image": pre["image"],
-                "post_image": post["image"], "snr_pre": pre["stats"]["snr"], "snr_post": post["stats"]["snr"],
-                "minsnr": plan.params.minsnr})
+                "post_image": post["image"] if post else None, "snr_pre": pre["stats"]["snr"],
+                "snr_post": post["stats"]["snr"] if post else None, "minsnr": plan.params.minsnr})
     _keep_or_revert(ctx, plan, decision, pre, post, solved)
     ctx.write_gain_tables_json()
     if step == "p0":
@@ -329,19 +334,42 @@ def _post_image(ctx: Context, plan: StepPlan, pre: dict[str, Any]) -> dict[str, 
     mask = _mask_from(ctx, pre, plan.step, plan.template, plan.params.sigma_mask, f"{plan.step}_post",
                       size=plan.opts.size)
     post_opts = plan.opts.replace(name=ctx.img(f"{plan.step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
+    model_keep.stash(ctx)  # the pre model stays at hand for a revert (no predict)
     prods, stats = ctx.image(post_opts, step=plan.step, role="post", template=plan.template)
     return ImageProduct(prods.prefix, prods.image, prods.residual, stats, post_opts.imaging_key(),
                         "CORRECTED_DATA").to_json()
 
 
+def _reject_by_solutions(ctx: Context, plan: StepPlan, solved: Solved) -> Any:
+    """The gate's rejection from what needs no image (selfcal.acceptance.evaluate_solutions,
+    then the applied-flags check), or None when the image must decide: a step its solutions
+    already reject is reverted without its "after" image (the decision is the same)."""
+    gcfg = ctx.cfg.gate
+    if not gcfg.enabled:
+        return None
+    early = gate.evaluate_solutions(solved.sols, cfg=gcfg, amplitude="a" in plan.params.calmode,
+                                    exclude_antennas=_bad(ctx), significance=solved.significance)
+    early = gate_applied_flags(early, solved.flags_before, solved.flags_after, gcfg.max_flagged_solutions)
+    if early.accepted:
+        return None
+    log.info("%s %s: rejected by its solutions (%s): no after image", ctx.name, plan.step, early.reason)
+    return early
+
+
 def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, Any], solved: Solved,
             original_beam: float) -> Any:
-    """The gate's decision (selfcal.acceptance.evaluate_step), then the applied-flags check."""
+    """The gate's decision (selfcal.acceptance.evaluate_step), then the applied-flags check.
+    A fitted beam that is not a measurement (acceptance.beam_measured) is not compared."""
     gcfg = ctx.cfg.gate
     if not gcfg.enabled:
         return gate.GateDecision(True, (), {})
     amplitude = "a" in plan.params.calmode
     pre_g, post_g = pre["stats"], post["stats"]
+    if not (gate.beam_measured(pre_g) and gate.beam_measured(post_g)):
+        log.info("%s %s: restoring beam not measured (fitted %.3g\" / %.3g\" with %.3g\" cells): no beam check",
+                 ctx.name, plan.step, float(pre_g.get("bmin_arcsec") or math.nan),
+                 float(post_g.get("bmin_arcsec") or math.nan), float(pre_g.get("cell_arcsec") or math.nan))
+        original_beam = math.nan
     if amplitude:  # the flux-scale check compares the same pixels
         f_pre, f_post = common_mask_flux(pre["image"], post["image"])
         pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
@@ -369,6 +397,8 @@ def _keep_or_revert(ctx: Context, plan: StepPlan, decision: Any, pre: dict[str, 
     log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
     work_ms.rewrite_corrected(ctx, [cal.flagmanager_call(str(ctx.work_ms), "restore", plan.flagver),
                                     *work_ms.apply_calls(ctx, plan.chain)], f"{step}-revert", plan.chain)
+    if st.get("model_in_ms") != pre.get("prefix"):
+        model_keep.restore(ctx, str(pre.get("prefix") or ""))  # else the next step predicts it
     st.set("current", pre)
     if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
         st.set("ladder_stopped", step)

@@ -334,9 +334,23 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     better beyond the noise than the uncalibrated one (both imaged now, with the final-image
     settings, from the working copy with its current flags: like-for-like); otherwise []
     with the flags restored to those before self-calibration and outcome ``unchanged``.
-    CORRECTED_DATA must hold ``chain`` applied."""
+    CORRECTED_DATA must hold ``chain`` applied. (``split_calibrated`` instead judges its
+    final image itself: :func:`guard_precheck` + :func:`judge_delivery`.)"""
     from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
 
+    decided = guard_precheck(ctx, chain)
+    if decided is not None:
+        return decided
+    a_prod, a_stats = ctx.image(final_options(ctx, "guard_after", "CORRECTED_DATA"), step="guard", role="after",
+                                template=ctx.state.get("template_final", ""))
+    return chain if judge_delivery(ctx, chain, (a_prod.image, a_stats)) else []
+
+
+def guard_precheck(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """What is delivered when no image has to be judged (the guard's record reset): [] when
+    self-calibration was not attempted or nothing was kept (flags restored, outcome
+    ``unchanged`` when a ladder step ran), ``chain`` with the guard off; None when the final
+    guard must judge the calibrated image (:func:`judge_delivery`)."""
     st = ctx.state
     if (st.get("outcome") or {}).get("status") == "unchanged":
         st.set("outcome", None)  # a re-run decides afresh
@@ -350,21 +364,31 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
         return []
     if not ctx.cfg.guard.enabled:
         return chain
-    tmpl = st.get("template_final", "")
-    b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before", template=tmpl)
-    a_prod, a_stats = ctx.image(final_options(ctx, "guard_after", "CORRECTED_DATA"), step="guard", role="after",
-                                template=tmpl)
-    dec = compare_images(ctx, (b_prod.image, b_stats), (a_prod.image, a_stats), amplitude=chain_has_amplitude(chain))
+    return None
+
+
+def judge_delivery(ctx: "Context", chain: list[dict[str, Any]], after: tuple[str, Mapping[str, Any]]) -> bool:
+    """The final guard: is ``after`` ((image path, stats) of the calibrated data, final-image
+    settings) better beyond the noise than the working copy's DATA imaged with the same
+    settings and the current flags (the test image when nothing was flagged since:
+    imaging/reuse.py)? Records ``guard``; when not, the flags are restored and the outcome
+    is ``unchanged``. Returns the verdict."""
+    from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
+
+    st = ctx.state
+    b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before",
+                                template=st.get("template_final", ""))
+    dec = compare_images(ctx, (b_prod.image, b_stats), after, amplitude=chain_has_amplitude(chain))
     st.set("guard", {"deliver": dec.deliver, "reason": dec.reason,
                      "changes": {k: [float(f"{v:.6g}") for v in vals] for k, vals in dec.changes.items()}})
     if dec.deliver:
         log.info("%s: final guard: deliver the self-calibrated data (%s)", ctx.name, dec.reason)
-        return chain
+        return True
     restore_input_flags(ctx)
     reason = f"self-calibrated image not better beyond its noise ({dec.reason}); input delivered unchanged"
     log.warning("%s: final guard: %s", ctx.name, reason)
     set_outcome(ctx, "unchanged", reason)
-    return []
+    return False
 
 
 def restore_input_flags(ctx: "Context") -> None:
