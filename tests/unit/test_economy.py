@@ -106,3 +106,43 @@ def test_settings_signature_shares_only_plain_data_images():
     assert settings_signature(a.replace(data_column="CORRECTED_DATA")) is None
     assert settings_signature(a.replace(update_model=True)) is None
     assert settings_signature(a.replace(fits_mask="/m.fits")) is None
+
+
+def _gauss_image(n=256, sources=((0, 0, 1.0, 0.0),), beam_fwhm=4.0, noise=1e-3, seed=2):
+    """Restored image (Jy/beam) of Gaussian sources (dx, dy, flux Jy, FWHM px; 0 = point)
+    under a circular beam of ``beam_fwhm`` px; returns (image, beam area px)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n]
+    img = rng.normal(0, noise, (n, n))
+    for dx, dy, flux, size in sources:
+        fw = math.hypot(beam_fwhm, size)  # the source convolved with the beam
+        peak = flux * (beam_fwhm / fw) ** 2  # Jy/beam: the flux spread over the larger area
+        r2 = (xx - n // 2 - dx) ** 2 + (yy - n // 2 - dy) ** 2
+        img += peak * np.exp(-4 * math.log(2) * r2 / fw ** 2)
+    return img, math.pi * beam_fwhm ** 2 / (4 * math.log(2))
+
+
+def test_point_sources_need_no_multiscale():
+    img, area = _gauss_image(sources=((0, 0, 1.0, 0.0), (60, -40, 0.2, 0.0)))
+    ratios = economy.island_ratios(img, area)
+    assert len(ratios) == 2 and all(r <= 1.0 for r, _ in ratios)
+    assert ratios[0][1] == pytest.approx(1.0 / 1.2, abs=0.02)  # brightest first, share of the flux
+    assert not economy.needs_multiscale(ratios)
+
+
+def test_resolved_source_needs_multiscale():
+    # A source as wide as the beam: flux/peak = 1 + 1 = 2 (minus the part below the mask).
+    img, area = _gauss_image(sources=((0, 0, 1.0, 4.0),))
+    ratios = economy.island_ratios(img, area)
+    assert ratios[0][0] > economy.RESOLVED_RATIO
+    assert economy.needs_multiscale(ratios)
+    # ... but not when it is a minor island (< 5 % of the flux) beside a bright point source.
+    img, area = _gauss_image(sources=((0, 0, 1.0, 0.0), (50, 50, 0.03, 6.0)))
+    assert not economy.needs_multiscale(economy.island_ratios(img, area))
+
+
+def test_multiscale_kept_when_nothing_decides():
+    assert economy.needs_multiscale([])  # nothing found
+    assert economy.needs_multiscale([(0.9, 0.02)] * 40)  # scattered into many small pieces
+    assert economy.island_ratios(np.zeros((32, 32)), 10.0) == []
+    assert economy.island_ratios(np.ones((32, 32)), float("nan")) == []
