@@ -367,18 +367,34 @@ def guard_precheck(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str
     return None
 
 
+def test_image_shows_input(test_imaging: str, steps_done: set[str]) -> bool:
+    """Is the test image the image of the input as it is delivered "unchanged" (pure)? Yes
+    when it has the final-image settings (``test_imaging`` 'final') and the flags restored for
+    an unchanged delivery (:func:`restore_input_flags`: the 'Original' version, saved by
+    ``save_init_flags``) are the test image's: ``save_init_flags`` ran and ``autoflag_init``
+    (which flags between the two) did not."""
+    return test_imaging == "final" and "save_init_flags" in steps_done and "autoflag_init" not in steps_done
+
+
 def judge_delivery(ctx: "Context", chain: list[dict[str, Any]], after: tuple[str, Mapping[str, Any]]) -> bool:
-    """The final guard: is ``after`` ((image path, stats) of the calibrated data, final-image
-    settings) better beyond the noise than the working copy's DATA imaged with the same
-    settings and the current flags (the test image when nothing was flagged since:
-    imaging/reuse.py)? Records ``guard``; when not, the flags are restored and the outcome
-    is ``unchanged``. Returns the verdict."""
+    """The final guard: is ``after`` ((image path, stats) of final.ms, the calibrated data as
+    delivered, final-image settings) better beyond the noise than the other deliverable, the
+    input unchanged? That image is the test image when :func:`test_image_shows_input` (flags
+    applycal added since are part of the calibrated deliverable, not of the input), else the
+    working copy's DATA imaged now with the current flags. Records ``guard``; when not
+    better, the flags are restored and the outcome is ``unchanged``. Returns the verdict."""
     from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
 
     st = ctx.state
-    b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before",
-                                template=st.get("template_final", ""))
-    dec = compare_images(ctx, (b_prod.image, b_stats), after, amplitude=chain_has_amplitude(chain))
+    done = {s for s, r in st.steps.items() if isinstance(r, dict) and r.get("status") == "done"}
+    initial = st.get("initial") or {}
+    if initial.get("image") and test_image_shows_input(ctx.cfg.test_imaging, done):
+        before = (str(initial["image"]), initial["stats"])
+    else:
+        b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before",
+                                    template=st.get("template_final", ""))
+        before = (b_prod.image, b_stats)
+    dec = compare_images(ctx, before, after, amplitude=chain_has_amplitude(chain))
     st.set("guard", {"deliver": dec.deliver, "reason": dec.reason,
                      "changes": {k: [float(f"{v:.6g}") for v in vals] for k, vals in dec.changes.items()}})
     if dec.deliver:

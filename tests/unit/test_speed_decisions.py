@@ -58,3 +58,13 @@ def test_swap_plan():
     # MODEL_DATA -> MODEL_KEPT and back: the stale kept model is what MODEL_DATA holds now.
     assert swap_plan("p1_post", "p0_pre", True) == ("swap", "p0_pre", "p1_post")
     assert swap_plan("p1_post", "", True) == ("swap", "", "p1_post")
+
+
+def test_guard_before_is_the_test_image_only_when_it_shows_the_input_as_delivered():
+    from selfcal_batch.selfcal.outcome import test_image_shows_input
+
+    prep = {"startup", "save_init_flags", "test_image", "select_refant", "p0"}
+    assert test_image_shows_input("final", prep)
+    assert not test_image_shows_input("seed", prep)  # other settings than the final image
+    assert not test_image_shows_input("final", prep | {"autoflag_init"})  # flagged after 'Original'
+    assert not test_image_shows_input("final", prep - {"save_init_flags"})  # no 'Original' to restore
