@@ -83,7 +83,7 @@ def test_pipeline_one_casa_child_and_cropped_ladder_images(tmp_path):
     names = [t["argv"][t["argv"].index("-name") + 1].rsplit("/", 1)[-1] for t in ws]
     assert "guard_after" not in names and "guard_before" not in names
     assert names.count("final") == (1 if res.status == "finished" else 0)
-    assert names.count("test_image") == 2  # the image and select_refant's predict of its model
+    assert names.count("test_image") == 1  # it writes MODEL_DATA: select_refant predicts nothing
     casa = [t for t in tools if t["category"] == "casa"]
     child_log = (root / "logs" / "casa-child.log").read_text().splitlines()
     assert sum(ln.startswith("$ ") for ln in child_log) == 1  # one CASA start for the dataset
