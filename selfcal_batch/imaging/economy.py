@@ -10,11 +10,6 @@ and ``scripts/bench_quality.py`` before it was kept (issue 16):
   areas, masks and the gate's numbers stay comparable), large enough for everything above
   ``sigma`` in the test image plus a margin, never below ``min_size`` nor above the
   configured size;
-* **multiscale only when the model needs extended scales** (:func:`needs_multiscale`): an
-  island of emission whose integrated flux exceeds its peak by more than
-  :data:`RESOLVED_RATIO` is resolved; a field of unresolved islands is modelled by point
-  components (measured, 540 px ladder image of the 25 mJy X-band dataset: 2.7 -> 2.5 CPU s;
-  1024^2 x 4 channels: 12.5 -> 9.3 CPU s);
 * **spectral terms only when the fractional bandwidth needs them**: with a fractional
   bandwidth f and a spectral index |alpha| <= 1 the flux varies by at most about +-f/2 across
   the band; below ``max_frac_bw`` = 0.05 (+-2.5%, below a model's flux error after the first
@@ -129,64 +124,3 @@ def crop_centre(data: np.ndarray, header: dict, size: int) -> tuple[np.ndarray, 
     hdr["CRPIX1"] = float(hdr.get("CRPIX1", nx // 2 + 1)) - ox
     hdr["CRPIX2"] = float(hdr.get("CRPIX2", ny // 2 + 1)) - oy
     return out, hdr
-
-
-#: Integrated flux / peak (Jy / (Jy/beam)) above which an island is resolved. A point source
-#: gives <= 1 (its mask holds the part of the beam above the threshold); a Gaussian source of
-#: FWHM theta_s under a beam theta_b gives 1 + theta_s^2 / theta_b^2 (1.5 at 0.7 beams, where
-#: multiscale's smallest extended scale starts to describe it better than points).
-RESOLVED_RATIO = 1.5
-#: Islands holding less than this fraction of the total flux do not decide.
-MIN_ISLAND_SHARE = 0.05
-
-
-def island_ratios(image: np.ndarray, beam_area_pix: float, sigma: float = EXTENT_SIGMA) -> list[tuple[float, float]]:
-    """(integrated flux / peak, share of the total flux) of each island of pixels >= ``sigma``
-    x mad_std (8-connected), brightest first. ``image``: 2-D restored image in Jy/beam;
-    ``beam_area_pix``: restoring beam area in pixels. [] when nothing is found or the beam
-    area is not positive."""
-    from astropy.stats import mad_std  # lazy: heavy library, only on this path
-    from scipy import ndimage  # lazy: heavy library, only on this path
-
-    img = np.asarray(image, dtype=float)
-    finite = np.isfinite(img)
-    if not finite.any() or not (math.isfinite(beam_area_pix) and beam_area_pix > 0):
-        return []
-    noise = float(mad_std(img[finite]))
-    if not (math.isfinite(noise) and noise > 0):
-        return []
-    mask = np.where(finite, img, -np.inf) >= sigma * noise
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-    if n == 0:
-        return []
-    idx = np.arange(1, n + 1)
-    flux = np.asarray(ndimage.sum(np.where(finite, img, 0.0), labels, idx)) / beam_area_pix
-    peak = np.asarray(ndimage.maximum(np.where(finite, img, 0.0), labels, idx))
-    total = float(flux.sum())
-    out = [(float(f / p), float(f / total) if total > 0 else 0.0) for f, p in zip(flux, peak, strict=True) if p > 0]
-    return sorted(out, key=lambda r: -r[1])
-
-
-def needs_multiscale(ratios: list[tuple[float, float]], *, limit: float = RESOLVED_RATIO,
-                     min_share: float = MIN_ISLAND_SHARE) -> bool:
-    """Multiscale for the ladder images? True when an island holding at least ``min_share``
-    of the flux has integrated/peak above ``limit`` (:func:`island_ratios`), and when nothing
-    decides: no island, or none holding ``min_share`` of the flux (emission scattered into
-    many pieces, e.g. by large phase errors, says nothing about the source's scales)."""
-    deciding = [r for r, share in ratios if share >= min_share]
-    if not deciding:
-        return True
-    return any(r > limit for r in deciding)
-
-
-def multiscale_from_fits(path: str | Path, beam_area_pix: float) -> tuple[bool, float]:
-    """(:func:`needs_multiscale`, largest ratio of a deciding island) of a FITS image."""
-    from astropy.io import fits  # lazy: heavy library, only on this path
-
-    with fits.open(path, memmap=False) as hdul:
-        data = np.squeeze(hdul[0].data)
-    while data.ndim > 2:
-        data = data[0]
-    ratios = island_ratios(data, beam_area_pix)
-    deciding = [r for r, share in ratios if share >= MIN_ISLAND_SHARE]
-    return needs_multiscale(ratios), round(max(deciding), 3) if deciding else math.nan

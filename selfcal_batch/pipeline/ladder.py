@@ -102,20 +102,14 @@ def economy_options(ctx: Context, opts: WSCleanOptions) -> WSCleanOptions:
                                    min_size=economy.MIN_SIZE)
         chans = economy.ladder_channels_out(economy.fractional_bandwidth(ctx.info.get("spws", [])),
                                             opts.channels_out)
-        multiscale, ratio = economy.multiscale_from_fits(test["image"], float(
-            test.get("stats", {}).get("beam_area_pix") or math.nan))
-        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1),
-               "multiscale": multiscale, "island_flux_to_peak": None if math.isnan(ratio) else ratio}
+        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1)}
         ctx.state.set("ladder_economy", eco)
-        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s), multiscale %s "
-                 "(island flux/peak %s)", ctx.name, size, eco["radius_px"], chans, "on" if multiscale else "off",
-                 eco["island_flux_to_peak"])
+        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)", ctx.name, size,
+                 eco["radius_px"], chans)
     if not eco:
         return opts
     return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=int(eco["channels_out"]),
-                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])),
-                        # an older state without the key: as configured (its steps stay valid)
-                        multiscale=opts.multiscale and bool(eco.get("multiscale", True)))
+                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])))
 
 
 def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str,
