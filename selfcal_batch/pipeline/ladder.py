@@ -102,14 +102,20 @@ def economy_options(ctx: Context, opts: WSCleanOptions) -> WSCleanOptions:
                                    min_size=economy.MIN_SIZE)
         chans = economy.ladder_channels_out(economy.fractional_bandwidth(ctx.info.get("spws", [])),
                                             opts.channels_out)
-        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1)}
+        st_t = test.get("stats", {})
+        beam = economy.fixed_restoring_beam(*(float(st_t.get(k) or math.nan) for k in
+                                              ("bmaj_arcsec", "bmin_arcsec", "bpa_deg", "cell_arcsec")))
+        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1),
+               "beam_shape": list(beam) if beam else None}
         ctx.state.set("ladder_economy", eco)
-        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)", ctx.name, size,
-                 eco["radius_px"], chans)
+        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)%s", ctx.name, size,
+                 eco["radius_px"], chans, f", restoring beam fixed to the test image's {beam}" if beam else "")
     if not eco:
         return opts
+    beam_args = ("-beam-shape", *(f"{v:g}" for v in eco["beam_shape"])) if eco.get("beam_shape") else ()
     return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=int(eco["channels_out"]),
-                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])))
+                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])),
+                        extra_args=tuple(opts.extra_args) + beam_args)
 
 
 def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str,
