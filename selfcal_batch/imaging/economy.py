@@ -124,3 +124,28 @@ def crop_centre(data: np.ndarray, header: dict, size: int) -> tuple[np.ndarray, 
     hdr["CRPIX1"] = float(hdr.get("CRPIX1", nx // 2 + 1)) - ox
     hdr["CRPIX2"] = float(hdr.get("CRPIX2", ny // 2 + 1)) - oy
     return out, hdr
+
+
+#: A test-image beam narrower than this many pixels (minor-axis FWHM) is undersampled for the
+#: ladder's lower robust: WSClean 3.1's beam fit then fails (measured, 1.0" cells at X band:
+#: test image robust 0.5 fitted 1.85" x 1.63"; ladder images robust -0.5, PSF ~1.3 px, fitted
+#: 0.17" and 0.12"; at 0.7" cells the same PSF fitted 1.50" x 1.29", 1.8 px).
+MIN_SAMPLED_BEAM_PX = 2.5
+
+
+def fixed_restoring_beam(bmaj_arcsec: float, bmin_arcsec: float, bpa_deg: float, cell_arcsec: float,
+                         min_px: float = MIN_SAMPLED_BEAM_PX) -> tuple[float, float, float] | None:
+    """The restoring beam (bmaj, bmin arcsec, bpa deg) every ladder image uses instead of its
+    own fit, or None (each image fits its own). A beam of fewer than ``min_px`` pixels across
+    (minor axis) is fixed to the test image's fitted beam: the ladder's images then share one
+    beam, so their peaks, fluxes and SNRs stay comparable (a failed fit restores the
+    components with a ~0.1 px beam and inflates flux = sum / beam area ~100x, which re-selected
+    the 25 mJy X-band dataset as 'bright'). The test image's own fit must be a measurement
+    (minor axis >= 1 pixel), else None."""
+    vals = (bmaj_arcsec, bmin_arcsec, cell_arcsec)
+    if not all(math.isfinite(v) and v > 0 for v in vals):
+        return None
+    minor_px = min(bmaj_arcsec, bmin_arcsec) / cell_arcsec
+    if minor_px >= min_px or minor_px < 1.0:
+        return None
+    return (round(bmaj_arcsec, 4), round(bmin_arcsec, 4), round(bpa_deg if math.isfinite(bpa_deg) else 0.0, 2))

@@ -69,8 +69,11 @@ def same_data_image(ctx: Any, opts: WSCleanOptions, ms: Path) -> ImageSet | None
 
 
 def remember_data_image(ctx: Any, opts: WSCleanOptions, ms: Path) -> None:
-    """Record a DATA image just made, for :func:`same_data_image`."""
-    sig = settings_signature(opts)
+    """Record a DATA image just made, for :func:`same_data_image`. An image that also wrote
+    MODEL_DATA (the test image: the reference-antenna solve's model, no predict) is the same
+    image as one that did not: it is recorded with ``update_model`` off (a request that needs
+    the model written is never served from the record)."""
+    sig = settings_signature(opts.replace(update_model=False))
     if sig is None or Path(ms) != ctx.work_ms:
         return
     from selfcal_batch.ms.checksum import flags_digest, storage_identity  # lazy: loaded only on this path

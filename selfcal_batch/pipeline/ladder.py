@@ -21,7 +21,7 @@ from selfcal_batch.selfcal import acceptance as gate
 from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
-from selfcal_batch.pipeline import registry, work_ms
+from selfcal_batch.pipeline import model_keep, registry, work_ms
 from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.pipeline.context import Context
@@ -102,14 +102,20 @@ def economy_options(ctx: Context, opts: WSCleanOptions) -> WSCleanOptions:
                                    min_size=economy.MIN_SIZE)
         chans = economy.ladder_channels_out(economy.fractional_bandwidth(ctx.info.get("spws", [])),
                                             opts.channels_out)
-        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1)}
+        st_t = test.get("stats", {})
+        beam = economy.fixed_restoring_beam(*(float(st_t.get(k) or math.nan) for k in
+                                              ("bmaj_arcsec", "bmin_arcsec", "bpa_deg", "cell_arcsec")))
+        eco = {"size": size, "channels_out": chans, "radius_px": None if math.isnan(radius) else round(radius, 1),
+               "beam_shape": list(beam) if beam else None}
         ctx.state.set("ladder_economy", eco)
-        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)", ctx.name, size,
-                 eco["radius_px"], chans)
+        log.info("%s: ladder images %d px (emission within %s px), %d output channel(s)%s", ctx.name, size,
+                 eco["radius_px"], chans, f", restoring beam fixed to the test image's {beam}" if beam else "")
     if not eco:
         return opts
+    beam_args = ("-beam-shape", *(f"{v:g}" for v in eco["beam_shape"])) if eco.get("beam_shape") else ()
     return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=int(eco["channels_out"]),
-                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])))
+                        fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])),
+                        extra_args=tuple(opts.extra_args) + beam_args)
 
 
 def _mask_from(ctx: Context, image: dict[str, Any], step: str, template: str, sigma: float, name: str,
@@ -215,8 +221,13 @@ def run_planned(ctx: Context, plan: StepPlan, rewrite: Any = None) -> tuple[str,
     rec["uvrange"] = solved.uvrange
     if solved.uvrange_reason:
         rec["uvrange_reason"] = solved.uvrange_reason
-    post = _post_image(ctx, plan, pre)
-    decision = _decide(ctx, plan, pre, post, solved, orig[beam_key])
+    decision = _reject_by_solutions(ctx, plan, solved)
+    post = None
+    if decision is None:  # the solutions alone do not reject: the image decides
+        post = _post_image(ctx, plan, pre)
+        decision = _decide(ctx, plan, pre, post, solved, orig[beam_key])
+    else:
+        rec["post_image_skipped"] = "rejected by its solutions before imaging"
     rec["data_flagged_by_apply"] = round(newly_flagged_fraction(solved.flags_before, solved.flags_after), 4)
     if not rec["data_flagged_by_apply"] <= ctx.cfg.gate.max_flagged_solutions:
         log.warning("%s %s: applying the solutions flagged %.0f%% of the unflagged data (solutions failed or "
@@ -224,8 +235,8 @@ def run_planned(ctx: Context, plan: StepPlan, rewrite: Any = None) -> tuple[str,
     rec.update({"accepted": decision.accepted, "reason": decision.reason,
                 "metrics": {k: round(v, 4) for k, v in decision.metrics.items() if math.isfinite(v)},
                 "table": solved.table, "spwmap": solved.spwmap, "pre_image": pre["image"],
-                "post_image": post["image"], "snr_pre": pre["stats"]["snr"], "snr_post": post["stats"]["snr"],
-                "minsnr": plan.params.minsnr})
+                "post_image": post["image"] if post else None, "snr_pre": pre["stats"]["snr"],
+                "snr_post": post["stats"]["snr"] if post else None, "minsnr": plan.params.minsnr})
     _keep_or_revert(ctx, plan, decision, pre, post, solved)
     ctx.write_gain_tables_json()
     return "done", rec
@@ -356,14 +367,32 @@ def _post_image(ctx: Context, plan: StepPlan, pre: dict[str, Any]) -> dict[str, 
     mask = _mask_from(ctx, pre, plan.step, plan.template, plan.params.sigma_mask, f"{plan.step}_post",
                       size=plan.opts.size)
     post_opts = plan.opts.replace(name=ctx.img(f"{plan.step}_post"), data_column="CORRECTED_DATA", fits_mask=mask)
+    model_keep.stash(ctx)  # the pre model stays at hand for a revert (no predict)
     prods, stats = ctx.image(post_opts, step=plan.step, role="post", template=plan.template)
     return ImageProduct(prods.prefix, prods.image, prods.residual, stats, post_opts.imaging_key(),
                         "CORRECTED_DATA").to_json()
 
 
+def _reject_by_solutions(ctx: Context, plan: StepPlan, solved: Solved) -> Any:
+    """The gate's rejection from what needs no image (selfcal.acceptance.evaluate_solutions,
+    then the applied-flags check), or None when the image must decide: a step its solutions
+    already reject is reverted without its "after" image (the decision is the same)."""
+    gcfg = ctx.cfg.gate
+    if not gcfg.enabled:
+        return None
+    early = gate.evaluate_solutions(solved.sols, cfg=gcfg, amplitude="a" in plan.params.calmode,
+                                    exclude_antennas=_bad(ctx), significance=solved.significance)
+    early = gate_applied_flags(early, solved.flags_before, solved.flags_after, gcfg.max_flagged_solutions)
+    if early.accepted:
+        return None
+    log.info("%s %s: rejected by its solutions (%s): no after image", ctx.name, plan.step, early.reason)
+    return early
+
+
 def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, Any], solved: Solved,
             original_beam: float) -> Any:
-    """The gate's decision (selfcal.acceptance.evaluate_step), then the applied-flags check."""
+    """The gate's decision (selfcal.acceptance.evaluate_step), then the applied-flags check.
+    A fitted beam that is not a measurement (acceptance.beam_measured) is not compared."""
     gcfg = ctx.cfg.gate
     if not gcfg.enabled:
         return gate.GateDecision(True, (), {})
@@ -371,6 +400,11 @@ def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, A
     # factor per EB chosen to keep the joint flux scale (selfcal.ebjoint.alignment_scales).
     amplitude = "a" in plan.params.calmode and solved.extra is None
     pre_g, post_g = pre["stats"], post["stats"]
+    if not (gate.beam_measured(pre_g) and gate.beam_measured(post_g)):
+        log.info("%s %s: restoring beam not measured (fitted %.3g\" / %.3g\" with %.3g\" cells): no beam check",
+                 ctx.name, plan.step, float(pre_g.get("bmin_arcsec") or math.nan),
+                 float(post_g.get("bmin_arcsec") or math.nan), float(pre_g.get("cell_arcsec") or math.nan))
+        original_beam = math.nan
     if amplitude:  # the flux-scale check compares the same pixels
         f_pre, f_post = common_mask_flux(pre["image"], post["image"])
         pre_g, post_g = dict(pre_g, total_flux_mask=f_pre), dict(post_g, total_flux_mask=f_post)
@@ -398,6 +432,8 @@ def _keep_or_revert(ctx: Context, plan: StepPlan, decision: Any, pre: dict[str, 
     log.info("%s %s: REVERTED: %s", ctx.name, step, decision.reason)
     work_ms.rewrite_corrected(ctx, [cal.flagmanager_call(str(ctx.work_ms), "restore", plan.flagver),
                                     *work_ms.apply_calls(ctx, plan.chain)], f"{step}-revert", plan.chain)
+    if st.get("model_in_ms") != pre.get("prefix"):
+        model_keep.restore(ctx, str(pre.get("prefix") or ""))  # else the next step predicts it
     st.set("current", pre)
     if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
         st.set("ladder_stopped", step)
@@ -432,39 +468,3 @@ def reselect(ctx: Context) -> None:
                  st.get("template_final"), new, flux)
     st.set("template_final", new)
     st.set("reselect_flux_mjy", flux)
-
-
-def plan_extension(ctx: Context, after: str) -> str | None:
-    """After the template's last phase step, the next shorter phase step (or None)."""
-    st = ctx.state
-    if st.get("ladder_stopped") or not ctx.cfg.solint.extend_ladder:
-        return None
-    template = st.get("template_final")
-    exts = st.data.setdefault("extensions", {})
-    rec = st.steps.get(after, {})
-    if not rec.get("accepted"):
-        return None
-    if not solint.worth_extending(float(rec.get("snr_pre") or math.nan), float(rec.get("snr_post") or math.nan),
-                                  ctx.cfg.solint.extend_min_gain):
-        log.info("%s: no shorter interval after %s: SNR gain %.2f%% < %.2g%%", ctx.name, after,
-                 100 * (float(rec.get("snr_post") or 0) / float(rec.get("snr_pre") or 1) - 1),
-                 100 * ctx.cfg.solint.extend_min_gain)
-        return None
-    solint_s = solint.solint_seconds(rec["solint"], ctx.info["integration_s"], ctx.info["time_span_s"])
-    base = exts.get(after, {}).get("base") or after
-    n = len([s for s in exts]) + 1
-    if n > ctx.cfg.solint.max_extra_steps:
-        return None
-    params = params_for(ctx, template, base)
-    options = solint.extension_solints(solint_s, ctx.info["integration_s"],
-                                       image_snr=estimation_snr(ctx, st.get("current")["stats"]),
-                                       n_antennas=ctx.info["n_antennas_present"] - len(st.get("bad_antennas", [])),
-                                       time_on_source_s=ctx.info["time_on_source_s"],
-                                       gaintype=gaintype_for(params.gaintype, ctx.info.get("polarisation")),
-                                       cfg=dataclasses.replace(ctx.cfg.solint, max_extra_steps=1))
-    if not options:
-        return None
-    name = registry.extension_name(n)
-    exts[name] = {"base": base, "solint": options[0][0], "est_snr": options[0][1]}
-    st.save()
-    return name

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selfcal_batch.contract import DECISION_KEYS, FINAL_IMAGE, RESULT_JSON, DatasetResult
-from selfcal_batch.pipeline import ladder
+from selfcal_batch.pipeline import extension, ladder
 from selfcal_batch.selfcal import outcome
 from selfcal_batch import process
 from selfcal_batch.pipeline import records
@@ -154,7 +154,7 @@ def _run_extensions(ctx: Context, runner: _Runner) -> None:
         if i < len(done_ext):
             name = done_ext[i]
         else:
-            name = ladder.plan_extension(ctx, last)
+            name = extension.plan_extension(ctx, last)
             if name is None:
                 break
         runner.run(name, lambda c, s=name: registry.function(s)(c, s))

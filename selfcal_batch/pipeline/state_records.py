@@ -113,6 +113,8 @@ class WorkMSState(_Section):
     flag_versions: Any = ABSENT
     corrected_chain: Any = ABSENT
     model_in_ms: Any = ABSENT
+    #: image prefix whose model is in the MODEL_KEPT column ('' unknown; pipeline/model_keep.py).
+    model_kept: Any = ABSENT
     images_done: Any = ABSENT
     cell: Any = ABSENT
     original_beam: Any = ABSENT

@@ -11,7 +11,7 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.steps_joint import split_ebs
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
-from selfcal_batch.selfcal.outcome import deliverable_chain
+from selfcal_batch.selfcal.outcome import guard_precheck, judge_delivery
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -45,16 +45,51 @@ def split_before_ap1(ctx: Context) -> str:
 
 def split_calibrated(ctx: Context) -> dict[str, Any]:
     """final.ms = calibrated visibilities in DATA (+ statwt); final-image.fits from it (seed step
-    ``split_trial_1``)."""
+    ``split_trial_1``).
+
+    The final guard judges the final image itself (issue 16: one image fewer than a separate
+    guard "after" image of CORRECTED_DATA): it compares what is delivered -- final.ms, the
+    calibrated data after statwt -- with the other deliverable, the input's DATA (the test
+    image when nothing was flagged since). When it refuses, final.ms is split again from
+    DATA and its image is the input's (again the test image when the flags are the same)."""
     st = ctx.state
     chain = st.get("chain", [])
     work_ms.ensure_applied(ctx, chain, "final-apply")
-    chain = deliverable_chain(ctx, chain)  # the final guard: [] = deliver the input unchanged
+    decided = guard_precheck(ctx, chain)  # None: the guard judges the final image below
+    _write_final_ms(ctx, chain if decided is None else decided)
+    products, stats = _final_image(ctx, chain if decided is None else decided)
+    if decided is None:
+        decided = chain if judge_delivery(ctx, chain, (products.image, stats)) else []
+        if not decided:  # the input delivered unchanged: final.ms and its image are the input's
+            _write_final_ms(ctx, [])
+            products, stats = _final_image(ctx, [])
     if not st.get("initial"):
         # Seed-style test image: make the before image with the final settings.
         ref, ref_stats = ctx.image(final_options(ctx, "initial"), step="initial", role="initial",
                                    template=st.get("template_initial", ""))
         st.set("initial", {"image": ref.image, "stats": ref_stats})
+    st.set("delivered_steps", [c["step"] for c in decided if c.get("step")])
+    publish_final(ctx, products, stats)
+    st.set("final", {"image": products.image, "stats": stats})
+    log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
+             stats["dynamic_range"], stats["peak"])
+    joint = {"final_ebs": split_ebs(ctx)} if len(ctx.ebs) > 1 else {}  # one final MS per EB
+    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits"), **joint, **_pb(ctx)}
+
+
+def _final_image(ctx: Context, chain: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The final image of final.ms. Without a chain final.ms holds work.ms's DATA with the same
+    flags and weights, so work.ms's DATA is imaged instead: the test image (imaging/reuse.py)
+    when nothing was flagged since, not imaged again."""
+    tmpl = ctx.state.get("template_final", "")
+    if chain:
+        return ctx.image(final_options(ctx, "final"), step="final", role="final", template=tmpl, ms=ctx.final_ms)
+    return ctx.image(final_options(ctx, "final_input"), step="final", role="final", template=tmpl)
+
+
+def _write_final_ms(ctx: Context, chain: list[dict[str, Any]]) -> None:
+    """final.ms: work.ms's CORRECTED_DATA (``chain`` applied; + statwt) or, with an empty
+    chain, its DATA, as the DATA column, flags kept; written as final.ms.partial, then renamed."""
     tmp = ctx.root / "final.ms.partial"
     ctx.remove(tmp, ctx.final_ms, Path(str(tmp) + ".flagversions"), Path(str(ctx.final_ms) + ".flagversions"))
     calls = [cal.task("split", vis=str(ctx.work_ms), outputvis=str(tmp),
@@ -69,15 +104,6 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     if flagv.exists():
         ctx.remove(Path(str(ctx.final_ms) + ".flagversions"))
         flagv.rename(str(ctx.final_ms) + ".flagversions")
-    products, stats = ctx.image(final_options(ctx, "final"), step="final", role="final",
-                                template=st.get("template_final", ""), ms=ctx.final_ms)
-    st.set("delivered_steps", [c["step"] for c in chain if c.get("step")])
-    publish_final(ctx, products, stats)
-    st.set("final", {"image": products.image, "stats": stats})
-    log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
-             stats["dynamic_range"], stats["peak"])
-    joint = {"final_ebs": split_ebs(ctx)} if len(ctx.ebs) > 1 else {}  # one final MS per EB
-    return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits"), **joint, **_pb(ctx)}
 
 
 def _pb(ctx: Context) -> dict[str, Any]:

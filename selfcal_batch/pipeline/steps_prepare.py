@@ -115,7 +115,8 @@ def test_image(ctx: Context) -> dict[str, Any]:
     else:
         opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,
                                 auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
-    products, stats = ctx.image(opts, step="test_image", role="test", sigma=8.0)
+    # The test image writes its model (MODEL_DATA): select_refant solves against it, no predict.
+    products, stats = ctx.image(opts.replace(update_model=True), step="test_image", role="test", sigma=8.0)
     detect_stats = stats
     if cfg.test_imaging == "final":
         # Same settings as the final image: the like-for-like "before" image.

@@ -334,9 +334,23 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     better beyond the noise than the uncalibrated one (both imaged now, with the final-image
     settings, from the working copy with its current flags: like-for-like); otherwise []
     with the flags restored to those before self-calibration and outcome ``unchanged``.
-    CORRECTED_DATA must hold ``chain`` applied."""
+    CORRECTED_DATA must hold ``chain`` applied. (``split_calibrated`` instead judges its
+    final image itself: :func:`guard_precheck` + :func:`judge_delivery`.)"""
     from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
 
+    decided = guard_precheck(ctx, chain)
+    if decided is not None:
+        return decided
+    a_prod, a_stats = ctx.image(final_options(ctx, "guard_after", "CORRECTED_DATA"), step="guard", role="after",
+                                template=ctx.state.get("template_final", ""))
+    return chain if judge_delivery(ctx, chain, (a_prod.image, a_stats)) else []
+
+
+def guard_precheck(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """What is delivered when no image has to be judged (the guard's record reset): [] when
+    self-calibration was not attempted or nothing was kept (flags restored, outcome
+    ``unchanged`` when a ladder step ran), ``chain`` with the guard off; None when the final
+    guard must judge the calibrated image (:func:`judge_delivery`)."""
     st = ctx.state
     if (st.get("outcome") or {}).get("status") == "unchanged":
         st.set("outcome", None)  # a re-run decides afresh
@@ -350,21 +364,47 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
         return []
     if not ctx.cfg.guard.enabled:
         return chain
-    tmpl = st.get("template_final", "")
-    b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before", template=tmpl)
-    a_prod, a_stats = ctx.image(final_options(ctx, "guard_after", "CORRECTED_DATA"), step="guard", role="after",
-                                template=tmpl)
-    dec = compare_images(ctx, (b_prod.image, b_stats), (a_prod.image, a_stats), amplitude=chain_has_amplitude(chain))
+    return None
+
+
+def test_image_shows_input(test_imaging: str, steps_done: set[str]) -> bool:
+    """Is the test image the image of the input as it is delivered "unchanged" (pure)? Yes
+    when it has the final-image settings (``test_imaging`` 'final') and the flags restored for
+    an unchanged delivery (:func:`restore_input_flags`: the 'Original' version, saved by
+    ``save_init_flags``) are the test image's: ``save_init_flags`` ran and ``autoflag_init``
+    (which flags between the two) did not."""
+    return test_imaging == "final" and "save_init_flags" in steps_done and "autoflag_init" not in steps_done
+
+
+def judge_delivery(ctx: "Context", chain: list[dict[str, Any]], after: tuple[str, Mapping[str, Any]]) -> bool:
+    """The final guard: is ``after`` ((image path, stats) of final.ms, the calibrated data as
+    delivered, final-image settings) better beyond the noise than the other deliverable, the
+    input unchanged? That image is the test image when :func:`test_image_shows_input` (flags
+    applycal added since are part of the calibrated deliverable, not of the input), else the
+    working copy's DATA imaged now with the current flags. Records ``guard``; when not
+    better, the flags are restored and the outcome is ``unchanged``. Returns the verdict."""
+    from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
+
+    st = ctx.state
+    done = {s for s, r in st.steps.items() if isinstance(r, dict) and r.get("status") == "done"}
+    initial = st.get("initial") or {}
+    if initial.get("image") and test_image_shows_input(ctx.cfg.test_imaging, done):
+        before = (str(initial["image"]), initial["stats"])
+    else:
+        b_prod, b_stats = ctx.image(final_options(ctx, "guard_before", "DATA"), step="guard", role="before",
+                                    template=st.get("template_final", ""))
+        before = (b_prod.image, b_stats)
+    dec = compare_images(ctx, before, after, amplitude=chain_has_amplitude(chain))
     st.set("guard", {"deliver": dec.deliver, "reason": dec.reason,
                      "changes": {k: [float(f"{v:.6g}") for v in vals] for k, vals in dec.changes.items()}})
     if dec.deliver:
         log.info("%s: final guard: deliver the self-calibrated data (%s)", ctx.name, dec.reason)
-        return chain
+        return True
     restore_input_flags(ctx)
     reason = f"self-calibrated image not better beyond its noise ({dec.reason}); input delivered unchanged"
     log.warning("%s: final guard: %s", ctx.name, reason)
     set_outcome(ctx, "unchanged", reason)
-    return []
+    return False
 
 
 def restore_input_flags(ctx: "Context") -> None:

@@ -71,15 +71,19 @@ def test_pipeline_one_casa_child_and_cropped_ladder_images(tmp_path):
         with fits.open(mfs if mfs.exists() else root / "images" / f"{prefix}-image.fits") as h:
             return h[0].header["NAXIS1"]
 
-    assert naxis("test_image") == 384 and naxis("final") == 384
+    assert naxis("test_image") == 384
+    with fits.open(root / "final-image.fits") as h:
+        assert h[0].header["NAXIS1"] == 384
     assert naxis("p0_post") == size and naxis("p0_pre") == size
     tools = [json.loads(ln) for ln in (root / "logs" / "tools.jsonl").read_text().splitlines()]
     ws = [t for t in tools if t["category"] == "wsclean"]
     assert len(ws) == res.wsclean_runs  # wsclean_runs counts the predicts too (wsclean_predicts of them)
-    # The guard's "before" image is the test image (same data, flags and settings): not re-imaged.
+    # The guard's "before" image is the test image (same data, flags and settings): not re-imaged;
+    # its "after" image is the final image (no separate guard_after image).
     names = [t["argv"][t["argv"].index("-name") + 1].rsplit("/", 1)[-1] for t in ws]
-    assert "guard_after" in names and "guard_before" not in names
-    assert names.count("test_image") == 2  # the image and select_refant's predict of its model
+    assert "guard_after" not in names and "guard_before" not in names
+    assert names.count("final") == (1 if res.status == "finished" else 0)
+    assert names.count("test_image") == 1  # it writes MODEL_DATA: select_refant predicts nothing
     casa = [t for t in tools if t["category"] == "casa"]
     child_log = (root / "logs" / "casa-child.log").read_text().splitlines()
     assert sum(ln.startswith("$ ") for ln in child_log) == 1  # one CASA start for the dataset
@@ -99,3 +103,56 @@ def test_one_channel_model_predicts_into_a_multi_spw_ms(tmp_path):
     run_wsclean(opts, ms, log_path=tmp_path / "ws.log", cwd=tmp_path)
     run_wsclean(opts.replace(predict=True), ms, log_path=tmp_path / "ws.log", cwd=tmp_path)
     assert "-reorder" in (tmp_path / "ws.log").read_text()
+
+
+def test_reverted_model_swapped_back_without_predict(tmp_path):
+    """pipeline/model_keep: MODEL_DATA kept before an image rewrites it, swapped back on a
+    revert (no WSClean run), and the working copy does not grow over repeated swaps."""
+    import numpy as np
+    from casacore.tables import table
+
+    from selfcal_batch.imaging.wsclean import WSCleanOptions, run_wsclean
+    from selfcal_batch.pipeline import model_keep
+    from selfcal_batch.pipeline.state import DatasetState
+
+    spec = spec_from_preset("vla-c", flux_jy=0.05, duration_s=300.0, n_chan=2, n_spw=2, array_config="C", seed=7)
+    ms = simulate_ms_isolated(spec, tmp_path / "work.ms")
+
+    class Ctx:  # the two attributes model_keep uses
+        name, work_ms, state = "t", ms, DatasetState.load(tmp_path / "state.json")
+
+    def image(prefix, niter):
+        opts = WSCleanOptions(name=str(tmp_path / prefix), size=128, scale="1arcsec", niter=niter,
+                              update_model=True, data_column="DATA")
+        run_wsclean(opts, ms, log_path=tmp_path / "ws.log", cwd=tmp_path)
+        Ctx.state.set("model_in_ms", prefix)
+
+    def model():
+        with table(str(ms), ack=False) as t:
+            return t.getcol("MODEL_DATA")
+
+    def size():
+        return sum(f.stat().st_size for f in ms.iterdir() if f.is_file())
+
+    image("pre", 200)
+    pre = model()
+    sizes = []
+    for k in range(3):
+        model_keep.stash(Ctx)
+        assert Ctx.state.get("model_kept") == "pre"
+        image(f"post{k}", 20 + 10 * k)
+        assert not np.allclose(model(), pre)  # the "after" image wrote its own model
+        assert model_keep.restore(Ctx, "pre")  # reverted: the kept model is back
+        assert Ctx.state.get("model_in_ms") == "pre" and Ctx.state.get("model_kept") == f"post{k}"
+        np.testing.assert_array_equal(model(), pre)
+        sizes.append(size())
+    assert sizes[0] == sizes[-1]
+    assert not model_keep.restore(Ctx, "unknown")  # not kept: the caller predicts
+    # An accepted step keeps the new model; the next stash keeps it in turn.
+    model_keep.stash(Ctx)
+    image("next", 30)
+    nxt = model()
+    model_keep.stash(Ctx)
+    assert Ctx.state.get("model_kept") == "next"
+    with table(str(ms), ack=False) as t:
+        np.testing.assert_array_equal(t.getcol(model_keep.KEPT), nxt)

@@ -106,3 +106,12 @@ def test_settings_signature_shares_only_plain_data_images():
     assert settings_signature(a.replace(data_column="CORRECTED_DATA")) is None
     assert settings_signature(a.replace(update_model=True)) is None
     assert settings_signature(a.replace(fits_mask="/m.fits")) is None
+
+
+def test_fixed_restoring_beam_only_for_undersampled_measured_beams():
+    # Measured: 1.0" cells at X band, test beam 1.82" x 1.59" -> the ladder's fits failed.
+    assert economy.fixed_restoring_beam(1.8213, 1.5949, 40.5, 1.0) == (1.8213, 1.5949, 40.5)
+    assert economy.fixed_restoring_beam(5.0, 4.0, 10.0, 1.0) is None  # 4 px across: fits itself
+    assert economy.fixed_restoring_beam(0.17, 0.16, 0.0, 1.0) is None  # the test image's own fit failed
+    assert economy.fixed_restoring_beam(float("nan"), 1.5, 0.0, 1.0) is None
+    assert economy.fixed_restoring_beam(2.0, 1.8, float("nan"), 1.0) == (2.0, 1.8, 0.0)
