@@ -380,13 +380,20 @@ def _reject_by_solutions(ctx: Context, plan: StepPlan, solved: Solved) -> Any:
     gcfg = ctx.cfg.gate
     if not gcfg.enabled:
         return None
-    early = gate.evaluate_solutions(solved.sols, cfg=gcfg, amplitude="a" in plan.params.calmode,
+    early = gate.evaluate_solutions(solved.sols, cfg=gcfg, amplitude=_judged_on_amplitude(plan, solved),
                                     exclude_antennas=_bad(ctx), significance=solved.significance)
     early = gate_applied_flags(early, solved.flags_before, solved.flags_after, gcfg.max_flagged_solutions)
     if early.accepted:
         return None
     log.info("%s %s: rejected by its solutions (%s): no after image", ctx.name, plan.step, early.reason)
     return early
+
+
+def _judged_on_amplitude(plan: StepPlan, solved: Solved) -> bool:
+    """Is the step judged on its amplitudes? A rewritten table (joint EBs' alignment) is judged
+    on its phases: its amplitudes are one factor per EB chosen to keep the joint flux scale
+    (selfcal.ebjoint.alignment_scales), not solutions whose significance can be measured."""
+    return "a" in plan.params.calmode and solved.extra is None
 
 
 def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, Any], solved: Solved,
@@ -396,9 +403,7 @@ def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, A
     gcfg = ctx.cfg.gate
     if not gcfg.enabled:
         return gate.GateDecision(True, (), {})
-    # A rewritten table (joint EBs' alignment) is judged on its phases: its amplitudes are one
-    # factor per EB chosen to keep the joint flux scale (selfcal.ebjoint.alignment_scales).
-    amplitude = "a" in plan.params.calmode and solved.extra is None
+    amplitude = _judged_on_amplitude(plan, solved)
     pre_g, post_g = pre["stats"], post["stats"]
     if not (gate.beam_measured(pre_g) and gate.beam_measured(post_g)):
         log.info("%s %s: restoring beam not measured (fitted %.3g\" / %.3g\" with %.3g\" cells): no beam check",
