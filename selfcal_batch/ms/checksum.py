@@ -86,8 +86,9 @@ def visibility_digest(ms: str | os.PathLike[str], column: str = "DATA", chunk_ro
 
 #: What an image of a data column reads besides the column: flags and weights.
 FLAG_WEIGHT_COLUMNS = ("FLAG", "FLAG_ROW", "WEIGHT", "WEIGHT_SPECTRUM")
-#: Columns an image of DATA does not read and the pipeline writes between images.
-NOT_IMAGED_COLUMNS = ("MODEL_DATA", "CORRECTED_DATA")
+#: Columns an image of DATA does not read and the pipeline writes between images
+#: (MODEL_KEPT: the reverted step's model kept beside MODEL_DATA, pipeline/model_keep.py).
+NOT_IMAGED_COLUMNS = ("MODEL_DATA", "CORRECTED_DATA", "MODEL_KEPT")
 #: Sub-tables no image depends on; CASA tasks append HISTORY rows on every call.
 _NOT_IMAGED = frozenset({"HISTORY", "FLAG_CMD"})
 
