@@ -116,7 +116,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
         opts = ctx.base_options(name=ctx.img("test_image"), robust=cfg.test_robust, auto_mask=5.0,
                                 auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
     products, stats = ctx.image(opts, step="test_image", role="test", sigma=8.0)
-    detect_stats = stats
+    detect_stats, detect_model = stats, products.model
     if cfg.test_imaging == "final":
         # Same settings as the final image: the like-for-like "before" image.
         ctx.state.set("initial", {"image": products.image, "stats": stats, "prefix": products.prefix})
@@ -146,7 +146,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
                                  "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
-    check_after_test_image(ctx, detect_stats)  # no_detection / needs_calibration
+    check_after_test_image(ctx, detect_stats, detect_model)  # unchanged (outside) / needs_calibration / no_detection
     return {"template": template, "flux_mjy": flux, "image": products.image}
 
 

@@ -217,10 +217,13 @@ def set_outcome(ctx: "Context", status: str, reason: str) -> None:
     ctx.state.set("outcome", {"status": status, "reason": reason})
 
 
-def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
-    """After the test image: no_detection / needs_calibration, or nothing (state 'outcome')."""
+def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits: str = "") -> None:
+    """After the test image: unchanged (bright emission outside the image, from ``model_fits``,
+    the test image's clean model: :mod:`selfcal_batch.selfcal.outside`) / needs_calibration /
+    no_detection, or nothing (state 'outcome')."""
     cfg = ctx.cfg
     ctx.state.set("outcome", None)
+    outside = _outside_check(ctx, model_fits)
     detected, why = detection(float(stats.get("snr", math.nan)), cfg.detection_sigma,
                               peak=float(stats.get("peak", math.nan)),
                               thermal_jy=float(ctx.info.get("thermal_noise_jy", math.nan)))
@@ -234,7 +237,12 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
     spws = ctx.info.get("spws") or []
     band = (max(s["freq_max"] for s in spws) - min(s["freq_min"] for s in spws)) if spws else 0.0
     bad, why_cal = looks_uncalibrated(decor, cfg.decorrelation_limit, band) if decor else (False, "")
-    if bad:
+    if outside:
+        if bad:  # a source away from the phase centre makes phase slopes across the band too
+            outside += "; the phase slopes across the band that look like delays can come from it too"
+        log.warning("%s: UNCHANGED: %s", ctx.name, outside)
+        ctx.state.set("outcome", {"status": "unchanged", "reason": outside, "stop": True})
+    elif bad:
         log.warning("%s: NEEDS CALIBRATION: %s", ctx.name, why_cal)
         set_outcome(ctx, "needs_calibration", why_cal)
     elif not detected:
@@ -242,10 +250,30 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
         set_outcome(ctx, "no_detection", why)
 
 
+def _outside_check(ctx: "Context", model_fits: str) -> str:
+    """The reason of :func:`outside.measure_outside` when it fires ('' otherwise, when
+    ``outside_ratio`` is 0 or no model image is given); the numbers go to state 'outside'."""
+    from selfcal_batch.selfcal import outside as outside_mod  # lazy: casacore only when the check runs
+
+    ratio = float(getattr(ctx.cfg, "outside_ratio", outside_mod.DEFAULT_RATIO))
+    if ratio <= 0 or not model_fits:
+        ctx.state.set("outside", None)
+        return ""
+    try:
+        v = outside_mod.measure_outside(str(ctx.work_ms), model_fits, ratio=ratio)
+    except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
+        log.warning("%s: outside-emission check failed: %s", ctx.name, exc)
+        return ""
+    ctx.state.set("outside", {"fires": v.fires, "data_jy": v.data_jy, "model_jy": v.model_jy,
+                              "ratio": v.ratio if math.isfinite(v.ratio) else None, **v.per_bin})
+    log.info("%s: shortest baselines: data %.4g Jy, test-image model %.4g Jy", ctx.name, v.data_jy, v.model_jy)
+    return v.reason
+
+
 def stop_reason(ctx: "Context") -> str:
     """Why self-calibration is not attempted ('' = go ahead)."""
     out = ctx.state.get("outcome") or {}
-    if out.get("status") in ("no_detection", "needs_calibration"):
+    if out.get("status") in ("no_detection", "needs_calibration") or out.get("stop"):
         return f"{out['status']}: {out.get('reason', '')}"
     return ""
 
@@ -338,8 +366,8 @@ def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[
     from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
 
     st = ctx.state
-    if (st.get("outcome") or {}).get("status") == "unchanged":
-        st.set("outcome", None)  # a re-run decides afresh
+    if (st.get("outcome") or {}).get("status") == "unchanged" and not (st.get("outcome") or {}).get("stop"):
+        st.set("outcome", None)  # a re-run decides afresh (a stop set after the test image stays)
     st.set("guard", None)
     if stop_reason(ctx):
         return []
