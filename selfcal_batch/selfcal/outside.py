@@ -78,8 +78,8 @@ def outside_emission(edges_lambda: Sequence[float], data_amp: Sequence[float], m
         return OutsideVerdict(False, "")
     i = int(pop[0])
     q = d[i] / m[i] if m[i] > 0 else math.inf
-    per_bin = {"edges_lambda": [float(f"{x:.6g}") for x in edges], "data_jy": [float(f"{x:.4g}") for x in d],
-               "model_jy": [float(f"{x:.4g}") for x in m]}
+    per_bin = {"bin_edges_lambda": [float(f"{x:.6g}") for x in edges], "bin_data_jy": [float(f"{x:.4g}") for x in d],
+               "bin_model_jy": [float(f"{x:.4g}") for x in m]}
     fires = bool(d[i] > ratio * m[i] and d[i] - m[i] > nsigma * e[i])
     reason = ""
     if fires:

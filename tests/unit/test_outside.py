@@ -111,3 +111,43 @@ def test_model_components_reads_positions_and_fluxes(tmp_path):
     assert np.allclose(np.array(l_)[order] / ARCSEC, [0.0, 4.0]) and np.allclose(np.array(m_)[order], 0)
     l2, _, f2 = O.model_components(str(p), max_components=1)
     assert np.allclose(f2, [0.5]) and np.allclose(l2 / ARCSEC, [4.0])
+
+
+def _delay_vis(geometric: bool, n_ant=20, nrow_per=10, nchan=16, width=8e6, seed=0):
+    """Per-baseline phase slopes: antenna delays (4 ns rms, baseline delay = tau_j - tau_i) or a
+    source 144" off-axis (baseline delay = b . s / c, grows with the length b)."""
+    rng = np.random.default_rng(seed)
+    xy = rng.normal(0, 800.0, (n_ant, 2))
+    a1, a2 = np.triu_indices(n_ant, 1)
+    b = xy[a2] - xy[a1]
+    if geometric:
+        s = np.array([120.0, 80.0]) * ARCSEC
+        tau_bl = (b @ s) / 299_792_458.0
+    else:
+        tau = rng.normal(0, 4e-9, n_ant)
+        tau_bl = tau[a2] - tau[a1]
+    bl = np.repeat(np.arange(len(a1)), nrow_per)
+    freqs = 6e9 + width * np.arange(nchan)
+    atm = rng.uniform(-np.pi, np.pi, bl.size)
+    v = np.exp(1j * (atm[:, None] + 2 * np.pi * tau_bl[bl][:, None] * freqs[None, :]))
+    data = np.stack([v, v], -1) + 0.05 * (rng.standard_normal((bl.size, nchan, 2))
+                                          + 1j * rng.standard_normal((bl.size, nchan, 2)))
+    length = np.hypot(b[:, 0], b[:, 1])[bl]
+    return data, np.zeros(data.shape, bool), bl, width, length
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delay_check_tells_a_source_off_axis_from_antenna_delays(seed):
+    from selfcal_batch.selfcal import outcome
+
+    d, f, bl, w, length = _delay_vis(geometric=False, seed=seed)
+    r = outcome.band_decorrelation(d, f, bl, w, length_m=length)
+    assert r["delay_length_ratio"] > outcome.GEOMETRIC_DELAY_RATIO
+    bad, why = outcome.looks_uncalibrated([r], 0.3, band_hz=256e6)
+    assert bad and "uncalibrated" in why
+    d, f, bl, w, length = _delay_vis(geometric=True, seed=seed)
+    r = outcome.band_decorrelation(d, f, bl, w, length_m=length)
+    assert r["delay_length_ratio"] < outcome.GEOMETRIC_DELAY_RATIO
+    assert outcome.looks_uncalibrated([{**r, "delay_length_ratio": math.nan}], 0.3, band_hz=1e9)[0]  # before
+    bad, why = outcome.looks_uncalibrated([r], 0.3, band_hz=1e9)
+    assert not bad and "away from the phase centre" in why
