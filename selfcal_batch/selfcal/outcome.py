@@ -79,8 +79,8 @@ def detection(snr: float, detection_sigma: float, peak: float = math.nan,
 #: below which the phase slopes are geometric (a source away from the phase centre: delay =
 #: baseline . direction / c grows with the projected length), not instrumental (antenna-based
 #: delays do not depend on baseline length: the quotient scatters around 1). Measured on the
-#: generated s5-break ``offaxis`` dataset (0.5 Jy 144" off-axis, no delays): 0.25; raw data with
-#: 4 ns rms antenna delays (tests/integration/test_harm_integration.py): ~1.
+#: generated s5-break ``offaxis`` dataset (0.5 Jy 144" off-axis, no delays): 0.19 (conf, 54"
+#: off-axis: 0.18); raw data with 4 ns rms antenna delays (bench_harm ``delays``): see the report.
 GEOMETRIC_DELAY_RATIO = 0.5
 
 
