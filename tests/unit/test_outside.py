@@ -151,3 +151,15 @@ def test_delay_check_tells_a_source_off_axis_from_antenna_delays(seed):
     assert outcome.looks_uncalibrated([{**r, "delay_length_ratio": math.nan}], 0.3, band_hz=1e9)[0]  # before
     bad, why = outcome.looks_uncalibrated([r], 0.3, band_hz=1e9)
     assert not bad and "away from the phase centre" in why
+
+
+def test_away_from_centre_needs_slopes_growing_with_baseline_length():
+    # measured rows (bench_harm / s5-break): bright 0.96/0.78, delays 1.02/1.03, conf 0.18/0.18
+    rows = lambda *r: [{"n_measured": 351.0, "delay_length_ratio": x} for x in r]  # noqa: E731
+    assert O.away_from_centre(rows(0.182, 0.175), 0.5) == (True, pytest.approx(0.1785))
+    assert not O.away_from_centre(rows(0.957, 0.778), 0.5)[0]
+    assert not O.away_from_centre(rows(1.018, 1.027), 0.5)[0]
+    # nothing measured (faint / noise-only data): no evidence, no claim
+    geo, r = O.away_from_centre([{"n_measured": 0.0, "delay_length_ratio": 0.1}, {"n_measured": 300.0}], 0.5)
+    assert not geo and math.isnan(r)
+    assert O.away_from_centre([], 0.5)[0] is False
