@@ -277,6 +277,9 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits:
     bad, why_cal = looks_uncalibrated(decor, cfg.decorrelation_limit, band) if decor and cfg.decorrelation_limit > 0 \
         else (False, "")
     geometric, slope_ratio = outside_mod.away_from_centre(decor, GEOMETRIC_DELAY_RATIO)
+    if ctx.state.get("outside"):
+        ctx.state.set("outside", {**ctx.state.get("outside"), "slope_ratio": slope_ratio if math.isfinite(slope_ratio)
+                                  else None, "stop": bool(outside and geometric and not bad)})
     if outside and not geometric:  # phase errors/delays decorrelate the test image: its model is short of flux
         log.info("%s: the test image's model is short of flux on the shortest baselines, but the band's phase "
                  "slopes do not grow with baseline length (short/long %.2f): not emission outside the image",
