@@ -230,6 +230,10 @@ class PipelineConfig:
     decorrelation_limit: float = setting(
         0.3, "Channel-average amplitude loss to phase slopes across the band above which the "
         "data are reported needs_calibration (input unchanged); 0 = no check.", ge=0, lt=1)
+    outside_ratio: float = setting(
+        3.0, "Data/model rms amplitude on the shortest baselines (test image's clean model) above "
+        "which the visibilities hold bright emission outside the image: status unchanged, input "
+        "delivered, no self-calibration (selfcal/outside.py); 0 = no check.", ge=0)
     statwt_init: bool = setting(False, "Run statwt on the working copy before self-calibration.")
     statwt_final: bool = setting(True, "Run statwt on the self-calibrated data (final.ms).")
     timebin: str = setting("", "Time averaging of the working copy ('' = none).", text=DURATION,

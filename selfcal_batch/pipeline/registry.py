@@ -83,7 +83,7 @@ STEPS: tuple[Step, ...] = (
          ("instrument", "band", "imsize", "cell", "pixels_per_beam", "channels_out", "test_robust",
           "test_uvtaper", "test_imaging", "final_robust", "final_multiscale", "final_niter", "force_template",
           "template_thresholds_mjy", "wsclean", "allow_negative", "detection_sigma", "decorrelation_limit",
-          "uvrange_image"),
+          "uvrange_image", "outside_ratio"),
          conditional=FINAL_IMAGING_KEYS),
     Step("select_refant", f"{_PREP}:select_refant", "prep", ("refant", "refantmode", "flag_bad_antennas", "guard")),
     # Joint EBs only (one solution per execution block, pipeline/steps_joint.py): added by
@@ -160,7 +160,7 @@ def mask_row(step: str) -> str:
 #: ``ladder_economy`` is a speed setting (same decisions, scripts/bench_quality.py): an older
 #: output's ladder steps stay valid with it on, so only turning it off enters the hash.
 ADDED_KEYS: dict[str, Any] = {"uvrange_cal": "", "uvrange_image": "", "primary_beam": True, "pb_cutoff": 0.2,
-                              "ladder_economy": True}
+                              "ladder_economy": True, "outside_ratio": 3.0}
 
 
 def depends(step: str, cfg: dict[str, Any]) -> dict[str, Any]:

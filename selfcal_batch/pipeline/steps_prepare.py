@@ -117,7 +117,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
                                 auto_threshold=3.0, niter=10000, taper_gaussian=cfg.test_uvtaper)
     # The test image writes its model (MODEL_DATA): select_refant solves against it, no predict.
     products, stats = ctx.image(opts.replace(update_model=True), step="test_image", role="test", sigma=8.0)
-    detect_stats = stats
+    detect_stats, detect_model = stats, products.model
     if cfg.test_imaging == "final":
         # Same settings as the final image: the like-for-like "before" image.
         ctx.state.set("initial", {"image": products.image, "stats": stats, "prefix": products.prefix})
@@ -147,7 +147,7 @@ def test_image(ctx: Context) -> dict[str, Any]:
                                  "prefix": products.prefix})
     log.info("%s: test image flux %.2f mJy -> template %s%s", ctx.name, flux, template,
              " (forced)" if cfg.force_template else "")
-    check_after_test_image(ctx, detect_stats)  # no_detection / needs_calibration
+    check_after_test_image(ctx, detect_stats, detect_model)  # unchanged (outside) / needs_calibration / no_detection
     return {"template": template, "flux_mjy": flux, "image": products.image}
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from selfcal_batch.imaging import imstats
 from selfcal_batch.pipeline.registry import BY_NAME, is_ladder
 from selfcal_batch.selfcal import guard
+from selfcal_batch.selfcal import outside as outside_mod
 
 if TYPE_CHECKING:  # pragma: no cover
     from selfcal_batch.pipeline.context import Context
@@ -75,8 +76,18 @@ def detection(snr: float, detection_sigma: float, peak: float = math.nan,
     return True, ""
 
 
+#: Median delay of the shortest third of the measured baselines over that of the longest third
+#: below which the phase slopes are geometric (a source away from the phase centre: delay =
+#: baseline . direction / c grows with the projected length), not instrumental (antenna-based
+#: delays do not depend on baseline length: the quotient scatters around 1). Measured on the
+#: generated s5-break ``offaxis`` dataset (0.5 Jy 144" off-axis, no delays): 0.19 (conf, 54"
+#: off-axis: 0.18); raw data with 4 ns rms antenna delays (bench_harm ``delays``): see the report.
+GEOMETRIC_DELAY_RATIO = 0.5
+
+
 def band_decorrelation(data: np.ndarray, flags: np.ndarray, baseline: np.ndarray,
-                       chan_width_hz: float, min_snr: float = 5.0) -> dict[str, float]:
+                       chan_width_hz: float, min_snr: float = 5.0,
+                       length_m: np.ndarray | None = None) -> dict[str, float]:
     """Phase slopes across one spectral window, measured without noise bias.
 
     ``data``/``flags``: (nrow, nchan, ncorr) as casacore reads DATA/FLAG; ``baseline``:
@@ -89,7 +100,9 @@ def band_decorrelation(data: np.ndarray, flags: np.ndarray, baseline: np.ndarray
 
     Returns ``n_baselines``, ``n_measured``, ``median_loss`` (median decorrelation of the
     measured baselines, NaN when none) and ``median_delay_ns`` (median |slope| / (2 pi
-    chan_width), NaN when none).
+    chan_width), NaN when none); with ``length_m`` ((nrow,) baseline lengths, metres) also
+    ``delay_length_ratio``: median delay of the shortest third of the measured baselines /
+    that of the longest third (NaN with fewer than 6 measured baselines).
     """
     d = np.asarray(data)
     f = np.asarray(flags, dtype=bool)
@@ -115,10 +128,26 @@ def band_decorrelation(data: np.ndarray, flags: np.ndarray, baseline: np.ndarray
     s = np.angle(p[sig])
     with np.errstate(invalid="ignore", divide="ignore"):
         coh = np.where(np.abs(s) > 1e-9, np.abs(np.sin(nchan * s / 2) / (nchan * np.sin(s / 2))), 1.0)
+    if length_m is not None:
+        out["delay_length_ratio"] = _delay_length_ratio(np.abs(s), length_m, inv, len(ids), sig)
     out.update(n_measured=float(sig.sum()), median_loss=float(np.median(1.0 - coh)),
                median_delay_ns=float(np.median(np.abs(s)) / (2 * math.pi * chan_width_hz) * 1e9)
                if chan_width_hz > 0 else math.nan)
     return out
+
+
+def _delay_length_ratio(slope: np.ndarray, length_m: np.ndarray, inv: np.ndarray, nbl: int,
+                        sig: np.ndarray) -> float:
+    """Median |slope| of the shortest third of the measured baselines / the longest third's."""
+    lsum = np.zeros(nbl)
+    np.add.at(lsum, inv, np.asarray(length_m, float))
+    length = (lsum / np.maximum(np.bincount(inv, minlength=nbl), 1))[sig]
+    if len(length) < 6:
+        return math.nan
+    order = np.argsort(length)
+    k = len(order) // 3
+    long_ = float(np.median(slope[order[-k:]]))
+    return float(np.median(slope[order[:k]])) / long_ if long_ > 0 else math.nan
 
 
 def looks_uncalibrated(per_spw: list[Mapping[str, float]], limit: float, band_hz: float = 0.0,
@@ -135,8 +164,11 @@ def looks_uncalibrated(per_spw: list[Mapping[str, float]], limit: float, band_hz
     ``tau * band`` > 0.43: 1.7 ns over 256 MHz, 0.43 ns over 1 GHz; delay-calibrated data
     keep residual delays near 0.1 ns (loss < 1 % over 1 GHz), raw EVLA data have tens of
     ns (the issue's raw scan: channel average a third of the per-channel amplitude).
-    Limitation: a bright target far from the phase centre also makes phase slopes (8 beams
-    off-centre: ~2 pi x 8 x bandwidth / frequency on the longest baselines).
+    A bright source far from the phase centre also makes phase slopes (8 beams off-centre:
+    ~2 pi x 8 x bandwidth / frequency on the longest baselines), but they grow with baseline
+    length: when the windows' median ``delay_length_ratio`` is below
+    :data:`GEOMETRIC_DELAY_RATIO` the answer is False with that reason (s5-break ``offaxis``:
+    "needs_calibration, median baseline delay 5.0 ns" on data without any delay).
     """
     usable = [r for r in per_spw if r.get("n_measured", 0) >= min_measured and math.isfinite(r.get("median_loss", math.nan))]
     if not usable:
@@ -145,6 +177,11 @@ def looks_uncalibrated(per_spw: list[Mapping[str, float]], limit: float, band_hz
     loss = float(np.median([r["median_loss"] for r in usable]))
     if band_hz > 0 and math.isfinite(delay):
         loss = max(loss, 1.0 - abs(float(np.sinc(delay * 1e-9 * band_hz))))
+    ratios = [r["delay_length_ratio"] for r in usable if math.isfinite(r.get("delay_length_ratio", math.nan))]
+    if loss > limit and ratios and float(np.median(ratios)) < GEOMETRIC_DELAY_RATIO:
+        return False, (f"phase slopes across the band (median baseline delay {delay:.1f} ns) grow with baseline "
+                       f"length (short/long {float(np.median(ratios)):.2f}): a source away from the phase "
+                       "centre, not instrumental delays")
     if loss > limit:
         return True, (f"data look uncalibrated: the channel average loses {100 * loss:.0f}% of the amplitude to "
                       f"phase slopes across the band (median baseline delay {delay:.1f} ns); "
@@ -194,7 +231,7 @@ def measure_decorrelation(ms: str, max_rows: int = 60000) -> list[dict[str, floa
         widths = [float(np.median(np.abs(w))) for w in (sw.getcell("CHAN_WIDTH", i) for i in range(sw.nrows()))]
     with table(ms, ack=False) as t:  # noqa: F841 (read by taql as $t)
         for ddid, spw in enumerate(spw_of):  # noqa: B007 (read by taql as $ddid)
-            sub = taql("select DATA, FLAG, ANTENNA1, ANTENNA2 from $t where DATA_DESC_ID == $ddid "
+            sub = taql("select DATA, FLAG, ANTENNA1, ANTENNA2, UVW from $t where DATA_DESC_ID == $ddid "
                        "and ANTENNA1 != ANTENNA2")
             try:
                 n = sub.nrows()
@@ -204,9 +241,10 @@ def measure_decorrelation(ms: str, max_rows: int = 60000) -> list[dict[str, floa
                 kw = {"startrow": 0, "nrow": min(n, max_rows * step), "rowincr": step}
                 data, flags = sub.getcol("DATA", **kw), sub.getcol("FLAG", **kw)
                 bl = sub.getcol("ANTENNA1", **kw).astype(np.int64) * 10000 + sub.getcol("ANTENNA2", **kw)
+                length = np.linalg.norm(sub.getcol("UVW", **kw), axis=1)
             finally:
                 sub.close()
-            res = band_decorrelation(data, flags, bl, widths[spw] if spw < len(widths) else 0.0)
+            res = band_decorrelation(data, flags, bl, widths[spw] if spw < len(widths) else 0.0, length_m=length)
             res["spw"] = float(spw)
             out.append(res)
     return out
@@ -217,15 +255,18 @@ def set_outcome(ctx: "Context", status: str, reason: str) -> None:
     ctx.state.set("outcome", {"status": status, "reason": reason})
 
 
-def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
-    """After the test image: no_detection / needs_calibration, or nothing (state 'outcome')."""
+def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits: str = "") -> None:
+    """After the test image: unchanged (bright emission outside the image, from ``model_fits``,
+    the test image's clean model: :mod:`selfcal_batch.selfcal.outside`) / needs_calibration /
+    no_detection, or nothing (state 'outcome')."""
     cfg = ctx.cfg
     ctx.state.set("outcome", None)
+    outside = _outside_check(ctx, model_fits)
     detected, why = detection(float(stats.get("snr", math.nan)), cfg.detection_sigma,
                               peak=float(stats.get("peak", math.nan)),
                               thermal_jy=float(ctx.info.get("thermal_noise_jy", math.nan)))
     decor: list[dict[str, float]] = []
-    if cfg.decorrelation_limit > 0:
+    if cfg.decorrelation_limit > 0 or outside:
         try:
             decor = measure_decorrelation(str(ctx.work_ms))
         except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
@@ -233,8 +274,23 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
     ctx.state.set("decorrelation", decor)
     spws = ctx.info.get("spws") or []
     band = (max(s["freq_max"] for s in spws) - min(s["freq_min"] for s in spws)) if spws else 0.0
-    bad, why_cal = looks_uncalibrated(decor, cfg.decorrelation_limit, band) if decor else (False, "")
-    if bad:
+    bad, why_cal = looks_uncalibrated(decor, cfg.decorrelation_limit, band) if decor and cfg.decorrelation_limit > 0 \
+        else (False, "")
+    geometric, slope_ratio = outside_mod.away_from_centre(decor, GEOMETRIC_DELAY_RATIO)
+    if ctx.state.get("outside"):
+        ctx.state.set("outside", {**ctx.state.get("outside"), "slope_ratio": slope_ratio if math.isfinite(slope_ratio)
+                                  else None, "stop": bool(outside and geometric and not bad)})
+    if outside and not geometric:  # phase errors/delays decorrelate the test image: its model is short of flux
+        log.info("%s: the test image's model is short of flux on the shortest baselines, but the band's phase "
+                 "slopes do not grow with baseline length (short/long %.2f): not emission outside the image",
+                 ctx.name, slope_ratio)
+        outside = ""
+    if outside and not bad:
+        outside += (f" (phase slopes across the band grow with baseline length, short/long {slope_ratio:.2f}: "
+                    "emission away from the phase centre)")
+        log.warning("%s: UNCHANGED: %s", ctx.name, outside)
+        ctx.state.set("outcome", {"status": "unchanged", "reason": outside, "stop": True})
+    elif bad:
         log.warning("%s: NEEDS CALIBRATION: %s", ctx.name, why_cal)
         set_outcome(ctx, "needs_calibration", why_cal)
     elif not detected:
@@ -242,10 +298,28 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
         set_outcome(ctx, "no_detection", why)
 
 
+def _outside_check(ctx: "Context", model_fits: str) -> str:
+    """The reason of :func:`outside.measure_outside` when it fires ('' otherwise, when
+    ``outside_ratio`` is 0 or no model image is given); the numbers go to state 'outside'."""
+    ratio = float(getattr(ctx.cfg, "outside_ratio", outside_mod.DEFAULT_RATIO))
+    if ratio <= 0 or not model_fits:
+        ctx.state.set("outside", None)
+        return ""
+    try:
+        v = outside_mod.measure_outside(str(ctx.work_ms), model_fits, ratio=ratio)
+    except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
+        log.warning("%s: outside-emission check failed: %s", ctx.name, exc)
+        return ""
+    ctx.state.set("outside", {"fires": v.fires, "data_jy": v.data_jy, "model_jy": v.model_jy,
+                              "ratio": v.ratio if math.isfinite(v.ratio) else None, **v.per_bin})
+    log.info("%s: shortest baselines: data %.4g Jy, test-image model %.4g Jy", ctx.name, v.data_jy, v.model_jy)
+    return v.reason
+
+
 def stop_reason(ctx: "Context") -> str:
     """Why self-calibration is not attempted ('' = go ahead)."""
     out = ctx.state.get("outcome") or {}
-    if out.get("status") in ("no_detection", "needs_calibration"):
+    if out.get("status") in ("no_detection", "needs_calibration") or out.get("stop"):
         return f"{out['status']}: {out.get('reason', '')}"
     return ""
 
@@ -352,8 +426,8 @@ def guard_precheck(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str
     ``unchanged`` when a ladder step ran), ``chain`` with the guard off; None when the final
     guard must judge the calibrated image (:func:`judge_delivery`)."""
     st = ctx.state
-    if (st.get("outcome") or {}).get("status") == "unchanged":
-        st.set("outcome", None)  # a re-run decides afresh
+    if (st.get("outcome") or {}).get("status") == "unchanged" and not (st.get("outcome") or {}).get("stop"):
+        st.set("outcome", None)  # a re-run decides afresh (a stop set after the test image stays)
     st.set("guard", None)
     if stop_reason(ctx):
         return []
