@@ -373,7 +373,7 @@ def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
         name = "one"
         ms = "data/Ja.ms"
         force_template = "faint"
-        steps = ["startup", "test_image", "p0"]
+        steps = ["startup", "test_image", "p0", "split_calibrated"]
         [[datasets]]
         name = "two"
         ms = "data/Jb.ms"
@@ -385,7 +385,7 @@ def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
     assert "local: 1 worker process(es) x 1 thread" in out
     assert str(data_dir / "Ja.ms") in out
     assert "template  faint" in out and "template  auto by flux" in out
-    assert "steps     startup test_image p0" in out
+    assert "steps     startup test_image p0 split_calibrated" in out
     assert "resources cores=1 (WSClean -j 1)" in out
     # options may come first too; --only selects
     res = CliRunner().invoke(main, ["--dry-run", str(p), "--only", "two", "--threads-per-dataset", "2"])
@@ -485,3 +485,39 @@ def test_run_one_config_typos_name_file_line_and_key(tmp_path, tables, line, tex
     res = CliRunner().invoke(main, ["run-one", str(tmp_path / "x.ms"), "--out", str(tmp_path / "o"), "--config", str(p)])
     assert res.exit_code == 2
     assert f"error: one.toml:{line}: {text}" in res.output, res.output
+
+
+@pytest.mark.parametrize("steps, refused", [
+    # generated: every ladder step named twice, also under an old name of split_calibrated
+    *[([ "startup", "test_image", step, "split_calibrated", step], f"step {step!r} given twice")
+      for step in ("p0", "p1", "p2", "ap1")],
+    (["startup", "p0", "split_calibrated", "split_trial_1"], "step 'split_calibrated' (as 'split_calibrated' "
+                                                              "and 'split_trial_1') given twice"),
+    # a ladder without its guard and delivery step: nothing delivered although "finished"
+    *[(["startup", "test_image", *ladder], f"ladder steps ({', '.join(ladder)}) without split_calibrated")
+      for ladder in (["p0"], ["p0", "p1"], ["p1", "ap1"])],
+    (["startup", "test_image"], None),                       # diagnostics only: no ladder, allowed
+    (["startup", "test_image", "p0", "split_trial_1"], None),
+])
+def test_steps_list_checked_at_load(tmp_path, data_dir, steps, refused):
+    """A duplicate step (silently dropped before) and a ladder with no split_calibrated
+    (reported 'finished' with nothing delivered and work.ms removed) are refused at load with
+    one line naming the dataset, the key and the manifest line; other datasets still run."""
+    p = write(tmp_path, f"""
+        [[datasets]]
+        name = "good"
+        ms = "data/Ja.ms"
+
+        [[datasets]]
+        name = "x"
+        ms = "data/Jb.ms"
+        steps = {steps!r}
+        """.replace("'", '"'))
+    by = {d.name: d for d in load_manifest(p).datasets}
+    assert by["good"].ok
+    if refused is None:
+        assert by["x"].ok, by["x"].error
+        return
+    err = by["x"].error
+    assert err.startswith("datasets[1] (name='x'): steps: ") and refused.replace("'", '"') in err.replace("'", '"')
+    assert "(c.toml:8)" in err and "\n" not in err
