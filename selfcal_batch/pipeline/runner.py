@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from selfcal_batch.numeric import float_or_nan
 from selfcal_batch.contract import DECISION_KEYS, FINAL_IMAGE, RESULT_JSON, DatasetResult
 from selfcal_batch.pipeline import ladder
 from selfcal_batch.selfcal import outcome
@@ -185,11 +186,11 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     init = (st.get("initial") or st.get("test_image") or {}).get("stats") or {}
     fin = (st.get("final") or {}).get("stats") or {}
     for suffix, s in (("initial", init), ("final", fin)):
-        setattr(res, f"snr_{suffix}", float(s.get("snr", math.nan)))
-        setattr(res, f"dr_{suffix}", float(s.get("dynamic_range", math.nan)))
-        setattr(res, f"rms_{suffix}", float(s.get("rms_offsource", math.nan)))
-        setattr(res, f"peak_{suffix}", float(s.get("peak", math.nan)))
-        setattr(res, f"total_flux_{suffix}", float(s.get("total_flux_mask", math.nan)))
+        setattr(res, f"snr_{suffix}", float_or_nan(s.get("snr")))
+        setattr(res, f"dr_{suffix}", float_or_nan(s.get("dynamic_range")))
+        setattr(res, f"rms_{suffix}", float_or_nan(s.get("rms_offsource")))
+        setattr(res, f"peak_{suffix}", float_or_nan(s.get("peak")))
+        setattr(res, f"total_flux_{suffix}", float_or_nan(s.get("total_flux_mask")))
     if ctx.final_ms.exists():
         res.final_ms = str(ctx.final_ms)
     if (ctx.root / FINAL_IMAGE).exists():

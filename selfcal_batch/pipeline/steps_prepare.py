@@ -1,6 +1,7 @@
 """Preparation steps: startup (working copy), flags, FOV/test images, template, refant."""
 from __future__ import annotations
 
+import time
 import logging
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def startup(ctx: Context) -> dict[str, Any]:
     ctx.state.set("msinfo", info)
     for warning in info.get("warnings", []):
         log.warning("%s: %s: %s", ctx.name, src, warning)
+        if "NaN/inf" in warning:  # a data problem the astronomer must see in the console too
+            ctx.state.data.setdefault("notices", []).append({"time": time.time(), "text": warning})
     log.info("%s: working copy %s: %d rows, %d antennas, %d spws, %.0f s on source, %.1f%% flagged",
              ctx.name, ctx.work_ms.name, info["nrows"], info["n_antennas_present"], len(info["spws"]),
              info["time_on_source_s"], 100 * info["flagged_fraction"])

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from selfcal_batch.numeric import float_or_nan
 from selfcal_batch.imaging import imstats
 from selfcal_batch.pipeline.registry import BY_NAME, is_ladder
 from selfcal_batch.selfcal import guard
@@ -221,9 +222,9 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any]) -> None:
     """After the test image: no_detection / needs_calibration, or nothing (state 'outcome')."""
     cfg = ctx.cfg
     ctx.state.set("outcome", None)
-    detected, why = detection(float(stats.get("snr", math.nan)), cfg.detection_sigma,
-                              peak=float(stats.get("peak", math.nan)),
-                              thermal_jy=float(ctx.info.get("thermal_noise_jy", math.nan)))
+    detected, why = detection(float_or_nan(stats.get("snr")), cfg.detection_sigma,
+                              peak=float_or_nan(stats.get("peak")),
+                              thermal_jy=float_or_nan(ctx.info.get("thermal_noise_jy")))
     decor: list[dict[str, float]] = []
     if cfg.decorrelation_limit > 0:
         try:
