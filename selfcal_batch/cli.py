@@ -247,7 +247,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         ensure_output_dir(out_dir)
     except OutputDirError as exc:
         _fail(str(exc), 2)
-    problems = input_problems([(ms, cfg.input_column)]).get(str(ms), [])
+    problems = input_problems([(ms, cfg.input_column)], cfg.field).get(str(ms), [])
     if problems:
         row = failed_row(name, ms, "; ".join(problems))
         for p in problems:

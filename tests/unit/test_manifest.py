@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from selfcal_batch.cli import main
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.campaign.manifest import KeyLocator, load_manifest
+from selfcal_batch.campaign.preflight import field_problem
 
 
 def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
@@ -521,3 +522,44 @@ def test_steps_list_checked_at_load(tmp_path, data_dir, steps, refused):
     err = by["x"].error
     assert err.startswith("datasets[1] (name='x'): steps: ") and refused.replace("'", '"') in err.replace("'", '"')
     assert "(c.toml:8)" in err and "\n" not in err
+
+
+def test_dry_run_checks_column_and_field_per_dataset_on_a_shared_ms(tmp_path, tiny_data_dir):
+    """One MS used by several datasets: each dataset's input column and field are checked
+    (the answers were keyed by MS path, so the last dataset's check hid the others': a missing
+    CORRECTED_DATA passed the dry run and failed only at startup)."""
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "plain"
+        ms = "data/Ja.ms"
+        [[datasets]]
+        name = "corr"
+        ms = "data/Ja.ms"
+        input_column = "corrected"
+        [[datasets]]
+        name = "fld"
+        ms = "data/Ja.ms"
+        field = "0,J1008+0730"
+        [[datasets]]
+        name = "fld0"
+        ms = "data/Ja.ms"
+        field = "0"
+        """)
+    res = CliRunner().invoke(main, [str(p), "--dry-run"])
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())
+    ms = tiny_data_dir / "Ja.ms"
+    assert f"corr: INVALID -> will be reported failed: {ms}: no CORRECTED_DATA column" in out
+    assert f"fld: INVALID -> will be reported failed: {ms}: field 'J1008+0730' not in the MS" in out
+    assert "plain: INVALID" not in out and "fld0: INVALID" not in out
+
+
+@pytest.mark.parametrize("field, names, bad", [
+    ("", ["A"], ""), ("A", ["A", "B"], ""), ("1", ["A", "B"], ""), ("2", ["A", "B"], "2"),
+    ("A, C", ["A", "B"], "C"), ("J*", ["A"], ""), ("0~3", ["A"], ""), ("a", ["A"], "a"),
+])
+def test_field_problem(field, names, bad):
+    why = field_problem(field, names)
+    assert (why == "") == (bad == "")
+    if bad:
+        assert why.startswith(f"field '{bad}' not in the MS (fields: ")
