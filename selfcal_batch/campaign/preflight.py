@@ -347,7 +347,8 @@ def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[
 def input_change_messages(datasets: Iterable[Any], out_dir: Path) -> dict[str, str]:
     """``{dataset name: "input MS changed since the last run (<what>): redoing from <step>"}``
     for every valid dataset whose input MS differs from the one its ``state.json`` under
-    ``out_dir`` recorded (:func:`restart.input_change_message`; the run itself decides the
+    ``out_dir`` recorded, else ``"settings changed since the last run (<keys>): redoing from
+    <step>"`` when a finished step's settings changed (:func:`restart.settings_change_message`) (:func:`restart.input_change_message`; the run itself decides the
     same way in ``runner.run_dataset``). Only ``stat`` is called on the inputs."""
     from selfcal_batch.ms.checksum import input_fingerprint  # lazy: loaded only on this path
     from selfcal_batch.pipeline import restart  # lazy: loaded only on this path
@@ -361,6 +362,9 @@ def input_change_messages(datasets: Iterable[Any], out_dir: Path) -> dict[str, s
         except (OSError, ValueError):
             continue
         if line := restart.input_change_message(state, input_fingerprint(d.ms), d.config.steps[0]):
+            out[d.name] = line
+        elif line := restart.settings_change_message(state, d.config.to_dict(), d.config.steps,
+                                                     (Path(out_dir) / "datasets" / d.name / "work.ms").exists()):
             out[d.name] = line
     return out
 

@@ -1,6 +1,7 @@
 """Manifest parsing, merging, globs, relative paths, and one-line errors with line numbers."""
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from selfcal_batch.cli import main
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.campaign.manifest import KeyLocator, load_manifest
 from selfcal_batch.campaign.preflight import field_problem
+from selfcal_batch.ms.checksum import input_fingerprint
 
 
 def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
@@ -563,3 +565,25 @@ def test_field_problem(field, names, bad):
     assert (why == "") == (bad == "")
     if bad:
         assert why.startswith(f"field '{bad}' not in the MS (fields: ")
+
+
+def test_dry_run_says_settings_changed(tmp_path, tiny_data_dir):
+    """A changed setting of a finished run is said before anything runs, like a changed input."""
+    p = write(tmp_path, """
+        [defaults]
+        imsize = 192
+        [[datasets]]
+        name = "one"
+        ms = "data/Ja.ms"
+        """)
+    d = load_manifest(p).datasets[0]
+    old = d.config.with_updates(imsize=128).to_dict()
+    root = tmp_path / "c-out" / "datasets" / "one"
+    root.mkdir(parents=True)
+    (root / "work.ms").mkdir()
+    (root / "state.json").write_text(json.dumps({
+        "config": old, "input_fingerprint": input_fingerprint(d.ms),
+        "steps": {s: {"status": "done"} for s in d.config.steps}}))
+    res = CliRunner().invoke(main, [str(p), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "restart   settings changed since the last run (imsize): redoing from test_image" in res.output
