@@ -91,8 +91,9 @@ def test_attempts_and_summed_costs_survive_kill_resume_noop_and_restart(base_ms:
     assert r2["status"] == "finished", r2["error"]
     a = r2["attempts"]
     assert len(a) == 2 and r2["n_attempts"] == 2
-    assert a[0]["exit"] == records.INTERRUPTED and a[0]["end"] == killed[0]["last_seen"]
-    assert a[0]["wall_s"] == killed[0]["wall_s"]  # the killed attempt's cost is kept
+    # the killed attempt's cost is kept, up to its last log write (the kill), not its last save
+    assert a[0]["exit"] == records.INTERRUPTED and a[0]["end"] >= killed[0]["last_seen"]
+    assert a[0]["wall_s"] >= killed[0]["wall_s"] and a[0]["wall_s"] >= kill.seconds - 10
     assert a[1]["exit"] == "finished" and a[1]["steps"] == ["p0", "split_calibrated"] and a[1]["worker"].startswith("tcp://")
     for k in ("wall_s", "time_wsclean_s", "time_casa_s", "time_python_s"):
         assert r2[k] == pytest.approx(a[0][k] + a[1][k], abs=0.011), k
