@@ -191,6 +191,8 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
         setattr(res, f"rms_{suffix}", float_or_nan(s.get("rms_offsource")))
         setattr(res, f"peak_{suffix}", float_or_nan(s.get("peak")))
         setattr(res, f"total_flux_{suffix}", float_or_nan(s.get("total_flux_mask")))
+    if "total_flux_like_final" in (st.get("initial") or {}):  # same mask threshold as the final
+        res.total_flux_initial = float_or_nan(st.get("initial")["total_flux_like_final"])
     if ctx.final_ms.exists():
         res.final_ms = str(ctx.final_ms)
     if (ctx.root / FINAL_IMAGE).exists():
