@@ -11,6 +11,8 @@ from typing import Any
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.imaging import imstats
 from selfcal_batch.selfcal.acceptance import antennas_to_flag
+from selfcal_batch.selfcal.bands import band_mismatch
+from selfcal_batch.selfcal.templates import normalise_band, normalise_instrument
 from selfcal_batch.selfcal.outcome import check_after_test_image, judge_antenna_flag, stop_reason
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.state_records import WorkMSState
@@ -75,10 +77,14 @@ def startup(ctx: Context) -> dict[str, Any]:
     if info["n_antennas_present"] < 4:
         raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
                                      "self-calibration needs at least 4")
+    spws = info.get("spws") or []
+    if spws and (why := band_mismatch(normalise_instrument(ctx.cfg.instrument), normalise_band(
+            ctx.cfg.band, ctx.cfg.instrument), min(s["freq_min"] for s in spws), max(s["freq_max"] for s in spws))):
+        info.setdefault("warnings", []).append(why)
     ctx.state.set("msinfo", info)
     for warning in info.get("warnings", []):
         log.warning("%s: %s: %s", ctx.name, src, warning)
-        if "NaN/inf" in warning:  # a data problem the astronomer must see in the console too
+        if "NaN/inf" in warning or " band" in warning:  # the astronomer must see these in the console too
             ctx.state.data.setdefault("notices", []).append({"time": time.time(), "text": warning})
     log.info("%s: working copy %s: %d rows, %d antennas, %d spws, %.0f s on source, %.1f%% flagged",
              ctx.name, ctx.work_ms.name, info["nrows"], info["n_antennas_present"], len(info["spws"]),
