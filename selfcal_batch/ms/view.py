@@ -123,5 +123,14 @@ def input_problem(message: str, view: Path, src: Path) -> str:
     for marker in ("ValueError: ", "RuntimeError: ", "Exception: ", "SEVERE"):
         for ln in lines:
             if marker in ln:
-                return ln.split(marker, 1)[1].strip() if marker != "SEVERE" else ln
-    return lines[-1] if lines else text
+                return _without_path(ln.split(marker, 1)[1].strip() if marker != "SEVERE" else ln, src)
+    return _without_path(lines[-1] if lines else text, src)
+
+
+def _without_path(line: str, src: Path) -> str:
+    """``line`` without a leading ``src`` path: every caller names the MS first, and
+    '<ms>: <ms> has no unflagged data' said the path twice."""
+    head = str(src)
+    if line.startswith(head) and line != head:
+        return line[len(head):].lstrip(": ").strip() or line
+    return line

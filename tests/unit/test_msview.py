@@ -77,3 +77,16 @@ def test_input_problem_names_the_users_ms() -> None:
     assert input_problem(msg, view, src) == "TSM: no array in row 7 of /archive/a.ms/table.f9"
     assert input_problem("ValueError: field 'X' not in the MS", view, src) == "field 'X' not in the MS"
     assert input_problem("something odd", view, src) == "something odd"
+
+
+@pytest.mark.parametrize("tail", ["has no unflagged data (100.0% flagged)", "has no cross-correlations",
+                                  ": DATA column is all zeros in the first rows",
+                                  ": main-table rows use DATA_DESC_ID 3, which DATA_DESCRIPTION does not define"])
+def test_input_problem_never_repeats_the_path(tail) -> None:
+    """Every caller prefixes the MS ('<ms>: <problem>'): a child message that starts with the
+    view's path ('allflag.ms: /tmp/.../allflag.ms has no unflagged data') loses it."""
+    view, src = Path("/out/datasets/a/input_view.ms"), Path("/tmp/x/allflag.ms")
+    sep = "" if tail.startswith(":") else " "
+    one = input_problem(f"casa: working-copy: ValueError: {view}{sep}{tail}\n", view, src)
+    assert str(src) not in one and one == tail.lstrip(": ")
+    assert input_problem(str(view), view, src) == str(src)  # nothing else to say: the path stays
