@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from selfcal_batch.errors import OutputDirError
+from selfcal_batch.ms.view import archive_hint
 
 #: Subtables the pipeline reads (casa_jobs.inspect_ms, split, gaincal) and the columns of
 #: each that must be readable. FEED: CASA cannot calibrate an MS without feeds.
@@ -124,9 +125,9 @@ def structure_problems(ms: str | Path) -> list[str]:
     table.dat, missing or incomplete subtables, unreadable files (one line each)."""
     ms = Path(ms)
     if not ms.exists():
-        return [f"{ms}: MS not found"]
+        return [f"{ms}: MS not found{archive_hint(ms)}"]
     if not ms.is_dir() or not (ms / "table.dat").is_file():
-        return [f"{ms}: not a measurement set (no table.dat)"]
+        return [f"{ms}: not a measurement set (no table.dat){archive_hint(ms)}"]
     problems = []
     for sub in SUBTABLES:
         d = ms / sub

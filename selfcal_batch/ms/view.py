@@ -134,3 +134,22 @@ def _without_path(line: str, src: Path) -> str:
     if line.startswith(head) and line != head:
         return line[len(head):].lstrip(": ").strip() or line
     return line
+
+
+#: Archive name endings (longest first) that are not measurement sets but often hold one.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tgz", ".tar", ".zip", ".gz")
+
+
+def archive_hint(path: str | Path) -> str:
+    """'' or a hint (with a leading space) when ``path`` names an archive rather than an MS
+    directory, or does not exist while an archive of it does. Pure apart from ``exists``."""
+    p = Path(path)
+    name = p.name.lower()
+    suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), "")
+    if suffix and not p.is_dir():
+        return f" ({p.name} is a {suffix} archive: unpack it first and give the .ms directory inside)"
+    if not p.exists():
+        packed = next((p.with_name(p.name + s) for s in ARCHIVE_SUFFIXES if p.with_name(p.name + s).exists()), None)
+        if packed is not None:
+            return f" ({packed.name} exists: unpack it first)"
+    return ""

@@ -19,7 +19,7 @@ from selfcal_batch.pipeline.state_records import WorkMSState
 from selfcal_batch.pipeline.step_tools import autoflag, final_options
 from selfcal_batch.pipeline.steps_joint import joint_startup
 from selfcal_batch.errors import CasaTaskError, DatasetError
-from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
+from selfcal_batch.ms.view import archive_hint, check_self_contained, input_problem, read_only_view
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.schema import angle_arcsec
 from selfcal_batch.selfcal.refant import filter_refants, rank_refants
@@ -43,9 +43,9 @@ def startup(ctx: Context) -> dict[str, Any]:
         return joint_startup(ctx)  # several execution blocks joined into one working copy
     src = ctx.ms
     if not src.exists():
-        raise DatasetError(ctx.name, f"MS not found: {src}")
+        raise DatasetError(ctx.name, f"MS not found: {src}{archive_hint(src)}")
     if not src.is_dir() or not (src / "table.dat").exists():
-        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
+        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}{archive_hint(src)}")
     view = ctx.root / "input_view.ms"
     ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
     WorkMSState.reset(ctx.state.data)  # describes the old copy

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from selfcal_batch.campaign.manifest import load_manifest
+from selfcal_batch.campaign.preflight import structure_problems
+from selfcal_batch.ms.view import archive_hint
+
 from selfcal_batch.ms.view import (
     LINK_MIN_BYTES,
     LeakingLinkError,
@@ -90,3 +94,21 @@ def test_input_problem_never_repeats_the_path(tail) -> None:
     one = input_problem(f"casa: working-copy: ValueError: {view}{sep}{tail}\n", view, src)
     assert str(src) not in one and one == tail.lstrip(": ")
     assert input_problem(str(view), view, src) == str(src)  # nothing else to say: the path stays
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip", ".gz"])
+def test_an_archive_given_as_ms_gets_an_unpack_hint(tmp_path, suffix) -> None:
+    """A '.ms.tar.gz' given as ms: the manifest, the up-front check and startup say 'unpack it
+    first'; a missing x.ms next to x.ms<suffix> too."""
+    arc = tmp_path / f"day2.ms{suffix}"
+    arc.write_bytes(b"\x1f\x8b archive")
+    assert "unpack it first" in archive_hint(arc)
+    assert "unpack it first" in archive_hint(tmp_path / "day2.ms")      # missing, archive beside it
+    assert archive_hint(tmp_path / "other.ms") == ""
+    (tmp_path / "real.ms").mkdir()
+    assert archive_hint(tmp_path / "real.ms") == ""
+    assert "unpack it first" in structure_problems(arc)[0]
+    m = tmp_path / "c.toml"
+    m.write_text(f'[[datasets]]\nname = "a"\nms = "{arc.name}"\n[[datasets]]\nname = "b"\nms = "day2.ms"\n')
+    errs = [d.error for d in load_manifest(m).datasets]
+    assert all("unpack it first" in e for e in errs), errs
