@@ -82,7 +82,7 @@ def test_attempts_and_summed_costs_survive_kill_resume_noop_and_restart(base_ms:
     st = read_state(root)
     killed = st["attempts"]
     assert len(killed) == 1 and killed[0]["end"] is None and killed[0]["exit"] == "running"
-    assert killed[0]["steps"] == STEPS and killed[0]["wall_s"] > 0 and killed[0]["wsclean_runs"] >= 1
+    assert killed[0]["steps"] == STEPS[:3] and killed[0]["wall_s"] > 0 and killed[0]["wsclean_runs"] >= 1
 
     # 2. the campaign resumes it
     res = _cli(str(manifest))
