@@ -236,7 +236,9 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     # absolute(), not resolve(): a symbolic link names the dataset after the path given.
     ms = ms.expanduser().absolute()
     if not ms.exists():
-        _fail(f"ms not found: {ms}", 2)
+        from selfcal_batch.ms.view import archive_hint  # lazy: the CLI starts fast
+
+        _fail(f"ms not found: {ms}{archive_hint(ms)}", 2)
     if restart_from and STEP_ALIASES.get(restart_from, restart_from) not in STEP_NAMES:
         _fail(f"--restart-from: unknown step {restart_from!r} (choose from: {', '.join(STEP_NAMES)})", 2)
     name = name or ms.name.rsplit(".", 1)[0]
@@ -247,7 +249,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         ensure_output_dir(out_dir)
     except OutputDirError as exc:
         _fail(str(exc), 2)
-    problems = input_problems([(ms, cfg.input_column)]).get(str(ms), [])
+    problems = input_problems([(ms, cfg.input_column)], cfg.field).get(str(ms), [])
     if problems:
         row = failed_row(name, ms, "; ".join(problems))
         for p in problems:

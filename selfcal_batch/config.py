@@ -31,7 +31,7 @@ from selfcal_batch.selfcal.templates import (
 )
 
 # Step names in run order, the default steps and the aliases (old names): the step registry.
-from selfcal_batch.pipeline.registry import DEFAULT_STEPS, STEP_ALIASES, STEP_NAMES  # noqa: E402
+from selfcal_batch.pipeline.registry import DEFAULT_STEPS, STEP_ALIASES, STEP_NAMES, steps_problem  # noqa: E402
 from selfcal_batch.selfcal.templates import DEFAULT_THRESHOLDS  # noqa: E402
 
 
@@ -301,6 +301,8 @@ class PipelineConfig:
         steps. Raises ConfigError naming the key."""
         p = f"{where}." if where else ""
         check(self, where)
+        if (why := steps_problem(self.steps)) is not None:
+            raise ConfigError(f"{p}steps: {why}")
         try:
             inst = normalise_instrument(self.instrument)
             normalise_band(self.band, inst)

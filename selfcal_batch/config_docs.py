@@ -20,6 +20,7 @@ from typing import Any
 
 from selfcal_batch.campaign_config import DATASET_KEYS_DOC, CampaignSection, ClusterSpec
 from selfcal_batch.config import PipelineConfig
+from selfcal_batch.errors import ConfigError
 from selfcal_batch.schema import (
     ADDRESS,
     ANGLE,
@@ -113,6 +114,11 @@ def find_key(name: str) -> list[Key]:
     if table:
         return table
     names = [k.name for k in keys]
+    # A key of a table given without its table ('targets' for datasets.targets): name it
+    # exactly, before a spelling match on the top-level names ('datasets').
+    inner = sorted(n for n in names if n.endswith("." + name))
+    if inner:
+        raise ConfigError(f"no setting {name!r} (did you mean {' or '.join(repr(n) for n in inner)}?)")
     tables = sorted({k.name.rsplit(".", 1)[0] for k in keys if "." in k.name})
     raise did_you_mean("", f"no setting {name!r}", name, names + tables)
 

@@ -122,6 +122,12 @@ def describe_returncode(rc: int) -> str:
     return f"exit {rc}"
 
 
+class StopTool(Exception):
+    """Raised by a ``run_tool`` line watcher (``on_line``) to stop the program at once: its
+    process group is killed and ``run_tool`` raises its ``error_cls`` with this one-line
+    reason (e.g. WSClean cleaning an infinite peak forever)."""
+
+
 def run_tool(
     argv: Sequence[str],
     *,
@@ -148,6 +154,7 @@ def run_tool(
     tail: deque[str] = deque(maxlen=40)
     t0 = time.monotonic()
     timed_out = threading.Event()
+    stopped = ""
     with open(log_path, "a", buffering=1) as fh:
         fh.write(f"\n$ {cmdline}\n")
         try:
@@ -184,7 +191,12 @@ def run_tool(
                 line = line.rstrip("\n")
                 tail.append(line)
                 if on_line is not None:
-                    on_line(line)
+                    try:
+                        on_line(line)
+                    except StopTool as exc:
+                        stopped = str(exc)
+                        _kill_group(proc)
+                        break
             rc, cpu_s = _wait_cpu(proc)
         except BaseException:
             _kill_group(proc)
@@ -193,13 +205,15 @@ def run_tool(
             if timer:
                 timer.cancel()
         seconds = time.monotonic() - t0
-        fh.write(f"# {tool}: {describe_returncode(rc)} after {seconds:.1f} s\n")
+        fh.write(f"# {tool}: {'stopped: ' + stopped if stopped else describe_returncode(rc)} after {seconds:.1f} s\n")
     cat = category or tool
     TOOL_SECONDS[cat] += seconds
     TOOL_RUNS[cat] += 1
     if (rec := _RECORDER.get()) is not None:
         rec.record(tool, cat, argv, seconds, rc, cpu_s=cpu_s)
     result = ToolResult(tuple(argv), rc, seconds, "\n".join(tail), cpu_s)
+    if stopped:
+        raise error_cls(tool, f"{stopped} (log: {log_path})", returncode=rc, log_tail=result.tail)
     if check and (rc != 0 or timed_out.is_set()):
         if timed_out.is_set():
             msg = f"timed out after {timeout:.0f} s"

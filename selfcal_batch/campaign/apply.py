@@ -146,6 +146,7 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bo
             cal.run_casa([cal.job("apply_in_place", vis=str(src), gaintable=tables, spwmap=plan.spwmaps,
                                   interp=interp, field=plan.field, calwt=plan.calwt)], workdir=root, label="apply-in-place")
             record, out = applycal_record(plan, str(src)), src
+            _record_own_write(root / "state.json", input_fingerprint(src))
         else:
             out, partial, view = root / "applied.ms", root / "applied.ms.partial", root / "apply_view.ms"
             for p in (partial, view):
@@ -172,6 +173,26 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bo
     tmp.write_text(json.dumps(gt, indent=1))
     tmp.replace(root / "gain_tables.json")
     return {"name": name, "status": "applied", "detail": f"{len(tables)} table(s)", "output": str(out)}
+
+
+def _record_own_write(state_json: Path, fingerprint: dict[str, Any]) -> None:
+    """After ``apply --in-place`` wrote CORRECTED_DATA into the input: record the input's new
+    fingerprint in the dataset's state (and the one before, with the time), so this
+    documented write is not taken for a foreign change (which would redo the dataset and
+    refuse a later plain ``apply``). The gains stay valid: the dataset calibrated DATA, which
+    applycal does not change (``in_place_problem`` refuses the other cases)."""
+    from datetime import datetime, timezone  # lazy: only on the --in-place path
+
+    from selfcal_batch.pipeline.state import atomic_write_json  # lazy: only on the --in-place path
+
+    state = _read(state_json)
+    if not state:
+        return
+    state.setdefault("input_writes", []).append({"by": "apply --in-place", "column": "CORRECTED_DATA",
+                                                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                                 "fingerprint_before": state.get("input_fingerprint")})
+    state["input_fingerprint"] = fingerprint
+    atomic_write_json(state_json, state)
 
 
 def apply_outputs(outdir: str | Path, datasets: list[str] | None = None, in_place: bool = False) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ table is opened); the manifest turns the result into ``DatasetSpec.ebs``.
 from __future__ import annotations
 
 from pathlib import Path
+from selfcal_batch.ms.view import archive_hint
 from typing import Any
 
 #: Dataset keys that cannot be combined with a list of EBs (each names one MS).
@@ -32,7 +33,7 @@ def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any],
     for k, ms in enumerate(ebs):
         where = f"(execution block {k + 1} of {len(ebs)})"
         if not ms.exists():
-            return (), ("ms", f"ms not found: {ms} {where}")
+            return (), ("ms", f"ms not found: {ms} {where}{archive_hint(ms)}")
         if not ms.is_dir():
-            return (), ("ms", f"ms is not a measurement set directory: {ms} {where}")
+            return (), ("ms", f"ms is not a measurement set directory: {ms} {where}{archive_hint(ms)}")
     return ebs, None

@@ -29,6 +29,7 @@ from selfcal_batch.campaign.keylines import KeyLocator, key_path_of
 from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys, separate_generated_names
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
+from selfcal_batch.ms.view import archive_hint
 from selfcal_batch.schema import build, did_you_mean
 
 log = logging.getLogger("selfcal_batch.campaign")
@@ -305,10 +306,10 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
             continue
         if simulate is None:
             if not ms.exists():
-                out.append(err(nm, ("ms",), f"ms not found: {ms}", ms))
+                out.append(err(nm, ("ms",), f"ms not found: {ms}{archive_hint(ms)}", ms))
                 continue
             if not ms.is_dir():
-                out.append(err(nm, ("ms",), f"ms is not a measurement set directory: {ms}", ms))
+                out.append(err(nm, ("ms",), f"ms is not a measurement set directory: {ms}{archive_hint(ms)}", ms))
                 continue
         else:
             problem = check_simulate(simulate)

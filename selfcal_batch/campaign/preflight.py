@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from selfcal_batch.errors import OutputDirError
+from selfcal_batch.ms.view import archive_hint
 
 #: Subtables the pipeline reads (casa_jobs.inspect_ms, split, gaincal) and the columns of
 #: each that must be readable. FEED: CASA cannot calibrate an MS without feeds.
@@ -124,9 +125,9 @@ def structure_problems(ms: str | Path) -> list[str]:
     table.dat, missing or incomplete subtables, unreadable files (one line each)."""
     ms = Path(ms)
     if not ms.exists():
-        return [f"{ms}: MS not found"]
+        return [f"{ms}: MS not found{archive_hint(ms)}"]
     if not ms.is_dir() or not (ms / "table.dat").is_file():
-        return [f"{ms}: not a measurement set (no table.dat)"]
+        return [f"{ms}: not a measurement set (no table.dat){archive_hint(ms)}"]
     problems = []
     for sub in SUBTABLES:
         d = ms / sub
@@ -163,9 +164,23 @@ def data_column(input_column: str) -> str:
     return "CORRECTED_DATA" if c == "CORRECTED" else c
 
 
-def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
+def field_problem(field: str, names: list[str]) -> str:
+    """Why a ``field`` setting selects nothing in an MS whose FIELD names are ``names``, or
+    ''. Pure; the same rule as startup's (ms.inspection.inspect_ms): each comma-separated
+    entry is a field name or a row number; CASA patterns (``*``, ``~``, ``<``, ``>``) are
+    left to CASA."""
+    for f in (f.strip() for f in (field or "").split(",") if f.strip()):
+        if any(ch in f for ch in "*~<>"):
+            continue
+        if f not in names and not (f.isdigit() and int(f) < len(names)):
+            return f"field '{f}' not in the MS (fields: {', '.join(names)})"
+    return ""
+
+
+def table_problems(ms: str | Path, column: str = "DATA", field: str = "") -> list[str]:
     """Open a read-only view of ``ms`` with python-casacore and check the main table and
-    ``SUBTABLES`` (open, rows, the columns the pipeline reads). Run in a child process."""
+    ``SUBTABLES`` (open, rows, the columns the pipeline reads) and that ``field`` (the
+    setting) names fields of the MS. Run in a child process."""
     from casacore.tables import table  # runs in the preflight child only
 
     from selfcal_batch.pipeline.steps_prepare import read_only_view  # (same reason)
@@ -212,6 +227,9 @@ def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
                 if st.nrows() == 0:
                     problems.append(f"{ms}: {sub} table is empty (no rows)")
                     continue
+                if sub == "FIELD" and field and "NAME" in st.colnames():
+                    if why := field_problem(field, [str(n) for n in st.getcol("NAME")]):
+                        problems.append(f"{ms}: {why}")
                 for c in sub_cols:
                     if c not in st.colnames():
                         problems.append(f"{ms}: {sub} table has no {c} column")
@@ -227,10 +245,14 @@ def table_problems(ms: str | Path, column: str = "DATA") -> list[str]:
     return problems
 
 
-def _check_in_children(items: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """Run :func:`table_problems` for (ms, column) pairs in child processes; a child that
-    dies on an MS reports that MS as damaged and a new child continues with the rest."""
-    out: dict[str, list[str]] = {}
+Item = tuple[str, str, str]  # (ms, main-table column, field setting): what one check covers
+
+
+def _check_in_children(items: list[Item]) -> dict[Item, list[str]]:
+    """Run :func:`table_problems` for (ms, column, field) items in child processes; a child
+    that dies on an MS reports that MS as damaged and a new child continues with the rest.
+    Keyed by the whole item: one MS checked for two columns (two datasets) has two answers."""
+    out: dict[Item, list[str]] = {}
     todo = list(items)
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parents[2])  # the directory holding selfcal_batch/
@@ -247,36 +269,44 @@ def _check_in_children(items: list[tuple[str, str]]) -> dict[str, list[str]]:
         for line in stdout.splitlines():
             if line.startswith("CHECK "):
                 rec = json.loads(line[6:])
-                out[rec["ms"]] = rec["problems"]
-        todo = [it for it in todo if it[0] not in out]
+                out[tuple(rec["item"])] = rec["problems"]  # type: ignore[index]
+        todo = [it for it in todo if it not in out]
         if todo:
-            ms = todo.pop(0)[0]
+            item = todo.pop(0)
+            ms = item[0]
             how = (f"signal {-rc}" if rc is not None and rc < 0 else f"exit {rc}" if rc is not None
                    else "timed out")
             last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), "")
-            out[ms] = [f"{ms}: the table check crashed ({how}{': ' + last[:150] if last else ''}): "
+            out[item] = [f"{ms}: the table check crashed ({how}{': ' + last[:150] if last else ''}): "
                        "the MS is probably damaged"]
     return out
 
 
-def input_problems(inputs: Iterable[tuple[str | Path, str]]) -> dict[str, list[str]]:
-    """``{ms path: [one line per problem]}`` for (ms, input column) pairs; only MSs with
-    problems are keys. Structure first (no casacore); the table check only for MSs whose
-    structure is complete."""
-    result: dict[str, list[str]] = {}
-    deep: list[tuple[str, str]] = []
-    for ms, column in inputs:
-        ms = str(ms)
-        probs = structure_problems(ms)
+def item_problems(inputs: Iterable[tuple[str | Path, str, str]]) -> dict[Item, list[str]]:
+    """``{(ms, input column, field): [one line per problem]}`` for each distinct item; only
+    items with problems are keys. Structure first (no casacore); the table check only for
+    MSs whose structure is complete."""
+    result: dict[Item, list[str]] = {}
+    deep: dict[Item, Item] = {}
+    for ms, column, field in inputs:
+        key = (str(ms), column, field or "")
+        probs = structure_problems(key[0])
         if probs:
-            result[ms] = probs
+            result[key] = probs
         else:
-            deep.append((ms, data_column(column)))
+            deep[key] = (key[0], data_column(column), key[2])
     if deep:
-        for ms, probs in _check_in_children(deep).items():
-            if probs:
-                result[ms] = probs
+        found = _check_in_children(sorted(set(deep.values())))
+        for key, item in deep.items():
+            if probs := found.get(item):
+                result[key] = probs
     return result
+
+
+def input_problems(inputs: Iterable[tuple[str | Path, str]], field: str = "") -> dict[str, list[str]]:
+    """``{ms path: [one line per problem]}`` for (ms, input column) pairs (one dataset's
+    MSs), ``field`` the dataset's setting; only MSs with problems are keys."""
+    return {k[0]: v for k, v in item_problems((ms, col, field) for ms, col in inputs).items()}
 
 
 def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
@@ -288,9 +318,10 @@ def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
     for d in datasets:
         if not d.ok or d.ms is None or d.config is None or (d.simulate and not Path(d.ms).exists()):
             continue
-        pairs[d.name] = [(str(ms), d.config.input_column) for ms in (getattr(d, "ebs", ()) or (d.ms,))]
-    found = input_problems(sorted({p for ps in pairs.values() for p in ps}))
-    out = {name: [line for ms, _col in ps for line in found.get(ms, [])] for name, ps in pairs.items()}
+        pairs[d.name] = [(str(ms), d.config.input_column, d.config.field)
+                         for ms in (getattr(d, "ebs", ()) or (d.ms,))]
+    found = item_problems(sorted({p for ps in pairs.values() for p in ps}))
+    out = {name: [line for p in ps for line in found.get(p, [])] for name, ps in pairs.items()}
     return {name: lines for name, lines in out.items() if lines}
 
 
@@ -317,7 +348,8 @@ def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[
 def input_change_messages(datasets: Iterable[Any], out_dir: Path) -> dict[str, str]:
     """``{dataset name: "input MS changed since the last run (<what>): redoing from <step>"}``
     for every valid dataset whose input MS differs from the one its ``state.json`` under
-    ``out_dir`` recorded (:func:`restart.input_change_message`; the run itself decides the
+    ``out_dir`` recorded, else ``"settings changed since the last run (<keys>): redoing from
+    <step>"`` when a finished step's settings changed (:func:`restart.settings_change_message`) (:func:`restart.input_change_message`; the run itself decides the
     same way in ``runner.run_dataset``). Only ``stat`` is called on the inputs."""
     from selfcal_batch.ms.checksum import input_fingerprint  # lazy: loaded only on this path
     from selfcal_batch.pipeline import restart  # lazy: loaded only on this path
@@ -332,16 +364,20 @@ def input_change_messages(datasets: Iterable[Any], out_dir: Path) -> dict[str, s
             continue
         if line := restart.input_change_message(state, input_fingerprint(d.ms), d.config.steps[0]):
             out[d.name] = line
+        elif line := restart.settings_change_message(state, d.config.to_dict(), d.config.steps,
+                                                     (Path(out_dir) / "datasets" / d.name / "work.ms").exists()):
+            out[d.name] = line
     return out
 
 
 def _main(argv: list[str]) -> int:
-    for ms, column in json.loads(argv[0]):
+    for item in json.loads(argv[0]):
+        ms, column, field = (list(item) + ["", ""])[:3]
         try:
-            probs = table_problems(ms, column)
+            probs = table_problems(ms, column, field)
         except Exception as exc:  # noqa: BLE001  (the check itself must report, not crash)
             probs = [f"{ms}: cannot be checked: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"]
-        print("CHECK " + json.dumps({"ms": ms, "problems": probs}), flush=True)
+        print("CHECK " + json.dumps({"item": item, "problems": probs}), flush=True)
     return 0
 
 

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from selfcal_batch.ms.inspection import repair_working_copy, zero_weight_rows
+from selfcal_batch.ms.nonfinite import flag_nonfinite
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 
 
@@ -130,6 +131,7 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     split(**kw)
     if not os.path.exists(os.path.join(work, "table.dat")):
         raise RuntimeError(f"split did not write the working copy {work} (see casa.log)")
+    nonfinite = flag_nonfinite(work)  # before any statistic: NaN/inf would spread into all of them
     first = inspect_ms(work)
     choice = _polarisation(view, first)
     zero = zero_weight_rows(view) if src["zero_weight_fraction"] > 0 else []
@@ -139,11 +141,15 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
                                     zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
     info = inspect_ms(work) if fixes["zero_weight_flagged"] or fixes["time_columns_fixed"] else first
     info["polarisation"] = choice.as_dict()
-    info["repairs"] = fixes
+    info["repairs"] = {**fixes, "nonfinite_flagged": nonfinite["nonfinite_flagged"]}
     info["warnings"] = list(first["warnings"])
+    if nonfinite["nonfinite_flagged"]:
+        info["warnings"].append(f"{nonfinite['nonfinite_flagged']} unflagged visibilities "
+                                f"({100 * nonfinite['nonfinite_flagged'] / max(1, nonfinite['n_samples']):.2g}%) "
+                                "are NaN/inf (data or weight): flagged in the working copy (the input is unchanged)")
     if fixes["zero_weight_flagged"]:
         info["warnings"].append(f"{100 * src['zero_weight_fraction']:.1f}% of the unflagged samples have "
-                                f"weight 0: {fixes['zero_weight_flagged']} samples flagged in the working copy "
+                                f"weight 0 (or NaN/inf): {fixes['zero_weight_flagged']} samples flagged in the working copy "
                                 "so that they stay excluded (also in final.ms)")
     if zero and (timebin or width > 1):
         info["warnings"].append("zero weights in the input cannot be matched after time/channel averaging: "

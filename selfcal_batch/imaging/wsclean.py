@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcal_batch.errors import WSCleanError
-from selfcal_batch.process import run_tool
+from selfcal_batch.process import StopTool, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,16 @@ def container_prefix(runtime: str, image: str, bind: list[str]) -> list[str]:
     return prefix + [image]
 
 
-_DIVERGE = re.compile(r"Iteration.*KJy")
+#: A clean iteration whose peak is in kJy (finite blow-up) or not a number at all ('inf KJy',
+#: 'nan Jy': WSClean 3.1 then iterates forever, e.g. with most antennas flagged).
+_DIVERGE = re.compile(r"Iteration.*(KJy|\b(-?inf|nan)\s*[a-zA-Zµ]*Jy)", re.IGNORECASE)
+
+
+def diverged_line(line: str) -> str:
+    """The one-line reason to stop WSClean for a clean-iteration line, or ''. Pure."""
+    if not _DIVERGE.search(line):
+        return ""
+    return f"clean diverged: {line.strip()[:200]}"
 
 
 def run_wsclean(
@@ -236,11 +245,12 @@ def run_wsclean(
     if opts.temp_dir:
         bind.append(str(Path(opts.temp_dir).resolve()))
     argv = container_prefix(container_runtime, container, bind) + argv
-    diverged: list[str] = []
 
     def watch(line: str) -> None:
-        if _DIVERGE.search(line):
-            diverged.append(line.strip())
+        # Stopped at the first such line: a diverged clean never recovers, and it may never
+        # end (an 'inf' peak) while the log grows by ~24 KB/s until the timeout.
+        if why := diverged_line(line):
+            raise StopTool(why)
 
     try:
         run_tool(argv, tool="wsclean", log_path=log_path, env=env, cwd=cwd, timeout=timeout,
@@ -250,8 +260,6 @@ def run_wsclean(
             # Reordered copies of the data (as large as the MS) must not outlive the run.
             for leftover in Path(opts.temp_dir).glob("*.tmp"):
                 leftover.unlink(missing_ok=True)
-    if diverged:
-        raise WSCleanError("wsclean", f"clean diverged: {diverged[0][:200]} (log: {log_path})")
     products = expected_products(opts)
     if opts.predict:
         return products

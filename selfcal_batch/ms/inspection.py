@@ -304,9 +304,9 @@ def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.nda
                     out["ant_good"] += np.bincount(c1[x], weights=good_row, minlength=nant).astype(np.int64)[:nant]
                     out["ant_good"] += np.bincount(c2[x], weights=good_row, minlength=nant).astype(np.int64)[:nant]
                     wt = sub.getcol("WEIGHT", startrow=start, nrow=m)[:, x]
-                    zero = np.broadcast_to((wt == 0)[:, None, :], fl.shape)
+                    zero = np.broadcast_to(no_weight(wt)[:, None, :], fl.shape)
                     if ws_ok:
-                        zero = zero | (sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m)[..., x] == 0)
+                        zero = zero | no_weight(sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m)[..., x])
                     out["n_zero_weight"] += int((zero & ~fl).sum())
                 if n:
                     sample = sub.getcol("DATA", startrow=0, nrow=min(2000, n))
@@ -349,8 +349,13 @@ def _noise_diffs(sub: Any, nrows: int, par: list[int]) -> np.ndarray:
     return np.concatenate([d.real[ok], d.imag[ok]])
 
 
+def no_weight(w: np.ndarray) -> np.ndarray:
+    """Weights that exclude a sample: 0 or not finite (NaN/inf). Pure."""
+    return (w == 0) | ~np.isfinite(w)
+
+
 def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
-    """Unflagged samples with WEIGHT (or WEIGHT_SPECTRUM) 0, per spw: ``spw`` (id),
+    """Unflagged samples with WEIGHT (or WEIGHT_SPECTRUM) 0 or NaN/inf (:func:`no_weight`), per spw: ``spw`` (id),
     ``key`` (int64 row keys of :func:`row_keys`), ``mask`` (bool [ncorr, nchan or 1, nrow]).
 
     Read from the input (view) because CASA split rewrites WEIGHT from SIGMA: the copy has
@@ -364,9 +369,9 @@ def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
         for spw, sub, n, ws_ok in _per_data_description(tb, vis):
             for start in range(0, n, CHUNK_ROWS):
                 m = min(CHUNK_ROWS, n - start)
-                zero = (sub.getcol("WEIGHT", startrow=start, nrow=m) == 0)[:, None, :]
+                zero = no_weight(sub.getcol("WEIGHT", startrow=start, nrow=m))[:, None, :]
                 if ws_ok:
-                    zero = zero | (sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) == 0)
+                    zero = zero | no_weight(sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m))
                 zero = zero & ~sub.getcol("FLAG", startrow=start, nrow=m)
                 hit = np.flatnonzero(zero.any(axis=(0, 1)))
                 if hit.size:

@@ -123,5 +123,33 @@ def input_problem(message: str, view: Path, src: Path) -> str:
     for marker in ("ValueError: ", "RuntimeError: ", "Exception: ", "SEVERE"):
         for ln in lines:
             if marker in ln:
-                return ln.split(marker, 1)[1].strip() if marker != "SEVERE" else ln
-    return lines[-1] if lines else text
+                return _without_path(ln.split(marker, 1)[1].strip() if marker != "SEVERE" else ln, src)
+    return _without_path(lines[-1] if lines else text, src)
+
+
+def _without_path(line: str, src: Path) -> str:
+    """``line`` without a leading ``src`` path: every caller names the MS first, and
+    '<ms>: <ms> has no unflagged data' said the path twice."""
+    head = str(src)
+    if line.startswith(head) and line != head:
+        return line[len(head):].lstrip(": ").strip() or line
+    return line
+
+
+#: Archive name endings (longest first) that are not measurement sets but often hold one.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tgz", ".tar", ".zip", ".gz")
+
+
+def archive_hint(path: str | Path) -> str:
+    """'' or a hint (with a leading space) when ``path`` names an archive rather than an MS
+    directory, or does not exist while an archive of it does. Pure apart from ``exists``."""
+    p = Path(path)
+    name = p.name.lower()
+    suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), "")
+    if suffix and not p.is_dir():
+        return f" ({p.name} is a {suffix} archive: unpack it first and give the .ms directory inside)"
+    if not p.exists():
+        packed = next((p.with_name(p.name + s) for s in ARCHIVE_SUFFIXES if p.with_name(p.name + s).exists()), None)
+        if packed is not None:
+            return f" ({packed.name} exists: unpack it first)"
+    return ""

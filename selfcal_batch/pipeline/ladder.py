@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from selfcal_batch.numeric import float_or_nan
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.selfcal import acceptance as gate
 from selfcal_batch.selfcal import solint
@@ -136,7 +137,7 @@ def estimation_snr(ctx: Context, stats: dict[str, Any]) -> float:
     source flux over the *thermal* image noise (from the visibilities). A bright source with
     large phase errors has an image rms dominated by artefacts, which would otherwise make
     the estimate skip exactly the datasets that need self-calibration most."""
-    snr = float(stats.get("snr", math.nan))
+    snr = float_or_nan(stats.get("snr"))
     thermal = float(ctx.info.get("thermal_noise_jy") or math.nan)
     flux = max(float(stats.get("peak", 0.0) or 0.0), float(stats.get("total_flux_mask", 0.0) or 0.0))
     if math.isfinite(thermal) and thermal > 0 and flux > 0:

@@ -26,6 +26,7 @@ Everything here is pure (dicts in, dicts out); the pipeline and the campaign cal
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 from typing import Any, Iterable
 
 #: Cost fields of an attempt and of a DatasetResult (seconds, except the run count).
@@ -48,6 +49,16 @@ def iso(t: _dt.datetime) -> str:
     return t.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def last_write(directory: Path | str) -> str | None:
+    """ISO time (UTC) of the newest file write in ``directory`` (a dataset's ``logs``: the
+    last sign of life of a killed attempt, for :func:`close_open`); None without files."""
+    try:
+        newest = max((p.stat().st_mtime for p in Path(directory).iterdir() if p.is_file()), default=None)
+    except OSError:
+        return None
+    return None if newest is None else iso(_dt.datetime.fromtimestamp(newest, _dt.timezone.utc))
+
+
 def new_attempt(start: str, host: str, worker: str) -> dict[str, Any]:
     """An open attempt record (exit ``running``, zero costs)."""
     rec: dict[str, Any] = {"start": start, "end": None, "steps": [], "exit": "running",
@@ -56,20 +67,31 @@ def new_attempt(start: str, host: str, worker: str) -> dict[str, Any]:
     return rec
 
 
-def close_open(attempts: list[dict[str, Any]], stopped: Iterable[tuple[str, str | None]] = ()
-               ) -> list[dict[str, Any]]:
+def close_open(attempts: list[dict[str, Any]], stopped: Iterable[tuple[str, str | None]] = (),
+               alive_until: str | None = None) -> list[dict[str, Any]]:
     """Close every attempt without an end as interrupted (end = its last save). New list.
 
     ``stopped``: ``(start, end)`` (ISO 8601 UTC; end None = still stopping) of campaign runs
     the user stopped (:func:`stopped_runs`): an open attempt that started inside one was
     stopped with it (:data:`STOPPED`), any other was killed or crashed (:data:`INTERRUPTED`).
+    ``alive_until``: the last sign of life of the dataset (ISO; the newest write to its logs):
+    costs are saved only with the state, so an attempt killed in a long step (minutes of
+    WSClean) would otherwise be recorded with the wall time of its last save. The last
+    (newest) open attempt then ends there and its ``wall_s`` grows by the gap (not attributed
+    to WSClean, CASA or Python: ``time_python_s`` is left as saved).
     """
     spans = [(str(a), str(b) if b else "\uffff") for a, b in stopped if a]
     out = []
-    for a in attempts:
+    newest_open = max((i for i, a in enumerate(attempts) if not a.get("end")), default=-1)
+    for i, a in enumerate(attempts):
         a = dict(a)
         if not a.get("end"):
             a["end"] = a.get("last_seen") or a.get("start")
+            if i == newest_open and alive_until and str(alive_until) > str(a["end"]):
+                gap = (_dt.datetime.fromisoformat(str(alive_until))
+                       - _dt.datetime.fromisoformat(str(a["end"]))).total_seconds()
+                a["wall_s"] = round(float(a.get("wall_s") or 0.0) + gap, 2)
+                a["end"] = a["last_seen"] = str(alive_until)
             start = str(a.get("start") or "")
             a["exit"] = STOPPED if any(lo <= start <= hi for lo, hi in spans) else INTERRUPTED
         out.append(a)
@@ -84,9 +106,11 @@ def stopped_runs(campaign_record: Any) -> list[tuple[str, str | None]]:
 
 
 def start_attempt(attempts: Iterable[dict[str, Any]], start: str, host: str, worker: str,
-                  stopped: Iterable[tuple[str, str | None]] = ()) -> list[dict[str, Any]]:
+                  stopped: Iterable[tuple[str, str | None]] = (), alive_until: str | None = None
+                  ) -> list[dict[str, Any]]:
     """Earlier attempts (open ones closed as interrupted, :func:`close_open`) + a new open attempt."""
-    return close_open([a for a in attempts if isinstance(a, dict)], stopped) + [new_attempt(start, host, worker)]
+    return close_open([a for a in attempts if isinstance(a, dict)], stopped, alive_until) + [
+        new_attempt(start, host, worker)]
 
 
 def note_step(attempt: dict[str, Any], step: str) -> None:

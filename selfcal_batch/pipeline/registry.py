@@ -195,6 +195,29 @@ def run_order(requested: list[str] | tuple[str, ...]) -> list[str]:
     return [s for s in STEP_NAMES if s in want]
 
 
+def steps_problem(requested: list[str] | tuple[str, ...]) -> str | None:
+    """Why a ``steps`` list cannot run as given, or None. Pure.
+
+    Refused: a step named twice (also under an old name: ``p0`` and ``p0`` again would be
+    silently dropped by :func:`run_order`), and ladder steps without ``split_calibrated``:
+    the gains would be solved but never checked by the guard, never applied to a delivered
+    ``final.ms`` and never imaged, yet the run would look finished. An astronomer who wants
+    only the diagnostics stops before the ladder (e.g. ``["startup", "test_image"]``).
+    """
+    seen: dict[str, str] = {}
+    for name in requested:
+        c = canonical(name)
+        if c in seen:
+            both = repr(name) if seen[c] == name else f"{c!r} (as {seen[c]!r} and {name!r})"
+            return f"step {both} given twice; each step runs once, in run order"
+        seen[c] = name
+    ladder = [s for s in seen if s in LADDER_STEPS]
+    if ladder and "split_calibrated" not in seen:
+        return (f"ladder steps ({', '.join(ladder)}) without split_calibrated: the gains would never be "
+                "checked by the guard nor delivered; add 'split_calibrated' (or stop before the ladder)")
+    return None
+
+
 #: Steps run only for joint execution blocks, before the first ladder step.
 JOINT_STEPS: tuple[str, ...] = ("align_ebs",)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfcal_batch.ms.checksum import fingerprint_change
-from selfcal_batch.pipeline.registry import NO_WORK_MS, canonical, rename_old_steps
+from selfcal_batch.pipeline.registry import NO_WORK_MS, canonical, depends, rename_old_steps, run_order
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,29 @@ def input_change_message(state: dict[str, Any] | None, now: dict[str, Any], firs
     its data, so without this a replaced input would keep every finished step."""
     what = fingerprint_change(state.get("input_fingerprint") if isinstance(state, dict) else None, now)
     return f"input MS changed since the last run ({what}): redoing from {first_step}" if what else ""
+
+
+def settings_change_message(state: dict[str, Any] | None, now_cfg: dict[str, Any],
+                            requested: list[str] | tuple[str, ...], work_ms_exists: bool = True) -> str:
+    """``""``, or the one line (without the dataset name) saying that settings changed since
+    the run recorded in ``state`` (its ``config``) and from which step the run redoes (pure).
+
+    ``now_cfg``: ``PipelineConfig.to_dict()`` of this run; ``requested``: its ``steps``. A
+    step is redone when it was recorded done and the configuration in its resume hash
+    (:func:`registry.depends`, the same values the runner hashes) differs; every later step
+    follows. Listed: the changed keys of the steps from there on. When the step reads
+    ``work.ms`` and that was removed after success, the run starts from ``startup``.
+    """
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        return ""
+    old_cfg, recorded = state["config"], rename_old_steps(state.get("steps") or {})
+    order = run_order(requested)
+    first = next((s for s in order if (recorded.get(s) or {}).get("status") in ("done", "skipped")
+                  and depends(s, old_cfg) != depends(s, now_cfg)), "")
+    if not first:
+        return ""
+    later = order[order.index(first):]
+    keys = sorted({k for s in later for k, v in depends(s, now_cfg).items() if depends(s, old_cfg).get(k) != v})
+    start = first if work_ms_exists or first in NO_WORK_MS else "startup"
+    how = "" if start == first else f" (work.ms was removed after success; {first} needs it)"
+    return f"settings changed since the last run ({', '.join(keys)}): redoing from {start}{how}"

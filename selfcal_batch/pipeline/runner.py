@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from selfcal_batch.numeric import float_or_nan
 from selfcal_batch.contract import DECISION_KEYS, FINAL_IMAGE, RESULT_JSON, DatasetResult
 from selfcal_batch.pipeline import extension, ladder
 from selfcal_batch.selfcal import outcome
@@ -185,11 +186,13 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     init = (st.get("initial") or st.get("test_image") or {}).get("stats") or {}
     fin = (st.get("final") or {}).get("stats") or {}
     for suffix, s in (("initial", init), ("final", fin)):
-        setattr(res, f"snr_{suffix}", float(s.get("snr", math.nan)))
-        setattr(res, f"dr_{suffix}", float(s.get("dynamic_range", math.nan)))
-        setattr(res, f"rms_{suffix}", float(s.get("rms_offsource", math.nan)))
-        setattr(res, f"peak_{suffix}", float(s.get("peak", math.nan)))
-        setattr(res, f"total_flux_{suffix}", float(s.get("total_flux_mask", math.nan)))
+        setattr(res, f"snr_{suffix}", float_or_nan(s.get("snr")))
+        setattr(res, f"dr_{suffix}", float_or_nan(s.get("dynamic_range")))
+        setattr(res, f"rms_{suffix}", float_or_nan(s.get("rms_offsource")))
+        setattr(res, f"peak_{suffix}", float_or_nan(s.get("peak")))
+        setattr(res, f"total_flux_{suffix}", float_or_nan(s.get("total_flux_mask")))
+    if "total_flux_like_final" in (st.get("initial") or {}):  # same mask threshold as the final
+        res.total_flux_initial = float_or_nan(st.get("initial")["total_flux_like_final"])
     if ctx.final_ms.exists():
         res.final_ms = str(ctx.final_ms)
     if (ctx.root / FINAL_IMAGE).exists():
@@ -245,10 +248,11 @@ def _prior_attempts(path: Path) -> list[dict[str, Any]]:
 
 
 def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
-                  rec: process.ToolRecorder) -> dict[str, Any]:
-    """Append this attempt to the state's records; its costs are refreshed at every save."""
+                  rec: process.ToolRecorder, alive: str | None = None) -> dict[str, Any]:
+    """Append this attempt to the state's records; its costs are refreshed at every save.
+    ``alive``: the last log write before this attempt (:func:`records.last_write`)."""
     attempts = records.start_attempt(prior or st.get("attempts") or [], records.utc_now(),
-                                     socket.gethostname(), _worker_id(), _stopped_runs(st.path.parent))
+                                     socket.gethostname(), _worker_id(), _stopped_runs(st.path.parent), alive)
     st.set("attempts", attempts)
     att = attempts[-1]
     runs0 = int(st.get("wsclean_runs", 0) or 0)
@@ -320,6 +324,7 @@ def run_dataset(
         return DatasetResult(name=name, ms=str(ms), status="failed",
                              error=f"setup: {problem}: refusing to run (the input must never be modified)")
     prior: list[dict[str, Any]] = []
+    alive = records.last_write(root / "logs")  # before this attempt writes: a killed one's end
     if not restart and (why := _inputs_change(root / "state.json", ms_path, eb_paths, config)):
         # The campaign (and run-one) print the one-MS line on the console before the dataset starts.
         log.warning("%s: %s (input %s)", name, why, ms_path, extra={"console": False})
@@ -345,7 +350,7 @@ def run_dataset(
         pkg_log.setLevel(logging.INFO)
     try:
         with in_dataset(name), process.recording(root / "logs" / "tools.jsonl") as rec:
-            res = _attempt(name, ms, config, root, t0, rec, prior, threads, restart_from, eb_paths)
+            res = _attempt(name, ms, config, root, t0, rec, prior, threads, restart_from, eb_paths, alive)
     finally:
         pkg_log.removeHandler(handler)
         handler.close()
@@ -358,7 +363,7 @@ def run_dataset(
 
 def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: float,
              rec: process.ToolRecorder, prior: list[dict[str, Any]], threads: int | None,
-             restart_from: str | None, ebs: tuple[Path, ...] = ()) -> DatasetResult:
+             restart_from: str | None, ebs: tuple[Path, ...] = (), alive: str | None = None) -> DatasetResult:
     """One attempt at a dataset (log handler and tool recorder already bound)."""
     ctx: Context | None = None
     attempt: dict[str, Any] | None = None
@@ -367,7 +372,7 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         ctx = Context(name=name, ms=Path(ms).resolve(), cfg=config, root=root,
                       threads=threads or config.threads, ebs=ebs)
         rec.step_of = lambda: str(ctx.state.data.get("current_step") or "") if ctx else ""
-        attempt = _open_attempt(ctx.state, prior, t0, rec)
+        attempt = _open_attempt(ctx.state, prior, t0, rec, alive)
         ctx.state.set("config", config.to_dict())
         ctx.state.set("name", name)
         ctx.state.set("ms", str(Path(ms).resolve()))

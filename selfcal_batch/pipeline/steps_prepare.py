@@ -1,6 +1,7 @@
 """Preparation steps: startup (working copy), flags, FOV/test images, template, refant."""
 from __future__ import annotations
 
+import time
 import logging
 from pathlib import Path
 
@@ -10,13 +11,15 @@ from typing import Any
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.imaging import imstats
 from selfcal_batch.selfcal.acceptance import antennas_to_flag
+from selfcal_batch.selfcal.bands import band_mismatch
+from selfcal_batch.selfcal.templates import normalise_band, normalise_instrument
 from selfcal_batch.selfcal.outcome import check_after_test_image, judge_antenna_flag, stop_reason
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.state_records import WorkMSState
 from selfcal_batch.pipeline.step_tools import autoflag, final_options
 from selfcal_batch.pipeline.steps_joint import joint_startup
 from selfcal_batch.errors import CasaTaskError, DatasetError
-from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
+from selfcal_batch.ms.view import archive_hint, check_self_contained, input_problem, read_only_view
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.schema import angle_arcsec
 from selfcal_batch.selfcal.refant import filter_refants, rank_refants
@@ -40,9 +43,9 @@ def startup(ctx: Context) -> dict[str, Any]:
         return joint_startup(ctx)  # several execution blocks joined into one working copy
     src = ctx.ms
     if not src.exists():
-        raise DatasetError(ctx.name, f"MS not found: {src}")
+        raise DatasetError(ctx.name, f"MS not found: {src}{archive_hint(src)}")
     if not src.is_dir() or not (src / "table.dat").exists():
-        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
+        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}{archive_hint(src)}")
     view = ctx.root / "input_view.ms"
     ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
     WorkMSState.reset(ctx.state.data)  # describes the old copy
@@ -74,9 +77,15 @@ def startup(ctx: Context) -> dict[str, Any]:
     if info["n_antennas_present"] < 4:
         raise DatasetError(ctx.name, f"only {info['n_antennas_present']} antennas with data: "
                                      "self-calibration needs at least 4")
+    spws = info.get("spws") or []
+    if spws and (why := band_mismatch(normalise_instrument(ctx.cfg.instrument), normalise_band(
+            ctx.cfg.band, ctx.cfg.instrument), min(s["freq_min"] for s in spws), max(s["freq_max"] for s in spws))):
+        info.setdefault("warnings", []).append(why)
     ctx.state.set("msinfo", info)
     for warning in info.get("warnings", []):
         log.warning("%s: %s: %s", ctx.name, src, warning)
+        if "NaN/inf" in warning or " band" in warning:  # the astronomer must see these in the console too
+            ctx.state.data.setdefault("notices", []).append({"time": time.time(), "text": warning})
     log.info("%s: working copy %s: %d rows, %d antennas, %d spws, %.0f s on source, %.1f%% flagged",
              ctx.name, ctx.work_ms.name, info["nrows"], info["n_antennas_present"], len(info["spws"]),
              info["time_on_source_s"], 100 * info["flagged_fraction"])

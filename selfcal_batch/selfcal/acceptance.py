@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from selfcal_batch.numeric import float_or_nan
 from selfcal_batch.config import GateConfig
 
 
@@ -133,9 +134,9 @@ def metric_noise(stats: Mapping[str, float]) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for key, beams in (("rms_offsource", "offsource_beams"), ("rms_near", "near_beams")):
-        v, n = float(stats.get(key, math.nan)), float(stats.get(beams, math.nan))
+        v, n = float_or_nan(stats.get(key)), float_or_nan(stats.get(beams))
         out[key] = v / math.sqrt(2.0 * (n - 1.0)) if (math.isfinite(v) and n > 1) else math.nan
-    snr, n = float(stats.get("snr", math.nan)), float(stats.get("offsource_beams", math.nan))
+    snr, n = float_or_nan(stats.get("snr")), float_or_nan(stats.get("offsource_beams"))
     out["snr"] = (snr * math.sqrt(1.0 / snr**2 + 1.0 / (2.0 * (n - 1.0)))
                   if (math.isfinite(snr) and snr > 0 and n > 1) else math.nan)
     return out
@@ -149,7 +150,7 @@ def improvement_z(pre: Mapping[str, float], post: Mapping[str, float]) -> dict[s
     sp, sq = metric_noise(pre), metric_noise(post)
     out = {}
     for key, sign in (("snr", 1.0), ("rms_offsource", -1.0), ("rms_near", -1.0)):
-        a, b = float(pre.get(key, math.nan)), float(post.get(key, math.nan))
+        a, b = float_or_nan(pre.get(key)), float_or_nan(post.get(key))
         err = math.hypot(sp[key], sq[key])
         out[key] = sign * (b - a) / err if (math.isfinite(a) and math.isfinite(b) and err > 0) else math.nan
     return out
@@ -206,7 +207,7 @@ def evaluate_step(
     _check_snr_rms(pre, post, z, est_snr, cfg, reasons, m)
     if cfg.improve_sigma > 0:
         _check_improvement(pre, post, z, est_snr, cfg, reasons, m)
-    beam_post = float(post.get("beam_area_pix", math.nan))
+    beam_post = float_or_nan(post.get("beam_area_pix"))
     if original_beam_area > 0 and math.isfinite(beam_post):
         m["beam_change"] = beam_post / original_beam_area - 1
         if abs(m["beam_change"]) > cfg.beam_tolerance:
@@ -237,7 +238,7 @@ def _check_solution_side(solutions: SolutionStats | None, significance: Mapping[
                          m: dict[str, float]) -> None:
     if significance is not None:
         key, limit = ("amp", cfg.min_amp_significance) if amplitude else ("phase", cfg.min_phase_significance)
-        value = float(significance.get(key, math.nan))
+        value = float_or_nan(significance.get(key))
         m[f"{key}_significance"] = value
         if limit > 0 and math.isfinite(value) and value < limit:
             reasons.append(f"{'amplitude' if amplitude else 'phase'} corrections consistent with noise "
@@ -270,7 +271,7 @@ def beam_measured(stats: Mapping[str, float]) -> bool:
 
 def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], z: Mapping[str, float], est_snr: float,
                    cfg: GateConfig, reasons: list[str], m: dict[str, float]) -> None:
-    snr_pre, snr_post = float(pre.get("snr", math.nan)), float(post.get("snr", math.nan))
+    snr_pre, snr_post = float_or_nan(pre.get("snr")), float_or_nan(post.get("snr"))
     m["snr_ratio"] = snr_post / snr_pre if snr_pre > 0 else math.nan
     if not (math.isfinite(snr_post) and math.isfinite(snr_pre)):
         reasons.append("SNR not measurable")
@@ -281,7 +282,7 @@ def _check_snr_rms(pre: Mapping[str, float], post: Mapping[str, float], z: Mappi
         if not math.isfinite(z_snr) or z_snr < -cfg.improve_sigma:
             reasons.append(f"SNR decreased {snr_pre:.1f} -> {snr_post:.1f}"
                            + (f" ({z_snr:+.1f} sigma)" if math.isfinite(z_snr) else ""))
-    rms_pre, rms_post = float(pre.get("rms_offsource", math.nan)), float(post.get("rms_offsource", math.nan))
+    rms_pre, rms_post = float_or_nan(pre.get("rms_offsource")), float_or_nan(post.get("rms_offsource"))
     m["rms_ratio"] = rms_post / rms_pre if rms_pre > 0 else math.nan
     if math.isfinite(m["rms_ratio"]) and m["rms_ratio"] > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr:
         reasons.append(f"rms rose {100 * (m['rms_ratio'] - 1):.1f}% (> {100 * cfg.rms_tolerance:.0f}%)")
@@ -294,7 +295,7 @@ def _check_improvement(pre: Mapping[str, float], post: Mapping[str, float], z: M
     if finite and max(finite) <= cfg.improve_sigma:
         reasons.append(f"{NO_GAIN} {cfg.improve_sigma:g} sigma (SNR {z['snr']:+.1f}, rms "
                        f"{z['rms_offsource']:+.1f}, near-field rms {z['rms_near']:+.1f} sigma)")
-    near_pre, near_post = float(pre.get("rms_near", math.nan)), float(post.get("rms_near", math.nan))
+    near_pre, near_post = float_or_nan(pre.get("rms_near")), float_or_nan(post.get("rms_near"))
     if (math.isfinite(z["rms_near"]) and z["rms_near"] < -cfg.improve_sigma and near_pre > 0
             and near_post / near_pre > 1 + cfg.rms_tolerance and est_snr <= cfg.high_snr):
         reasons.append(f"near-field rms rose {100 * (near_post / near_pre - 1):.1f}% "
@@ -303,7 +304,7 @@ def _check_improvement(pre: Mapping[str, float], post: Mapping[str, float], z: M
 
 def _check_flux(pre: Mapping[str, float], post: Mapping[str, float], normalised: bool, cfg: GateConfig,
                 reasons: list[str], m: dict[str, float]) -> None:
-    f_pre, f_post = float(pre.get("total_flux_mask", math.nan)), float(post.get("total_flux_mask", math.nan))
+    f_pre, f_post = float_or_nan(pre.get("total_flux_mask")), float_or_nan(post.get("total_flux_mask"))
     if f_pre > 0 and math.isfinite(f_post):
         m["flux_ratio"] = f_post / f_pre
         change = m["flux_ratio"] - 1

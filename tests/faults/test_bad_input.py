@@ -104,7 +104,7 @@ def _damaged(base_ms: GuardedMS, tmp_path: Path, how: str) -> Path:
 def test_everything_flagged(base_ms: GuardedMS, tmp_path: Path) -> None:
     ms = _damaged(base_ms, tmp_path, "allflagged")
     res = _run(ms, tmp_path / "out")
-    assert "no unflagged data" in res.error and str(ms) in res.error
+    assert "no unflagged data" in res.error and res.error.count(str(ms)) == 1, res.error  # named once
 
 
 def test_field_not_in_ms(base_ms: GuardedMS, tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def test_step_needing_deleted_work_ms_redoes_everything(prepared: Path, base_ms:
     shutil.copytree(prepared, root, symlinks=True)
     shutil.rmtree(root / "work.ms")
     t1 = _finished(root)
-    steps = ["startup", "test_image", "p0"]
+    steps = ["startup", "test_image", "p0", "split_calibrated"]
     res = run_dataset(prepared.name, base_ms.path, PipelineConfig.from_dict(quick_config(steps=steps)), out)
     assert res.status == "finished", res.error
     t2 = _finished(root)

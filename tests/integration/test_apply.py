@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,20 @@ def test_apply_to_original_resolution(tmp_path: Path) -> None:
     assert tree_diff(before, tree_checksums(ms)) == []
     assert e_full["err"] <= 1.1 * e_avg["err"], report
     assert e_full["err"] < 0.5 * e_raw["err"], report
+    # apply --in-place (documented) writes CORRECTED_DATA into the input: its own write is
+    # recorded, so the next dry run sees no input change and a plain apply is not refused.
+    from selfcal_batch.campaign.preflight import input_change_messages
+    from selfcal_batch.ms.checksum import input_fingerprint
+
+    rows3 = apply_outputs(moved, ["avg"], in_place=True)
+    assert rows3[0]["status"] == "applied", rows3
+    assert tree_diff(before, tree_checksums(ms)) != []  # really written
+    st = json.loads((moved / "datasets/avg/state.json").read_text())
+    assert st["input_fingerprint"] == input_fingerprint(ms)
+    assert st["input_writes"][-1]["by"] == "apply --in-place"
+
+    # the fields input_change_messages reads from a manifest.DatasetSpec
+    spec = types.SimpleNamespace(name="avg", ms=ms, ok=True, config=cfg)
+    assert input_change_messages([spec], moved) == {}
+    rows4 = apply_outputs(moved, ["avg"])
+    assert rows4[0]["status"] == "applied", rows4

@@ -108,3 +108,17 @@ def test_reference_documents_every_key():
     assert len(config_docs.all_keys()) >= 64 + 12 + 21
     readme = (REPO / "README.md").read_text()
     assert "docs/configuration.md" in readme
+
+
+def test_a_table_key_given_without_its_table_is_named_exactly():
+    """'config --explain targets' suggested 'datasets' (a spelling match): every key of a
+    table given bare is answered with its full name (generated over all table keys)."""
+    names = [k.name for k in config_docs.all_keys()]
+    top = {n for n in names if "." not in n} | {n.split(".")[0] for n in names}
+    for full in (n for n in names if "." in n):
+        bare = full.rsplit(".", 1)[1]
+        if bare in top or bare in names:
+            continue  # a top-level key of that name exists: it is found itself
+        with pytest.raises(ConfigError) as err:
+            config_docs.find_key(bare)
+        assert repr(full) in str(err.value) and "did you mean" in str(err.value), (bare, str(err.value))

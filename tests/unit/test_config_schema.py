@@ -91,9 +91,9 @@ def test_wrong_types_name_the_key(data, key, words):
 
 def test_numbers_are_coerced():
     cfg = PipelineConfig.from_dict({"final_robust": 1, "template_thresholds_mjy": [1, 2, 3, 4],
-                                    "steps": ["startup", "p0"]})
+                                    "steps": ["startup", "test_image"]})
     assert cfg.final_robust == 1.0 and isinstance(cfg.final_robust, float)
-    assert cfg.template_thresholds_mjy == (1.0, 2.0, 3.0, 4.0) and cfg.steps == ("startup", "p0")
+    assert cfg.template_thresholds_mjy == (1.0, 2.0, 3.0, 4.0) and cfg.steps == ("startup", "test_image")
 
 
 # -- ranges and choices ------------------------------------------------------------------

@@ -229,3 +229,31 @@ def test_near_field_and_offsource_beam_counts():
     st2 = array_statistics(img + 5e-3 * ring, hdr, res + 5e-3 * ring)
     assert st2["rms_near"] > 1.5 * st["rms_near"]
     assert st2["rms_offsource"] < 1.2 * st["rms_offsource"]
+
+
+@pytest.mark.parametrize("snr", [6.3, 6.5, 6.7])
+def test_initial_flux_is_measured_like_the_final(tmp_path, snr):
+    """Why total_flux_initial read 0.0 against a final 0.00093 Jy for data delivered
+    unchanged: the test image's mask is 8 sigma (template selection), the final's 6. A source
+    between the two gets the initial flux re-measured at the final's threshold."""
+    import types
+
+    from selfcal_batch.pipeline.steps_finish import _initial_flux_like_final
+
+    noise = 1e-4
+    img = gaussian_image(sources=((128, 128, snr * noise, 0.0),), noise=noise, seed=3)
+    # the peak of a point source is its flux: snr sigma above the noise
+    image = write_fits(tmp_path / "test_image-MFS-image.fits", img)
+    at8 = image_statistics(image, sigma=8.0)
+    assert at8["total_flux_mask"] == 0.0  # the cause: nothing above 8 sigma
+    state = {"initial": {"image": str(image), "stats": at8}}
+    ctx = types.SimpleNamespace(state=types.SimpleNamespace(get=state.get, set=state.__setitem__))
+    final = image_statistics(image, sigma=6.0)  # the same data imaged again, at 6 sigma
+    _initial_flux_like_final(ctx, final)
+    assert state["initial"]["total_flux_like_final"] == pytest.approx(final["total_flux_mask"])
+    assert final["total_flux_mask"] > 0
+    # same threshold: nothing to re-measure
+    state2 = {"initial": {"image": str(image), "stats": final}}
+    _initial_flux_like_final(types.SimpleNamespace(state=types.SimpleNamespace(get=state2.get, set=state2.__setitem__)),
+                             final)
+    assert "total_flux_like_final" not in state2["initial"]

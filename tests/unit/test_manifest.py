@@ -1,6 +1,7 @@
 """Manifest parsing, merging, globs, relative paths, and one-line errors with line numbers."""
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from click.testing import CliRunner
 from selfcal_batch.cli import main
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.campaign.manifest import KeyLocator, load_manifest
+from selfcal_batch.campaign.preflight import field_problem
+from selfcal_batch.ms.checksum import input_fingerprint
 
 
 def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
@@ -373,7 +376,7 @@ def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
         name = "one"
         ms = "data/Ja.ms"
         force_template = "faint"
-        steps = ["startup", "test_image", "p0"]
+        steps = ["startup", "test_image", "p0", "split_calibrated"]
         [[datasets]]
         name = "two"
         ms = "data/Jb.ms"
@@ -385,7 +388,7 @@ def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
     assert "local: 1 worker process(es) x 1 thread" in out
     assert str(data_dir / "Ja.ms") in out
     assert "template  faint" in out and "template  auto by flux" in out
-    assert "steps     startup test_image p0" in out
+    assert "steps     startup test_image p0 split_calibrated" in out
     assert "resources cores=1 (WSClean -j 1)" in out
     # options may come first too; --only selects
     res = CliRunner().invoke(main, ["--dry-run", str(p), "--only", "two", "--threads-per-dataset", "2"])
@@ -485,3 +488,102 @@ def test_run_one_config_typos_name_file_line_and_key(tmp_path, tables, line, tex
     res = CliRunner().invoke(main, ["run-one", str(tmp_path / "x.ms"), "--out", str(tmp_path / "o"), "--config", str(p)])
     assert res.exit_code == 2
     assert f"error: one.toml:{line}: {text}" in res.output, res.output
+
+
+@pytest.mark.parametrize("steps, refused", [
+    # generated: every ladder step named twice, also under an old name of split_calibrated
+    *[([ "startup", "test_image", step, "split_calibrated", step], f"step {step!r} given twice")
+      for step in ("p0", "p1", "p2", "ap1")],
+    (["startup", "p0", "split_calibrated", "split_trial_1"], "step 'split_calibrated' (as 'split_calibrated' "
+                                                              "and 'split_trial_1') given twice"),
+    # a ladder without its guard and delivery step: nothing delivered although "finished"
+    *[(["startup", "test_image", *ladder], f"ladder steps ({', '.join(ladder)}) without split_calibrated")
+      for ladder in (["p0"], ["p0", "p1"], ["p1", "ap1"])],
+    (["startup", "test_image"], None),                       # diagnostics only: no ladder, allowed
+    (["startup", "test_image", "p0", "split_trial_1"], None),
+])
+def test_steps_list_checked_at_load(tmp_path, data_dir, steps, refused):
+    """A duplicate step (silently dropped before) and a ladder with no split_calibrated
+    (reported 'finished' with nothing delivered and work.ms removed) are refused at load with
+    one line naming the dataset, the key and the manifest line; other datasets still run."""
+    p = write(tmp_path, f"""
+        [[datasets]]
+        name = "good"
+        ms = "data/Ja.ms"
+
+        [[datasets]]
+        name = "x"
+        ms = "data/Jb.ms"
+        steps = {steps!r}
+        """.replace("'", '"'))
+    by = {d.name: d for d in load_manifest(p).datasets}
+    assert by["good"].ok
+    if refused is None:
+        assert by["x"].ok, by["x"].error
+        return
+    err = by["x"].error
+    assert err.startswith("datasets[1] (name='x'): steps: ") and refused.replace("'", '"') in err.replace("'", '"')
+    assert "(c.toml:8)" in err and "\n" not in err
+
+
+def test_dry_run_checks_column_and_field_per_dataset_on_a_shared_ms(tmp_path, tiny_data_dir):
+    """One MS used by several datasets: each dataset's input column and field are checked
+    (the answers were keyed by MS path, so the last dataset's check hid the others': a missing
+    CORRECTED_DATA passed the dry run and failed only at startup)."""
+    p = write(tmp_path, """
+        [[datasets]]
+        name = "plain"
+        ms = "data/Ja.ms"
+        [[datasets]]
+        name = "corr"
+        ms = "data/Ja.ms"
+        input_column = "corrected"
+        [[datasets]]
+        name = "fld"
+        ms = "data/Ja.ms"
+        field = "0,J1008+0730"
+        [[datasets]]
+        name = "fld0"
+        ms = "data/Ja.ms"
+        field = "0"
+        """)
+    res = CliRunner().invoke(main, [str(p), "--dry-run"])
+    assert res.exit_code == 2, res.output
+    out = " ".join(res.output.split())
+    ms = tiny_data_dir / "Ja.ms"
+    assert f"corr: INVALID -> will be reported failed: {ms}: no CORRECTED_DATA column" in out
+    assert f"fld: INVALID -> will be reported failed: {ms}: field 'J1008+0730' not in the MS" in out
+    assert "plain: INVALID" not in out and "fld0: INVALID" not in out
+
+
+@pytest.mark.parametrize("field, names, bad", [
+    ("", ["A"], ""), ("A", ["A", "B"], ""), ("1", ["A", "B"], ""), ("2", ["A", "B"], "2"),
+    ("A, C", ["A", "B"], "C"), ("J*", ["A"], ""), ("0~3", ["A"], ""), ("a", ["A"], "a"),
+])
+def test_field_problem(field, names, bad):
+    why = field_problem(field, names)
+    assert (why == "") == (bad == "")
+    if bad:
+        assert why.startswith(f"field '{bad}' not in the MS (fields: ")
+
+
+def test_dry_run_says_settings_changed(tmp_path, tiny_data_dir):
+    """A changed setting of a finished run is said before anything runs, like a changed input."""
+    p = write(tmp_path, """
+        [defaults]
+        imsize = 192
+        [[datasets]]
+        name = "one"
+        ms = "data/Ja.ms"
+        """)
+    d = load_manifest(p).datasets[0]
+    old = d.config.with_updates(imsize=128).to_dict()
+    root = tmp_path / "c-out" / "datasets" / "one"
+    root.mkdir(parents=True)
+    (root / "work.ms").mkdir()
+    (root / "state.json").write_text(json.dumps({
+        "config": old, "input_fingerprint": input_fingerprint(d.ms),
+        "steps": {s: {"status": "done"} for s in d.config.steps}}))
+    res = CliRunner().invoke(main, [str(p), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "restart   settings changed since the last run (imsize): redoing from test_image" in res.output

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from selfcal_batch.campaign.manifest import load_manifest
+from selfcal_batch.campaign.preflight import structure_problems
+from selfcal_batch.ms.view import archive_hint
+
 from selfcal_batch.ms.view import (
     LINK_MIN_BYTES,
     LeakingLinkError,
@@ -77,3 +81,34 @@ def test_input_problem_names_the_users_ms() -> None:
     assert input_problem(msg, view, src) == "TSM: no array in row 7 of /archive/a.ms/table.f9"
     assert input_problem("ValueError: field 'X' not in the MS", view, src) == "field 'X' not in the MS"
     assert input_problem("something odd", view, src) == "something odd"
+
+
+@pytest.mark.parametrize("tail", ["has no unflagged data (100.0% flagged)", "has no cross-correlations",
+                                  ": DATA column is all zeros in the first rows",
+                                  ": main-table rows use DATA_DESC_ID 3, which DATA_DESCRIPTION does not define"])
+def test_input_problem_never_repeats_the_path(tail) -> None:
+    """Every caller prefixes the MS ('<ms>: <problem>'): a child message that starts with the
+    view's path ('allflag.ms: /tmp/.../allflag.ms has no unflagged data') loses it."""
+    view, src = Path("/out/datasets/a/input_view.ms"), Path("/tmp/x/allflag.ms")
+    sep = "" if tail.startswith(":") else " "
+    one = input_problem(f"casa: working-copy: ValueError: {view}{sep}{tail}\n", view, src)
+    assert str(src) not in one and one == tail.lstrip(": ")
+    assert input_problem(str(view), view, src) == str(src)  # nothing else to say: the path stays
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip", ".gz"])
+def test_an_archive_given_as_ms_gets_an_unpack_hint(tmp_path, suffix) -> None:
+    """A '.ms.tar.gz' given as ms: the manifest, the up-front check and startup say 'unpack it
+    first'; a missing x.ms next to x.ms<suffix> too."""
+    arc = tmp_path / f"day2.ms{suffix}"
+    arc.write_bytes(b"\x1f\x8b archive")
+    assert "unpack it first" in archive_hint(arc)
+    assert "unpack it first" in archive_hint(tmp_path / "day2.ms")      # missing, archive beside it
+    assert archive_hint(tmp_path / "other.ms") == ""
+    (tmp_path / "real.ms").mkdir()
+    assert archive_hint(tmp_path / "real.ms") == ""
+    assert "unpack it first" in structure_problems(arc)[0]
+    m = tmp_path / "c.toml"
+    m.write_text(f'[[datasets]]\nname = "a"\nms = "{arc.name}"\n[[datasets]]\nname = "b"\nms = "day2.ms"\n')
+    errs = [d.error for d in load_manifest(m).datasets]
+    assert all("unpack it first" in e for e in errs), errs

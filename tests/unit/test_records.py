@@ -238,3 +238,29 @@ def test_an_attempt_stopped_with_its_campaign_is_interrupted_not_killed(tmp_path
     resumed = records.start_attempt([inside], "2026-01-01T03:00:00+00:00", "h", "w", stopped)
     assert resumed[0]["exit"] == records.STOPPED
     assert records.discard([inside], stopped)[0]["exit"] == records.STOPPED
+
+
+@pytest.mark.parametrize("gap_s", [0, 1, 148, 3600])
+def test_killed_attempt_wall_runs_to_its_last_sign_of_life(gap_s, tmp_path) -> None:
+    """Costs are saved with the state only: an attempt killed 148 s into a WSClean run was
+    recorded with 'wall 2s'. Its last log write extends it (the newest open attempt only)."""
+    import datetime as dt
+
+    t_save = dt.datetime(2026, 1, 1, 0, 0, 2, tzinfo=dt.timezone.utc)
+    killed = records.new_attempt("2026-01-01T00:00:00+00:00", "h", "pid 1")
+    records.set_costs(killed, wall=2.0, wsclean=0.0, casa=1.5, wsclean_runs=0, seen=records.iso(t_save))
+    older = dict(killed, start="2025-12-31T00:00:00+00:00")
+    alive = records.iso(t_save + dt.timedelta(seconds=gap_s))
+    out = records.start_attempt([older, killed], "2026-01-01T01:00:00+00:00", "h", "w", alive_until=alive)
+    assert out[1]["wall_s"] == 2.0 + gap_s and out[1]["end"] == alive
+    assert out[1]["time_casa_s"] == 1.5 and out[1]["time_python_s"] == 0.5  # the gap is not attributed
+    assert out[0]["wall_s"] == 2.0  # an older open attempt keeps its saved costs
+    # an alive_until before the last save (clock skew, a touched file) never shortens a record
+    early = records.start_attempt([killed], "x", "h", "w", alive_until="2025-01-01T00:00:00+00:00")
+    assert early[0]["wall_s"] == 2.0 and early[0]["end"] == records.iso(t_save)
+    # last_write: the newest file of a directory, None for an empty or missing one
+    assert records.last_write(tmp_path / "none") is None and records.last_write(tmp_path) is None
+    f = tmp_path / "wsclean.log"
+    f.write_text("x")
+    os.utime(f, (t_save.timestamp() + gap_s, t_save.timestamp() + gap_s))
+    assert records.last_write(tmp_path) == alive
