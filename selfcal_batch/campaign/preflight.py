@@ -183,7 +183,7 @@ def table_problems(ms: str | Path, column: str = "DATA", field: str = "") -> lis
     setting) names fields of the MS. Run in a child process."""
     from casacore.tables import table  # runs in the preflight child only
 
-    from selfcal_batch.pipeline.steps_prepare import read_only_view  # (same reason)
+    from selfcal_batch.ms.view import read_only_view  # (same reason)
 
     ms = Path(ms)
     problems: list[str] = []

@@ -1,12 +1,43 @@
-"""Helpers shared by the preparation and the final steps (kept here so that neither step
-module imports the other): the final-image settings and the autoflag CASA batch."""
+"""Helpers shared by the step modules (kept here so that none imports another): the working
+copy of an input MS, the final-image settings and the autoflag CASA batch."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from selfcal_batch.casa import calibration as cal
+from selfcal_batch.errors import CasaTaskError, DatasetError
+from selfcal_batch.ms.view import archive_hint, check_self_contained, input_problem, read_only_view
 from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.pipeline.context import Context
+
+
+def working_copy(ctx: Context, src: Path, view: Path, work: Path, label: str, where: str = "") -> dict[str, Any]:
+    """The private working copy ``work`` of the input MS ``src`` (CASA job ``working_copy``
+    on a read-only view of ``src`` with the dataset's field, spw, column and averaging; the
+    view is removed after). Returns the job's ``{"src": ..., "work": ...}`` summaries.
+    Raises a one-line DatasetError naming ``src`` (never the view) when it is missing (``where``
+    follows the path: which execution block), not an MS, unreadable or refused by CASA."""
+    if not src.exists():
+        raise DatasetError(ctx.name, f"MS not found: {src}{where}{archive_hint(src)}")
+    if not src.is_dir() or not (src / "table.dat").exists():
+        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}{archive_hint(src)}")
+    try:
+        try:
+            read_only_view(src, view)
+        except OSError as exc:
+            raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
+        try:
+            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(work), field=ctx.cfg.field,
+                                    spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
+                                    timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label=label)[0]
+        except CasaTaskError as exc:
+            # One line about the user's MS, never the view's path or a child traceback.
+            raise DatasetError(ctx.name, f"{src}: {input_problem(str(exc), view, src)}") from None
+        check_self_contained(work, f"working copy {work}")
+    finally:
+        ctx.remove(view)
+    return out
 
 
 def final_options(ctx: Context, name: str, column: str = "DATA") -> WSCleanOptions:

@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from selfcal_batch.casa import calibration as cal
-from selfcal_batch.errors import CasaTaskError, DatasetError
-from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view
+from selfcal_batch.errors import DatasetError
+from selfcal_batch.ms.view import check_self_contained
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.pipeline import ladder
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
 from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, map_spws
@@ -51,28 +52,11 @@ def part_path(ctx: Context, k: int) -> Path:
 
 def _copy_eb(ctx: Context, k: int, src: Path) -> dict[str, Any]:
     """View + working copy of EB ``k``; one-line DatasetError naming ``src`` when unusable."""
-    if not src.exists():
-        raise DatasetError(ctx.name, f"MS not found: {src} (execution block {k + 1} of {len(ctx.ebs)})")
-    if not src.is_dir() or not (src / "table.dat").exists():
-        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}")
     view, part = ctx.root / f"input_view_eb{k}.ms", part_path(ctx, k)
     part.parent.mkdir(exist_ok=True)
     ctx.remove(part, Path(str(part) + ".flagversions"))
-    try:
-        try:
-            read_only_view(src, view)
-        except OSError as exc:
-            raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
-        try:
-            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(part), field=ctx.cfg.field,
-                                    spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
-                                    timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label=f"working-copy-eb{k}")[0]
-        except CasaTaskError as exc:
-            raise DatasetError(ctx.name, f"{src}: {input_problem(str(exc), view, src)}") from None
-        check_self_contained(part, f"working copy {part}")
-    finally:
-        ctx.remove(view)
-    return out
+    return working_copy(ctx, src, view, part, f"working-copy-eb{k}",
+                        f" (execution block {k + 1} of {len(ctx.ebs)})")
 
 
 def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[int]]) -> str:

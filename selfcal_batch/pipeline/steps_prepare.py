@@ -16,10 +16,9 @@ from selfcal_batch.selfcal.templates import normalise_band, normalise_instrument
 from selfcal_batch.selfcal.outcome import check_after_test_image, judge_antenna_flag, stop_reason
 from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.state_records import WorkMSState
-from selfcal_batch.pipeline.step_tools import autoflag, final_options
+from selfcal_batch.pipeline.step_tools import autoflag, final_options, working_copy
 from selfcal_batch.pipeline.steps_joint import joint_startup
-from selfcal_batch.errors import CasaTaskError, DatasetError
-from selfcal_batch.ms.view import archive_hint, check_self_contained, input_problem, read_only_view
+from selfcal_batch.errors import DatasetError
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.schema import angle_arcsec
 from selfcal_batch.selfcal.refant import filter_refants, rank_refants
@@ -42,33 +41,15 @@ def startup(ctx: Context) -> dict[str, Any]:
     if len(ctx.ebs) > 1:
         return joint_startup(ctx)  # several execution blocks joined into one working copy
     src = ctx.ms
-    if not src.exists():
-        raise DatasetError(ctx.name, f"MS not found: {src}{archive_hint(src)}")
-    if not src.is_dir() or not (src / "table.dat").exists():
-        raise DatasetError(ctx.name, f"not a measurement set (no table.dat): {src}{archive_hint(src)}")
-    view = ctx.root / "input_view.ms"
     ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
     WorkMSState.reset(ctx.state.data)  # describes the old copy
     try:
-        try:
-            read_only_view(src, view)
-        except OSError as exc:
-            raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
-        try:
-            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(ctx.work_ms), field=ctx.cfg.field,
-                                    spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
-                                    timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label="working-copy")[0]
-        except CasaTaskError as exc:
-            # One line about the user's MS, never the view's path or a child traceback.
-            raise DatasetError(ctx.name, f"{src}: {input_problem(str(exc), view, src)}") from None
-        check_self_contained(ctx.work_ms, f"working copy {ctx.work_ms}")
-        src_info, info = out["src"], out["work"]
+        out = working_copy(ctx, src, ctx.root / "input_view.ms", ctx.work_ms, "working-copy")
     except BaseException:
         # A partial copy is useless (startup redoes it) and may fill the disk.
         ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
         raise
-    finally:
-        ctx.remove(view)
+    src_info, info = out["src"], out["work"]
     if ctx.cfg.input_column.lower() == "data" and "CORRECTED_DATA" in src_info.get("columns", []):
         log.warning("%s: %s has a CORRECTED_DATA column; self-calibrating DATA as configured "
                     "(set input_column = 'corrected' to start from the observatory-calibrated data)",
