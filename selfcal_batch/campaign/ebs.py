@@ -28,7 +28,7 @@ def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any],
         if key in entry:
             return (), (key, f"{key}: cannot be combined with a list of execution blocks in ms")
     ebs = tuple(q if (q := Path(m).expanduser()).is_absolute() else base_dir / q for m in ms_raw)
-    if len(set(ebs)) != len(ebs):
+    if len({p.resolve() for p in ebs}) != len(ebs):  # also through '..', a trailing '/' or a link
         return (), ("ms", "ms: the same execution block is listed twice")
     for k, ms in enumerate(ebs):
         where = f"(execution block {k + 1} of {len(ebs)})"

@@ -76,6 +76,24 @@ def input_change_message(state: dict[str, Any] | None, now: dict[str, Any], firs
     return f"input MS changed since the last run ({what}): redoing from {first_step}" if what else ""
 
 
+def eb_change_message(state: dict[str, Any] | None, now: dict[str, Any], first_step: str) -> str:
+    """``""``, or the one line (without the dataset name) saying that the execution blocks of
+    a joint dataset changed since the run recorded in ``state`` (its ``eb_fingerprints``) and
+    that the dataset is redone from ``first_step`` (pure). ``now``: ``{resolved EB path:
+    input_fingerprint}`` in manifest order. Another list or order of EBs, or one EB's files
+    changed (:func:`fingerprint_change`, which names them)."""
+    before = state.get("eb_fingerprints") if isinstance(state, dict) else None
+    if not isinstance(before, dict) or not now:
+        return ""
+    if list(before) != list(now):
+        return f"the execution blocks listed changed since the last run: redoing from {first_step}"
+    for k, (path, fp) in enumerate(now.items()):
+        if what := fingerprint_change(before[path], fp):
+            return (f"execution block {k + 1} ({path}) changed since the last run ({what}): "
+                    f"redoing from {first_step}")
+    return ""
+
+
 def settings_change_message(state: dict[str, Any] | None, now_cfg: dict[str, Any],
                             requested: list[str] | tuple[str, ...], work_ms_exists: bool = True) -> str:
     """``""``, or the one line (without the dataset name) saying that settings changed since

@@ -432,23 +432,24 @@ def input_changed(state_json: Path, ms: Path) -> bool:
 def _inputs_change(state_json: Path, ms: Path, ebs: tuple[Path, ...], config: PipelineConfig) -> str:
     """Why the recorded run no longer matches its input(s) (:func:`input_change`, then the
     EBs of a joint dataset), or ``""``."""
-    why = input_change(state_json, ms, (config.steps or ("startup",))[0])
-    if not why and eb_inputs_changed(state_json, ebs):
-        why = "an execution block changed or the EB list differs since the last run: redoing every step"
-    return why
+    first = (config.steps or ("startup",))[0]
+    return input_change(state_json, ms, first) or eb_change(state_json, ebs, first)
+
+
+def eb_change(state_json: Path, ebs: tuple[Path, ...], first_step: str = "startup") -> str:
+    """Joint EBs: :func:`restart.eb_change_message` for the recorded state, or ``""``."""
+    if not ebs:
+        return ""
+    try:
+        state = json.loads(Path(state_json).read_text())
+    except (OSError, ValueError):
+        return ""
+    return restart_plan.eb_change_message(state, {str(p): input_fingerprint(p) for p in ebs}, first_step)
 
 
 def eb_inputs_changed(state_json: Path, ebs: tuple[Path, ...]) -> bool:
     """Joint EBs: True when the recorded EB list differs or any EB's fingerprint changed."""
-    if not ebs:
-        return False
-    try:
-        before = json.loads(Path(state_json).read_text()).get("eb_fingerprints")
-    except (OSError, ValueError, AttributeError):
-        return False
-    if not isinstance(before, dict):
-        return False
-    return list(before) != [str(p) for p in ebs] or any(before[str(p)] != input_fingerprint(p) for p in ebs)
+    return bool(eb_change(state_json, ebs))
 
 
 def _invalidate_from(ctx: Context, step: str) -> None:

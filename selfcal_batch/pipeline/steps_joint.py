@@ -37,7 +37,7 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
 from selfcal_batch.selfcal import solint
-from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, map_spws
+from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, applied_alignment_scales, map_spws
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -130,9 +130,10 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
 
 def alignment_from_table(table: str, n_ebs: int, weights: list[float]) -> list[dict[str, float]]:
     """Read the ``inf`` alignment table (python-casacore), rewrite its gains in place to the
-    per-EB amplitude factor of ``ebjoint.alignment_scales`` times the solved phase, and
-    return per EB ``{median_amp, scale, phase_rms_deg}`` (phase rms over unflagged
-    solutions, deg). Raises ValueError when an EB has no unflagged solution."""
+    per-EB amplitude factor of ``ebjoint.alignment_scales`` (1.0 when implausible:
+    ``ebjoint.applied_alignment_scales``) times the solved phase, and return per EB
+    ``{median_amp, scale (applied), measured_scale, phase_rms_deg[, not_applied]}`` (phase
+    rms over unflagged solutions, deg). Raises ValueError when an EB has no unflagged solution."""
     from casacore.tables import table as ctable  # casacore is loaded only where a table is read
 
     with ctable(table, readonly=False, ack=False) as t:
@@ -143,7 +144,8 @@ def alignment_from_table(table: str, n_ebs: int, weights: list[float]) -> list[d
             if not sel.any():
                 raise ValueError(f"execution block {k + 1}: no alignment solution succeeded")
             med.append(float(np.median(np.abs(gains[sel]))))
-        scales = alignment_scales(med, weights)
+        measured = alignment_scales(med, weights)
+        scales, why = applied_alignment_scales(measured)
         out = []
         for k in range(n_ebs):
             rows = obs == k
@@ -152,7 +154,8 @@ def alignment_from_table(table: str, n_ebs: int, weights: list[float]) -> list[d
             good = ~flags[rows]
             rms = float(np.degrees(np.sqrt(np.mean(ph[good] ** 2)))) if good.any() else math.nan
             out.append({"median_amp": round(med[k], 5), "scale": round(scales[k], 5),
-                        "phase_rms_deg": round(rms, 2)})
+                        "measured_scale": round(measured[k], 5), "phase_rms_deg": round(rms, 2),
+                        **({"not_applied": why} if why else {})})
         t.putcol("CPARAM", gains)
     return out
 
@@ -209,6 +212,8 @@ def _rewrite_alignment(ctx: Context, table: str) -> dict[str, Any]:
         per = alignment_from_table(table, len(ebs), weights)
     except ValueError as exc:
         raise DatasetError(ctx.name, f"{ALIGN_STEP}: {exc}") from None
+    if why := next((p["not_applied"] for p in per if p.get("not_applied")), ""):
+        log.warning("%s %s: %s", ctx.name, ALIGN_STEP, why)
     for k, p in enumerate(per):
         log.info("%s %s: EB %d (%s): median gain %.4f -> scale %.4f (visibilities x %.4f), phase rms %.1f deg",
                  ctx.name, ALIGN_STEP, k, Path(ebs[k]["ms"]).name, p["median_amp"], p["scale"],

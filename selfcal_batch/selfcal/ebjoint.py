@@ -139,3 +139,27 @@ def alignment_scales(median_amp: Sequence[float], weights: Sequence[float]) -> l
         raise ValueError("weights must sum to > 0")
     mean_sq = sum(w * g * g for g, w in zip(median_amp, weights, strict=True)) / wsum
     return [g / math.sqrt(mean_sq) for g in median_amp]
+
+
+#: Largest flux-scale difference between two EBs of one target that an alignment may apply,
+#: as a fraction of the visibility scale. Flux-density scales of VLA and e-MERLIN EBs agree
+#: to a few per cent (Perley & Butler 2017, ApJS 230, 7: 1-3 % at cm wavelengths; e-MERLIN's
+#: bootstrap from 3C286 ~5-10 %); a factor beyond 20 % is not a flux-scale offset but a
+#: biased solve (measured, issue 18 re-break: an EB with 90 deg phase errors decorrelated
+#: within its one 'inf' solution read as factors 0.65 / 1.75).
+MAX_ALIGNMENT_OFFSET = 0.2
+
+
+def applied_alignment_scales(scales: Sequence[float],
+                             max_offset: float = MAX_ALIGNMENT_OFFSET) -> tuple[list[float], str]:
+    """The antenna-gain factors to apply (``scales`` of :func:`alignment_scales`), or all 1.0
+    with the reason when any EB's visibility factor ``1 / scale**2`` differs from 1 by more
+    than ``max_offset`` (see :data:`MAX_ALIGNMENT_OFFSET`). The phases are applied either way."""
+    vis = [1.0 / (s * s) for s in scales]
+    if all(abs(v - 1.0) <= max_offset for v in vis):
+        return list(scales), ""
+    shown = "/".join(f"{v:.3g}" for v in vis)
+    return [1.0] * len(scales), (f"flux alignment not applied: visibility factors {shown} differ from 1 by more than "
+                                 f"{100 * max_offset:.0f}% (flux scales of EBs agree to a few per cent; a factor "
+                                 "this large is a solve biased by decorrelation or a bad EB)")
+

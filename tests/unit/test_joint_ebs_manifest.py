@@ -55,7 +55,10 @@ def test_missing_eb_fails_that_dataset_only_naming_it(tmp_path, tiny_ms):
 def test_list_problems_one_line(tmp_path, tiny_ms):
     for n in ("eb1", "other"):
         tiny_ms(tmp_path / f"{n}.ms")
+    (tmp_path / "link.ms").symlink_to(tmp_path / "eb1.ms")
     cases = {'ms = ["eb1.ms", "eb1.ms"]': "listed twice",
+             'ms = ["eb1.ms", "sub/../eb1.ms/"]': "listed twice",  # the same EB spelled otherwise
+             'ms = ["eb1.ms", "link.ms"]': "listed twice",  # or through a link
              'ms = ["eb1.ms", "e*.ms"]': "not globs",
              'ms = ["eb1.ms", 3]': "expected a path or a list of paths",
              'ms = ["eb1.ms", "other.ms"]\ntargets = "science"': "targets: cannot be combined"}
@@ -85,3 +88,29 @@ def test_dry_run_lists_ebs(tmp_path, tiny_ms):
     assert invalid == 0, text
     assert "      ebs       2 execution blocks, self-calibrated jointly:" in text
     assert f"        eb0  {tmp_path / 'eb1.ms'}" in text and f"        eb1  {tmp_path / 'eb2.ms'}" in text
+
+
+def test_a_changed_second_eb_is_said_before_the_run(tmp_path, tiny_ms):
+    """The campaign's and --dry-run's up-front line names a replaced second EB (only the
+    first EB, DatasetSpec.ms, was fingerprinted before: the re-break's finding)."""
+    import json
+    import os
+
+    from selfcal_batch.campaign.preflight import input_change_messages
+    from selfcal_batch.ms.checksum import input_fingerprint
+
+    for n in ("eb1", "eb2", "other"):
+        tiny_ms(tmp_path / f"{n}.ms")
+    camp = load_manifest(_manifest(tmp_path, 'ms = ["eb1.ms", "eb2.ms"]'))
+    joint = camp.datasets[0]
+    root = tmp_path / "out" / "datasets" / "joint"
+    root.mkdir(parents=True)
+    ebs = [p.resolve() for p in joint.ebs]
+    (root / "state.json").write_text(json.dumps({
+        "input_fingerprint": input_fingerprint(joint.ms),
+        "eb_fingerprints": {str(p): input_fingerprint(p) for p in ebs}}))
+    assert input_change_messages(camp.datasets, tmp_path / "out") == {}
+    st = (ebs[1] / "table.dat").stat()
+    os.utime(ebs[1] / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    line = input_change_messages(camp.datasets, tmp_path / "out")["joint"]
+    assert line.startswith(f"execution block 2 ({ebs[1]}) changed since the last run"), line

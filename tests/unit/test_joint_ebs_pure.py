@@ -90,3 +90,41 @@ def test_changed_eb_redoes_the_joint_dataset(tmp_path, fake_ms):
     assert eb_inputs_changed(state, (a, b))
     assert not eb_inputs_changed(state, ())  # one MS: not this check's business
     assert not eb_inputs_changed(tmp_path / "absent.json", (a, b))
+
+
+def test_changed_eb_is_said_naming_it(tmp_path, fake_ms):
+    """The console/dry-run line (restart.eb_change_message) names the EB that changed; the
+    runner redoes from the same message."""
+    import os
+
+    from selfcal_batch.ms.checksum import input_fingerprint
+    from selfcal_batch.pipeline.restart import eb_change_message
+
+    a, b = fake_ms(tmp_path / "a.ms"), fake_ms(tmp_path / "b.ms")
+    state = {"eb_fingerprints": {str(p): input_fingerprint(p) for p in (a, b)}}
+    now = lambda *ps: {str(p): input_fingerprint(p) for p in ps}  # noqa: E731
+    assert eb_change_message(state, now(a, b), "startup") == ""
+    assert eb_change_message(state, now(b, a), "startup").startswith("the execution blocks listed changed")
+    st = (b / "table.dat").stat()
+    os.utime(b / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    line = eb_change_message(state, now(a, b), "startup")
+    assert line.startswith(f"execution block 2 ({b}) changed since the last run (") and line.endswith(
+        "redoing from startup"), line
+    assert eb_change_message({}, now(a, b), "startup") == ""  # no record: an older run, trusted
+    assert eb_change_message(None, now(a, b), "startup") == ""
+
+
+def test_implausible_alignment_is_not_applied():
+    """Factors measured on the re-break's noisy EB (0.804 / 1.322 antenna-gain factors, i.e.
+    visibilities x1.55 / x0.57) are not a flux-scale offset; the healthy pair's are applied."""
+    import math
+
+    from selfcal_batch.selfcal.ebjoint import MAX_ALIGNMENT_OFFSET, alignment_scales, applied_alignment_scales
+
+    healthy = alignment_scales([1.0 * math.sqrt(1.05), 1.0], [1.0, 1.0])
+    assert applied_alignment_scales(healthy) == (healthy, "")
+    scales, why = applied_alignment_scales([0.804, 1.322])
+    assert scales == [1.0, 1.0] and why.startswith("flux alignment not applied: visibility factors 1.55/0.572")
+    edge = 1 / math.sqrt(1 + MAX_ALIGNMENT_OFFSET * 0.99)
+    assert applied_alignment_scales([edge, 1.0])[1] == ""
+    assert applied_alignment_scales([1 / math.sqrt(1 + MAX_ALIGNMENT_OFFSET * 1.01), 1.0])[1]
