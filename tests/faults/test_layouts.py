@@ -183,7 +183,7 @@ CASES: dict[str, tuple[Callable[[Path, Path, Path], Path], dict[str, Any]]] = {
     "refant_partial": (lambda base, sims, d: make_refant_partial(base, d), {"refant": "ea05"}),
     # The same MS with refantmode='strict' (gaincal flags the solutions without ea05), to p0 only.
     "refant_partial_strict": (lambda base, sims, d: Path(str(d / "refant_partial.ms")),
-                              {"refant": "ea05", "refantmode": "strict", "steps": STEPS[:4]}),
+                              {"refant": "ea05", "refantmode": "strict", "steps": [*STEPS[:4], "split_trial_1"]}),
     "zero_weights": (lambda base, sims, d: make_zero_weights(base, d), {}),
     "time_columns": (lambda base, sims, d: make_time_columns(base, d), {}),
     "few_antennas": (lambda base, sims, d: make_few_antennas(base, d), {}),
