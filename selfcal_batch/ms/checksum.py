@@ -63,27 +63,6 @@ def tree_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return diffs
 
 
-def visibility_digest(ms: str | os.PathLike[str], column: str = "DATA", chunk_rows: int = 100_000) -> str:
-    """SHA-256 of what an image of ``column`` sees: the column, FLAG, FLAG_ROW, WEIGHT and
-    WEIGHT_SPECTRUM (when present), read in row chunks with python-casacore.
-
-    For our own working copy only (casacore writes table.lock even when reading; never use it
-    on a user's input MS). Raises RuntimeError/OSError from casacore if the MS cannot be read.
-    """
-    from casacore.tables import table  # lazy: loaded only on this path
-
-    h = hashlib.sha256()
-    with table(str(ms), ack=False) as t:
-        cols = [c for c in (column, "FLAG", "FLAG_ROW", "WEIGHT", "WEIGHT_SPECTRUM") if c in t.colnames()]
-        cols = [c for c in cols if c != "WEIGHT_SPECTRUM" or t.iscelldefined(c, 0)]
-        n = t.nrows()
-        h.update(f"{n} {cols}".encode())
-        for start in range(0, n, chunk_rows):
-            for c in cols:
-                h.update(t.getcol(c, startrow=start, nrow=min(chunk_rows, n - start)).tobytes())
-    return h.hexdigest()
-
-
 #: What an image of a data column reads besides the column: flags and weights.
 FLAG_WEIGHT_COLUMNS = ("FLAG", "FLAG_ROW", "WEIGHT", "WEIGHT_SPECTRUM")
 #: Columns an image of DATA does not read and the pipeline writes between images
@@ -150,8 +129,7 @@ def storage_identity(ms: str | os.PathLike[str], column: str = "DATA") -> dict[s
 
 def flags_digest(ms: str | os.PathLike[str], chunk_rows: int = 100_000) -> str:
     """SHA-256 of the flags and weights (:data:`FLAG_WEIGHT_COLUMNS` present; FLAG packed to
-    bits) read in row chunks with python-casacore: what :func:`visibility_digest` read except
-    the data column (DATA is 8 bytes a visibility, FLAG 1). Our own working copy only.
+    bits) read in row chunks with python-casacore (not the data column: DATA is 8 bytes a visibility, FLAG 1). Our own working copy only.
     Raises RuntimeError/OSError from casacore if the MS cannot be read."""
     import numpy as np  # lazy: loaded only on this path
     from casacore.tables import table  # lazy: loaded only on this path

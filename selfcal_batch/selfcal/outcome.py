@@ -264,23 +264,6 @@ def _ladder_ran(ctx: "Context") -> list[str]:
             if is_ladder(s) and isinstance(r, dict) and r.get("status") in ("done", "skipped")]
 
 
-def deliverable_chain(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The gain chain to deliver: ``chain`` when the final guard finds the self-calibrated image
-    better beyond the noise than the uncalibrated one (both imaged now, with the final-image
-    settings, from the working copy with its current flags: like-for-like); otherwise []
-    with the flags restored to those before self-calibration and outcome ``unchanged``.
-    CORRECTED_DATA must hold ``chain`` applied. (``split_calibrated`` instead judges its
-    final image itself: :func:`guard_precheck` + :func:`judge_delivery`.)"""
-    from selfcal_batch.pipeline.step_tools import final_options  # lazy: pipeline/ is above selfcal/
-
-    decided = guard_precheck(ctx, chain)
-    if decided is not None:
-        return decided
-    a_prod, a_stats = ctx.image(final_options(ctx, "guard_after", "CORRECTED_DATA"), step="guard", role="after",
-                                template=ctx.state.get("template_final", ""))
-    return chain if judge_delivery(ctx, chain, (a_prod.image, a_stats)) else []
-
-
 def guard_precheck(ctx: "Context", chain: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """What is delivered when no image has to be judged (the guard's record reset): [] when
     self-calibration was not attempted or nothing was kept (flags restored, outcome
