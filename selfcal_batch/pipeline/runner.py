@@ -424,11 +424,6 @@ def input_change(state_json: Path, ms: Path, first_step: str) -> str:
     return restart_plan.input_change_message(state, input_fingerprint(ms), first_step)
 
 
-def input_changed(state_json: Path, ms: Path) -> bool:
-    """True when :func:`input_change` has something to say."""
-    return bool(input_change(state_json, ms, "startup"))
-
-
 def _inputs_change(state_json: Path, ms: Path, ebs: tuple[Path, ...], config: PipelineConfig) -> str:
     """Why the recorded run no longer matches its input(s) (:func:`input_change`, then the
     EBs of a joint dataset), or ``""``."""
@@ -445,11 +440,6 @@ def eb_change(state_json: Path, ebs: tuple[Path, ...], first_step: str = "startu
     except (OSError, ValueError):
         return ""
     return restart_plan.eb_change_message(state, {str(p): input_fingerprint(p) for p in ebs}, first_step)
-
-
-def eb_inputs_changed(state_json: Path, ebs: tuple[Path, ...]) -> bool:
-    """Joint EBs: True when the recorded EB list differs or any EB's fingerprint changed."""
-    return bool(eb_change(state_json, ebs))
 
 
 def _invalidate_from(ctx: Context, step: str) -> None:

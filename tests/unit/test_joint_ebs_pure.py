@@ -78,18 +78,21 @@ def test_changed_eb_redoes_the_joint_dataset(tmp_path, fake_ms):
     import os
 
     from selfcal_batch.ms.checksum import input_fingerprint
-    from selfcal_batch.pipeline.runner import eb_inputs_changed
+    from selfcal_batch.pipeline.runner import eb_change
+
+    def bool_eb_change(state, ebs):
+        return bool(eb_change(state, ebs))
 
     a, b = fake_ms(tmp_path / "a.ms"), fake_ms(tmp_path / "b.ms")
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"eb_fingerprints": {str(p): input_fingerprint(p) for p in (a, b)}}))
-    assert not eb_inputs_changed(state, (a, b))
-    assert eb_inputs_changed(state, (b, a))  # another EB list (order = observation ids)
+    assert not bool_eb_change(state, (a, b))
+    assert bool_eb_change(state, (b, a))  # another EB list (order = observation ids)
     st = (b / "table.dat").stat()
     os.utime(b / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # EB b rewritten
-    assert eb_inputs_changed(state, (a, b))
-    assert not eb_inputs_changed(state, ())  # one MS: not this check's business
-    assert not eb_inputs_changed(tmp_path / "absent.json", (a, b))
+    assert bool_eb_change(state, (a, b))
+    assert not bool_eb_change(state, ())  # one MS: not this check's business
+    assert not bool_eb_change(tmp_path / "absent.json", (a, b))
 
 
 def test_changed_eb_is_said_naming_it(tmp_path, fake_ms):

@@ -206,18 +206,18 @@ def test_input_fingerprint_sees_a_replaced_ms(tmp_path) -> None:
     import os
 
     from selfcal_batch.ms.checksum import input_fingerprint
-    from selfcal_batch.pipeline.runner import input_changed
+    from selfcal_batch.pipeline.runner import input_change
 
     ms = tmp_path / "a.ms"
     ms.mkdir()
     (ms / "table.dat").write_bytes(b"x" * 10)
     (ms / "table.f0").write_bytes(b"y" * 100)
     state = tmp_path / "state.json"
-    assert not input_changed(state, ms)  # no state yet
+    assert not bool(input_change(state, ms, "startup"))  # no state yet
     state.write_text(json.dumps({"steps": {}}))
-    assert not input_changed(state, ms)  # an earlier version's state: trusted
+    assert not bool(input_change(state, ms, "startup"))  # an earlier version's state: trusted
     state.write_text(json.dumps({"input_fingerprint": input_fingerprint(ms)}))
-    assert not input_changed(state, ms)
+    assert not bool(input_change(state, ms, "startup"))
     (ms / "table.f0").write_bytes(b"z" * 100)
     os.utime(ms / "table.f0", ns=(1, 1))
-    assert input_changed(state, ms)
+    assert bool(input_change(state, ms, "startup"))
