@@ -11,8 +11,8 @@ CORRECTED_DATA into the input MS itself (only then is it modified).
 Interpolation: the solutions are per spw (gaincal solves one complex gain per antenna, spw
 and solution interval; ``chanbin`` only averaged channels inside a spw, so every original
 channel of a spw takes its spw's solution: spw ids match because the copy uses the working
-copy's spw selection). In time, ``linear`` between solution centres (nearest beyond the
-first/last), as the pipeline applied them: valid for any sampling finer than the solution
+copy's spw selection). In time, ``linear`` between solution centres within one observation
+id (``linearperobs``; nearest beyond the first/last), as the pipeline applied them: valid for any sampling finer than the solution
 interval, also data that ``timebin`` averaged.
 
 Only the gains are applied: flags the pipeline added (antenna flags, rflag) and statwt
@@ -33,7 +33,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-INTERP = "linear"
+#: As the pipeline applied them (casa.calibration.INTERP): linear in time within one observation id.
+INTERP = "linearperobs"
 
 
 @dataclass

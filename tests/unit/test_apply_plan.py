@@ -16,7 +16,7 @@ def test_finished_dataset_plan_uses_paths_relative_to_outdir():
     rec = applycal_record(p, "datasets/x/applied.ms")
     kw = rec["kwargs"]
     assert kw["vis"] == "datasets/x/applied.ms" and kw["gaintable"] == p.tables
-    assert kw["interp"] == ["linear", "linear"] and kw["applymode"] == "calflag"
+    assert kw["interp"] == ["linearperobs", "linearperobs"] and kw["applymode"] == "calflag"
     assert not any(str(v).startswith("/old") for v in kw["gaintable"])
 
 
