@@ -101,6 +101,11 @@ def run_casa(
 # -- call builders for the tasks the pipeline uses ------------------------------------
 
 
+#: Time interpolation of every applied gain table (applycal, and gaincal's pre-applied tables): linear within one observation id
+#: (CASA 'perobs': a solution of another observation is never used, see :func:`applycal_call`).
+INTERP = "linearperobs"
+
+
 def gaincal_call(
     vis: str,
     caltable: str,
@@ -124,7 +129,10 @@ def gaincal_call(
 
     ``solnorm``/``normtype`` ('mean' or 'median'): normalise the solution amplitudes to 1
     (CASA gaincal), so amplitude self-calibration corrects per-antenna errors without
-    moving the flux scale of the (self-made) model."""
+    moving the flux scale of the (self-made) model. Pre-applied ``gaintable``s interpolate
+    within one observation id (:data:`INTERP`), like applycal: with plain 'linear', a joint
+    EB's rows after its one ``align_ebs`` solution were interpolated towards the next EB's,
+    and that EB's dead antennas flagged them in the solve (measured, issue 18)."""
     return task(
         "gaincal",
         vis=vis,
@@ -143,14 +151,10 @@ def gaincal_call(
         normtype=str(normtype),
         gaintable=list(gaintable or []),
         spwmap=[list(m) for m in (spwmap or [])],
+        interp=[INTERP] * len(gaintable or []),
         uvrange=uvrange,
         append=False,
     )
-
-
-#: applycal's time interpolation of every gain table: linear within one observation id
-#: (CASA 'perobs': a solution of another observation is never used, see :func:`applycal_call`).
-INTERP = "linearperobs"
 
 
 def applycal_call(
