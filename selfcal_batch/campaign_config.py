@@ -30,6 +30,13 @@ DATASET_KEYS_DOC: tuple[tuple[str, str, str], ...] = (
                                "default \"{name}__{field}\"; no '/'.")),
     ("min_target_time_s", "number (s)", ("Targets with less unflagged time on source are skipped "
                                          "with the reason; default 60.")),
+    ("group", "string", ("With targets over several MSs (a glob or a list in ms): one joint dataset "
+                         "per target holding its fields from every MS, EBs in order of observation; "
+                         "\"name\" (same field name; positions must agree within "
+                         "group_tolerance_arcsec) or \"position\" (centres within it).")),
+    ("group_tolerance_arcsec", "number (arcsec)", ("Position tolerance of group, > 0; default 1.0. A name "
+                                                   "group whose positions differ more fails with one line "
+                                                   "naming both MSs and the separation.")),
 )
 
 

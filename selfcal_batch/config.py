@@ -171,6 +171,10 @@ class PipelineConfig:
     band: str = setting("C", "Receiver band: VLA 4 P L S C X Ku K Ka Q, e-MERLIN L C K; "
                         "picks the template values, cell and taper.")
     field: str = setting("", "CASA field selection of the working copy ('' = all).")
+    eb_fields: tuple[str, ...] = setting((), "Joint execution blocks: the field selection of each EB's "
+                                         "working copy, in ms order ([] = field in every EB); set by "
+                                         "grouping targets (group), where a target's field ids or names "
+                                         "differ between EBs.")
     spw: str = setting("", "CASA spw selection of the working copy ('' = all).")
     input_column: str = setting("data", "Column of the input MS to self-calibrate ('corrected' "
                                 "for an observatory-calibrated MS).",

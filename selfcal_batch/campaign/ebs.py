@@ -7,26 +7,30 @@ table is opened); the manifest turns the result into ``DatasetSpec.ebs``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
+
 from selfcal_batch.ms.view import archive_hint
-from typing import Any
+from selfcal_batch.selfcal.ebjoint import pointing_problem
 
 #: Dataset keys that cannot be combined with a list of EBs (each names one MS).
 EXCLUSIVE_KEYS = ("simulate", "targets", "target_name", "min_target_time_s")
 
 
-def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any],
-                    base_dir: Path) -> tuple[tuple[Path, ...], tuple[str, str] | None]:
+def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any], base_dir: Path,
+                    exclusive: tuple[str, ...] = EXCLUSIVE_KEYS) -> tuple[tuple[Path, ...], tuple[str, str] | None]:
     """The EBs' absolute paths, or ``(key, one-line problem)`` naming the EB at fault.
 
-    Problems: not a list of >= 2 path strings, a glob, a key of :data:`EXCLUSIVE_KEYS`, an EB
-    listed twice, an EB that does not exist or is not a directory."""
+    Problems: not a list of >= 2 path strings, a glob, a key of ``exclusive`` (default
+    :data:`EXCLUSIVE_KEYS`; a grouped list, ``group``, allows the target keys), an EB listed
+    twice, an EB that does not exist or is not a directory."""
     if len(ms_raw) < 2 or not all(isinstance(m, str) and m for m in ms_raw):
         return (), ("ms", f"ms: expected a path or a list of paths, got {ms_raw!r}")
     if any(c in m for m in ms_raw for c in "*?["):
         return (), ("ms", "ms: a list of execution blocks takes plain paths, not globs")
-    for key in EXCLUSIVE_KEYS:
+    for key in exclusive:
         if key in entry:
-            return (), (key, f"{key}: cannot be combined with a list of execution blocks in ms")
+            return (), (key, f"{key}: cannot be combined with a list of execution blocks in ms"
+                             + (' (to group the targets of several MSs, add group = "name")' if key == "targets" else ""))
     ebs = tuple(q if (q := Path(m).expanduser()).is_absolute() else base_dir / q for m in ms_raw)
     if len({p.resolve() for p in ebs}) != len(ebs):  # also through '..', a trailing '/' or a link
         return (), ("ms", "ms: the same execution block is listed twice")
@@ -37,3 +41,69 @@ def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any],
         if not ms.is_dir():
             return (), ("ms", f"ms is not a measurement set directory: {ms} {where}{archive_hint(ms)}")
     return ebs, None
+
+
+def selected_fields(fields: list[dict[str, Any]], selection: str) -> list[dict[str, Any]] | None:
+    """The FIELD records a CASA ``field`` selection names (pure): comma-separated names or
+    ids; '' = every field with data. None when the selection holds a CASA pattern (``*``,
+    ``~``, ``<``, ``>``: left to CASA) or names no field (the table check reports that)."""
+    items = [x.strip() for x in (selection or "").split(",") if x.strip()]
+    if not items:
+        return [f for f in fields if f["rows"]] or None
+    out = []
+    for it in items:
+        if any(c in it for c in "*~<>"):
+            return None
+        hit = [f for f in fields if f["name"] == it] or [f for f in fields if it.isdigit() and f["id"] == int(it)]
+        if not hit:
+            return None
+        out.extend(hit)
+    return out
+
+
+def working_nchan(nchan: int, chanbin: int) -> int:
+    """Channels of one spw in the working copy after ``chanbin`` (CASA split ``width``):
+    a last, partial bin is dropped (measured, CASA 6.7: 4 channels, width 3 -> 1)."""
+    return max(1, nchan // max(1, chanbin))
+
+
+def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str, Any], chanbin: int,
+                   spw: str = "") -> str:
+    """One line when the EBs of one joint dataset are at different phase centres
+    (:func:`~selfcal_batch.selfcal.ebjoint.pointing_problem`) or their target's spws have
+    different channel counts after ``chanbin`` (the startup's own message, same words); ''
+    otherwise, also when an EB's fields were not read (the table check reports that EB).
+    Channel counts are not predicted when the dataset selects spws (``spw``: left to startup).
+
+    ``found``: ``{ms: field records or problem}`` (:func:`selfcal_batch.ms.fields.list_fields`)."""
+    from selfcal_batch.pipeline.steps_joint import channel_count_problem  # lazy: the step module, only here
+
+    centres, nchan = [], []
+    for ms, sel in zip(ebs, selections, strict=True):
+        info = found.get(str(ms))
+        chosen = selected_fields(info, sel) if isinstance(info, list) else None
+        if not chosen:
+            return ""
+        centres.append((chosen[0]["ra_deg"], chosen[0]["dec_deg"]))
+        spws = sorted({tuple(w) for f in chosen for w in f.get("spws", [])})
+        nchan.append([] if spw else [working_nchan(n, chanbin) for _w, n in spws])
+    return pointing_problem([str(p) for p in ebs], centres) or channel_count_problem(ebs, nchan)
+
+
+def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None
+                       ) -> dict[str, str]:
+    """``{dataset name: one line}`` of :func:`layout_problem` for every valid joint dataset
+    (``DatasetSpec.ebs``); the EBs' fields are read in a child process (``reader``, default
+    :func:`selfcal_batch.ms.fields.list_fields`, on private read-only views)."""
+    joint = [d for d in datasets if d.ok and d.config is not None and len(d.ebs) > 1]
+    if not joint:
+        return {}
+    if reader is None:
+        from selfcal_batch.ms.fields import list_fields as reader  # lazy: starts a child, only when asked
+    found = reader(sorted({str(p) for d in joint for p in d.ebs}))
+    out = {}
+    for d in joint:
+        sels = list(d.config.eb_fields) if d.config.eb_fields else [d.config.field] * len(d.ebs)
+        if line := layout_problem(d.ebs, sels, found, d.config.chanbin, d.config.spw):
+            out[d.name] = line
+    return out

@@ -25,6 +25,7 @@ from typing import Any
 from selfcal_batch.campaign_config import CLUSTER_KINDS, CampaignSection, ClusterSpec  # noqa: F401
 from selfcal_batch.campaign import variants as sweep_variants
 from selfcal_batch.campaign.ebs import resolve_eb_list
+from selfcal_batch.campaign.groups import GROUP_KEYS, group_datasets, parse_group_keys
 from selfcal_batch.campaign.keylines import KeyLocator, key_path_of
 from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys, separate_generated_names
 from selfcal_batch.config import PipelineConfig
@@ -73,6 +74,11 @@ class DatasetSpec:
     #: Joint execution blocks (``ms = ["eb1.ms", "eb2.ms"]``): every EB's absolute path, the
     #: first being ``ms``; empty for an ordinary one-MS dataset (see :attr:`inputs`).
     ebs: tuple[Path, ...] = ()
+    #: Grouping of expanded targets across MSs (campaign/groups.py): "name" | "position" | "".
+    group: str = ""
+    group_tolerance_arcsec: float = 1.0
+    #: The entry's ``name`` as written ('' = none), for grouped datasets' names.
+    entry_name: str = ""
 
     @property
     def ok(self) -> bool:
@@ -222,6 +228,7 @@ def parse_manifest(text: str, path: Path) -> Campaign:
     for i, entry in enumerate(entries):
         datasets.extend(_resolve_dataset(i, entry, base_dict, base_dir, loc, label))
     datasets, skipped_targets = expand_datasets(datasets)  # reads MSs only when targets are asked
+    datasets = group_datasets(datasets)  # group = "name" | "position": one joint dataset per target
     datasets = separate_generated_names(datasets)  # colliding generated names never stop the manifest
     if section.variants:
         if problem := sweep_variants.check(section.variants):
@@ -254,7 +261,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
     raw_name = entry.get("name")
     ms_raw = entry.get("ms")
     simulate = entry.get("simulate")
-    overrides = {k: v for k, v in entry.items() if k not in DATASET_KEYS and k not in TARGET_KEYS}
+    overrides = {k: v for k, v in entry.items() if k not in (*DATASET_KEYS, *TARGET_KEYS, *GROUP_KEYS)}
 
     def err(nm: str, key_path: tuple, msg: str, ms: Path | None = None) -> DatasetSpec:
         ln = loc.find(("datasets", i, *key_path)) or line
@@ -271,20 +278,32 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         if ms_raw is None:
             return [err(fallback, (), "ms: missing (every dataset needs ms = \"path/to.ms\")")]
         return [err(fallback, ("ms",), f"ms: expected a path string, got {ms_raw!r}")]
-    allowed = set(DATASET_KEYS) | set(TARGET_KEYS) | {f.name for f in dataclasses.fields(PipelineConfig)}
+    allowed = {*DATASET_KEYS, *TARGET_KEYS, *GROUP_KEYS, *(f.name for f in dataclasses.fields(PipelineConfig))}
     for key in entry:
         if key not in allowed:
             return [err(fallback, (key,), str(did_you_mean(key, "unknown key", key, sorted(allowed))))]
-    if isinstance(ms_raw, list):
+    group_kw, problem = parse_group_keys(entry)
+    if problem:
+        return [err(fallback, (problem[0],), problem[1])]
+    if "eb_fields" in entry and not (isinstance(ms_raw, list) and not group_kw):
+        return [err(fallback, ("eb_fields",), "eb_fields: only with a list of execution blocks in ms (without group)")]
+    if isinstance(ms_raw, list) and not group_kw:
         return _resolve_ebs(i, entry, ms_raw, base_dict, base_dir, fallback, err, line)
     if simulate is not None and not isinstance(simulate, dict):
         return [err(fallback, ("simulate",), "simulate: expected a table (preset = ..., ...)")]
     target_kw, problem = parse_target_keys(entry)
     if problem:
         return [err(fallback, (problem[0],), problem[1])]
+    if group_kw:
+        target_kw = {**target_kw, **group_kw, "entry_name": raw_name or ""}
 
-    is_glob = any(c in ms_raw for c in "*?[")
-    if is_glob:
+    is_glob = not isinstance(ms_raw, list) and any(c in ms_raw for c in "*?[")
+    if isinstance(ms_raw, list):  # group over listed MSs: one dataset per MS, each expanded, then grouped
+        ebs, problem = resolve_eb_list(ms_raw, entry, base_dir, exclusive=("simulate",))
+        if problem:
+            return [err(fallback, (problem[0],), problem[1])]
+        pairs = [(raw_name or m.name.rsplit(".", 1)[0], m) for m in ebs]
+    elif is_glob:
         if simulate is not None:
             return [err(fallback, ("simulate",), "simulate: cannot be combined with a glob in ms")]
         pattern = str(_resolve(base_dir, ms_raw))
@@ -336,6 +355,9 @@ def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: di
                  fallback: str, err: Any, line: int | None) -> list[DatasetSpec]:
     """``ms = ["eb1.ms", "eb2.ms"]``: one dataset of several execution blocks (campaign/ebs.py)."""
     ebs, problem = resolve_eb_list(ms_raw, entry, base_dir)
+    if not problem and "eb_fields" in entry and (not isinstance(entry["eb_fields"], list) or len(entry["eb_fields"]) != len(ebs)):
+        problem = ("eb_fields", f"eb_fields: expected a list of {len(ebs)} field selections (one per execution block), "
+                                f"got {entry['eb_fields']!r}")
     nm = fallback if entry.get("name") or not ebs else (ebs[0].name.rsplit(".", 1)[0] or fallback)
     if problem or not _NAME_RE.match(nm):
         key, msg = problem or ("name", f"name: {nm!r} must be letters, digits, '.', '_', '+' or '-'")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from selfcal_batch.campaign.cluster import capacity, check_claims, describe, render_job_script, resolve_cluster
+from selfcal_batch.campaign.ebs import eb_layout_problems
 from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
 from selfcal_batch.campaign.preflight import (dataset_input_problems, input_change_messages, output_dir_problem,
                                               output_inside_input, restart_messages)
@@ -36,9 +38,15 @@ def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) ->
 
 
 def input_check(camp: Campaign, opts: RunOptions) -> dict[str, list[str]]:
-    """The up-front input check (:func:`preflight.dataset_input_problems`), only for the
-    pipeline task (a ``--task`` stand-in reads no MS)."""
-    return dataset_input_problems(camp.datasets) if opts.task == DEFAULT_TASK else {}
+    """The up-front input check (:func:`preflight.dataset_input_problems`, then
+    :func:`ebs.eb_layout_problems` for joint datasets), only for the pipeline task (a
+    ``--task`` stand-in reads no MS)."""
+    if opts.task != DEFAULT_TASK:
+        return {}
+    found = dataset_input_problems(camp.datasets)
+    # joint EBs whose inputs are sound: one pointing, one channel count (startup's own refusal)
+    layout = eb_layout_problems([d for d in camp.datasets if d.name not in found])
+    return {**found, **{name: [line] for name, line in layout.items()}}
 
 
 def restart_lines(camp: Campaign, opts: RunOptions) -> dict[str, str]:
@@ -62,6 +70,33 @@ def check_restart_step(opts: RunOptions) -> None:
     if opts.restart_from and STEP_ALIASES.get(opts.restart_from, opts.restart_from) not in STEP_NAMES:
         raise ConfigError(f"--restart-from: unknown step {opts.restart_from!r} "
                           f"(choose from: {', '.join(STEP_NAMES)})")
+
+
+def _start(mjd_s: float | None) -> str:
+    """MJD seconds (MS TIME) -> ``YYYY-MM-DD HH:MM`` UTC ('?' when unknown)."""
+    if mjd_s is None:
+        return "?"
+    return datetime.fromtimestamp(float(mjd_s) - 3506716800.0, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _target_text(t: dict) -> str:
+    return (f"field {t['field']} (id {t['field_id']}; {', '.join(t['intents']) or 'no intents'}; "
+            f"{t['time_on_source_s']:g} s on source)")
+
+
+def _eb_lines(d: DatasetSpec) -> list[str]:
+    """The dry-run lines of a dataset's EBs and target (a grouped target: each EB's field)."""
+    lines = []
+    per = (d.target or {}).get("ebs") or []
+    if d.ebs:
+        lines.append(f"      ebs       {len(d.ebs)} execution blocks, self-calibrated jointly"
+                     + (f" (grouped by {d.group}, in order of observation):" if per else ":"))
+        for k, p in enumerate(d.ebs):
+            t = per[k] if k < len(per) else None
+            lines.append(f"        eb{k}  {p}" + (f"  {_target_text(t)}, start {_start(t.get('start_s'))}" if t else ""))
+    if d.target and not per:
+        lines.append(f"      target    {_target_text(d.target)}")
+    return lines
 
 
 def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
@@ -107,16 +142,11 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                                        + "/".join(f"{x:g}" for x in cfg.template_thresholds_mjy) + " mJy")
         lines.append(f"  - {d.name}")
         lines.append(f"      ms        {d.ms}{sim}")
-        if d.ebs:
-            lines.append(f"      ebs       {len(d.ebs)} execution blocks, self-calibrated jointly:")
-            lines.extend(f"        eb{k}  {p}" for k, p in enumerate(d.ebs))
-        if d.target:
-            lines.append(f"      target    field {d.target['field']} (id {d.target['field_id']}; "
-                         f"{', '.join(d.target['intents']) or 'no intents'}; "
-                         f"{d.target['time_on_source_s']:g} s on source)")
+        lines.extend(_eb_lines(d))
         lines.append(f"      template  {templ}")
         lines.append(f"      steps     {' '.join(steps_for(cfg.steps, joint=True) if d.ebs else cfg.steps)}")
-        lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {cfg.field or '(all)'}, "
+        fields = cfg.field or (f"per EB {' | '.join(cfg.eb_fields)}" if cfg.eb_fields else "(all)")
+        lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {fields}, "
                      f"{cfg.instrument} {cfg.band}")
         lines.append(f"      resources cores={t} (WSClean -j {t})")
         if d.overrides:

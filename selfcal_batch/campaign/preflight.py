@@ -309,20 +309,35 @@ def input_problems(inputs: Iterable[tuple[str | Path, str]], field: str = "") ->
     return {k[0]: v for k, v in item_problems((ms, col, field) for ms, col in inputs).items()}
 
 
+def one_line_per_ms(ms: str, lines: list[str], where: str = "") -> str:
+    """The problems of one MS as one line naming it once (pure): ``"<ms>: a; b<where>"``
+    (each line of :func:`item_problems` starts with ``"<ms>: "``)."""
+    parts = [ln[len(ms) + 2:] if ln.startswith(ms + ": ") else ln for ln in lines]
+    return f"{ms}: {'; '.join(parts)}{where}"
+
+
 def dataset_input_problems(datasets: Iterable[Any]) -> dict[str, list[str]]:
-    """``{dataset name: [one line per problem]}`` of :func:`input_problems` for every valid
-    dataset (a ``manifest.DatasetSpec`` without ``error``) whose MS exists or is not
-    simulated on first use; every execution block of a joint dataset (``DatasetSpec.ebs``)
-    is checked, each problem naming its MS."""
-    pairs: dict[str, list[tuple[str, str]]] = {}
+    """``{dataset name: [one line per MS with problems]}`` of :func:`input_problems` for
+    every valid dataset (a ``manifest.DatasetSpec`` without ``error``) whose MS exists or is
+    not simulated on first use; every execution block of a joint dataset (``DatasetSpec.ebs``)
+    is checked with its own field selection (``eb_fields``), its line naming the EB and its
+    place (``(execution block 2 of 2)``)."""
+    pairs: dict[str, list[tuple[str, str, str]]] = {}
     for d in datasets:
         if not d.ok or d.ms is None or d.config is None or (d.simulate and not Path(d.ms).exists()):
             continue
-        pairs[d.name] = [(str(ms), d.config.input_column, d.config.field)
-                         for ms in (getattr(d, "ebs", ()) or (d.ms,))]
+        ebs = getattr(d, "ebs", ()) or (d.ms,)
+        fields = list(getattr(d.config, "eb_fields", ()) or ()) if len(ebs) > 1 else []
+        pairs[d.name] = [(str(ms), d.config.input_column, fields[k] if len(fields) == len(ebs) else d.config.field)
+                         for k, ms in enumerate(ebs)]
     found = item_problems(sorted({p for ps in pairs.values() for p in ps}))
-    out = {name: [line for p in ps for line in found.get(p, [])] for name, ps in pairs.items()}
-    return {name: lines for name, lines in out.items() if lines}
+    out = {}
+    for name, ps in pairs.items():
+        lines = [one_line_per_ms(p[0], found[p], f" (execution block {k + 1} of {len(ps)})" if len(ps) > 1 else "")
+                 for k, p in enumerate(ps) if found.get(p)]
+        if lines:
+            out[name] = lines
+    return out
 
 
 def restart_messages(datasets: Iterable[Any], out_dir: Path, step: str) -> dict[str, str]:

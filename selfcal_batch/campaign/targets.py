@@ -226,7 +226,8 @@ def _one_per_field(d: Any, fields: tuple[dict[str, Any], ...]) -> list[Any]:
         selection = ",".join(str(i) for i in f.get("ids", [f["id"]]))
         cfg = d.config.with_updates(field=selection)
         target = {"ms": str(d.ms), "field": f["name"], "field_id": f["id"], "intents": f["intents"],
-                  "time_on_source_s": f["time_on_source_s"], "ra_deg": f["ra_deg"], "dec_deg": f["dec_deg"]}
+                  "time_on_source_s": f["time_on_source_s"], "ra_deg": f["ra_deg"], "dec_deg": f["dec_deg"],
+                  "start_s": f.get("start_s"), "spws": f.get("spws", [])}
         out.append(dataclasses.replace(d, name=name, config=cfg, targets=(), target=target,
                                        overrides={**d.overrides, "field": selection}))
     return out

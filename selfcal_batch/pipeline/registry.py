@@ -72,7 +72,7 @@ _LADDER = "selfcal_batch.pipeline.ladder:run_step"
 
 #: Every step, in run order (extension steps run after the last phase step, before ap1).
 STEPS: tuple[Step, ...] = (
-    Step("startup", f"{_PREP}:startup", "prep", ("field", "spw", "timebin", "chanbin", "input_column"),
+    Step("startup", f"{_PREP}:startup", "prep", ("field", "eb_fields", "spw", "timebin", "chanbin", "input_column"),
          work_ms=False),
     Step("save_init_flags", f"{_PREP}:save_init_flags", "prep", ("statwt_init",)),
     Step("fov_image", f"{_PREP}:fov_image", "prep",
@@ -160,7 +160,8 @@ def mask_row(step: str) -> str:
 #: ``ladder_economy`` is a speed setting (same decisions, scripts/bench_quality.py): an older
 #: output's ladder steps stay valid with it on, so only turning it off enters the hash.
 ADDED_KEYS: dict[str, Any] = {"uvrange_cal": "", "uvrange_image": "", "primary_beam": True, "pb_cutoff": 0.2,
-                              "ladder_economy": True, "outside_ratio": 3.0}
+                              "ladder_economy": True, "outside_ratio": 3.0,
+                              "eb_fields": []}
 
 
 def depends(step: str, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,12 @@ from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.pipeline.context import Context
 
 
-def working_copy(ctx: Context, src: Path, view: Path, work: Path, label: str, where: str = "") -> dict[str, Any]:
+def working_copy(ctx: Context, src: Path, view: Path, work: Path, label: str, where: str = "",
+                 field: str | None = None) -> dict[str, Any]:
     """The private working copy ``work`` of the input MS ``src`` (CASA job ``working_copy``
-    on a read-only view of ``src`` with the dataset's field, spw, column and averaging; the
-    view is removed after). Returns the job's ``{"src": ..., "work": ...}`` summaries.
+    on a read-only view of ``src`` with the dataset's field (or ``field``: one EB's own
+    selection, ``eb_fields``), spw, column and averaging; the view is removed after).
+    Returns the job's ``{"src": ..., "work": ...}`` summaries.
     Raises a one-line DatasetError naming ``src`` (never the view) when it is missing (``where``
     follows the path: which execution block), not an MS, unreadable or refused by CASA."""
     if not src.exists():
@@ -28,7 +30,7 @@ def working_copy(ctx: Context, src: Path, view: Path, work: Path, label: str, wh
         except OSError as exc:
             raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
         try:
-            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(work), field=ctx.cfg.field,
+            out = ctx.casa([cal.job("working_copy", view=str(view), work=str(work), field=ctx.cfg.field if field is None else field,
                                     spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
                                     timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label=label)[0]
         except CasaTaskError as exc:

@@ -56,7 +56,8 @@ def _copy_eb(ctx: Context, k: int, src: Path) -> dict[str, Any]:
     part.parent.mkdir(exist_ok=True)
     ctx.remove(part, Path(str(part) + ".flagversions"))
     return working_copy(ctx, src, view, part, f"working-copy-eb{k}",
-                        f" (execution block {k + 1} of {len(ctx.ebs)})")
+                        f" (execution block {k + 1} of {len(ctx.ebs)})",
+                        field=ctx.cfg.eb_fields[k] if ctx.cfg.eb_fields else None)
 
 
 def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[int]]) -> str:

@@ -4,7 +4,9 @@ Design: DESIGN.md, "Joint EBs (issue 18)". Nothing here reads an MS or runs a pr
 inputs are numbers measured elsewhere (field tables, spectral-window tables, gain tables).
 
 * :func:`group_targets`: expanded targets of several MSs -> groups of one target (same
-  field name, or centres within a tolerance).
+  field name, or centres within a tolerance); :func:`group_ebs` orders each group's EBs by
+  observation start and refuses a name group whose positions differ.
+* :func:`pointing_problem`: EBs of one joint dataset at different phase centres.
 * :func:`map_spws`: per EB, spw id -> a common spectral-window key by frequency, so EBs with
   different spw numbering and channelisation line up (auto_selfcal's dominant bug class:
   peers.md, issues #12, #28, PR #8).
@@ -62,6 +64,82 @@ def group_targets(targets: Sequence[dict[str, Any]], by: str = "name",
         else:
             groups.append([i])
     return groups
+
+
+#: Phase centres of one target in two EBs closer than this are one pointing (arcsec): CASA
+#: ``concat``'s default ``dirtol`` (1 mas), below which it joins the EBs' FIELD rows into one
+#: field. Farther apart, the joint working copy holds two fields and WSClean images only the
+#: first (measured, issue 18: the second EB then has no model and ``align_ebs`` fails with
+#: "no alignment solution succeeded").
+SAME_POINTING_ARCSEC = 0.001
+
+
+@dataclass(frozen=True)
+class EBGroup:
+    """One target's fields across MSs (:func:`group_ebs`): ``members`` are indices into the
+    input records in EB order (observation start, then MS path); ``problem`` is '' or one line
+    why the group cannot be one joint dataset."""
+
+    members: tuple[int, ...]
+    problem: str = ""
+
+
+def group_ebs(targets: Sequence[dict[str, Any]], by: str = "name",
+              tolerance_arcsec: float = 1.0) -> list[EBGroup]:
+    """Group expanded targets of several MSs into one joint dataset per source (pure).
+
+    Args:
+        targets: ``{ms, field, ra_deg, dec_deg, start_s}`` records (``start_s``: the target's
+            first time stamp in that MS, MJD seconds, or None).
+        by: ``"name"`` (same field name) or ``"position"`` (centres within
+            ``tolerance_arcsec`` of the group's first member: :func:`group_targets`).
+        tolerance_arcsec: position tolerance (arcsec), > 0.
+
+    Returns:
+        Groups in the order of their earliest member; members sorted by ``start_s`` (unknown
+        last), then MS path, so the EB order does not depend on the manifest's or the glob's
+        order. A name group whose members lie farther than ``tolerance_arcsec`` from its
+        first member carries a ``problem`` naming both MSs and the separation (another
+        pointing under the same name is not silently joined).
+
+    Raises:
+        ValueError: unknown ``by`` or a tolerance <= 0 (:func:`group_targets`).
+    """
+    def order(i: int) -> tuple[bool, float, str]:
+        st = targets[i].get("start_s")
+        return (st is None, float(st) if st is not None else 0.0, str(targets[i]["ms"]))
+
+    ranked = sorted(range(len(targets)), key=order)
+    raw = group_targets([targets[i] for i in ranked], by, tolerance_arcsec)
+    out = []
+    for g in raw:
+        members = tuple(ranked[j] for j in g)
+        out.append(EBGroup(members, _name_group_problem(targets, members, tolerance_arcsec) if by == "name" else ""))
+    return out
+
+
+def _name_group_problem(targets: Sequence[dict[str, Any]], members: tuple[int, ...], tolerance_arcsec: float) -> str:
+    first = targets[members[0]]
+    for i in members[1:]:
+        t = targets[i]
+        sep = angular_separation_arcsec(first["ra_deg"], first["dec_deg"], t["ra_deg"], t["dec_deg"])
+        if sep > tolerance_arcsec:
+            return (f"field {first['field']!r} of {first['ms']} and of {t['ms']} are {sep:.3g} arcsec apart "
+                    f"(> group_tolerance_arcsec = {tolerance_arcsec:g}): not one target, not grouped")
+    return ""
+
+
+def pointing_problem(ebs: Sequence[str], centres: Sequence[tuple[float, float]],
+                     tolerance_arcsec: float = SAME_POINTING_ARCSEC) -> str:
+    """One line naming the first EB whose target phase centre (RA, Dec in deg) lies farther
+    than ``tolerance_arcsec`` from the first EB's, with the separation; '' when all agree.
+    See :data:`SAME_POINTING_ARCSEC` for why the default is CASA concat's 1 mas."""
+    for k in range(1, len(ebs)):
+        sep = angular_separation_arcsec(*centres[0], *centres[k])
+        if sep > tolerance_arcsec:
+            return (f"execution block {k + 1} ({ebs[k]}): phase centre {sep:.3g} arcsec from execution block 1's "
+                    f"({ebs[0]}): joint self-calibration needs one pointing (within {tolerance_arcsec * 1000:g} mas)")
+    return ""
 
 
 @dataclass(frozen=True)
