@@ -84,3 +84,18 @@ def drop_spw_rows(ms: Path, spw: int) -> None:
         sel.close()
     shutil.rmtree(ms)
     tmp.rename(ms)
+
+
+# -- targets of several EBs grouped per target (issue 18, item 2: group = "name") ----------
+
+#: A small EB for the grouping tests: the calibrator and the first two targets, 2 x 60 s each.
+GROUP_COMMON = {**COMMON, "duration_s": 120.0, "n_scans": 2}
+
+
+def group_eb_spec(seed: int, start_date: str, shift_arcsec: float = 0.0, **over) -> SimSpec:
+    """Calibrator + two targets (J1001+4000, J1003+4100) observed on ``start_date``;
+    ``shift_arcsec``: the second target's centre moved north by that much (another pointing
+    under the same name)."""
+    fields = [CALIBRATOR] + [FieldSpec(n, "OBSERVE_TARGET", ddec_deg=dd + (shift_arcsec / 3600.0 if k else 0.0),
+                                       components=c) for k, (n, dd, c) in enumerate(TARGETS[:2])]
+    return spec_from_preset("vla-c", fields=fields, seed=seed, start_date=start_date, **{**GROUP_COMMON, **over})

@@ -1,0 +1,179 @@
+"""Grouping the targets of several EBs into joint datasets, and the up-front EB checks
+(issue 18, item 2): pure decisions on generated field lists; no MS is read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from selfcal_batch.campaign.ebs import layout_problem, selected_fields, working_nchan
+from selfcal_batch.campaign.groups import group_datasets, parse_group_keys
+from selfcal_batch.campaign.manifest import DatasetSpec
+from selfcal_batch.campaign.preflight import one_line_per_ms
+from selfcal_batch.campaign.targets import expand_datasets
+from selfcal_batch.config import PipelineConfig
+from selfcal_batch.selfcal.ebjoint import group_ebs, pointing_problem
+
+DAY = 86400.0
+T0 = 5.1e9  # MJD seconds (2020s)
+
+
+def _field(k: int, name: str, dec: float, start: float | None, intents=("OBSERVE_TARGET",), nchan=(4, 4),
+           ra: float = 150.0) -> dict:
+    return {"id": k, "name": name, "ra_deg": ra, "dec_deg": dec, "intents": list(intents), "rows": 100,
+            "scans": 2, "time_on_source_s": 120.0, "start_s": start,
+            "spws": [[w, n] for w, n in enumerate(nchan)]}
+
+
+def _eb(start: float, shift_arcsec: float = 0.0, nchan=(4, 4), names=("T1", "T2")) -> list[dict]:
+    """A generated EB's FIELD list: a calibrator, then two targets (the second shifted north)."""
+    return [_field(0, "CAL", 38.5, start, ("CALIBRATE_PHASE",), nchan),
+            _field(1, names[0], 40.0, start + 60, nchan=nchan),
+            _field(2, names[1], 41.0 + shift_arcsec / 3600.0, start + 120, nchan=nchan)]
+
+
+def _rec(ms: str, f: dict) -> dict:
+    return {"ms": ms, "field": f["name"], "ra_deg": f["ra_deg"], "dec_deg": f["dec_deg"], "start_s": f["start_s"]}
+
+
+@pytest.mark.parametrize("n_ebs", [2, 3, 5])
+def test_groups_are_one_per_target_in_time_order(n_ebs: int) -> None:
+    """Generated EBs listed in reverse time order: each target's group holds one field per EB,
+    ordered by the target's start, whatever the input order."""
+    ebs = {f"eb{k}.ms": _eb(T0 + (n_ebs - k) * DAY) for k in range(n_ebs)}  # eb0 observed last
+    recs = [_rec(ms, f) for ms, fields in ebs.items() for f in fields[1:]]
+    for by in ("name", "position"):
+        groups = group_ebs(recs, by, 1.0)
+        assert len(groups) == 2 and not any(g.problem for g in groups), groups
+        for g in groups:
+            assert len(g.members) == n_ebs and len({recs[i]["field"] for i in g.members}) == 1
+            starts = [recs[i]["start_s"] for i in g.members]
+            assert starts == sorted(starts)
+            assert [recs[i]["ms"] for i in g.members] == [f"eb{k}.ms" for k in reversed(range(n_ebs))]
+    # the order is the same for any input order
+    rev = list(reversed(recs))
+    assert [[rev[i]["ms"] for i in g.members] for g in group_ebs(rev)] == \
+        [[recs[i]["ms"] for i in g.members] for g in group_ebs(recs)]
+
+
+def test_name_group_at_two_positions_is_refused_naming_both_and_the_separation() -> None:
+    recs = [_rec("a.ms", f) for f in _eb(T0)[1:]] + [_rec("b.ms", f) for f in _eb(T0 + DAY, shift_arcsec=36.0)[1:]]
+    groups = group_ebs(recs, "name", 1.0)
+    ok, bad = groups
+    assert not ok.problem and len(ok.members) == 2
+    assert "a.ms" in bad.problem and "b.ms" in bad.problem and "36 arcsec apart" in bad.problem
+    assert "\n" not in bad.problem and "group_tolerance_arcsec = 1" in bad.problem
+    assert not group_ebs(recs, "name", 40.0)[1].problem  # within a larger tolerance
+    # by position the shifted field is its own target (no problem, three groups)
+    pos = group_ebs(recs, "position", 1.0)
+    assert [len(g.members) for g in pos] == [2, 1, 1] and not any(g.problem for g in pos)
+
+
+def test_position_groups_fields_named_differently() -> None:
+    recs = [_rec("a.ms", f) for f in _eb(T0)[1:]] + [_rec("b.ms", f) for f in _eb(T0 + DAY, names=("X1", "X2"))[1:]]
+    assert [len(g.members) for g in group_ebs(recs, "position", 1.0)] == [2, 2]
+    assert [len(g.members) for g in group_ebs(recs, "name", 1.0)] == [1, 1, 1, 1]
+
+
+def test_unknown_start_goes_last() -> None:
+    recs = [_rec("a.ms", _eb(T0)[1] | {"start_s": None}), _rec("b.ms", _eb(T0 + DAY)[1])]
+    assert [recs[i]["ms"] for i in group_ebs(recs)[0].members] == ["b.ms", "a.ms"]
+
+
+def test_pointing_problem_names_the_eb_and_separation() -> None:
+    assert pointing_problem(["a", "b"], [(150.0, 40.0), (150.0, 40.0)]) == ""
+    assert pointing_problem(["a", "b"], [(150.0, 40.0), (150.0, 40.0 + 0.5e-3 / 3600)]) == ""  # 0.5 mas
+    line = pointing_problem(["a.ms", "b.ms", "c.ms"], [(150.0, 40.0), (150.0, 40.0), (150.0, 40.01)])
+    assert line.startswith("execution block 3 (c.ms): phase centre 36 arcsec from execution block 1's (a.ms)")
+
+
+@pytest.mark.parametrize("n, width, want", [(4, 1, 4), (4, 2, 2), (4, 3, 1), (64, 5, 12), (2, 4, 1)])
+def test_working_copy_channels(n: int, width: int, want: int) -> None:
+    assert working_nchan(n, width) == want
+
+
+def test_layout_problem_on_generated_fields() -> None:
+    a, b = Path("a.ms"), Path("b.ms")
+    found = {"a.ms": _eb(T0), "b.ms": _eb(T0 + DAY), "s.ms": _eb(T0, shift_arcsec=5.0), "c.ms": _eb(T0, nchan=(8, 8)),
+             "bad.ms": "cannot read its fields: boom"}
+    assert layout_problem((a, b), ["1", "1"], found, 1) == ""
+    assert layout_problem((a, b), ["T2", "2"], found, 1) == ""  # by name or id
+    line = layout_problem((a, Path("s.ms")), ["2", "2"], found, 1)
+    assert line.startswith("execution block 2 (s.ms): phase centre 5 arcsec")
+    assert layout_problem((a, Path("s.ms")), ["1", "1"], found, 1) == ""  # the first target is not shifted
+    line = layout_problem((a, Path("c.ms")), ["1", "1"], found, 1)
+    assert "different channel counts (a.ms: 4,4; c.ms: 8,8)" in line
+    assert "channel counts" in layout_problem((a, Path("c.ms")), ["1", "1"], found, 2)  # 2 vs 4
+    found["c5.ms"] = _eb(T0, nchan=(5, 5))
+    assert "channel counts" in layout_problem((a, Path("c5.ms")), ["1", "1"], found, 1)
+    assert layout_problem((a, Path("c5.ms")), ["1", "1"], found, 2) == ""  # 2 and 2 (a partial bin is dropped)
+    assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
+    assert layout_problem((a, Path("bad.ms")), ["1", "1"], found, 1) == ""  # reported by the table check
+    assert layout_problem((a, b), ["J*", "1"], found, 1) == ""  # a CASA pattern: left to CASA
+
+
+def test_selected_fields() -> None:
+    fields = _eb(T0)
+    assert [f["id"] for f in selected_fields(fields, "1,T2")] == [1, 2]
+    assert selected_fields(fields, "nope") is None and selected_fields(fields, "T*") is None
+    assert len(selected_fields(fields, "")) == 3
+
+
+def test_damaged_eb_is_one_line_naming_it() -> None:
+    line = one_line_per_ms("/d/eb2.ms", ["/d/eb2.ms: ANTENNA table is missing", "/d/eb2.ms: FIELD table is missing",
+                                         "/d/eb2.ms: no DATA column"], " (execution block 2 of 2)")
+    assert line == ("/d/eb2.ms: ANTENNA table is missing; FIELD table is missing; no DATA column "
+                    "(execution block 2 of 2)")
+
+
+@pytest.mark.parametrize("entry, key, needle", [
+    ({"group": "name", "ms": "x.ms"}, "group", "only with targets"),
+    ({"group": "name", "ms": "x.ms", "targets": "science"}, "group", "several MSs"),
+    ({"group": "field", "ms": "*.ms", "targets": "science"}, "group", 'expected "name" or "position"'),
+    ({"group": 1, "ms": "*.ms", "targets": "science"}, "group", "expected"),
+    ({"group_tolerance_arcsec": 2.0, "ms": "*.ms", "targets": "science"}, "group_tolerance_arcsec", "only with group"),
+    ({"group": "position", "group_tolerance_arcsec": 0, "ms": "*.ms", "targets": "science"},
+     "group_tolerance_arcsec", "> 0"),
+    ({"group": "position", "group_tolerance_arcsec": "1arcsec", "ms": ["a", "b"], "targets": "science"},
+     "group_tolerance_arcsec", "number of arcsec"),
+])
+def test_group_keys_validated(entry: dict, key: str, needle: str) -> None:
+    kw, problem = parse_group_keys(entry)
+    assert kw == {} and problem is not None and problem[0] == key and needle in problem[1] and key in problem[1]
+
+
+def test_group_keys_accepted() -> None:
+    assert parse_group_keys({"group": "position", "group_tolerance_arcsec": 3, "ms": ["a", "b"],
+                             "targets": "science"}) == ({"group": "position", "group_tolerance_arcsec": 3.0}, None)
+    assert parse_group_keys({"ms": "a.ms"}) == ({}, None)
+
+
+def _specs(tmp_path: Path, order: list[str], **kw) -> list[DatasetSpec]:
+    cfg = PipelineConfig.from_dict({"imsize": 128})
+    return [DatasetSpec(n, tmp_path / f"{n}.ms", cfg, index=0, targets=("science",), min_target_time_s=10.0,
+                        group="name", group_tolerance_arcsec=1.0, **kw) for n in order]
+
+
+def test_group_datasets_make_one_joint_dataset_per_target(tmp_path: Path) -> None:
+    found = {str(tmp_path / "late.ms"): _eb(T0 + 2 * DAY), str(tmp_path / "early.ms"): _eb(T0),
+             str(tmp_path / "shifted.ms"): _eb(T0 + DAY, shift_arcsec=20.0)}
+    other = DatasetSpec("other", tmp_path / "o.ms", PipelineConfig.from_dict({}), index=1)
+    expanded, _skipped = expand_datasets([*_specs(tmp_path, ["late", "early"], entry_name="svy"), other],
+                                         reader=lambda paths: found)
+    out = group_datasets(expanded)
+    assert [d.name for d in out] == ["svy__T1", "svy__T2", "other"]
+    for d, fid in zip(out[:2], ("1", "2"), strict=True):
+        assert d.ok and d.ebs == (tmp_path / "early.ms", tmp_path / "late.ms") and d.ms == tmp_path / "early.ms"
+        assert d.config.eb_fields == (fid, fid) and d.config.field == ""
+        assert [t["ms"] for t in d.target["ebs"]] == [str(tmp_path / "early.ms"), str(tmp_path / "late.ms")]
+    # a shifted second pointing: that target fails with one line, the other target and entries run
+    expanded, _ = expand_datasets(_specs(tmp_path, ["early", "shifted"]), reader=lambda paths: found)
+    out = group_datasets(expanded)
+    assert [d.name for d in out] == ["T1", "T2"]  # no entry name: the field name
+    assert out[0].ok and len(out[0].ebs) == 2
+    assert not out[1].ok and "20 arcsec apart" in out[1].error and str(tmp_path / "shifted.ms") in out[1].error
+    # a target in one MS only is an ordinary dataset
+    solo = {**found, str(tmp_path / "late.ms"): _eb(T0 + 2 * DAY, names=("T1", "U2"))}
+    out = group_datasets(expand_datasets(_specs(tmp_path, ["late", "early"]), reader=lambda paths: solo)[0])
+    assert [(d.name, len(d.ebs)) for d in out] == [("T1", 2), ("T2", 0), ("U2", 0)]
+    assert out[1].config.field == "2" and out[1].ms == tmp_path / "early.ms"
