@@ -21,7 +21,7 @@ from selfcal_batch.pipeline.steps_joint import joint_startup
 from selfcal_batch.errors import DatasetError
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.schema import angle_arcsec
-from selfcal_batch.selfcal.refant import filter_refants, rank_refants
+from selfcal_batch.selfcal.refant import filter_refants, good_fractions, rank_refants
 from selfcal_batch.selfcal.templates import (
     measurement_sigma,
     select_template,
@@ -165,9 +165,10 @@ def _refant_list(ctx: Context, ranking: list[str], good: dict[str, float], flagg
     return ",".join(kept)
 
 
-def _refant_solutions(ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Solve phases per scan (solint inf, flex refant) and read ANTENNA1, FLAG and SNR of the
-    table (empty arrays when every solution failed: gaincal then writes no table)."""
+def _refant_solutions(ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve phases per scan (solint inf, flex refant) and read ANTENNA1, FLAG, SNR and
+    OBSERVATION_ID of the table (empty arrays when every solution failed: gaincal then
+    writes no table)."""
     table = str(ctx.root / "caltables" / "find_refant.phase")
     ctx.remove(table)
     gaintype = gaintype_for("G", ctx.info.get("polarisation"))
@@ -179,9 +180,9 @@ def _refant_solutions(ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         # Every solution failed (gaincal then writes no table): no ranking, no antenna judged bad.
         log.warning("%s: no reference-antenna solution succeeded (solint inf); the configured or "
                     "CASA's default reference antenna is used", ctx.name)
-        return np.zeros(0, int), np.zeros((0, 1, 1), bool), np.zeros((0, 1, 1))
+        return np.zeros(0, int), np.zeros((0, 1, 1), bool), np.zeros((0, 1, 1)), np.zeros(0, int)
     with ctable(table, ack=False) as t:
-        return t.getcol("ANTENNA1"), t.getcol("FLAG"), t.getcol("SNR")
+        return t.getcol("ANTENNA1"), t.getcol("FLAG"), t.getcol("SNR"), t.getcol("OBSERVATION_ID")
 
 
 def select_refant(ctx: Context) -> dict[str, Any]:
@@ -194,7 +195,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
         ctx.predict(model)
     info = ctx.info
     names = info["antenna_names"]
-    a1, flags, snr = _refant_solutions(ctx)
+    a1, flags, snr, obs = _refant_solutions(ctx)
     ranking = rank_refants(a1, flags, names, snr)
     # gaincal's refant is an antenna *name* expression (CASA matches '20' to the antenna
     # named '20' before id 20): antennas without data or without a unique, non-empty name
@@ -202,10 +203,9 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     # without data have empty names; "Antenna Expression: Parse error at or near ','").
     present_names = {names[a] for a in info["antennas_present"]}
     ranking = [n for n in ranking if n.strip() and n in present_names and names.count(n) == 1]
-    good = {}
-    for aid in sorted(set(int(a) for a in a1)):
-        sel = a1 == aid
-        good[names[aid]] = float(1.0 - flags[sel].mean()) if sel.any() else 0.0
+    # joint EBs: an antenna's solutions count only in the EBs where it has data
+    per_eb = [set(eb["antennas_present_names"]) for eb in ctx.state.get("ebs") or [] if "antennas_present_names" in eb]
+    good = good_fractions(a1, flags, names, obs, per_eb if per_eb and len(per_eb) == len(ctx.ebs) else None)
     for aid in info["antennas_present"] if len(a1) else []:  # no solutions: nothing to judge
         good.setdefault(names[aid], 0.0)
     # Only antennas with data: an antenna listed in ANTENNA but absent from the main table is

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["RefantStat", "refant_stats", "rank_refants", "refant_warning", "REFANT_MIN_GOOD",
-           "filter_refants"]
+           "filter_refants", "good_fractions"]
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +150,27 @@ def filter_refants(configured: str, usable: Sequence[str], ranking: Sequence[str
     dropped = [a for a in wanted if a not in ok]
     rest = [a for a in ranking if a not in kept and a in ok]
     return kept + rest, dropped, not kept
+
+
+def good_fractions(antenna1: Sequence[int], flags: np.ndarray, names: Sequence[str],
+                   obs: Sequence[int] | None = None, present: Sequence[set[str]] | None = None) -> dict[str, float]:
+    """Per antenna name (looked up by id): the fraction of unflagged solutions (0..1) of a
+    casacore-layout table (``flags`` ``[nrow, ...]``), counted only over the observations in
+    which the antenna has data.
+
+    ``obs``: each row's OBSERVATION_ID; ``present[k]``: names of the antennas with data in
+    observation ``k`` (joint execution blocks: one observation per EB). Without them every
+    row counts (one-MS datasets). An antenna absent from one EB has flagged solutions there,
+    which are not failures: counting them judged it bad and flagged it in *every* EB
+    (issue 18: antennas dead in one EB). An antenna with no row counted gets 0.0.
+    """
+    a1 = np.asarray(antenna1, dtype=int)
+    per_row = np.asarray(flags, dtype=bool).reshape(len(a1), -1).mean(axis=1) if len(a1) else np.zeros(0)
+    ob = np.asarray(obs, dtype=int) if obs is not None and present is not None else None
+    out: dict[str, float] = {}
+    for aid in sorted(set(a1.tolist())):
+        sel = a1 == aid
+        if ob is not None:
+            sel &= np.array([0 <= o < len(present) and names[aid] in present[o] for o in ob])
+        out[names[aid]] = float(1.0 - per_row[sel].mean()) if sel.any() else 0.0
+    return out

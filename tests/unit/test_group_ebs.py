@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from selfcal_batch.campaign.ebs import layout_problem, selected_fields, working_nchan
@@ -177,3 +178,29 @@ def test_group_datasets_make_one_joint_dataset_per_target(tmp_path: Path) -> Non
     out = group_datasets(expand_datasets(_specs(tmp_path, ["late", "early"]), reader=lambda paths: solo)[0])
     assert [(d.name, len(d.ebs)) for d in out] == [("T1", 2), ("T2", 0), ("U2", 0)]
     assert out[1].config.field == "2" and out[1].ms == tmp_path / "early.ms"
+
+
+def test_antenna_absent_from_one_eb_is_not_judged_bad_in_the_other() -> None:
+    """Generated refant table: 6 antennas, 2 EBs (observation ids), EB 2 three times longer;
+    antennas 4 and 5 have no data in EB 2 (their solutions there are flagged). Counted over
+    every row they look bad (0.25 good) and would be flagged in both EBs; counted over the EBs
+    where they have data they are good. An antenna failing where it has data still counts."""
+    from selfcal_batch.selfcal.acceptance import antennas_to_flag
+    from selfcal_batch.selfcal.refant import good_fractions
+
+    names = [f"ea{k:02d}" for k in range(6)]
+    rows = [(a, 0) for _ in range(2) for a in range(6)] + [(a, 1) for _ in range(6) for a in range(6)]
+    a1 = np.array([a for a, _ in rows])
+    obs = np.array([o for _, o in rows])
+    flags = np.zeros((len(rows), 1, 2), bool)
+    flags[(obs == 1) & (a1 >= 4)] = True  # absent from EB 2
+    flags[(obs == 0) & (a1 == 3)] = True  # antenna 3 fails in EB 1, where it has data
+    present = [set(names), set(names[:4])]
+    plain = good_fractions(a1, flags, names)
+    assert plain["ea04"] == pytest.approx(0.25) and plain["ea00"] == 1.0
+    per_eb = good_fractions(a1, flags, names, obs, present)
+    assert per_eb["ea04"] == per_eb["ea05"] == 1.0 and per_eb["ea00"] == 1.0
+    assert per_eb["ea03"] == pytest.approx(0.75)  # its EB-1 failures still count
+    many = {f"x{k}": 1.0 for k in range(10)}
+    assert antennas_to_flag({**many, **{k: v for k, v in plain.items()}}) == ["ea04", "ea05"]
+    assert antennas_to_flag({**many, **per_eb}) == []
