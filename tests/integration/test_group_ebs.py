@@ -40,7 +40,8 @@ solint = { extend_ladder = false }
 @pytest.fixture(scope="module")
 def ebs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A observed after B (listed first), C with the second target 36" north, D with 8 channels
-    per spw, and a copy of B whose main-table data file is cut in half."""
+    per spw, a copy of B whose main-table data file is cut in half, and a copy of B with two
+    damaged subtables."""
     d = tmp_path_factory.mktemp("group_ebs")
     out = {"A": make(group_eb_spec(41, "2024-01-03"), d / "ebA.ms"),
            "B": make(group_eb_spec(42, "2024-01-01"), d / "ebB.ms"),
@@ -52,6 +53,11 @@ def ebs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with open(data, "r+b") as fh:
         fh.truncate(data.stat().st_size // 2)
     out["bad"] = bad
+    two = d / "ebB_two_problems.ms"  # FEED missing and SPECTRAL_WINDOW without table.dat: was two lines
+    shutil.copytree(out["B"], two)
+    shutil.rmtree(two / "FEED")
+    (two / "SPECTRAL_WINDOW" / "table.dat").unlink()
+    out["two"] = two
     return out
 
 
@@ -71,7 +77,8 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     m = tmp_path / "c.toml"
     m.write_text(QUICK_TOML + _entry("svy", [a, b], grouped) + _entry("shift", [a, c], grouped)
                  + _entry("ptg", [a, c], 'field = "J1003+4100"') + _entry("chan", [a, d], 'field = "J1001+4000"')
-                 + _entry("damaged", [a, bad], 'field = "J1001+4000"'))
+                 + _entry("damaged", [a, bad], 'field = "J1001+4000"')
+                 + _entry("two", [a, ebs["two"]], 'field = "J1001+4000"'))
     before = {p: tree_checksums(p) for p in ebs.values()}
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
@@ -101,6 +108,9 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     assert "different channel counts" in line and f"{a}: 4,4" in line and f"{d}: 8,8" in line
     line = invalid("damaged")
     assert str(bad) in line and "(execution block 2 of 2)" in line and line.count(str(bad)) == 1
+    line = invalid("two")  # one line naming the EB once, both problems
+    assert line.endswith(f"{ebs['two']}: SPECTRAL_WINDOW table is damaged (no table.dat); FEED table is missing "
+                         "(execution block 2 of 2)"), line
     assert {p: tree_checksums(p) for p in ebs.values()} == before
 
 
