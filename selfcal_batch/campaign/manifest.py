@@ -355,9 +355,6 @@ def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: di
                  fallback: str, err: Any, line: int | None) -> list[DatasetSpec]:
     """``ms = ["eb1.ms", "eb2.ms"]``: one dataset of several execution blocks (campaign/ebs.py)."""
     ebs, problem = resolve_eb_list(ms_raw, entry, base_dir)
-    if not problem and "eb_fields" in entry and (not isinstance(entry["eb_fields"], list) or len(entry["eb_fields"]) != len(ebs)):
-        problem = ("eb_fields", f"eb_fields: expected a list of {len(ebs)} field selections (one per execution block), "
-                                f"got {entry['eb_fields']!r}")
     nm = fallback if entry.get("name") or not ebs else (ebs[0].name.rsplit(".", 1)[0] or fallback)
     if problem or not _NAME_RE.match(nm):
         key, msg = problem or ("name", f"name: {nm!r} must be letters, digits, '.', '_', '+' or '-'")
@@ -367,6 +364,9 @@ def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: di
         cfg = PipelineConfig.from_dict(deep_merge(base_dict, overrides))
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
         return [err(nm, key_path_of(str(exc)), _one_line(exc), ebs[0])]
+    if cfg.eb_fields and len(cfg.eb_fields) != len(ebs):  # also from [defaults]
+        return [err(nm, ("eb_fields",), f"eb_fields: expected {len(ebs)} field selections (one per execution "
+                                        f"block), got {list(cfg.eb_fields)!r}", ebs[0])]
     threads = overrides.get("threads")
     return [DatasetSpec(nm, ebs[0], cfg, index=i, overrides=overrides, line=line, ebs=ebs,
                         threads=threads if isinstance(threads, int) else None)]

@@ -114,3 +114,17 @@ def test_a_changed_second_eb_is_said_before_the_run(tmp_path, tiny_ms):
     os.utime(ebs[1] / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     line = input_change_messages(camp.datasets, tmp_path / "out")["joint"]
     assert line.startswith(f"execution block 2 ({ebs[1]}) changed since the last run"), line
+
+
+def test_eb_fields_one_per_eb(tmp_path, tiny_ms):
+    """eb_fields (set by grouping; may be written by hand): one field selection per EB, typed
+    and checked at load with the key named; not for a one-MS dataset."""
+    for n in ("eb1", "eb2", "other"):
+        tiny_ms(tmp_path / f"{n}.ms")
+    d = load_manifest(_manifest(tmp_path, 'ms = ["eb1.ms", "eb2.ms"]', 'eb_fields = ["0", "T"]')).datasets[0]
+    assert d.ok and d.config.eb_fields == ("0", "T")
+    for extra, needle in (('eb_fields = ["0"]', "expected 2 field selections"), ("eb_fields = 3", "eb_fields")):
+        d = load_manifest(_manifest(tmp_path, 'ms = ["eb1.ms", "eb2.ms"]', extra)).datasets[0]
+        assert not d.ok and needle in d.error and "\n" not in d.error, d.error
+    d = load_manifest(_manifest(tmp_path, 'ms = "eb1.ms"', 'eb_fields = ["0"]')).datasets[0]
+    assert not d.ok and "eb_fields: only with a list of execution blocks" in d.error
