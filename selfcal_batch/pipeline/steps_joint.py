@@ -84,7 +84,7 @@ def _eb_record(k: int, src: Path, out: dict[str, Any], joint: dict[str, Any]) ->
             "spws": joint["spws"], "scans": joint["scans"],
             "nchan": [int(x["nchan"]) for x in w["spws"]], "nrows": int(w["nrows"]),
             "n_antennas": int(w["n_antennas_present"]), "integration_s": w["integration_s"],
-            "antennas_present_names": [w["antenna_names"][a] for a in w["antennas_present"]],
+            "antennas_with_data": [w["antenna_names"][a] for a in w.get("antennas_unflagged", w["antennas_present"])],
             "time_on_source_s": w["time_on_source_s"], "input_flagged_fraction": s["flagged_fraction"],
             "spw_info": [[int(x["id"]), 0.5 * (x["freq_min"] + x["freq_max"]), x["freq_max"] - x["freq_min"],
                           int(x["nchan"])] for x in w["spws"]]}

@@ -204,7 +204,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     present_names = {names[a] for a in info["antennas_present"]}
     ranking = [n for n in ranking if n.strip() and n in present_names and names.count(n) == 1]
     # joint EBs: an antenna's solutions count only in the EBs where it has data
-    per_eb = [set(eb["antennas_present_names"]) for eb in ctx.state.get("ebs") or [] if "antennas_present_names" in eb]
+    per_eb = [set(eb["antennas_with_data"]) for eb in ctx.state.get("ebs") or [] if "antennas_with_data" in eb]
     good = good_fractions(a1, flags, names, obs, per_eb if per_eb and len(per_eb) == len(ctx.ebs) else None)
     for aid in info["antennas_present"] if len(a1) else []:  # no solutions: nothing to judge
         good.setdefault(names[aid], 0.0)

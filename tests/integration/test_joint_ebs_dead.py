@@ -5,7 +5,8 @@ Two generated EBs of one target (survey_data.joint_eb_specs); in a copy of EB 2,
 27 antennas are fully flagged. Joint run (QUICK settings). Measured before the fix (CASA
 ``interp='linear'``): the good EB's ``final/eb0.ms`` was 13.5 % flagged against 0 % in its
 input (its last integrations interpolated towards EB 2's flagged solutions; calflag), while
-the status said ``finished``. Now: EB 1 keeps every sample, EB 2 keeps its own flags.
+the status said ``finished``. Now: EB 1 keeps every sample, EB 2 keeps its own flags, and
+the dead antennas' reference-antenna solutions count only in EB 1 (where they have data).
 """
 from __future__ import annotations
 
@@ -86,8 +87,9 @@ def test_dead_antennas_of_one_eb_do_not_flag_the_other(tmp_path_factory: pytest.
     res = json.loads(line[7:])
     finals = [Path(e["final_ms"]) for e in res["ebs"]]
     after = [flagged_fraction(p, tmp_path) for p in finals]
-    steps = json.loads((out / "datasets" / "joint" / "state.json").read_text())["steps"] \
-        if (out / "datasets" / "joint").is_dir() else {}
+    state = json.loads((out / "datasets" / "joint" / "state.json").read_text())
+    steps = state["steps"]
+    good = state.get("antenna_good_fraction") or {}
     print(f"dead EB: status {res['status']}; flagged input {inputs} -> final {after}; kept "
           f"{res['steps_accepted']}; align {steps.get('align_ebs', {}).get('accepted')}; wall {wall:.0f} s; "
           f"load {os.getloadavg()}")
@@ -97,4 +99,10 @@ def test_dead_antennas_of_one_eb_do_not_flag_the_other(tmp_path_factory: pytest.
     # its other antennas' share of a failed solution
     assert after[0] <= inputs[0] + 0.005, (inputs, after)
     assert after[1] == pytest.approx(inputs[1], abs=0.05), (inputs, after)
+    # the dead antennas are judged by the EB where they have data (they were 0.5 "good",
+    # failing in EB 2, and could be flagged in both EBs)
+    names = state["ebs"][1]["antennas_with_data"]
+    assert len(names) == 27 - len(DEAD) and len(state["ebs"][0]["antennas_with_data"]) == 27
+    dead = [n for n in good if n not in names]
+    assert len(dead) == len(DEAD) and all(good[n] > 0.9 for n in dead), good  # was 0.5 each
     assert {p: tree_checksums(p) for p in (eb1, eb2)} == before
