@@ -276,11 +276,19 @@ def _plan(ctx: Context, step: str) -> StepPlan | dict[str, Any]:
     info = MSInfo.from_json(ctx.info)
     params = dataclasses.replace(params, gaintype=gaintype_for(params.gaintype, info.polarisation))
     current = st.get("current") or st.get("test_image")
-    choice = solint.choose_solint(params.solint, params.combine, params.gaintype,
-                                image_snr=estimation_snr(ctx, current["stats"]),
-                                n_antennas=info.n_antennas_present - len(st.get("bad_antennas", [])),
-                                n_spw=len(info.spws), integration_s=info.integration_s, scan_s=info.scan_s(),
-                                time_on_source_s=info.time_on_source_s, cfg=ctx.cfg.solint)
+
+    def choose(interval: str) -> solint.SolintChoice:
+        return solint.choose_solint(interval, params.combine, params.gaintype,
+                                    image_snr=estimation_snr(ctx, current["stats"]),
+                                    n_antennas=info.n_antennas_present - len(st.get("bad_antennas", [])),
+                                    n_spw=len(info.spws), integration_s=info.integration_s, scan_s=info.scan_s(),
+                                    time_on_source_s=info.time_on_source_s, cfg=ctx.cfg.solint)
+    short, why = _scan_limited(ctx, step, params, info)
+    choice = choose(short)
+    if why and (choice.skip or choice.solint != short):  # the data do not support it: the template's
+        why, choice = "", choose(params.solint)
+    if why:
+        choice = dataclasses.replace(choice, reason=why + f" (est. SNR {choice.est_snr:.1f})")
     if choice.skip:
         log.info("%s %s: skipped: %s", ctx.name, step, choice.reason)
         return {"reason": choice.reason, "est_snr": choice.est_snr}
@@ -288,6 +296,21 @@ def _plan(ctx: Context, step: str) -> StepPlan | dict[str, Any]:
     opts = imaging_options(ctx, template, step, params).replace(data_column=work_ms.data_column(chain),
                                                                  update_model=True)
     return StepPlan(step, template, params, choice, chain, current, opts, step in st.get("extensions", {}))
+
+
+def _scan_limited(ctx: Context, step: str, params: StepParams, info: MSInfo) -> tuple[str, str]:
+    """``selfcal.solint.scan_limited_solint`` for p1 and p2 against the phase steps run before."""
+    if step not in ("p1", "p2"):
+        return params.solint, ""
+    kw = dict(integration_s=info.integration_s, scan_s=info.scan_s(), span_s=info.time_span_s)
+    earlier = []  # (template interval, effective interval as run) of p0 (and p1)
+    for s in ("p0", "p1")[: 1 + (step == "p2")]:
+        r = ctx.state.steps.get(s, {})
+        base = params_for(ctx, r.get("template") or "", s) if r.get("solint") else None
+        if base is not None:
+            earlier.append((solint.interval_s(base.solint, base.combine, **kw),
+                            solint.effective_solint_s(r["solint"], r.get("combine", ""), **kw)))
+    return solint.scan_limited_solint(params.solint, params.combine, earlier, **kw)
 
 
 def _pre_image(ctx: Context, plan: StepPlan) -> dict[str, Any]:

@@ -66,7 +66,15 @@ def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[i
     WSClean 3.1 aborts ("free(): invalid next size", or a segfault) while writing MODEL_DATA
     into one MS whose spws have different channel counts (measured on a concat of a 4- and an
     8-channel EB, also with MODEL_DATA made beforehand by clearcal), and the joint working
-    copy is one MS. ``nchan``: per EB, its working copy's channel counts per spw."""
+    copy is one MS. Measured again (WSClean 3.1.0, a 2 x 4- and a 2 x 8-channel EB, concat):
+    ``-predict -reorder`` aborts, also with ``-spws 0,1`` or ``-spws 2,3`` (its write-back
+    reads every row with the first spw's shape: "Table array conformance error (shape=[2, 4],
+    expected [2, 8])", also into a correctly shaped MODEL_DATA made beforehand with
+    python-casacore, TiledShapeStMan or StandardStMan); without ``-reorder`` a multi-spw MS is
+    refused, also with ``-spws 0``. What works: the EBs as separate MSs on one command line
+    (``wsclean ... eb0.ms eb1.ms``): joint imaging, then ``-predict -reorder`` writes each MS's
+    MODEL_DATA with its own channel count (model mean 49.5 mJy for a 50 mJy source in both).
+    ``nchan``: per EB, its working copy's channel counts per spw."""
     counts = sorted({n for per in nchan for n in per})
     if len(counts) <= 1:
         return ""

@@ -190,3 +190,85 @@ def extension_solints(
             break
         out.append((format_solint(s, integration_s), e))
     return out
+
+
+def interval_s(solint: str, combine: str, *, integration_s: float, scan_s: float, span_s: float) -> float:
+    """:func:`solint_seconds` with 'inf' = the scan, or the whole span when ``combine`` holds 'scan'."""
+    return solint_seconds(solint, integration_s, span_s if "scan" in str(combine) else scan_s)
+
+
+def effective_solint_s(solint: str, combine: str, *, integration_s: float, scan_s: float, span_s: float) -> float:
+    """Mean length (s) of the solution intervals gaincal makes of ``solint``.
+
+    gaincal starts a new interval at every scan boundary unless ``combine`` holds 'scan'
+    (CASA ``gaincal`` documentation, parameters ``solint`` and ``combine``). An interval of
+    ``solint`` seconds holds k = ceil(solint / integration_s) integrations, so a scan of
+    n = scan_s / integration_s integrations is cut into ceil(n / k) intervals of mean
+    length scan_s / ceil(n / k): '96s' and '60s' in 60 s scans are both one solution per
+    scan (60 s), '48s' is 50 s + 10 s (mean 30 s). With 'scan' in ``combine``: the interval
+    itself, 'inf' = ``span_s``. 'int' = one integration. Seconds; ValueError for a bad solint.
+    """
+    dt = max(float(integration_s), 1e-9)
+    p = parse_solint(str(solint).strip())
+    if p.word == "int":
+        return dt
+    across = "scan" in str(combine)
+    if p.word == "inf":
+        return max(dt, float(span_s) if across else float(scan_s))
+    sol = max(float(p.seconds), dt)  # type: ignore[arg-type]
+    if across:
+        return min(sol, max(dt, float(span_s)))
+    n = max(1, round(float(scan_s) / dt))
+    k = max(1, math.ceil(sol / dt - 1e-6))
+    return n * dt / math.ceil(n / k)
+
+
+def scan_limited_solint(
+    template_solint: str,
+    combine: str,
+    earlier: list[tuple[float, float]],
+    *,
+    integration_s: float,
+    scan_s: float,
+    span_s: float,
+) -> tuple[str, str]:
+    """The interval of a phase ladder step whose template interval the scan length has made
+    no shorter than an earlier step's.
+
+    The templates' phase intervals shrink from step to step (p0 96 s, p1 60 s, p2 48 s in
+    standard_1: each step tries a shorter time scale of the phase errors). In scans shorter
+    than those intervals gaincal cuts every interval at the scan boundary
+    (:func:`effective_solint_s`), so e.g. p1 '60s' in 60 s scans repeats p0's one solution
+    per scan: it cannot gain, the gate rejects it as "no improvement", and the shorter
+    intervals the data support are never tried. Such a step gets instead the interval of
+    ceil(n / m) integrations (n per scan) for the fewest parts m per scan that make it
+    effectively shorter than every earlier step with a longer template interval: scans cut
+    into (nearly) equal parts, the longest such interval (auto_selfcal likewise
+    derives its ladder from the scan length: 'inf', scan/2, ... 'int'; peers.md).
+
+    Args:
+        template_solint: this step's template interval (CASA solint).
+        combine: this step's gaincal combine.
+        earlier: per phase step already run, (its template interval, its effective
+            interval as run), both in seconds.
+        integration_s, scan_s, span_s: integration time, (mean) scan length, time span (s).
+
+    Returns:
+        (solint, reason): the template interval and '' when it is already shorter (or when
+        nothing shorter than one integration exists), else the shorter interval and why.
+    """
+    t_s = interval_s(template_solint, combine, integration_s=integration_s, scan_s=scan_s, span_s=span_s)
+    eff = effective_solint_s(template_solint, combine, integration_s=integration_s, scan_s=scan_s, span_s=span_s)
+    bound = min((e for t, e in earlier if t_s < t * (1 - 1e-6)), default=math.inf)
+    if eff < bound * (1 - 1e-6):
+        return template_solint, ""
+    dt = max(float(integration_s), 1e-9)
+    n = max(1, round(float(scan_s) / dt))
+    for parts in range(1, n + 1):  # fewest parts per scan first: the longest interval
+        k = math.ceil(n / parts)  # integrations per interval
+        sec = k * dt
+        cand = "int" if k == 1 else (f"{sec:.0f}s" if abs(sec - round(sec)) < 1e-3 else f"{sec:.2f}s")
+        if effective_solint_s(cand, combine, integration_s=dt, scan_s=scan_s, span_s=span_s) < bound * (1 - 1e-6):
+            return cand, (f"template {template_solint} is {eff:.0f} s in {scan_s:.0f} s scans, no shorter than an "
+                          f"earlier step's {bound:.0f} s: {cand} instead")
+    return template_solint, ""

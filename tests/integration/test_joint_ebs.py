@@ -23,7 +23,7 @@ import pytest
 
 from selfcal_batch.ms.checksum import tree_checksums
 from selfcal_batch.simulate import load_truth
-from selfcal_batch.simulate.evaluate import error_vs_truth
+from selfcal_batch.simulate.evaluate import error_vs_truth, fitted_flux_vs_truth
 
 from tests.faults.conftest import REPO, kill_tree, one_line, quick_config, read_state
 from tests.integration.survey_data import drop_spw_rows, joint_eb_specs, make
@@ -147,18 +147,30 @@ def test_joint_ebs_against_each_alone(faint_ebs: tuple[Path, Path], tmp_path: Pa
     err = {n: error_vs_truth(out / n / "final-image.fits", truth) for n in rows}
     best_single = min(err["eb1"]["err"], err["eb2"]["err"])
     ratio = best_single / err["joint"]["err"]
-    flux_off = abs(err["joint"]["flux_ratio"] - 1)
+    # The image's flux as a source fit measures it (position free): self-calibration keeps the
+    # position of its first model, here ~0.17" (0.2 beam) off the truth, which a fixed truth
+    # region counts as missing flux (about 1.5 %) and as most of err (near the source: residual
+    # rms 0.45 mJy at the truth position, 0.11 mJy with the shift fitted; measured).
+    fit = {n: fitted_flux_vs_truth(out / n / "final-image.fits", truth) for n in rows}
+    flux_off = abs(fit["joint"]["flux_ratio_fit"] - 1)
     print(f"joint EBs: err joint {err['joint']['err']:.5f}, eb1 {err['eb1']['err']:.5f}, eb2 "
-          f"{err['eb2']['err']:.5f}; best single / joint = {ratio:.3f}; flux ratio joint "
+          f"{err['eb2']['err']:.5f}; best single / joint = {ratio:.3f}; flux ratio (fixed region) joint "
           f"{err['joint']['flux_ratio']:.4f}, eb1 {err['eb1']['flux_ratio']:.4f}, eb2 "
-          f"{err['eb2']['flux_ratio']:.4f}; status eb1/eb2 {rows['eb1']['status']}/{rows['eb2']['status']}; align {[(e['align_flux_factor'], e['align_phase_rms_deg']) for e in joint['ebs']]}"
+          f"{err['eb2']['flux_ratio']:.4f}; fitted flux ratio / shift joint {fit['joint']['flux_ratio_fit']:.4f} / "
+          f"{fit['joint']['shift_arcsec']:.3f}\"; status eb1/eb2 {rows['eb1']['status']}/{rows['eb2']['status']}; "
+          f"align {[(e['align_flux_factor'], e['align_phase_rms_deg']) for e in joint['ebs']]}"
           f"; campaign wall {wall:.0f} s; load {os.getloadavg()}")
     assert ratio >= 1.5, err  # issue 18 must-show: joint error <= (better EB alone) / 1.5
     if flux_off > 0.03:
-        # Measured 7.2 % low (joint 0.928; also 0.929 on the 50 mJy sky, where each EB alone is
-        # 0.885 / 0.919 of its own scale): residual phase errors inside the solution interval
-        # (50 deg rms, 150 s time scale; the gate keeps p0 only) smear the source out of the
-        # truth region, in the joint run as in each EB alone; the alignment keeps the scale.
+        # Measured 5.8 % low (fitted 0.942; 0.928 over the fixed truth region): the phases
+        # decorrelate inside one solution per scan (60 s scans; 50 deg rms errors with a 150 s
+        # time scale: perfect per-scan solutions leave a visibility coherence of 0.919 / 0.927
+        # in EB1 / EB2, from the truth gains); the joint flux scale is the EBs' mean (x 1.025,
+        # EB2 is 5 % high). The data support 30 s (p0 forced to 30 s: fitted 0.994, est. SNR
+        # 3.06), but very_faint has one phase step (60 s), an extension needs est. SNR >=
+        # solint.extend_min_snr (6), and the gate does not see a +6 % SNR gain at SNR ~90 as
+        # beyond 2 sigma. On the 50 mJy sky the ladder's scan-limited p1 (30 s,
+        # selfcal.solint.scan_limited_solint) reaches fitted 0.987.
         pytest.xfail(f"issue 18 must-show: joint flux off the truth by {100 * flux_off:.1f}% (wanted <= 3%)")
 
 
@@ -200,6 +212,10 @@ def test_killed_joint_run_resumes_without_redoing(ebs: tuple[Path, Path], tmp_pa
     stdout, stderr = proc.communicate(timeout=900)
     res = json.loads(next(ln[7:] for ln in stdout.splitlines() if ln.startswith("RESULT ")))
     assert res["status"] == "finished", res["error"]
+    # 60 s scans: p1's template '60s' would repeat p0's one solution per scan; it runs at the
+    # next equal split of the scan (selfcal.solint.scan_limited_solint), also when resumed
+    p1 = read_state(root)["steps"]["p1"]
+    assert p1["solint"] == "30s" and "in 60 s scans" in p1["solint_reason"], p1
     runs_after = _tool_runs(root)
     redone = {k: (runs_before[k], runs_after[k]) for k in runs_after
               if k[0] in done_before and runs_after[k] != runs_before[k]}

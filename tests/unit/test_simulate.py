@@ -135,3 +135,30 @@ def test_truth_image_flux_and_beam() -> None:
     t = truth_image({"components": [gauss]}, h)
     beam_area_px = math.pi / (4 * math.log(2)) * 1.0 * 0.8 / 0.2**2
     assert t.sum() / beam_area_px == pytest.approx(0.2, rel=0.01)
+
+
+def test_fitted_flux_sees_a_shifted_source_at_its_flux(tmp_path: Path) -> None:
+    """An image of the truth x 0.95 shifted by one pixel: the fixed-region ratio reads it
+    lower (and a large error), the position-free fit gives 0.95, the shift and ~0 error."""
+    from astropy.io import fits
+
+    from selfcal_batch.simulate.evaluate import error_vs_truth, fitted_flux_vs_truth, truth_image
+
+    h = fits.Header()
+    for i, (ct, crval, cd) in enumerate([("RA---SIN", 150.0, -0.2 / 3600), ("DEC--SIN", 40.0, 0.2 / 3600)], 1):
+        h[f"CTYPE{i}"], h[f"CRPIX{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CUNIT{i}"] = ct, 33, crval, cd, "deg"
+    h["NAXIS1"] = h["NAXIS2"] = 64
+    h["BMAJ"], h["BMIN"], h["BPA"] = 1.0 / 3600, 0.8 / 3600, 30.0
+    truth = {"components": [{"kind": "point", "flux_jy": 0.05, "ra_deg": 150.0, "dec_deg": 40.0,
+                             "major_arcsec": 0.0, "minor_arcsec": 0.0, "pa_deg": 0.0}]}
+    shifted = dict(truth["components"][0], dec_deg=40.0 + 0.2 / 3600)  # one pixel north
+    img = 0.95 * truth_image({"components": [shifted]}, h)
+    path = tmp_path / "img.fits"
+    hdu = fits.PrimaryHDU(img)
+    hdu.header.update({k: v for k, v in h.items() if not k.startswith("NAXIS")})
+    hdu.writeto(path)
+    fixed = error_vs_truth(path, truth)
+    fit = fitted_flux_vs_truth(path, truth)
+    assert fixed["flux_ratio"] < 0.93 and fixed["err"] > 0.01
+    assert fit["flux_ratio_fit"] == pytest.approx(0.95, abs=2e-3)
+    assert fit["shift_arcsec"] == pytest.approx(0.2, abs=0.01) and fit["err_fit"] < 2e-3
