@@ -141,7 +141,7 @@ def finished_line(row: dict[str, Any], done: int, total: int) -> str:
     head = f"[{done}/{total}] {row.get('name')} {row.get('status')}"
     if row.get("status") == "failed":
         return f"{head}: {row.get('error') or 'unknown error'}"
-    if row.get("reason"):  # input delivered unchanged (unchanged / no_detection / needs_calibration)
+    if row.get("reason"):  # input delivered unchanged, or nothing delivered (diagnostics-only steps)
         head = f"{head}: {row['reason']}"
     n = _num(row.get("n_attempts")) or 0
     over = f" over {int(n)} attempts" if n > 1 else ""

@@ -195,6 +195,8 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
         res.total_flux_initial = float_or_nan(st.get("initial")["total_flux_like_final"])
     if ctx.final_ms.exists():
         res.final_ms = str(ctx.final_ms)
+    res.reason = res.reason or outcome.undelivered_reason(
+        status, [registry.canonical(s) for s in ctx.cfg.steps], bool(res.final_ms))
     if (ctx.root / FINAL_IMAGE).exists():
         res.final_image = str(ctx.root / FINAL_IMAGE)
     res.ebs = eb_rows(st.data)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -190,6 +190,19 @@ def final_status(state_outcome: Mapping[str, Any] | None, status: str) -> tuple[
     if status != "finished" or not state_outcome:
         return status, ""
     return str(state_outcome.get("status") or status), str(state_outcome.get("reason") or "")
+
+
+def undelivered_reason(status: str, steps: Sequence[str], delivered: bool) -> str:
+    """The honest reason of a run that ended well but delivered no ``final.ms``, or "".
+
+    A ``steps`` list that stops before ``split_calibrated`` (e.g. ``["startup", "test_image"]``
+    for the diagnostics only) ends ``finished`` with nothing calibrated; the result must say so
+    rather than read like a delivered dataset. Pure.
+    """
+    if status != "finished" or delivered or "split_calibrated" in steps:
+        return ""
+    last = steps[-1] if steps else "none"
+    return f"diagnostics only: the steps list ends at {last} (no split_calibrated); nothing delivered"
 
 
 # -- the final guard and the antenna-flag judgement (wrappers of selfcal_batch.selfcal.guard) ---

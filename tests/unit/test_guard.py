@@ -256,3 +256,17 @@ def test_flux_is_summed_over_the_flux_region() -> None:
     assert m["flux"][0] == 16.0
     reg_union = guard.regions(img.shape, src, 2.0)
     assert guard.image_metrics(img, np.zeros_like(img), 1.0, reg_union)["flux"][0] == 32.0
+
+
+@pytest.mark.parametrize("status, steps, delivered, said", [
+    ("finished", ["startup", "test_image"], False, "ends at test_image"),
+    ("finished", ["startup"], False, "ends at startup"),
+    ("finished", ["startup", "test_image", "p0", "split_calibrated"], False, ""),  # the guard's own reason
+    ("finished", ["startup", "test_image"], True, ""),
+    ("unchanged", ["startup", "test_image"], False, ""),
+    ("failed", ["startup"], False, ""),
+])
+def test_undelivered_reason(status: str, steps: list[str], delivered: bool, said: str) -> None:
+    """A diagnostics-only steps list ends 'finished' with nothing delivered: the result says so."""
+    got = outcome.undelivered_reason(status, steps, delivered)
+    assert (said in got and got.startswith("diagnostics only")) if said else got == ""
