@@ -234,6 +234,11 @@ class PipelineConfig:
         3.0, "Data/model rms amplitude on the shortest baselines (test image's clean model) above "
         "which the visibilities hold bright emission outside the image: status unchanged, input "
         "delivered, no self-calibration (selfcal/outside.py); 0 = no check.", ge=0)
+    coherence_loss: float = setting(
+        0.2, "Fraction of the input's coherent amplitude on the shortest quarter of the baselines "
+        "(uv cells of a quarter dish, input DATA vs the delivered data) self-calibration may lose: "
+        "beyond it (and 5 sigma) the input is delivered unchanged, status unchanged "
+        "(selfcal/coherence.py: emission outside the image scrambled); 0 = no check.", ge=0, lt=1)
     statwt_init: bool = setting(False, "Run statwt on the working copy before self-calibration.")
     statwt_final: bool = setting(True, "Run statwt on the self-calibrated data (final.ms).")
     timebin: str = setting("", "Time averaging of the working copy ('' = none).", text=DURATION,

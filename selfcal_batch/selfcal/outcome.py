@@ -325,6 +325,34 @@ def judge_delivery(ctx: "Context", chain: list[dict[str, Any]], after: tuple[str
     return False
 
 
+def coherence_kept(ctx: "Context") -> bool:
+    """The guard outside the image (:mod:`selfcal_batch.selfcal.coherence`): final.ms (the
+    calibrated data, just split) against the working copy's DATA (the input) on the short
+    baselines. Records state ``coherence``; when self-calibration destroyed coherent flux
+    there, restores the input's flags, sets the outcome ``unchanged`` with the reason and
+    returns False (the caller delivers the input). True when ``coherence_loss`` is 0 or the
+    measurement failed (a warning)."""
+    from selfcal_batch.selfcal import coherence  # lazy: casacore is read only on this path
+
+    limit = float(getattr(ctx.cfg, "coherence_loss", coherence.DEFAULT_MAX_LOSS))
+    if limit <= 0:
+        ctx.state.set("coherence", None)
+        return True
+    try:
+        v = coherence.measure_coherence(str(ctx.work_ms), str(ctx.final_ms), max_loss=limit)
+    except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
+        log.warning("%s: short-baseline coherence check failed: %s", ctx.name, str(exc).splitlines()[0][:300])
+        return True
+    ctx.state.set("coherence", {**v.record(), "note": v.reason if not v.fires else ""})
+    log.info("%s: short-baseline coherent amplitude: input %.4g Jy, delivered %.4g Jy", ctx.name, v.amp_in, v.amp_out)
+    if not v.fires:
+        return True
+    restore_input_flags(ctx)
+    log.warning("%s: UNCHANGED: %s", ctx.name, v.reason)
+    set_outcome(ctx, "unchanged", v.reason)
+    return False
+
+
 def restore_input_flags(ctx: "Context") -> None:
     """Before delivering the input 'unchanged': the working copy's flags as they were before
     any self-calibration step -- the 'Original' version (saved by save_init_flags), else the
