@@ -235,10 +235,9 @@ class PipelineConfig:
         "which the visibilities hold bright emission outside the image: status unchanged, input "
         "delivered, no self-calibration (selfcal/outside.py); 0 = no check.", ge=0)
     coherence_loss: float = setting(
-        0.2, "Fraction of the input's coherent amplitude on the shortest quarter of the baselines "
-        "(uv cells of a quarter dish, input DATA vs the delivered data) self-calibration may lose: "
-        "beyond it (and 5 sigma) the input is delivered unchanged, status unchanged "
-        "(selfcal/coherence.py: emission outside the image scrambled); 0 = no check.", ge=0, lt=1)
+        0.2, "Largest fraction of a source's peak on a map of the short baselines over the primary "
+        "beam that self-calibration may lose (final.ms vs the input, also 5 sigma): beyond it the "
+        "input is delivered unchanged (selfcal/coherence.py); 0 = no check.", ge=0, lt=1)
     statwt_init: bool = setting(False, "Run statwt on the working copy before self-calibration.")
     statwt_final: bool = setting(True, "Run statwt on the self-calibrated data (final.ms).")
     timebin: str = setting("", "Time averaging of the working copy ('' = none).", text=DURATION,
