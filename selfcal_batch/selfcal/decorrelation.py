@@ -151,8 +151,8 @@ def slopes_geometric(per_spw: list[Mapping[str, float]], geometric_ratio: float 
     gain = (frac - f0) / (1 - f0) if f0 < 1 else 0.0  # of what no slope leaves unexplained
     if frac >= GEOMETRIC_FRACTION and off > 2 * step and gain >= GEOMETRIC_FRACTION:
         return True, ratio, f"fit one direction {off:.0f}\" from the centre ({100 * frac:.0f}% of the slopes)"
-    return False, ratio, (f"do not grow with baseline length (short/long {ratio:.2f}) nor fit one direction "
-                          f"({100 * frac:.0f}%)")
+    return False, ratio, (f"do not grow with baseline length (short/long {ratio:.2f}) nor fit a direction away "
+                          f"from the centre (best {100 * frac:.0f}% at {off:.0f}\", no slope {100 * f0:.0f}%)")
 
 
 def slope_direction(lag: np.ndarray, u_m: np.ndarray, v_m: np.ndarray, chan_width_hz: float,
