@@ -238,6 +238,10 @@ class PipelineConfig:
         3.0, "Data/model rms amplitude on the shortest baselines (test image's clean model) above "
         "which the visibilities hold bright emission outside the image: status unchanged, input "
         "delivered, no self-calibration (selfcal/outside.py); 0 = no check.", ge=0)
+    coherence_loss: float = setting(
+        0.2, "Largest fraction of a source's peak on a map of the short baselines over the primary "
+        "beam that self-calibration may lose (final.ms vs the input, also 5 sigma): beyond it the "
+        "input is delivered unchanged (selfcal/coherence.py); 0 = no check.", ge=0, lt=1)
     statwt_init: bool = setting(False, "Run statwt on the working copy before self-calibration.")
     statwt_final: bool = setting(True, "Run statwt on the self-calibrated data (final.ms).")
     timebin: str = setting("", "Time averaging of the working copy ('' = none).", text=DURATION,

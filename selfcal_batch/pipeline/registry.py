@@ -95,7 +95,7 @@ STEPS: tuple[Step, ...] = (
     Step("ap1", _LADDER, "ladder", LADDER_KEYS, calmode="ap", mask_row="ap1"),
     Step("split_calibrated", f"{_FINAL}:split_calibrated", "final",
          ("statwt_final", "final_robust", "final_multiscale", "final_niter", "calwt", "guard",
-          "uvrange_image", "primary_beam", "pb_cutoff"),
+          "uvrange_image", "primary_beam", "pb_cutoff", "coherence_loss"),
          aliases=("split_trial_1",)),
     Step("dataset_plots", f"{_FINAL}:dataset_plots", "final", ("plots",), work_ms=False,
          aliases=("report_results",)),
@@ -161,7 +161,7 @@ def mask_row(step: str) -> str:
 #: output's ladder steps stay valid with it on, so only turning it off enters the hash.
 ADDED_KEYS: dict[str, Any] = {"uvrange_cal": "", "uvrange_image": "", "primary_beam": True, "pb_cutoff": 0.2,
                               "ladder_economy": True, "outside_ratio": 3.0,
-                              "eb_fields": []}
+                              "eb_fields": [], "coherence_loss": 0.2}
 
 
 def depends(step: str, cfg: dict[str, Any]) -> dict[str, Any]:

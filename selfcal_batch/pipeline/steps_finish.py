@@ -12,7 +12,7 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.steps_joint import split_ebs
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
-from selfcal_batch.selfcal.outcome import guard_precheck, judge_delivery
+from selfcal_batch.selfcal.outcome import coherence_kept, guard_precheck, judge_delivery
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -66,12 +66,17 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     guard "after" image of CORRECTED_DATA): it compares what is delivered -- final.ms, the
     calibrated data after statwt -- with the other deliverable, the input's DATA (the test
     image when nothing was flagged since). When it refuses, final.ms is split again from
-    DATA and its image is the input's (again the test image when the flags are the same)."""
+    DATA and its image is the input's (again the test image when the flags are the same).
+    Before any image, :func:`coherence_kept` compares final.ms with the input on the short
+    baselines, where emission outside the image lives and the image-based guard is blind."""
     st = ctx.state
     chain = st.get("chain", [])
     work_ms.ensure_applied(ctx, chain, "final-apply")
     decided = guard_precheck(ctx, chain)  # None: the guard judges the final image below
     _write_final_ms(ctx, chain if decided is None else decided)
+    if (chain if decided is None else decided) and not coherence_kept(ctx):  # flux lost outside the image
+        decided = []
+        _write_final_ms(ctx, [])
     products, stats = _final_image(ctx, chain if decided is None else decided)
     if decided is None:
         decided = chain if judge_delivery(ctx, chain, (products.image, stats)) else []

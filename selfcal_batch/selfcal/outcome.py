@@ -30,7 +30,8 @@ from selfcal_batch.selfcal import guard
 from selfcal_batch.selfcal import outside as outside_mod
 # The band-decorrelation decisions live in selfcal/decorrelation.py; re-exported (tests, callers).
 from selfcal_batch.selfcal.decorrelation import (  # noqa: F401
-    GEOMETRIC_DELAY_RATIO, band_decorrelation, looks_uncalibrated, measure_decorrelation)
+    GEOMETRIC_DELAY_RATIO, band_decorrelation, looks_uncalibrated, measure_decorrelation, read_sample,
+    slopes_geometric)
 
 if TYPE_CHECKING:  # pragma: no cover
     from selfcal_batch.pipeline.context import Context
@@ -122,14 +123,20 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits:
     no_detection, or nothing (state 'outcome')."""
     cfg = ctx.cfg
     ctx.state.set("outcome", None)
-    outside = _outside_check(ctx, model_fits)
+    sample = None  # one read of the working copy, shared by both checks
+    if cfg.decorrelation_limit > 0 or (float(getattr(cfg, "outside_ratio", 0.0)) > 0 and model_fits):
+        try:
+            sample = read_sample(str(ctx.work_ms))
+        except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
+            log.warning("%s: reading the working copy for the checks failed: %s", ctx.name, exc)
+    outside = _outside_check(ctx, model_fits, sample)
     detected, why = detection(float_or_nan(stats.get("snr")), cfg.detection_sigma,
                               peak=float_or_nan(stats.get("peak")),
                               thermal_jy=float_or_nan(ctx.info.get("thermal_noise_jy")))
     decor: list[dict[str, float]] = []
     if cfg.decorrelation_limit > 0 or outside:
         try:
-            decor = measure_decorrelation(str(ctx.work_ms))
+            decor = measure_decorrelation(str(ctx.work_ms), sample=sample)
         except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
             log.warning("%s: decorrelation check failed: %s", ctx.name, exc)
     ctx.state.set("decorrelation", decor)
@@ -137,18 +144,16 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits:
     band = (max(s["freq_max"] for s in spws) - min(s["freq_min"] for s in spws)) if spws else 0.0
     bad, why_cal = looks_uncalibrated(decor, cfg.decorrelation_limit, band) if decor and cfg.decorrelation_limit > 0 \
         else (False, "")
-    geometric, slope_ratio = outside_mod.away_from_centre(decor, GEOMETRIC_DELAY_RATIO)
+    geometric, slope_ratio, how = slopes_geometric(decor, GEOMETRIC_DELAY_RATIO)
     if ctx.state.get("outside"):
         ctx.state.set("outside", {**ctx.state.get("outside"), "slope_ratio": slope_ratio if math.isfinite(slope_ratio)
-                                  else None, "stop": bool(outside and geometric and not bad)})
+                                  else None, "slopes": how, "stop": bool(outside and geometric and not bad)})
     if outside and not geometric:  # phase errors/delays decorrelate the test image: its model is short of flux
         log.info("%s: the test image's model is short of flux on the shortest baselines, but the band's phase "
-                 "slopes do not grow with baseline length (short/long %.2f): not emission outside the image",
-                 ctx.name, slope_ratio)
+                 "slopes %s: not emission outside the image", ctx.name, how)
         outside = ""
     if outside and not bad:
-        outside += (f" (phase slopes across the band grow with baseline length, short/long {slope_ratio:.2f}: "
-                    "emission away from the phase centre)")
+        outside += f" (phase slopes across the band {how}: emission away from the phase centre)"
         log.warning("%s: UNCHANGED: %s", ctx.name, outside)
         ctx.state.set("outcome", {"status": "unchanged", "reason": outside, "stop": True})
     elif bad:
@@ -159,7 +164,7 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits:
         set_outcome(ctx, "no_detection", why)
 
 
-def _outside_check(ctx: "Context", model_fits: str) -> str:
+def _outside_check(ctx: "Context", model_fits: str, sample: dict | None = None) -> str:
     """The reason of :func:`outside.measure_outside` when it fires ('' otherwise, when
     ``outside_ratio`` is 0 or no model image is given); the numbers go to state 'outside'."""
     ratio = float(getattr(ctx.cfg, "outside_ratio", outside_mod.DEFAULT_RATIO))
@@ -167,7 +172,7 @@ def _outside_check(ctx: "Context", model_fits: str) -> str:
         ctx.state.set("outside", None)
         return ""
     try:
-        v = outside_mod.measure_outside(str(ctx.work_ms), model_fits, ratio=ratio)
+        v = outside_mod.measure_outside(str(ctx.work_ms), model_fits, ratio=ratio, sample=sample)
     except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
         log.warning("%s: outside-emission check failed: %s", ctx.name, exc)
         return ""
@@ -335,6 +340,35 @@ def judge_delivery(ctx: "Context", chain: list[dict[str, Any]], after: tuple[str
     reason = f"self-calibrated image not better beyond its noise ({dec.reason}); input delivered unchanged"
     log.warning("%s: final guard: %s", ctx.name, reason)
     set_outcome(ctx, "unchanged", reason)
+    return False
+
+
+def coherence_kept(ctx: "Context") -> bool:
+    """The guard outside the image (:mod:`selfcal_batch.selfcal.coherence`): final.ms (the
+    calibrated data, just split) against the working copy's DATA (the input) on the short
+    baselines. Records state ``coherence``; when self-calibration destroyed coherent flux
+    there, restores the input's flags, sets the outcome ``unchanged`` with the reason and
+    returns False (the caller delivers the input). True when ``coherence_loss`` is 0 or the
+    measurement failed (a warning)."""
+    from selfcal_batch.selfcal import coherence  # lazy: casacore is read only on this path
+
+    limit = float(getattr(ctx.cfg, "coherence_loss", coherence.DEFAULT_MAX_LOSS))
+    if limit <= 0:
+        ctx.state.set("coherence", None)
+        return True
+    try:
+        v = coherence.measure_coherence(str(ctx.work_ms), str(ctx.final_ms), max_loss=limit)
+    except Exception as exc:  # noqa: BLE001  (a diagnostic must not fail the dataset)
+        log.warning("%s: short-baseline coherence check failed: %s", ctx.name, str(exc).splitlines()[0][:300])
+        return True
+    ctx.state.set("coherence", {**v.record(), "note": v.reason if not v.fires else ""})
+    log.info("%s: short-baseline map, the source that lost most: %.4g -> %.4g Jy (%d compared)%s", ctx.name,
+             v.peak_in, v.peak_out, v.sources, f" ({v.reason})" if v.reason and not v.fires else "")
+    if not v.fires:
+        return True
+    restore_input_flags(ctx)
+    log.warning("%s: UNCHANGED: %s", ctx.name, v.reason)
+    set_outcome(ctx, "unchanged", v.reason)
     return False
 
 

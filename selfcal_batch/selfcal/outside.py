@@ -24,13 +24,14 @@ from typing import Sequence
 
 import numpy as np
 
+from selfcal_batch.selfcal.decorrelation import read_sample
 from selfcal_batch.selfcal.uvrange import C_LIGHT, binned_amplitudes
 
 #: The model must account for at least 1/RATIO of the rms amplitude on the shortest baselines.
 #: Measured on the shortest bin: s5-break conf (0.5 Jy outside) data/model 7.2 (5.9 in the 300 s
 #: integration test), offaxis 7.8; bench_harm: resolved 1.03, calibrated 1.00, amp10 1.07,
 #: standard_1 1.51, faint 1.75, bright 2.33 (60 deg phase errors decorrelate the test image), delays
-#: 5.03 (antenna delays do too): the ratio alone does not decide, see :func:`away_from_centre`.
+#: 5.03 (antenna delays do too): the ratio alone does not decide, see :func:`decorrelation.slopes_geometric`.
 DEFAULT_RATIO = 3.0
 #: Significance of the excess (data - model) on the shortest bin, in units of its noise.
 DEFAULT_NSIGMA = 5.0
@@ -67,7 +68,7 @@ def outside_emission(edges_lambda: Sequence[float], data_amp: Sequence[float], m
     largest in the model too, so the quotient there is the least sensitive to structure
     inside the field that clean did not fully recover. ``ratio`` 3 (the model holds less than
     a third): see :data:`DEFAULT_RATIO` for the measured values; the caller also requires
-    :func:`away_from_centre`. ``nsigma`` 5 keeps undetected / noise-only data
+    :func:`decorrelation.slopes_geometric`. ``nsigma`` 5 keeps undetected / noise-only data
     from firing. Pure; ValueError for inconsistent lengths.
     """
     edges = np.asarray(edges_lambda, float)
@@ -90,29 +91,6 @@ def outside_emission(edges_lambda: Sequence[float], data_amp: Sequence[float], m
                   "self-calibration would pull that flux into the field: enlarge imsize (or image the "
                   "outlier); input delivered unchanged")
     return OutsideVerdict(fires, reason, float(d[i]), float(m[i]), float(q), float(edges[i + 1]), per_bin)
-
-
-def away_from_centre(per_spw: Sequence[dict], geometric_ratio: float, min_measured: int = 3) -> tuple[bool, float]:
-    """Do the band's phase slopes come from emission away from the phase centre?
-
-    ``per_spw``: rows of :func:`outcome.band_decorrelation` (``n_measured``,
-    ``delay_length_ratio``: median delay of the shortest third of the measured baselines /
-    the longest third's). A source at offset s gives baseline delays b . s / c, growing with
-    the projected length b; antenna phase errors and delays do not grow with length. Returns
-    (median ratio < ``geometric_ratio``, the median ratio; NaN and False when no window has
-    ``min_measured`` measured baselines and a finite ratio).
-
-    Why it is needed next to :func:`outside_emission`: phase errors alone decorrelate the test
-    image, so its model holds less flux than the visibilities without any emission outside
-    (measured, bench_harm ``bright``, 60 deg rms phase errors: data/model 2.3 on the shortest
-    bin, slope ratio 0.78-0.96; ``delays``, 4 ns antenna delays: data/model 5.0, slope ratio
-    1.02). Emission outside the field: conf 0.18, offaxis 0.19 (s5-break)."""
-    r = [float(x["delay_length_ratio"]) for x in per_spw
-         if x.get("n_measured", 0) >= min_measured and math.isfinite(x.get("delay_length_ratio", math.nan))]
-    if not r:
-        return False, math.nan
-    med = float(np.median(r))
-    return med < geometric_ratio, med
 
 
 def power_noise(err: float, count: float) -> float:
@@ -166,31 +144,23 @@ MAX_POINTS = 40_000
 
 def measure_outside(ms: str, model_fits: str, *, nbins: int = 8, max_rows: int = 20000,
                     ratio: float = DEFAULT_RATIO, nsigma: float = DEFAULT_NSIGMA,
-                    max_points: int = MAX_POINTS) -> OutsideVerdict:
+                    max_points: int = MAX_POINTS, sample: dict | None = None) -> OutsideVerdict:
     """:func:`outside_emission` on ``ms`` (the private working copy, DATA, read with
     python-casacore; never the user's input) against ``model_fits`` (the test image's clean
-    model): at most ``max_rows`` evenly spaced cross-correlation rows, unflagged parallel
-    hands, ``nbins`` bins of equal counts in uv distance (wavelengths, per channel)."""
-    from casacore.tables import table, taql  # lazy: casacore only where a table is read
-
-    with table(f"{ms}/SPECTRAL_WINDOW", ack=False) as t:
-        freqs = [np.asarray(f, float) for f in t.getcol("CHAN_FREQ")]
-    with table(f"{ms}/DATA_DESCRIPTION", ack=False) as t:
-        dd_spw = t.getcol("SPECTRAL_WINDOW_ID")
-    with table(ms, ack=False) as t:  # noqa: F841 (read by taql as $t)
-        sub = taql("select UVW, DATA_DESC_ID, DATA, FLAG, WEIGHT from $t where ANTENNA1 != ANTENNA2")
-        try:
-            step = max(1, sub.nrows() // max_rows)
-            kw = {"startrow": 0, "nrow": min(sub.nrows(), max_rows * step), "rowincr": step}
-            uvw, ddid = sub.getcol("UVW", **kw), sub.getcol("DATA_DESC_ID", **kw)
-            data, flag, weight = sub.getcol("DATA", **kw), sub.getcol("FLAG", **kw), sub.getcol("WEIGHT", **kw)
-        finally:
-            sub.close()
+    model): ``sample`` (:func:`decorrelation.read_sample`, shared with the band-decorrelation
+    check) or, without it, at most ``max_rows`` evenly spaced cross-correlation rows read here;
+    unflagged parallel hands, ``nbins`` bins of equal counts in uv distance (wavelengths, per
+    channel)."""
+    s = sample if sample is not None else read_sample(ms, max_rows)
+    uvw, ddid, data, flag, weight = (s[c] for c in ("UVW", "DATA_DESC_ID", "DATA", "FLAG", "WEIGHT"))
+    if not len(ddid):
+        return OutsideVerdict(False, "")
+    freqs = s["chan_freq"]
     par = [0, data.shape[2] - 1] if data.shape[2] > 1 else [0]
     uu, vv, dv, ws = [], [], [], []
     for dd in np.unique(ddid):
         sel = ddid == dd
-        f = freqs[int(dd_spw[dd])][: data.shape[1]] / C_LIGHT
+        f = freqs[int(dd)][: data.shape[1]] / C_LIGHT
         for p in par:
             ok = ~flag[sel][:, :, p]
             uu.append((uvw[sel, 0][:, None] * f[None, :])[ok])

@@ -43,3 +43,29 @@ def test_bright_source_outside_the_image_is_not_pulled_into_it(tmp_path):
     got, flags = _data(res.final_ms)
     want, want_flags = _data(ms)
     assert np.array_equal(got, want) and np.array_equal(flags, want_flags), "final.ms differs from the input"
+
+
+def test_flux_outside_the_image_destroyed_by_selfcal_is_not_delivered(tmp_path):
+    """s6-harm: a 60 mJy source 54" away (outside the 23" image), twice the 30 mJy target. The
+    outside-emission check measured data/model 2.7 < 3 on the tester's data and let it pass; p0
+    then scrambled the outside source (a wide image of final.ms: 42 -> 2.5 mJy) and the run said
+    ``finished``. With that check off (the same kind: whatever it misses), the short-baseline
+    comparison of final.ms with the input must refuse delivery; the input MS stays unchanged."""
+    from selfcal_batch.ms.checksum import tree_checksums  # lazy: only this test hashes the input
+
+    comps = (Component("point", 0.03), Component("point", 0.06, 45.0, 30.0))
+    ms = simulate_ms_isolated(spec_from_preset("vla-c", components=comps, seed=31, duration_s=600.0, n_spw=2,
+                                               n_chan=4, integration_s=10.0, phase_rms_deg=30.0,
+                                               phase_timescale_s=200.0, n_scans=2), tmp_path / "out54.ms")
+    before = tree_checksums(ms)
+    res = run_dataset("out54", str(ms), PipelineConfig.from_dict({**QUICK, "outside_ratio": 0}), tmp_path / "out")
+    state = json.loads((tmp_path / "out" / "datasets" / "out54" / "state.json").read_text())
+    coh = state["coherence"]
+    print("out54:", res.status, res.steps_accepted, res.reason, coh)
+    assert res.status == "unchanged" and "destroyed coherent flux" in res.reason and "\n" not in res.reason
+    assert coh["fires"] and coh["loss"] > 0.5 and coh["z"] > 20  # measured: 48 -> 7.8 mJy, -84 %, 132 sigma
+    assert abs(coh["offset_arcsec"][0] - 45) < 5 and abs(coh["offset_arcsec"][1] - 30) < 5
+    got, flags = _data(res.final_ms)
+    want, want_flags = _data(ms)
+    assert np.array_equal(got, want) and np.array_equal(flags, want_flags), "final.ms differs from the input"
+    assert tree_checksums(ms) == before, "the input MS changed"

@@ -153,13 +153,92 @@ def test_delay_check_tells_a_source_off_axis_from_antenna_delays(seed):
     assert not bad and "away from the phase centre" in why
 
 
-def test_away_from_centre_needs_slopes_growing_with_baseline_length():
+def test_slopes_geometric_needs_slopes_growing_with_baseline_length():
+    from selfcal_batch.selfcal.decorrelation import slopes_geometric
+
+    def away(rows, r):
+        return slopes_geometric(rows, r)[:2]
+
     # measured rows (bench_harm / s5-break): bright 0.96/0.78, delays 1.02/1.03, conf 0.18/0.18
     rows = lambda *r: [{"n_measured": 351.0, "delay_length_ratio": x} for x in r]  # noqa: E731
-    assert O.away_from_centre(rows(0.182, 0.175), 0.5) == (True, pytest.approx(0.1785))
-    assert not O.away_from_centre(rows(0.957, 0.778), 0.5)[0]
-    assert not O.away_from_centre(rows(1.018, 1.027), 0.5)[0]
+    assert away(rows(0.182, 0.175), 0.5) == (True, pytest.approx(0.1785))
+    assert not away(rows(0.957, 0.778), 0.5)[0]
+    assert not away(rows(1.018, 1.027), 0.5)[0]
     # nothing measured (faint / noise-only data): no evidence, no claim
-    geo, r = O.away_from_centre([{"n_measured": 0.0, "delay_length_ratio": 0.1}, {"n_measured": 300.0}], 0.5)
+    geo, r = away([{"n_measured": 0.0, "delay_length_ratio": 0.1}, {"n_measured": 300.0}], 0.5)
     assert not geo and math.isnan(r)
-    assert O.away_from_centre([], 0.5)[0] is False
+    assert away([], 0.5)[0] is False
+
+
+def _wide_vis(offset_arcsec, n_ant=27, nchan=4, width=32e6, n_time=60, seed=0, delays_ns=0.0, target=0.03):
+    """Generated VLA-B-like coverage (27 antennas out to ~11 km, 600 s, 10 s integrations, 6 GHz,
+    ``nchan`` x ``width``): a 30 mJy target at the centre and a source 20x brighter at
+    ``offset_arcsec`` (position angle 53 deg), or (``delays_ns`` > 0) the target alone with
+    antenna delays of that rms. MS sign convention, noise 0.01 Jy. Returns band_decorrelation's
+    arguments."""
+    rng = np.random.default_rng(seed)
+    arm = np.array([[0, 1], [math.sin(math.radians(120)), math.cos(math.radians(120))],
+                    [math.sin(math.radians(240)), math.cos(math.radians(240))]])
+    r = 5400.0 * (np.arange(1, 10) / 9) ** 1.7  # metres along each of three arms (VLA-like)
+    xy = np.concatenate([np.outer(r, a) for a in arm])
+    a1, a2 = np.triu_indices(n_ant, 1)
+    b = xy[a2] - xy[a1]
+    h = np.linspace(-0.022, 0.022, n_time)
+    u = (b[None, :, 0] * np.cos(h)[:, None] - b[None, :, 1] * np.sin(h)[:, None]).ravel()
+    v = ((b[None, :, 0] * np.sin(h)[:, None] + b[None, :, 1] * np.cos(h)[:, None]) * 0.9).ravel()
+    bl = np.tile(np.arange(len(a1)), n_time)
+    t = np.repeat(np.arange(n_time) * 10.0, len(a1))
+    freqs = 6e9 + width * (np.arange(nchan) - nchan / 2)
+    s = offset_arcsec * ARCSEC
+    lm = (s * math.sin(math.radians(53)), s * math.cos(math.radians(53)))
+    ph = 2 * math.pi * (u * lm[0] + v * lm[1])[:, None] * freqs[None, :] / 299_792_458.0
+    vis = target + (0.0 if delays_ns else 20 * target) * np.exp(1j * ph)
+    if delays_ns:
+        tau = rng.normal(0, delays_ns * 1e-9, n_ant)
+        vis = vis * np.exp(2j * math.pi * (tau[a2] - tau[a1])[bl][:, None] * freqs[None, :])
+    atm = np.exp(1j * rng.uniform(-np.pi, np.pi, (n_time, n_ant)))
+    vis = vis * (atm[:, a1] * np.conj(atm[:, a2])).ravel()[:, None]
+    data = np.stack([vis, vis], -1) + 0.01 * (rng.standard_normal((u.size, nchan, 2))
+                                             + 1j * rng.standard_normal((u.size, nchan, 2)))
+    uv = np.stack([u, v], 1)
+    radius = 3 * 0.05 / 25.0
+    return (data, np.zeros(data.shape, bool), bl, width), {"length_m": np.hypot(u, v), "uv_m": uv, "time_s": t,
+                                                           "radius_rad": radius}
+
+
+@pytest.mark.parametrize("offset", [54.0, 180.0, 500.0, 900.0])
+def test_slopes_of_a_source_off_axis_are_geometric_at_every_offset(offset):
+    """s6-harm: at 500" the longest baselines' phase step per channel is ~18 rad; the
+    delay-length ratio wrapped to 0.79 (a false needs_calibration); one direction still fits."""
+    from selfcal_batch.selfcal import decorrelation as D
+
+    args, kw = _wide_vis(offset)
+    r = D.band_decorrelation(*args, **kw)
+    geo, _ratio, how = D.slopes_geometric([r])
+    assert geo, (offset, r, how)
+    assert r["geometric_fraction"] > 0.8 and abs(r["geometric_offset_arcsec"] - offset) < 2 * r["geometric_step_arcsec"]
+    bad, why = D.looks_uncalibrated([r], 0.3, band_hz=256e6)
+    assert not bad, why
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_antenna_delays_fit_no_direction(seed):
+    from selfcal_batch.selfcal import decorrelation as D
+
+    args, kw = _wide_vis(0.0, delays_ns=4.0, seed=seed)
+    r = D.band_decorrelation(*args, **kw)
+    # measured: the best direction gathers 0.61-0.67 of the (small, 1.1 rad rms) phase steps,
+    # 36" away, the centre itself 0.5-0.6: no better than no slope at all
+    gain = (r["geometric_fraction"] - r["geometric_fraction_centre"]) / (1 - r["geometric_fraction_centre"])
+    assert gain < 0.5, r
+    geo, _ratio, _how = D.slopes_geometric([r])
+    assert not geo
+    bad, why = D.looks_uncalibrated([r], 0.3, band_hz=256e6)
+    assert bad and "uncalibrated" in why
+
+
+def test_slope_direction_needs_enough_points():
+    from selfcal_batch.selfcal.decorrelation import slope_direction
+
+    z = np.ones(10, complex)
+    assert all(math.isnan(x) for x in slope_direction(z, np.arange(10.0), np.arange(10.0), 1e6, 1e-3))
