@@ -5,6 +5,7 @@ a Dask worker or any process that imports python-casacore.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -163,10 +164,18 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     return {"src": src, "work": info}
 
 
-def primary_beam_image(vis: str, template_fits: str, out_fits: str, workdir: str) -> dict[str, Any]:
+#: Largest side (pixels) of the grid CASA evaluates an off-centre beam's radial profile on.
+PB_PROFILE_MAX_PIX = 1024
+
+
+def primary_beam_image(vis: str, template_fits: str, out_fits: str, workdir: str,
+                       extent_arcmin: float = 0.0) -> dict[str, Any]:
     """CASA's primary beam of ``vis`` on the grid of ``template_fits`` (a WSClean image):
     ``tclean`` with ``niter=0`` (same size, cell, phase centre, reference frequency) writes
     the ``.pb`` image from PBMath's model for the MS's telescope; exported to ``out_fits``.
+    ``extent_arcmin`` > 0: a square grid instead, same centre, reaching that radius from it
+    (cell coarsened to keep at most :data:`PB_PROFILE_MAX_PIX` pixels a side), for the beam's
+    radial profile (imaging/primary_beam.py).
 
     Returns ``{"model": ...}`` naming the model CASA used (vpmanager.getvp)."""
     import shutil  # child only: CASA runs inside the CASA child
@@ -185,8 +194,13 @@ def primary_beam_image(vis: str, template_fits: str, out_fits: str, workdir: str
     stem = os.path.join(workdir, "pbgrid")
     for suffix in (".pb", ".psf", ".image", ".residual", ".model", ".sumwt", ".weight"):
         shutil.rmtree(stem + suffix, ignore_errors=True)
-    tclean(vis=vis, imagename=stem, imsize=[int(h["NAXIS1"]), int(h["NAXIS2"])],
-           cell=f"{abs(float(h['CDELT2'])) * 3600.0:.10g}arcsec",
+    cell, size = abs(float(h["CDELT2"])) * 3600.0, [int(h["NAXIS1"]), int(h["NAXIS2"])]
+    if extent_arcmin > 0:
+        n = int(math.ceil(2 * extent_arcmin * 60.0 / cell)) + 4
+        if n > PB_PROFILE_MAX_PIX:
+            cell, n = 2 * extent_arcmin * 60.0 / (PB_PROFILE_MAX_PIX - 4), PB_PROFILE_MAX_PIX
+        size = [n + n % 2, n + n % 2]
+    tclean(vis=vis, imagename=stem, imsize=size, cell=f"{cell:.10g}arcsec",
            phasecenter=f"J2000 {float(h['CRVAL1']):.10f}deg {float(h['CRVAL2']):.10f}deg",
            specmode="mfs", reffreq=f"{freq:.6f}Hz", gridder="standard", niter=0, pblimit=0.001,
            datacolumn="data", restoration=False, calcres=False)

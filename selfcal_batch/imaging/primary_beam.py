@@ -93,9 +93,10 @@ def emerlin_beam(r_arcmin: Any, freq_hz: float, diameters_m: Iterable[float],
     return total / n
 
 
-def radius_grid_arcmin(header: Any) -> np.ndarray:
-    """Angular distance (arcmin) of every pixel of a FITS image's celestial plane from its
-    phase centre (CRVAL1/2), shape (NAXIS2, NAXIS1), exact (astropy WCS + great circle)."""
+def radius_grid_arcmin(header: Any, centre_deg: tuple[float, float] | None = None) -> np.ndarray:
+    """Angular distance (arcmin) of every pixel of a FITS image's celestial plane from
+    ``centre_deg`` (RA, Dec in degrees; default the phase centre CRVAL1/2), shape
+    (NAXIS2, NAXIS1), exact (astropy WCS + great circle)."""
     from astropy.coordinates import SkyCoord  # lazy: astropy only where FITS/WCS are used
     from astropy.wcs import WCS  # lazy: astropy only where FITS/WCS are used
 
@@ -103,8 +104,43 @@ def radius_grid_arcmin(header: Any) -> np.ndarray:
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     yy, xx = np.mgrid[0:ny, 0:nx]
     sky = wcs.pixel_to_world(xx, yy)
-    centre = SkyCoord(float(header["CRVAL1"]), float(header["CRVAL2"]), unit="deg", frame=sky.frame)
-    return sky.separation(centre).arcmin
+    ra, dec = centre_deg if centre_deg is not None else (float(header["CRVAL1"]), float(header["CRVAL2"]))
+    return sky.separation(SkyCoord(ra, dec, unit="deg", frame=sky.frame)).arcmin
+
+
+#: A pointing closer than this to the phase centre (arcsec) is the phase centre: the beam is
+#: evaluated on the image's own grid. Real MSs store identical PHASE_DIR and REFERENCE_DIR
+#: unless the data were phase-shifted (CASA ``phaseshift``, ``chgcentre``).
+SAME_CENTRE_ARCSEC = 0.1
+
+
+def separation_arcmin(a_deg: tuple[float, float], b_deg: tuple[float, float]) -> float:
+    """Great-circle distance (arcmin) between two (RA, Dec) directions in degrees (haversine)."""
+    ra1, de1, ra2, de2 = (math.radians(float(x)) for x in (*a_deg, *b_deg))
+    h = math.sin((de2 - de1) / 2) ** 2 + math.cos(de1) * math.cos(de2) * math.sin((ra2 - ra1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 60.0
+
+
+def radial_profile(r_arcmin: np.ndarray, pb: np.ndarray, step_arcmin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of a circularly symmetric beam image ``pb`` in rings of width ``step_arcmin`` of
+    its radius ``r_arcmin`` (same shape): ``(ring radii, ring means)``, radii increasing,
+    non-finite pixels ignored. ValueError for a non-positive step."""
+    if step_arcmin <= 0:
+        raise ValueError(f"ring width must be > 0, got {step_arcmin}")
+    r, v = np.ravel(r_arcmin), np.ravel(pb)
+    ok = np.isfinite(r) & np.isfinite(v)
+    ring = np.floor(r[ok] / step_arcmin).astype(int)
+    counts = np.bincount(ring)
+    sums = np.bincount(ring, weights=v[ok])
+    rsum = np.bincount(ring, weights=r[ok])
+    have = counts > 0
+    return rsum[have] / counts[have], sums[have] / counts[have]
+
+
+def beam_from_profile(r_arcmin: np.ndarray, radii: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The beam at radii ``r_arcmin`` (any shape) by linear interpolation of a radial profile
+    (:func:`radial_profile`); NaN beyond its last radius (blanked, never extrapolated)."""
+    return np.interp(np.asarray(r_arcmin, dtype=float), radii, values, left=float(values[0]), right=np.nan)
 
 
 def pb_correct(image: np.ndarray, pb: np.ndarray, cutoff: float) -> np.ndarray:
@@ -162,38 +198,79 @@ def write_products(image_fits: Path, pb_plane: np.ndarray, model: str, cutoff: f
     return pb_path, cor_path
 
 
-def make_pb_products(ctx: Any, ms: Path, image_fits: Path) -> dict[str, Any]:
+def pointing_deg(ms: Path) -> tuple[float, float] | None:
+    """The pointing (RA, Dec in degrees) of our own MS ``ms``: FIELD ``REFERENCE_DIR`` of its
+    first field (the MS v2 "reference centre", which CASA ``phaseshift`` leaves at the
+    pointing while it moves ``PHASE_DIR``); None without the column (thin wrapper)."""
+    from casacore.tables import table  # lazy: python-casacore only where a table is read
+
+    with table(str(Path(ms) / "FIELD"), readonly=True, ack=False) as ft:
+        if "REFERENCE_DIR" not in ft.colnames() or not ft.nrows():
+            return None
+        ra, dec = np.asarray(ft.getcell("REFERENCE_DIR", 0), dtype=float).reshape(-1, 2)[0]
+    return math.degrees(ra) % 360.0, math.degrees(dec)
+
+
+def make_pb_products(ctx: Any, ms: Path, image_fits: Path,
+                     pointing: tuple[float, float] | None = None) -> dict[str, Any]:
     """Write ``final-image.pb.fits``/``.pbcor.fits`` beside ``image_fits`` (thin wrapper).
 
-    VLA (any telescope CASA knows): CASA's beam from the CASA child, checked to lie on the
-    image's grid (RuntimeError naming the difference otherwise). e-MERLIN: :func:`emerlin_beam`
-    with the dishes of the antennas that have data."""
+    The beam is centred on the pointing (``pointing`` (RA, Dec) deg, default
+    :func:`pointing_deg` of ``ms``), which differs from the image's
+    phase centre in phase-shifted data. VLA (any telescope CASA knows): CASA's beam from the
+    CASA child, checked to lie on the image's grid (RuntimeError naming the difference
+    otherwise); off the phase centre, CASA's circular beam is read as a radial profile on a grid
+    that reaches every pixel and evaluated at each pixel's distance from the pointing. e-MERLIN:
+    :func:`emerlin_beam` with the dishes of the antennas that have data."""
     from astropy.io import fits  # lazy: astropy only where FITS/WCS are used
-
-    from selfcal_batch.casa import calibration as cal  # lazy: loaded only when this path runs (keeps the module import-light)
 
     cutoff = float(ctx.cfg.pb_cutoff)
     header = fits.getheader(image_fits)
+    phase = (float(header["CRVAL1"]), float(header["CRVAL2"]))
+    pointing = pointing or pointing_deg(ms) or phase
+    offset = separation_arcmin(phase, pointing)
+    shifted = offset * 60.0 > SAME_CENTRE_ARCSEC
     if ctx.instrument == "eMERLIN":
         info = ctx.info
         names = [info["antenna_names"][a] for a in info["antennas_present"]]
         freq = next(float(header[f"CRVAL{ax}"]) for ax in range(1, int(header["NAXIS"]) + 1)
                     if str(header.get(f"CTYPE{ax}", "")).startswith("FREQ"))
         dishes = [dish_diameter_m(n, 25.0) for n in names]
-        pb = emerlin_beam(radius_grid_arcmin(header), freq, dishes)
+        pb = emerlin_beam(radius_grid_arcmin(header, pointing), freq, dishes)
         model = (f"Gaussian baseline-mean e-MERLIN {GAUSSIAN_FWHM_FACTOR}lambda/D, dishes "
                  + ",".join(f"{d:g}" for d in dishes))
     else:
-        tmp = ctx.root / "tmp" / "casa_pb.fits"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        out = ctx.casa([cal.job("primary_beam_image", vis=str(ms), template_fits=str(image_fits),
-                                out_fits=str(tmp), workdir=str(tmp.parent))], label="primary-beam")[0]
-        with fits.open(tmp) as hdul:
-            pb_header, pb = hdul[0].header, np.squeeze(hdul[0].data).astype(float)
+        pb, model = _casa_beam(ctx, ms, Path(image_fits), header, pointing if shifted else None, offset)
+    pb_path, cor_path = write_products(Path(image_fits), pb, model, cutoff)
+    out = {"pb": str(pb_path), "pbcor": str(cor_path), "pb_model": model, "pb_cutoff": cutoff}
+    if shifted:
+        out["pb_centre"] = (f"pointing (FIELD REFERENCE_DIR) {offset * 60.0:.1f} arcsec from the phase centre "
+                            f"(RA {pointing[0]:.6f} deg, Dec {pointing[1]:.6f} deg)")
+    return out
+
+
+def _casa_beam(ctx: Any, ms: Path, image_fits: Path, header: Any, pointing: tuple[float, float] | None,
+               offset_arcmin: float) -> tuple[np.ndarray, str]:
+    """CASA's beam on the image's grid (``pointing`` None: centred on the phase centre) or
+    centred on ``pointing`` via its radial profile; ``(plane, model text)``."""
+    from astropy.io import fits  # lazy: astropy only where FITS/WCS are used
+
+    from selfcal_batch.casa import calibration as cal  # lazy: loaded only when this path runs (keeps the module import-light)
+
+    tmp = ctx.root / "tmp" / "casa_pb.fits"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    half_diag = math.hypot(int(header["NAXIS1"]), int(header["NAXIS2"])) / 2 * abs(float(header["CDELT2"])) * 60
+    extent = 0.0 if pointing is None else offset_arcmin + half_diag
+    out = ctx.casa([cal.job("primary_beam_image", vis=str(ms), template_fits=str(image_fits),
+                            out_fits=str(tmp), workdir=str(tmp.parent), extent_arcmin=extent)],
+                   label="primary-beam")[0]
+    with fits.open(tmp) as hdul:
+        pb_header, pb = hdul[0].header, np.squeeze(hdul[0].data).astype(float)
+    tmp.unlink()
+    if pointing is None:
         problem = same_grid(header, pb_header)
         if problem:
             raise RuntimeError(f"CASA's primary-beam image is not on the final image's grid: {problem}")
-        tmp.unlink()
-        model = out["model"]
-    pb_path, cor_path = write_products(Path(image_fits), pb, model, cutoff)
-    return {"pb": str(pb_path), "pbcor": str(cor_path), "pb_model": model, "pb_cutoff": cutoff}
+        return pb, out["model"]
+    radii, values = radial_profile(radius_grid_arcmin(pb_header), pb, abs(float(pb_header["CDELT2"])) * 60)
+    return beam_from_profile(radius_grid_arcmin(header, pointing), radii, values), out["model"]

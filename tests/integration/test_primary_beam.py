@@ -78,3 +78,54 @@ def test_pbcor_recovers_offset_source_flux(tmp_path: Path) -> None:
     assert abs(err_cor) < 0.05, report
     assert abs(centre / 0.05 - 1.0) < 0.05, report
     assert err_raw < -0.1, report  # the uncorrected image is off by the attenuation
+
+
+PHASESHIFT = """
+import sys
+from selfcal_batch.casa.env import configure_inprocess
+configure_inprocess()
+from casatasks import phaseshift
+phaseshift(vis=sys.argv[1], outputvis=sys.argv[2], phasecenter=sys.argv[3], datacolumn="data")
+"""
+
+
+def test_beam_centred_on_the_pointing_of_phase_shifted_data(tmp_path: Path) -> None:
+    """Tester finding F3: after CASA ``phaseshift`` the beam was centred on the new phase centre,
+    so a source at the pointing (response 1) was 'corrected' by 1/0.9. The beam must peak at
+    the pointing (FIELD REFERENCE_DIR) and the corrected flux of the source there be right."""
+    import subprocess
+    import sys
+
+    from astropy.io import fits
+
+    spec = spec_from_preset("vla-c", array_config="D", duration_s=600, integration_s=20, n_spw=1, n_chan=4,
+                            components=(Component("point", 0.05, 0.0, 0.0),), primary_beam=True,
+                            phase_rms_deg=5.0, seed=23)
+    base = simulate_ms_isolated(spec, tmp_path / "base.ms")
+    truth = load_truth(base)
+    ra, dec = truth["phase_centre"]["ra_deg"], truth["phase_centre"]["dec_deg"]
+    shift_arcsec = 60.0
+    centre = f"J2000 {ra:.8f}deg {dec + shift_arcsec / 3600:.8f}deg"
+    shifted = tmp_path / "shifted.ms"
+    subprocess.run([sys.executable, "-c", PHASESHIFT, str(base), str(shifted), centre], check=True,
+                   capture_output=True, cwd=tmp_path, timeout=600)
+    cfg = PipelineConfig.from_dict({"imsize": 128, "cell": f"{CELL_ARCSEC}arcsec", "threads": 1, "plots": False,
+                                    "solint": {"extend_ladder": False}, "final_multiscale": False,
+                                    "pb_cutoff": 0.2})
+    res = run_dataset("ps", shifted, cfg, tmp_path / "out")
+    assert res.status in ("finished", "unchanged"), res.error
+    root = tmp_path / "out" / "datasets" / "ps"
+    pb_path = root / "final-image.pb.fits"
+    pb = np.squeeze(fits.getdata(pb_path))
+    from astropy.wcs import WCS
+
+    x, y = WCS(fits.getheader(pb_path)).celestial.world_to_pixel_values(ra, dec)
+    iy, ix = np.unravel_index(np.nanargmax(pb), pb.shape)
+    assert abs(iy - float(y)) <= 1 and abs(ix - float(x)) <= 1, (iy, ix, float(y), float(x))
+    assert _peak_at(pb_path, ra, dec) == pytest.approx(1.0, abs=2e-3)
+    corrected = _peak_at(root / "final-image.pbcor.fits", ra, dec)
+    apparent = _peak_at(root / "final-image.fits", ra, dec)
+    print("PBSHIFT", json.dumps({"pb_peak_pix": [int(iy), int(ix)], "pointing_pix": [float(y), float(x)],
+                                 "apparent_jy": apparent, "pbcor_jy": corrected, "status": res.status}))
+    assert abs(corrected / 0.05 - 1.0) < 0.05
+    assert abs(corrected / apparent - 1.0) < 0.01  # at the pointing the correction is ~1

@@ -1,6 +1,8 @@
 """Primary-beam models and correction (pure)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -76,7 +78,7 @@ def test_emerlin_products_on_a_fits_grid(tmp_path):
     ctx = SimpleNamespace(cfg=SimpleNamespace(pb_cutoff=0.2), instrument="eMERLIN",
                           info={"antenna_names": ["Lo", "Mk2", "Kn", "De", "Pi", "Da", "Cm"],
                                 "antennas_present": [0, 1, 2, 3, 4, 5, 6]})
-    out = P.make_pb_products(ctx, tmp_path / "x.ms", img)
+    out = P.make_pb_products(ctx, tmp_path / "x.ms", img, pointing=(150.0, 50.0))
     pb = np.squeeze(fits.getdata(out["pb"]))
     cor = np.squeeze(fits.getdata(out["pbcor"]))
     assert "76" in fits.getheader(out["pb"])["PBMODEL"] and out["pb_cutoff"] == 0.2
@@ -86,3 +88,66 @@ def test_emerlin_products_on_a_fits_grid(tmp_path):
     ok = expect >= 0.2
     assert np.allclose(pb[ok], expect[ok], rtol=1e-5) and np.isnan(pb[~ok]).all()
     assert np.allclose(cor[ok], 1 / expect[ok], rtol=1e-4)
+
+
+def _header(n: int, cell_deg: float, ra: float = 150.0, dec: float = 50.0) -> Any:
+    from astropy.io import fits
+
+    h = fits.Header()
+    for k, v in (("NAXIS", 2), ("NAXIS1", n), ("NAXIS2", n), ("CTYPE1", "RA---SIN"), ("CRVAL1", ra),
+                 ("CDELT1", -cell_deg), ("CRPIX1", n / 2 + 1), ("CTYPE2", "DEC--SIN"), ("CRVAL2", dec),
+                 ("CDELT2", cell_deg), ("CRPIX2", n / 2 + 1)):
+        h[k] = v
+    return h
+
+
+def test_separation_arcmin():
+    assert P.separation_arcmin((150.0, 50.0), (150.0, 50.0 + 1.5 / 60)) == pytest.approx(1.5, rel=1e-9)
+    # RA offsets shrink by cos(dec)
+    assert P.separation_arcmin((150.0, 60.0), (150.0 + 2.0 / 60, 60.0)) == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("offset_arcmin", [0.5, 1.5, 3.0])
+def test_off_centre_beam_from_a_radial_profile(offset_arcmin):
+    """Phase-shifted data (tester finding F3): the beam is centred on the pointing. A beam image
+    centred on the phase centre, read as a radial profile, evaluated at every pixel's distance
+    from the pointing, reproduces the model centred there (VLA polynomial, 6 GHz)."""
+    small, wide = _header(96, 2.0 / 3600), _header(600, 2.0 / 3600)
+    pointing = (150.0, 50.0 + offset_arcmin / 60)
+    beam_wide = P.poly_beam(P.radius_grid_arcmin(wide), 6.0)
+    radii, values = P.radial_profile(P.radius_grid_arcmin(wide), beam_wide, 2.0 / 60)
+    got = P.beam_from_profile(P.radius_grid_arcmin(small, pointing), radii, values)
+    want = P.poly_beam(P.radius_grid_arcmin(small, pointing), 6.0)
+    assert np.nanmax(np.abs(got - want)) < 2e-3
+    iy, ix = np.unravel_index(np.nanargmax(got), got.shape)
+    # the peak sits at the pointing, offset_arcmin north of the centre (Dec increases with row),
+    # or on the image's northern edge when the pointing lies outside the 96 px x 2" image
+    assert iy - 48 == pytest.approx(min(offset_arcmin * 60 / 2.0, 47), abs=1) and ix == pytest.approx(48, abs=1)
+
+
+def test_profile_never_extrapolates():
+    r = np.array([[0.0, 1.0], [2.0, 3.0]])
+    radii, values = P.radial_profile(r, 1.0 - r / 10, 1.0)
+    assert np.isnan(P.beam_from_profile(np.array([5.0]), radii, values)).all()
+    assert P.beam_from_profile(np.array([1.5]), radii, values)[0] == pytest.approx(0.85)
+    with pytest.raises(ValueError):
+        P.radial_profile(r, r, 0.0)
+
+
+def test_emerlin_beam_centred_on_the_pointing(tmp_path):
+    from types import SimpleNamespace
+
+    from astropy.io import fits
+
+    n = 64
+    h = _header(n, 2.0 / 3600)
+    h["NAXIS"] = 3
+    h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"] = "FREQ", 5.07e9, 1e8, 1.0
+    img = tmp_path / "final-image.fits"
+    fits.PrimaryHDU(np.ones((1, n, n), np.float32), h).writeto(img)
+    ctx = SimpleNamespace(cfg=SimpleNamespace(pb_cutoff=0.05), instrument="eMERLIN",
+                          info={"antenna_names": ["Mk2", "Kn", "De"], "antennas_present": [0, 1, 2]})
+    out = P.make_pb_products(ctx, tmp_path / "x.ms", img, pointing=(150.0, 50.0 + 0.5 / 60))
+    pb = np.squeeze(fits.getdata(out["pb"]))
+    iy, ix = np.unravel_index(np.nanargmax(pb), pb.shape)
+    assert (iy, ix) == (n // 2 + 15, n // 2) and "30.0 arcsec" in out["pb_centre"]
