@@ -58,7 +58,10 @@ def autoflag(ctx: Context, final: bool = False) -> dict[str, Any]:
     """
     vis = str(ctx.final_ms if final else ctx.work_ms)
     name = "final" if final else "init"
-    calls = [cal.flagmanager_call(vis, "save", f"before_rflag_{name}")]
+    # A resumed attempt restores the flags its first attempt saved (the kill may have come
+    # after flagdata wrote some): saving them anew would make the flagged state the "before".
+    calls = [cal.job("flag_checkpoint", vis=vis, versionname=f"before_rflag_{name}",
+                     resume=bool(ctx.state.get("resuming")))]
     if final:
         calls.append(cal.task("flagdata", vis=vis, mode="rflag", datacolumn="data", ntime="6min",
                               combinescans=False, winsize=5, timedevscale=2.5, freqdevscale=2.5,

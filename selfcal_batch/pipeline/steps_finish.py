@@ -12,7 +12,7 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.steps_joint import split_ebs
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
-from selfcal_batch.selfcal.outcome import coherence_kept, guard_precheck, judge_delivery
+from selfcal_batch.selfcal.outcome import coherence_kept, compare_images, guard_precheck, judge_delivery
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -184,19 +184,34 @@ def dataset_plots(ctx: Context) -> dict[str, Any]:
 
 
 def autoflag_final(ctx: Context) -> dict[str, Any]:
-    """Flag outliers in final.ms (rflag + tfcrop + extend), then re-make the final image (seed
-    step ``run_rflag_final``)."""
+    """Flag outliers in final.ms (rflag + tfcrop + extend), re-make the final image and keep
+    the flags only when that image is better beyond its noise than the one the final guard
+    accepted (seed step ``run_rflag_final``, which kept them unconditionally: on data without
+    interference it flagged 29 % and raised the rms by 15 %). Reverted: final.ms's flags are
+    restored from ``before_rflag_final`` and the accepted final image stays delivered.
+    Record: ``flagged_fraction``, ``accepted``, ``reason``, ``snr_pre``/``snr_post``."""
     if not ctx.final_ms.exists():
         return "skipped", {"reason": "no final.ms (split_calibrated did not run)"}
     delivered_as_input = (ctx.state.get("outcome") or {}).get("status")
     if delivered_as_input:  # unchanged / no_detection / needs_calibration: the input's flags stay
         return "skipped", {"reason": f"final.ms is the input delivered {delivered_as_input}: not flagged"}
+    accepted = ctx.state.get("final") or {}
     out = autoflag(ctx, final=True)
     products, stats = ctx.image(final_options(ctx, "final_flagged"), step="autoflag_final", role="final",
                                 template=ctx.state.get("template_final", ""), ms=ctx.final_ms)
+    snrs = {"snr_pre": (accepted.get("stats") or {}).get("snr"), "snr_post": stats.get("snr")}
+    if accepted.get("image"):
+        dec = compare_images(ctx, (str(accepted["image"]), accepted["stats"]),
+                                     (products.image, stats), amplitude=True)
+        if not dec.deliver:
+            ctx.casa([cal.flagmanager_call(str(ctx.final_ms), "restore", "before_rflag_final")],
+                     label="rflag-final-revert")
+            reason = f"flags not kept: image not better beyond its noise ({dec.reason})"
+            log.warning("%s: autoflag_final: %s", ctx.name, reason)
+            return {**out, **snrs, "accepted": False, "reason": reason}
     publish_final(ctx, products, stats)
     ctx.state.set("final", {"image": products.image, "stats": stats})
-    return {**out, **_pb(ctx)}
+    return {**out, **snrs, "accepted": True, **_pb(ctx)}
 
 
 def publish_final(ctx: Context, products: Any, stats: dict[str, Any]) -> None:
