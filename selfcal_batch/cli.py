@@ -398,11 +398,19 @@ def apply_cmd(outdir: Path, datasets: tuple[str, ...], in_place: bool, verbose: 
     _require_campaign_output(outdir)
     _setup_logging(verbose, False)
     from selfcal_batch.campaign.apply import apply_outputs  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.lock import CampaignLock  # lazy: the CLI starts fast
+    from selfcal_batch.errors import OutputDirError  # lazy: the CLI starts fast
 
     names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
     try:
-        rows = apply_outputs(outdir, names or None, in_place=in_place)
+        # The campaign's lock: never apply while a run (or another apply) writes these datasets.
+        with CampaignLock(outdir, "apply"):
+            rows = apply_outputs(outdir, names or None, in_place=in_place)
     except ValueError as exc:
+        _fail(str(exc), 2)
+    except CampaignLockedError as exc:
+        _fail(str(exc), 3)
+    except OutputDirError as exc:
         _fail(str(exc), 2)
     for r in rows:
         click.echo(f"{r['name']}: {r['status']}: {r['detail']}" + (f" -> {r['output']}" if r["output"] else ""))

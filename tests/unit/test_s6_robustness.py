@@ -88,6 +88,10 @@ def test_run_one_refuses_an_output_directory_in_use(tmp_path: Path) -> None:
         assert len(lines) == 1 and "is in use by pid" in lines[0], res.output
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing else written
     assert not (out / LOCK_NAME).exists()
+    (out / "datasets").mkdir()
+    with CampaignLock(out, "other"):  # `apply` never writes into datasets a run is writing
+        res = CliRunner().invoke(main, ["apply", str(out)])
+        assert res.exit_code == 3 and "is in use by pid" in res.output, res.output
 
 
 @pytest.mark.parametrize("field, names, intents, want", [
