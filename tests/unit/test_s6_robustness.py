@@ -153,3 +153,9 @@ def test_batch_script_paths_with_spaces_are_refused() -> None:
         cl.jobqueue_kwargs(spec, Path("/data/My Survey/out"))
     assert cl.batch_path_problem({"python": "/opt/my env/bin/python"}).startswith("cluster.python: ")
     assert cl.batch_path_problem({"python": "/opt/env/bin/python", "log_directory": "/l"}) == ""
+
+
+def test_target_names_from_an_ms_stem_with_spaces_are_safe() -> None:
+    from selfcal_batch.campaign.targets import target_dataset_name  # test-only
+
+    assert target_dataset_name("{stem}__{field}", "x", "my obs ü", "NGC 1234") == "my_obs____NGC_1234"
