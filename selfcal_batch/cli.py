@@ -207,15 +207,11 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     """Self-calibrate one MS in this process (no Dask)."""
     import tomllib  # lazy: the CLI starts fast
 
-    from selfcal_batch.pipeline import restart as restart_plan  # lazy: the CLI starts fast
-    from selfcal_batch.campaign.run import (DEFAULT_TASK, _install_sigterm, _restore_sigterm,  # lazy: the CLI starts fast
-                                            execute_dataset, normalise_row)
+    from selfcal_batch.campaign.lock import CampaignLock  # lazy: the CLI starts fast
     from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig  # lazy: the CLI starts fast
     from selfcal_batch.errors import OutputDirError  # lazy: the CLI starts fast
     from selfcal_batch.campaign.manifest import deep_merge  # lazy: the CLI starts fast
-    from selfcal_batch.campaign.preflight import ensure_output_dir, input_problems, output_inside_input  # lazy: the CLI starts fast
-    from selfcal_batch.campaign.progress import failed_row, summary_table  # lazy: the CLI starts fast
-    from selfcal_batch.pipeline.runner import input_change  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.preflight import ensure_output_dir, output_inside_input  # lazy: the CLI starts fast
 
     _setup_logging(verbose, False)
     console = _console()
@@ -247,8 +243,31 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         _fail(problem, 2)
     try:
         ensure_output_dir(out_dir)
+        # The same lock as a campaign's: a second run into this --out (second terminal, a
+        # batch script submitted twice) would rebuild the first one's private view and
+        # work.ms under it. Released when this process exits (a dead owner's lock is stale).
+        lock = CampaignLock(out_dir, f"run-one {name}").acquire()
     except OutputDirError as exc:
         _fail(str(exc), 2)
+    except CampaignLockedError as exc:
+        _fail(str(exc), 3)
+    try:
+        _run_one_locked(ms, out_dir, cfg, name, restart, restart_from, console)
+    finally:
+        lock.release()
+
+
+def _run_one_locked(ms: Path, out_dir: Path, cfg: Any, name: str, restart: bool, restart_from: str | None,
+                    console: Console) -> None:
+    """run-one after its output lock is held: input check, restart notes, the dataset, the table."""
+    from selfcal_batch.pipeline import restart as restart_plan  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.run import (DEFAULT_TASK, _install_sigterm, _restore_sigterm,  # lazy: the CLI starts fast
+                                            execute_dataset, normalise_row)
+    from selfcal_batch.config import STEP_ALIASES  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.preflight import input_problems  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.progress import failed_row, summary_table  # lazy: the CLI starts fast
+    from selfcal_batch.pipeline.runner import input_change  # lazy: the CLI starts fast
+
     problems = input_problems([(ms, cfg.input_column)], cfg.field).get(str(ms), [])
     if problems:
         row = failed_row(name, ms, "; ".join(problems))
@@ -356,12 +375,12 @@ def compare_cmd(out_a: Path, out_b: Path, out: Path | None) -> None:
     _require_campaign_output(out_b)
     try:
         from selfcal_batch.report import compare_runs  # lazy: the CLI starts fast
-        from selfcal_batch.report.compare import compare_problem, default_compare_dir  # lazy: as above
+        from selfcal_batch.report.compare import compare_problem, default_compare_dir, runs_problem  # lazy: as above
     except ImportError as exc:
         _fail(f"the report package is not available: {exc}", 2)
     dest = out or default_compare_dir(out_a.resolve(), out_b.resolve())
-    if problem := compare_problem(dest, [out_a, out_b]):
-        _fail(problem, 2)
+    if problem := compare_problem(dest, [out_a, out_b]) or runs_problem(out_a, out_b):
+        _fail(problem, 2)  # nothing written
     res = compare_runs(out_a, out_b, dest)
     if res:
         click.echo(str(res))
@@ -379,11 +398,19 @@ def apply_cmd(outdir: Path, datasets: tuple[str, ...], in_place: bool, verbose: 
     _require_campaign_output(outdir)
     _setup_logging(verbose, False)
     from selfcal_batch.campaign.apply import apply_outputs  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.lock import CampaignLock  # lazy: the CLI starts fast
+    from selfcal_batch.errors import OutputDirError  # lazy: the CLI starts fast
 
     names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
     try:
-        rows = apply_outputs(outdir, names or None, in_place=in_place)
+        # The campaign's lock: never apply while a run (or another apply) writes these datasets.
+        with CampaignLock(outdir, "apply"):
+            rows = apply_outputs(outdir, names or None, in_place=in_place)
     except ValueError as exc:
+        _fail(str(exc), 2)
+    except CampaignLockedError as exc:
+        _fail(str(exc), 3)
+    except OutputDirError as exc:
         _fail(str(exc), 2)
     for r in rows:
         click.echo(f"{r['name']}: {r['status']}: {r['detail']}" + (f" -> {r['output']}" if r["output"] else ""))

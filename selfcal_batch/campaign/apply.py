@@ -121,7 +121,8 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bo
     from selfcal_batch.casa import calibration as cal  # lazy: loaded only when this path runs (keeps the module import-light)
     from selfcal_batch.errors import SelfcalBatchError  # lazy: loaded only when this path runs (keeps the module import-light)
     from selfcal_batch.ms.checksum import fingerprint_change, input_fingerprint  # lazy: loaded only when this path runs (keeps the module import-light)
-    from selfcal_batch.ms.view import check_self_contained, input_problem, read_only_view  # lazy: loaded only when this path runs (keeps the module import-light)
+    from selfcal_batch.ms.view import (check_self_contained, input_problem, read_only_view,  # lazy: loaded only when this path runs (keeps the module import-light)
+                                       view_disturbed, view_identity)
 
     root = outdir / "datasets" / name
     plan = plan_dataset(name, _read(root / "result.json"), _read(root / "state.json"))
@@ -154,11 +155,14 @@ def apply_dataset(outdir: Path, name: str, in_place: bool = False, shared_ms: bo
                 shutil.rmtree(p, ignore_errors=True)
             try:
                 read_only_view(src, view)
+                ident = view_identity(view)
                 try:
                     cal.run_casa([cal.job("apply_to_copy", view=str(view), out=str(partial), gaintable=tables,
                                           spwmap=plan.spwmaps, interp=interp, field=plan.field, spw=plan.spw,
                                           column=plan.column, calwt=plan.calwt)], workdir=root, label="apply")
                 except SelfcalBatchError as exc:
+                    if why := view_disturbed(view, ident):  # our view broke, not the input MS
+                        raise SelfcalBatchError(f"{why}; the input MS {src} is not at fault") from None
                     raise SelfcalBatchError(input_problem(str(exc), view, src)) from None
             finally:
                 shutil.rmtree(view, ignore_errors=True)

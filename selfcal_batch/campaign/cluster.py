@@ -16,6 +16,7 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -219,7 +220,25 @@ def jobqueue_kwargs(spec: ClusterSpec, out_dir: Path | None = None) -> dict[str,
     if "worker_extra_args" in extra:  # keep the cores resource whatever the user adds
         extra["worker_extra_args"] = kw["worker_extra_args"] + list(extra["worker_extra_args"])
     kw.update(extra)
+    if problem := batch_path_problem(kw, bool(spec.log_directory)):
+        raise ConfigError(problem)
     return kw
+
+
+def batch_path_problem(kw: dict[str, Any], log_directory_set: bool = True) -> str:
+    """One line when a path dask-jobqueue writes unquoted into the batch script (``#SBATCH -o``
+    / ``#PBS -o`` lines: ``log_directory``; the worker command: ``python``, default this
+    interpreter, and ``local_directory``) holds whitespace: the batch system would split it.
+    ``''`` otherwise. ``log_directory_set``: the user chose it (else it is ``<out>/dask-jobs``)."""
+    for key in ("log_directory", "python", "local_directory"):
+        value = str(kw.get(key) or (sys.executable if key == "python" else ""))
+        if any(ch.isspace() for ch in value):
+            fix = ("set [cluster] log_directory to a directory without spaces (the default is under "
+                   "the output directory)" if key == "log_directory" and not log_directory_set
+                   else f"choose a {key} without spaces")
+            return (f"cluster.{key}: {value!r} holds a space, which dask-jobqueue writes unquoted into the "
+                    f"batch script: {fix}")
+    return ""
 
 
 def _jobqueue_config(kind: str, key: str) -> Any:

@@ -160,8 +160,9 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append("worker job script:")
         try:
             lines.extend("  " + ln for ln in render_job_script(spec, camp.output_dir).splitlines())
-        except ConfigError as exc:
-            lines.append(f"  cannot render: {exc}")
+        except ConfigError as exc:  # the run would stop on it too (make_client): dry-run says invalid
+            lines.append(f"error: cannot render the worker job script: {exc}")
+            invalid += 1
     if invalid:
         lines.append(f"{invalid} of {len(camp.datasets)} dataset(s) are invalid")
     if out_problem:

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from selfcal_batch.errors import OutputDirError
 from selfcal_batch.ms.view import archive_hint
+from selfcal_batch.ms.selection import field_selection_problem, has_science_intents
 
 #: Subtables the pipeline reads (casa_jobs.inspect_ms, split, gaincal) and the columns of
 #: each that must be readable. FEED: CASA cannot calibrate an MS without feeds.
@@ -166,15 +167,20 @@ def data_column(input_column: str) -> str:
 
 def field_problem(field: str, names: list[str]) -> str:
     """Why a ``field`` setting selects nothing in an MS whose FIELD names are ``names``, or
-    ''. Pure; the same rule as startup's (ms.inspection.inspect_ms): each comma-separated
-    entry is a field name or a row number; CASA patterns (``*``, ``~``, ``<``, ``>``) are
-    left to CASA."""
-    for f in (f.strip() for f in (field or "").split(",") if f.strip()):
-        if any(ch in f for ch in "*~<>"):
-            continue
-        if f not in names and not (f.isdigit() and int(f) < len(names)):
-            return f"field '{f}' not in the MS (fields: {', '.join(names)})"
-    return ""
+    ''. Pure: :func:`selfcal_batch.ms.selection.field_selection_problem` for a set ``field``
+    (the rule startup applies)."""
+    return field_selection_problem(field, names) if (field or "").strip() else ""
+
+
+def _obs_modes(view: str) -> list[str]:
+    """The STATE OBS_MODE strings of an open-able view ([] without STATE or on error)."""
+    from casacore.tables import table  # runs in the preflight child only
+
+    try:
+        with table(os.path.join(view, "STATE"), readonly=True, ack=False) as st:
+            return [str(m) for m in st.getcol("OBS_MODE")] if st.nrows() and "OBS_MODE" in st.colnames() else []
+    except Exception:  # noqa: BLE001  (no STATE table: no intents; damage is not this check's business)
+        return []
 
 
 def table_problems(ms: str | Path, column: str = "DATA", field: str = "") -> list[str]:
@@ -227,8 +233,10 @@ def table_problems(ms: str | Path, column: str = "DATA", field: str = "") -> lis
                 if st.nrows() == 0:
                     problems.append(f"{ms}: {sub} table is empty (no rows)")
                     continue
-                if sub == "FIELD" and field and "NAME" in st.colnames():
-                    if why := field_problem(field, [str(n) for n in st.getcol("NAME")]):
+                if sub == "FIELD" and "NAME" in st.colnames():
+                    names = [str(n) for n in st.getcol("NAME")]
+                    intents = not field and len(names) > 1 and has_science_intents(_obs_modes(view))
+                    if why := field_selection_problem(field, names, intents):  # startup's rule and line
                         problems.append(f"{ms}: {why}")
                 for c in sub_cols:
                     if c not in st.colnames():

@@ -82,7 +82,7 @@ def write_survey_csv(rows: list[dict[str, Any]], path: Path) -> None:
     cols = list(ROW_FIELDS) + extra
 
     def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
             for r in rows:

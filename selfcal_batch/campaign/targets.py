@@ -150,7 +150,9 @@ def target_dataset_name(pattern: str, name: str, stem: str, field: str) -> str:
         TargetError: an unknown placeholder in ``pattern``.
     """
     try:
-        return pattern.format(name=name, stem=stem, field=safe_field(field))
+        # {stem} as {field}: a name with a space would break the attempts log and task keys
+        # (space-separated lines, campaign/worker.py), like a manifest name with one.
+        return pattern.format(name=name, stem=_UNSAFE.sub("_", stem), field=safe_field(field))
     except (KeyError, IndexError, ValueError) as exc:
         raise TargetError(f"target_name: {pattern!r} is not a pattern of {{name}}, {{stem}}, {{field}} "
                           f"({type(exc).__name__}: {exc})") from None

@@ -2,8 +2,9 @@
 
 Starting a Python interpreter and importing casatasks costs ~1.5-2.5 s; a dataset makes
 10-15 CASA requests. :class:`CasaChild` starts ``python -m selfcal_batch.casa.runner --serve``
-once and sends it request files (the same JSON as the one-shot mode) one path per line on
-stdin; the child answers each with a marker line on stdout. Per request, as for a one-shot
+once and sends it request files (the same JSON as the one-shot mode), one JSON line per
+request on stdin; the child answers each with a marker line on stdout
+(:func:`selfcal_batch.casa.runner.request_line` / ``done_line``: paths with spaces work). Per request, as for a one-shot
 child: the calls go to the pipeline log and the dataset's casa.log, the child's output to
 logs/casa-child.log, and one line (wall and CPU seconds of this request) to the dataset's
 :class:`selfcal_batch.process.ToolRecorder` (``logs/tools.jsonl``, category ``casa``).
@@ -28,7 +29,7 @@ from typing import Any
 from selfcal_batch import process
 from selfcal_batch.casa.calibration import Call, _prepare, _results
 from selfcal_batch.casa.env import casa_child_env
-from selfcal_batch.casa.runner import DONE_MARKER
+from selfcal_batch.casa.runner import DONE_MARKER, parse_done_line, request_line
 from selfcal_batch.errors import CasaTaskError
 
 
@@ -105,15 +106,15 @@ class CasaChild:
             with open(child_log, "a", buffering=1) as fh:
                 fh.write(f"# request {req.name}\n")
                 try:
-                    proc.stdin.write(f"{req}\n")
+                    proc.stdin.write(request_line(req))
                     proc.stdin.flush()
                 except (BrokenPipeError, OSError):
                     pass  # died at start: reported below from its exit code
                 for line in proc.stdout:
                     if line.startswith(DONE_MARKER):
-                        parts = line.split()
-                        if len(parts) >= 3 and parts[1] == str(req):
-                            rc = int(parts[2])
+                        done = parse_done_line(line)
+                        if done is not None and done[0] == str(req):
+                            rc = done[1]
                             break
                         continue
                     fh.write(line)

@@ -9,6 +9,7 @@ import math
 import os
 from typing import Any
 
+from selfcal_batch.ms.selection import field_selection_problem, has_science_intents
 from selfcal_batch.ms.inspection import repair_working_copy, zero_weight_rows
 from selfcal_batch.ms.nonfinite import flag_nonfinite
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
@@ -103,6 +104,15 @@ def _polarisation(vis: str, info: dict[str, Any]) -> Any:
         raise ValueError(f"{vis}: {exc}") from None
 
 
+def _obs_modes(vis: str) -> list[str]:
+    """The STATE table's OBS_MODE strings ([] without a STATE table or column)."""
+    from selfcal_batch.ms.inspection import _subtable_rows  # CASA child only (reads with casatools)
+
+    if not os.path.isfile(os.path.join(vis, "STATE", "table.dat")):
+        return []
+    return [str(r.get("OBS_MODE") or "") for r in _subtable_rows(vis, "STATE", ["OBS_MODE"])]
+
+
 def working_copy(view: str, work: str, field: str = "", spw: str = "", column: str = "data",
                  timebin: str = "", width: int = 1) -> dict[str, Any]:
     """Inspect the (mirrored) input, split the private working copy, inspect the copy.
@@ -112,9 +122,8 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     from casatasks import split  # (same reason)
 
     src = inspect_ms(view, field)
-    if not field and len(src["fields"]) > 1:
-        raise ValueError(f"the MS has {len(src['fields'])} fields ({', '.join(src['fields'][:6])}); "
-                         "set 'field' to the target")
+    if not field and len(src["fields"]) > 1:  # the up-front check's rule and line (campaign.preflight)
+        raise ValueError(field_selection_problem(field, src["fields"], has_science_intents(_obs_modes(view))))
     if column == "corrected" and "CORRECTED_DATA" not in src["columns"]:
         raise ValueError("input_column = 'corrected' but the MS has no CORRECTED_DATA column")
     kw: dict[str, Any] = dict(vis=view, outputvis=work, datacolumn=column, field=field, spw=spw, keepflags=True)

@@ -15,7 +15,9 @@ strict call make it fail (except known-harmless ones).
 
 Long-lived mode (one CASA start per dataset, :class:`selfcal_batch.casa.calibration.CasaChild`):
 ``python -m selfcal_batch.casa.runner --serve RUNDIR LOGFILE`` reads request paths from stdin,
-one per line, runs each like the one-shot mode and prints ``DONE_MARKER <path> <rc>``.
+one per line, runs each like the one-shot mode and prints ``DONE_MARKER`` and a JSON object
+``{"request": path, "rc": rc}`` (:func:`request_line` / :func:`done_line`: JSON with ASCII
+escapes, so a path with spaces or non-ASCII characters survives the pipe in any locale).
 """
 from __future__ import annotations
 
@@ -124,26 +126,60 @@ def run_request(req: dict[str, Any], casatasks: Any, casalog: Any) -> dict[str, 
     return out
 
 
-#: Printed by the server after each request: ``<marker> <request path> <exit code>``.
+#: Printed by the server after each request: ``<marker> {"request": path, "rc": exit code}``.
 DONE_MARKER = "@@selfcal-batch-casa-done"
+
+
+def request_line(path: str | Path) -> str:
+    """The stdin line that asks the server to run the request file ``path`` (JSON, ASCII)."""
+    return json.dumps({"request": str(path)}) + "\n"
+
+
+def parse_request_line(line: str) -> str:
+    """The request path of a :func:`request_line` ('' for a blank line); a line that is not
+    JSON is taken as a bare path (older parents), only its line end stripped."""
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return ""
+    if text.lstrip().startswith("{"):
+        return str(json.loads(text)["request"])
+    return text
+
+
+def done_line(path: str, rc: int) -> str:
+    """The server's answer to the request ``path``: ``DONE_MARKER {json}`` (no newline)."""
+    return f"{DONE_MARKER} {json.dumps({'request': str(path), 'rc': int(rc)})}"
+
+
+def parse_done_line(line: str) -> tuple[str, int] | None:
+    """``(request path, rc)`` of a :func:`done_line`, or None for any other output line.
+    Paths may hold spaces (the old ``split()`` parse never matched them: the parent waited
+    for ever)."""
+    if not line.startswith(DONE_MARKER):
+        return None
+    try:
+        rec = json.loads(line[len(DONE_MARKER):])
+        return str(rec["request"]), int(rec["rc"])
+    except (ValueError, KeyError, TypeError):
+        return None
 #: File in the server's run directory naming the request being run (for tools and tests).
 SERVING_FILE = "serving.json"
 
 
 def serve(rundir: Path, logfile: Path) -> int:
-    """Long-lived mode: read request paths from stdin, one per line, run each and print
-    ``DONE_MARKER path rc``; exits 0 at end of input. CASA is imported once."""
+    """Long-lived mode: read :func:`request_line` lines from stdin, run each request and print
+    its :func:`done_line`; exits 0 at end of input. CASA is imported once."""
     casatasks, casalog = _start_casa(logfile)
-    print(f"{DONE_MARKER} ready 0", flush=True)
+    print(done_line("ready", 0), flush=True)
     serving = rundir / SERVING_FILE
     for line in sys.stdin:
-        req_path = line.strip()
+        req_path = parse_request_line(line)
         if not req_path:
             continue
         serving.write_text(json.dumps({"request": req_path}))
         out = run_request(json.loads(Path(req_path).read_text()), casatasks, casalog)
         serving.unlink(missing_ok=True)
-        print(f"{DONE_MARKER} {req_path} {1 if 'error' in out else 0}", flush=True)
+        print(done_line(req_path, 1 if "error" in out else 0), flush=True)
     return 0
 
 

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from selfcal_batch.imaging.provenance import fits_text
+
 C_LIGHT = 299_792_458.0
 
 #: CASA PBMath ``VLA`` common beam (refit of Napier & Rots to a unit peak; CASA
@@ -185,7 +187,8 @@ def write_products(image_fits: Path, pb_plane: np.ndarray, model: str, cutoff: f
     with fits.open(image_fits) as hdul:
         data, header = hdul[0].data, hdul[0].header.copy()
     pb_full = np.broadcast_to(pb_plane, data.shape)
-    header["PBMODEL"] = model[:68]  # the primary-beam model (full text in the step record)
+    # the primary-beam model (full text in the step record); printable ASCII (it may name the MS's telescope)
+    header["PBMODEL"] = fits_text(model)[:68]
     header["PBCUTOFF"] = (float(cutoff), "blanked where the primary beam is below")
     pb_out = np.where(pb_full >= cutoff, pb_full, np.nan).astype(np.float32)
     for path, arr, unit in ((pb_path, pb_out, ""), (cor_path, pb_correct(data, pb_full, cutoff), None)):

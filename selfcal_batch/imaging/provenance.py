@@ -17,6 +17,10 @@ SCB_DR     peak / residual rms
 SCB_INMS   the input measurement set (name; the full path is in HISTORY)
 SCB_DATE   when the image was written (UTC, ISO 8601)
 =========  ==========================================================================
+
+FITS header values must be printable ASCII (FITS 4.0 section 4.2.1); every text written
+here goes through :func:`fits_text` (non-ASCII escaped as ``\\u00fc``), the full UTF-8
+name stays in the dataset's ``result.json`` (``ms``).
 """
 from __future__ import annotations
 
@@ -36,6 +40,15 @@ def _finite(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def fits_text(value: str) -> str:
+    """``value`` as printable ASCII for a FITS header (FITS 4.0, section 4.2.1: characters
+    32-126): every other character written as ``\\uXXXX`` (``\\UXXXXXXXX`` above U+FFFF), as
+    in JSON/Python string literals: ``'baseü.ms'`` -> ``'base\\u00fc.ms'``, a tab ->
+    ``'\\u0009'``. Pure; printable ASCII text is returned unchanged."""
+    return "".join(ch if " " <= ch <= "~" else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000
+                   else f"\\U{ord(ch):08x}" for ch in str(value))
 
 
 def provenance_cards(version: str, template: str, steps: list[tuple[str, str]], stats: dict[str, Any],
@@ -67,8 +80,9 @@ def stamp(path: Path, cards: list[tuple[str, Any, str]], input_ms: str) -> None:
     with fits.open(path, mode="update") as hdul:
         h = hdul[0].header
         for key, value, comment in cards:
-            h[f"HIERARCH {key}" if len(key) > 8 else key] = (value, comment)
-        h.add_history(f"selfcal-batch input MS: {input_ms}")
+            value = fits_text(value) if isinstance(value, str) else value
+            h[f"HIERARCH {key}" if len(key) > 8 else key] = (value, fits_text(comment))
+        h.add_history(fits_text(f"selfcal-batch input MS: {input_ms}"))
 
 
 def publish_final_images(image: str | Path, residual: str | Path | None, dest_dir: Path,

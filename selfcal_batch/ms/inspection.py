@@ -23,6 +23,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from selfcal_batch.ms.selection import field_selection_problem
+
 #: casacore Stokes enumeration (``casacore/measures/Measures/Stokes.h``) -> name.
 STOKES_NAMES = {1: "I", 2: "Q", 3: "U", 4: "V", 5: "RR", 6: "RL", 7: "LR", 8: "LL",
                 9: "XX", 10: "XY", 11: "YX", 12: "YY"}
@@ -166,10 +168,8 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
 
     cols, nrows = _check_is_ms(vis)
     fields = [r["NAME"] for r in _subtable_rows(vis, "FIELD", ["NAME"])]
-    if field:
-        for f in (f.strip() for f in field.split(",") if f.strip()):
-            if f not in fields and not (f.isdigit() and int(f) < len(fields)):
-                raise ValueError(f"field '{f}' not in the MS (fields: {', '.join(fields)})")
+    if field and (why := field_selection_problem(field, fields)):  # the up-front check's rule
+        raise ValueError(why)
     ant_names = [str(r["NAME"] or "") for r in _subtable_rows(vis, "ANTENNA", ["NAME"])]
     spw_rows = _subtable_rows(vis, "SPECTRAL_WINDOW", ["NUM_CHAN", "CHAN_FREQ", "CHAN_WIDTH", "REF_FREQUENCY"])
     pol_rows = _subtable_rows(vis, "POLARIZATION", ["NUM_CORR", "CORR_TYPE"])

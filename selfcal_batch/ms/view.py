@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 from selfcal_batch.errors import SelfcalBatchError
@@ -75,6 +76,43 @@ def read_only_view(src: Path, dest: Path) -> Path:
         else:
             shutil.copyfile(entry.path, target)
     return dest
+
+
+ViewIdentity = tuple[str, tuple[str, ...]]
+#: File in a view naming the run that made it (casacore ignores unknown files in a table).
+VIEW_TOKEN = ".selfcal-batch-view"
+
+
+def view_identity(view: Path) -> ViewIdentity:
+    """Mark a view just made by :func:`read_only_view` as this run's (a random token in
+    :data:`VIEW_TOKEN`) and return ``(token, sorted entry names)`` for :func:`view_disturbed`.
+    (Directory inode numbers are no identity: a rebuilt view often gets the same one.)
+    Raises OSError when ``view`` cannot be written."""
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    (Path(view) / VIEW_TOKEN).write_text(token)
+    return token, tuple(sorted(os.listdir(view)))
+
+
+def view_disturbed(view: Path, identity: ViewIdentity) -> str:
+    """Why the private view is no longer the one this run made (``""`` when it is): removed,
+    rebuilt (another token: another run writing the same output directory), or an entry of
+    it gone. A read error that comes with one of these is about our view, not about the
+    user's input MS."""
+    try:
+        token = (Path(view) / VIEW_TOKEN).read_text()
+        entries = set(os.listdir(view))
+    except FileNotFoundError:
+        if Path(view).exists():
+            return f"the private view {view} of the input was rebuilt by another process during the run"
+        return f"the private view {view} of the input was removed during the run"
+    except OSError as exc:
+        return f"the private view {view} of the input cannot be read ({exc.strerror or exc})"
+    if token != identity[0]:
+        return f"the private view {view} of the input was rebuilt by another process during the run"
+    gone = sorted(set(identity[1]) - entries)
+    if gone:
+        return f"the private view {view} of the input lost {', '.join(gone[:3])} during the run"
+    return ""
 
 
 def leaving_links(root: Path) -> list[tuple[str, str]]:

@@ -219,7 +219,7 @@ class Context:
         extra = sorted({k for r in rows for k in r} - set(keys))
         path = self.root / IMAGE_PROPERTIES_CSV
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=keys + extra, extrasaction="ignore")
             w.writeheader()
             for r in rows:

@@ -403,7 +403,9 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
     except BaseException as exc:  # noqa: BLE001  (reported as the dataset's failure)
         step = ctx.state.get("current_step") or step if ctx else step
         status, error = "failed", _one_line(exc, step, root)
-        log.error("%s: FAILED: %s\n%s", name, error, traceback.format_exc())
+        # The traceback goes to the dataset's pipeline.log only: the console (run-one's summary
+        # table, the campaign's progress) shows the one-line error.
+        log.error("%s: FAILED: %s\n%s", name, error, traceback.format_exc(), extra={"console": False})
         if isinstance(exc, SystemExit):
             raise
     timing = {k: rec.seconds.get(k, 0.0) for k in ("wsclean", "casa")}

@@ -7,7 +7,8 @@ from typing import Any
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.errors import CasaTaskError, DatasetError
-from selfcal_batch.ms.view import archive_hint, check_self_contained, input_problem, read_only_view
+from selfcal_batch.ms.view import (archive_hint, check_self_contained, input_problem, read_only_view, view_disturbed,
+                                   view_identity)
 from selfcal_batch.imaging.wsclean import WSCleanOptions
 from selfcal_batch.pipeline.context import Context
 
@@ -27,6 +28,7 @@ def working_copy(ctx: Context, src: Path, view: Path, work: Path, label: str, wh
     try:
         try:
             read_only_view(src, view)
+            ident = view_identity(view)
         except OSError as exc:
             raise DatasetError(ctx.name, f"{src}: cannot be read ({exc.strerror or exc})") from None
         try:
@@ -34,6 +36,9 @@ def working_copy(ctx: Context, src: Path, view: Path, work: Path, label: str, wh
                                     spw=ctx.cfg.spw, column=ctx.cfg.input_column.lower(),
                                     timebin=ctx.cfg.timebin, width=ctx.cfg.chanbin)], label=label)[0]
         except CasaTaskError as exc:
+            if why := view_disturbed(view, ident):  # our view broke, not the input MS
+                raise DatasetError(ctx.name, f"{why} (another run on the same output directory?); the input "
+                                   f"MS {src} is not at fault: {input_problem(str(exc), view, view)}") from None
             # One line about the user's MS, never the view's path or a child traceback.
             raise DatasetError(ctx.name, f"{src}: {input_problem(str(exc), view, src)}") from None
         check_self_contained(work, f"working copy {work}")

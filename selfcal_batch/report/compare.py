@@ -71,6 +71,25 @@ def compare_table(ds_a: pd.DataFrame, ds_b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
+def no_common_problem(names_a: list[str], names_b: list[str], out_a: Path, out_b: Path) -> str:
+    """One line when the runs share no dataset name (nothing could be compared), else ''.
+    Pure; lists up to three names of each run so a wrong pair of directories shows."""
+    if set(map(str, names_a)) & set(map(str, names_b)):
+        return ""
+
+    def some(names: list[str]) -> str:
+        names = sorted(map(str, names))
+        return (", ".join(names[:3]) + (f", ... {len(names) - 3} more" if len(names) > 3 else "")) if names else "none"
+    return (f"no dataset in common: {out_a} has {some(names_a)}; {out_b} has {some(names_b)} "
+            "(compare compares runs of the same datasets)")
+
+
+def runs_problem(out_a: str | Path, out_b: str | Path) -> str:
+    """:func:`no_common_problem` for two campaign output directories (reads their dataset tables)."""
+    names = [list(load_datasets(Path(p), [], write=False)["name"]) for p in (out_a, out_b)]
+    return no_common_problem(names[0], names[1], Path(out_a), Path(out_b))
+
+
 def plot_gain_scatter(t: pd.DataFrame, out_png: Path, label_a: str, label_b: str) -> Path:
     """DR and SNR gains of run b vs run a (log-log, 1:1 line)."""
     fig = Figure(figsize=(10, 4.6))
