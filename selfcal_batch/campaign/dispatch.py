@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from selfcal_batch.campaign.cluster import capacity
+from selfcal_batch.campaign.cluster import capacity, dataset_claim
 from selfcal_batch.campaign.jobpool import JobPoolHealer
 from selfcal_batch.campaign.manifest import DatasetSpec
 from selfcal_batch.campaign.plan import RunOptions
@@ -134,7 +134,7 @@ class Dispatcher:
             threads=t, restart=self.opts.restart, restart_from=self.opts.restart_from,
             simulate=d.simulate, attempt=f"{self.run_id} {key}", key=key, pure=False,
             **({"ebs": [str(p) for p in d.ebs]} if d.ebs else {}),
-            resources={"cores": t}, retries=self.spec.retries)
+            resources={"cores": dataset_claim(self.spec, t)}, retries=self.spec.retries)
         self.in_flight[key] = (fut, d)
         log.info("submitted %s (%s, cores=%d)", d.name, key, t)
 

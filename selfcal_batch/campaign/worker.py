@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from selfcal_batch import corepool
 from selfcal_batch.campaign.manifest import build_sim_spec
 from selfcal_batch.campaign.progress import failed_row
 from selfcal_batch.errors import ConfigError, DatasetError, SimulationError
@@ -88,6 +89,20 @@ def count_deaths(out_dir: str | Path, name: str, attempt: str) -> int:
     return len(starts - ends)
 
 
+def worker_cores() -> float | None:
+    """The ``cores`` resource the Dask worker running this task declares (None outside a
+    worker, or for a worker that declares none)."""
+    try:
+        from distributed import get_worker  # Dask is loaded in a worker process already
+    except ImportError:
+        return None
+    try:
+        res = get_worker().state.total_resources
+    except (ValueError, AttributeError):  # not in a worker (e.g. selfcal-batch run)
+        return None
+    return res.get("cores")
+
+
 def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *, threads: int,
                     restart: bool = False, restart_from: str | None = None,
                     simulate: dict[str, Any] | None = None, attempt: str = "",
@@ -101,6 +116,9 @@ def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *,
     propagate so Dask retries them. ``ebs``: the execution blocks of a joint dataset (passed
     to the task as ``ebs=`` only when given, so one-MS tasks keep their signature).
     """
+    # The worker's cores are shared by its datasets' WSClean and CASA runs (one pool per
+    # worker process; no pool = every run gets its dataset's threads, the old behaviour).
+    corepool.install(worker_cores())
     token = ""
     if attempt:
         run_id = attempt.split()[0]
