@@ -81,12 +81,30 @@ def _read_attempts(out_dir: str | Path, name: str) -> list[list[str]]:
 
 def count_deaths(out_dir: str | Path, name: str, attempt: str) -> int:
     """Starts of task ``attempt`` ('<run-id> <key>') that never reached their end line."""
-    run_id, key = attempt.split()
-    starts, ends = set(), set()
+    return len(_deaths(out_dir, name, attempt.split()[0], attempt.split()[1]))
+
+
+def _deaths(out_dir: str | Path, name: str, run_id: str, key: str | None) -> list[tuple[str, str]]:
+    """(host, pid) of each start of ``name`` in campaign run ``run_id`` (of task ``key``;
+    None = any) that never reached its end line."""
+    starts: dict[str, tuple[str, str]] = {}
+    ends: set[str] = set()
     for f in _read_attempts(out_dir, name):
-        if len(f) >= 4 and f[0] == run_id and f[1] == key:
-            (starts if f[2] == "start" else ends).add(f[3])
-    return len(starts - ends)
+        if len(f) >= 4 and f[0] == run_id and (key is None or f[1] == key):
+            if f[2] == "start":
+                starts[f[3]] = (f[4], f[5]) if len(f) >= 6 else ("?", "?")
+            else:
+                ends.add(f[3])
+    return [where for token, where in starts.items() if token not in ends]
+
+
+def shared_deaths(out_dir: str | Path, name: str, attempt: str, others: Any) -> int:
+    """Deaths of task ``attempt`` in a worker process (host, pid) where another dataset of
+    ``others`` (names) was running too in the same campaign run: the death cannot be told
+    to be this dataset's doing (datasets that share a worker's cores die together)."""
+    run_id, key = attempt.split()
+    busy = {where for o in others if o != name for where in _deaths(out_dir, o, run_id, None)}
+    return sum(1 for where in _deaths(out_dir, name, run_id, key) if where in busy)
 
 
 def worker_cores() -> float | None:

@@ -1,6 +1,7 @@
 """The worker's core pool (issue 16): the pure grant rule and the thread-safe pool (no programs run)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -113,3 +114,65 @@ def test_no_pool_keeps_the_old_behaviour(monkeypatch):
         assert corepool.install(3) is pool                                         # busy: kept
     assert corepool.install(3).total == 3
     monkeypatch.setattr(corepool, "_POOL", None)
+
+
+def test_wsclean_gets_the_granted_cores_as_j_and_omp(monkeypatch, tmp_path):
+    """run_wsclean claims from the pool: -j and OMP_NUM_THREADS equal the grant, not the
+    dataset's threads, and the grant reaches the tool record (run_tool replaced: no program)."""
+    from selfcal_batch.imaging import wsclean as ws
+
+    seen: list[tuple[list[str], dict[str, str], corepool.Grant]] = []
+
+    def fake_run_tool(argv, *, env, grant, **kw):
+        seen.append((list(argv), env, grant))
+        (tmp_path / "img-image.fits").write_text("x")
+
+    monkeypatch.setattr(ws, "run_tool", fake_run_tool)
+    pool = CorePool(2)
+    monkeypatch.setattr(corepool, "_POOL", pool)
+    opts = ws.WSCleanOptions(name="img", size=128, scale="1arcsec", threads=4)
+    with pool.claim(1):                               # another dataset's CASA holds one core
+        ws.run_wsclean(opts, tmp_path / "x.ms", log_path=tmp_path / "w.log", cwd=tmp_path)
+    ws.run_wsclean(opts, tmp_path / "x.ms", log_path=tmp_path / "w.log", cwd=tmp_path)
+    monkeypatch.setattr(corepool, "_POOL", None)       # no pool: the dataset's threads, as before
+    ws.run_wsclean(opts, tmp_path / "x.ms", log_path=tmp_path / "w.log", cwd=tmp_path)
+    got = [(a[a.index("-j") + 1], env["OMP_NUM_THREADS"], g.cores, g.pooled) for a, env, g in seen]
+    assert got == [("1", "1", 1, True), ("2", "2", 2, True), ("4", "4", 4, False)]
+    assert pool.free == 2
+
+
+def test_tool_record_carries_the_grant(tmp_path):
+    from selfcal_batch.process import ToolRecorder, held_comment
+
+    rec = ToolRecorder(tmp_path / "tools.jsonl")
+    rec.record("wsclean", "wsclean", ["wsclean", "-j", "2"], 3.0, 0, grant=corepool.Grant(2, 1.25, True))
+    rec.record("casa", "casa", ["python"], 1.0, 0)
+    lines = [json.loads(ln) for ln in (tmp_path / "tools.jsonl").read_text().splitlines()]
+    assert (lines[0]["cores"], lines[0]["core_wait_s"]) == (2, 1.25)
+    assert abs(lines[0]["start"] + 3.0 - time.time()) < 5
+    assert "cores" not in lines[1]
+    assert held_comment(corepool.Grant(2, 1.25, True)) == "  # cores 2 of the worker's pool, waited 1.2 s"
+    assert held_comment(corepool.Grant(2)) == held_comment(None) == ""
+
+
+def test_deaths_in_a_shared_worker_are_not_counted_against_a_dataset(tmp_path):
+    """A worker process that ran two datasets died: neither death is counted as the dataset's
+    own (it is resubmitted alone); a death while running alone is, as before."""
+    from selfcal_batch.campaign.worker import attempts_path, count_deaths, shared_deaths
+
+    def write(name: str, lines: list[str]) -> None:
+        p = attempts_path(tmp_path, name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("".join(ln + "\n" for ln in lines))
+
+    t = "2026-12-03T17:00:00+00:00"
+    write("a", [f"R selfcal-a start t1 host 100 {t}",                # died with b in pid 100
+                f"R selfcal-a start t2 host 200 {t}",                # died alone in pid 200
+                f"R selfcal-a start t3 host 300 {t}", f"R selfcal-a end t3 {t}"])
+    write("b", [f"R selfcal-b start u1 host 100 {t}",
+                f"R selfcal-b start u2 host 300 {t}", f"R selfcal-b end u2 {t}",
+                f"OLD selfcal-b start u0 host 200 {t}"])             # another campaign run: ignored
+    assert count_deaths(tmp_path, "a", "R selfcal-a") == 2
+    assert shared_deaths(tmp_path, "a", "R selfcal-a", ["a", "b", "c"]) == 1
+    assert shared_deaths(tmp_path, "b", "R selfcal-b", {"a": 1, "b": 1}) == 1
+    assert shared_deaths(tmp_path, "a", "R selfcal-a", []) == 0
