@@ -92,7 +92,9 @@ that dies at start is not resubmitted forever); when no worker has been connecte
 
 Worker deaths (OOM kill, node failure) are retried `[cluster] retries` times (default 1);
 after that the dataset is reported failed with "worker died N times (...)" and every other
-dataset still finishes. Finished pipeline steps are resumed, so re-running a campaign only
+dataset still finishes. With shared cores a worker death while several datasets ran in it
+is not counted against any of them (it cannot be told whose it was): they are resubmitted to
+run alone on a worker, where a further death is their own. Finished pipeline steps are resumed, so re-running a campaign only
 redoes what failed.
 """
 
