@@ -88,3 +88,36 @@ def test_two_datasets_share_a_two_core_worker(tmp_path: Path, subprocess_env, py
     grants = sorted((r["dataset"], r["category"], r["cores"]) for r in runs if r["category"] == "wsclean")
     print(f"2 datasets on 1 worker x {CORES} cores: {time.monotonic() - t0:.1f} s; "
           f"{len(overlapping)} overlapping run pairs; WSClean grants {grants}")
+
+
+def test_a_worker_killer_does_not_take_a_dataset_sharing_its_worker_down(tmp_path: Path, fake_ms) -> None:
+    """1 worker x 2 cores shared: 'kill-late' kills the worker while 'ok-1' runs in it too.
+    The shared deaths count against neither; both are resubmitted alone; ok-1 finishes and
+    kill-late fails on its own deaths (stand-in task, no programs run)."""
+    from selfcal_batch.campaign.manifest import load_manifest
+    from selfcal_batch.campaign.run import RunOptions, run_campaign
+
+    for n in ("ok-1", "kill-late-1"):
+        fake_ms(tmp_path / "data" / f"{n}.ms")
+    manifest = tmp_path / "kill.toml"
+    manifest.write_text(textwrap.dedent("""
+        [campaign]
+        name = "kill"
+        output_dir = "out"
+        [cluster]
+        workers = 1
+        threads_per_dataset = 2
+        retries = 1
+        dashboard = false
+        [[datasets]]
+        ms = "data/ok-1.ms"
+        [[datasets]]
+        ms = "data/kill-late-1.ms"
+        """))
+    outcome = run_campaign(load_manifest(manifest), RunOptions(task="campaign_helpers:stand_in", quiet=True))
+    rows = {r["name"]: r for r in outcome.rows}
+    assert rows["ok-1"]["status"] == "finished", rows["ok-1"]
+    assert rows["kill-late-1"]["status"] == "failed"
+    assert rows["kill-late-1"]["error"].startswith("worker died 2 times"), rows["kill-late-1"]["error"]
+    log = (tmp_path / "out" / "campaign.log").read_text()
+    assert "submitted ok-1 (selfcal-ok-1-r2, cores=2, Dask claim cores=2, alone after a death" in log
