@@ -66,6 +66,10 @@ class ClusterSpec:
     threads_per_dataset: int = setting(0, "Cores each dataset claims (Dask resource 'cores', "
                                        "WSClean -j); 0 = automatic (local) or the [defaults] "
                                        "threads setting.", ge=0)
+    share_cores: bool = setting(True, "A worker with C cores runs up to C datasets at once: WSClean "
+                                "takes the free cores up to threads_per_dataset, a CASA request 1 "
+                                "core (up to C working copies in memory per worker); false = one "
+                                "dataset per worker at a time, claiming all C cores.")
     memory: str = setting("", "Memory per worker / batch job ('' = no Dask limit locally, the "
                           "jobqueue configuration on a batch system).", text=MEMORY, also=("",))
     retries: int = setting(1, "Worker deaths tolerated per dataset before it is reported failed "

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from selfcal_batch.corepool import Grant
 from selfcal_batch.errors import ToolError
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,11 @@ class ToolRecorder:
     runs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def record(self, tool: str, category: str, argv: Sequence[str], seconds: float, returncode: int,
-               cpu_s: float | None = None) -> None:
+               cpu_s: float | None = None, grant: Grant | None = None) -> None:
         """Add one run; ``cpu_s``: user + system CPU seconds of the child and its waited-for
-        descendants (None when unknown), written as ``cpu_s``."""
+        descendants (None when unknown), written as ``cpu_s``. ``grant``: the cores the run
+        held (:mod:`selfcal_batch.corepool`), written as ``cores``, ``core_wait_s`` (seconds
+        waited for them, not part of ``seconds``) and ``start`` (Unix time the run started)."""
         self.seconds[category] += seconds
         self.runs[category] += 1
         if self.path is not None:
@@ -65,6 +68,9 @@ class ToolRecorder:
                     "argv": list(argv)}
             if cpu_s is not None:
                 line["cpu_s"] = round(cpu_s, 3)
+            if grant is not None:
+                line.update(cores=grant.cores, core_wait_s=round(grant.waited, 3),
+                            start=round(time.time() - seconds, 3))
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
 
@@ -86,6 +92,15 @@ def recording(path: Path | None = None) -> Iterator[ToolRecorder]:
 def current_recorder() -> ToolRecorder | None:
     """The recorder bound by the innermost :func:`recording` of this thread, if any."""
     return _RECORDER.get()
+
+
+def held_comment(grant: Grant | None) -> str:
+    """``"  # cores 2 of the worker's pool, waited 1.3 s"`` for a pooled grant, else ''
+    (a shell comment: the logged command line stays ready to copy and paste)."""
+    if grant is None or not grant.pooled:
+        return ""
+    waited = f", waited {grant.waited:.1f} s" if grant.waited >= 0.05 else ""
+    return f"  # cores {grant.cores} of the worker's pool{waited}"
 
 
 def _die_with_parent() -> None:
@@ -140,23 +155,25 @@ def run_tool(
     on_line: Callable[[str], None] | None = None,
     check: bool = True,
     error_cls: type[ToolError] = ToolError,
+    grant: Grant | None = None,
 ) -> ToolResult:
     """Run ``argv``; append its output to ``log_path``; raise ``error_cls`` on failure.
 
     The exact command line is written to the log and to the module logger first, ready to
-    copy and paste.
+    copy and paste. ``grant``: the cores the caller claimed for this run (see
+    :mod:`selfcal_batch.corepool`), logged with the command line and in ``tools.jsonl``.
     """
     argv = [str(a) for a in argv]
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmdline = shlex.join(argv)
-    log.info("[%s] %s", tool, cmdline)
+    log.info("[%s] %s%s", tool, cmdline, held_comment(grant))
     tail: deque[str] = deque(maxlen=40)
     t0 = time.monotonic()
     timed_out = threading.Event()
     stopped = ""
     with open(log_path, "a", buffering=1) as fh:
-        fh.write(f"\n$ {cmdline}\n")
+        fh.write(f"\n$ {cmdline}{held_comment(grant)}\n")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -210,7 +227,7 @@ def run_tool(
     TOOL_SECONDS[cat] += seconds
     TOOL_RUNS[cat] += 1
     if (rec := _RECORDER.get()) is not None:
-        rec.record(tool, cat, argv, seconds, rc, cpu_s=cpu_s)
+        rec.record(tool, cat, argv, seconds, rc, cpu_s=cpu_s, grant=grant)
     result = ToolResult(tuple(argv), rc, seconds, "\n".join(tail), cpu_s)
     if stopped:
         raise error_cls(tool, f"{stopped} (log: {log_path})", returncode=rc, log_tail=result.tail)

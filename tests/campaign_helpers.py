@@ -3,7 +3,7 @@
 ``stand_in`` has the pipeline's signature; its behaviour is chosen by the dataset name:
 ``ok*`` finishes, ``fail*`` returns a failed result, ``raise*`` raises, ``kill-once*`` kills
 its own worker process on the first attempt (marker file) and finishes on the retry,
-``kill-always*`` kills its worker every time.
+``kill-always*`` kills its worker every time, ``kill-late*`` too but 0.3 s after its start.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def stand_in(name: str, ms: str, config: Any, out_dir: Path, *, threads: int,
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
     if name.startswith("kill-always"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if name.startswith("kill-late"):  # kills its worker 0.3 s in (another dataset may be running)
+        time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGKILL)
     if name.startswith("raise"):
         raise RuntimeError(f"stand-in crash in {name}\nsecond line")

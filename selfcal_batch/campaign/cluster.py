@@ -1,11 +1,14 @@
 """Dask deployments for a campaign: local processes, an existing scheduler, SLURM, PBS.
 
-Topology (engineering notes 2.1, "Pattern A"): every worker *process* runs one dataset at a
-time (``threads_per_worker = 1``) and declares the abstract resource ``cores = C``; every
-dataset task claims ``{"cores": C}`` and runs WSClean with ``-j C``. Locally
-``n_workers = floor(cores / C)`` so workers x C never oversubscribes the machine. The
-pipeline itself only waits on child processes (WSClean, the CASA child), so one Dask thread
-per worker is enough and CASA never shares a process with another dataset.
+Topology: every worker *process* declares the abstract resource ``cores = C``. With
+``[cluster] share_cores`` (default) it has C Dask threads and every dataset task claims
+``{"cores": 1}``, so up to C datasets run in it at once and their WSClean and CASA runs
+share the C cores phase by phase through the worker's :mod:`selfcal_batch.corepool`
+(WSClean: the free cores up to ``threads_per_dataset``; a CASA request: 1 core). Without it
+(engineering notes 2.1, "Pattern A") a worker has 1 Dask thread, every dataset claims
+``{"cores": C}`` and runs WSClean with ``-j C``. Locally ``n_workers = floor(cores / C)``
+so workers x C never oversubscribes the machine. The pipeline itself only waits on child
+processes (WSClean, the CASA child), so CASA never shares a process with another dataset.
 
 See :data:`DEPLOYMENTS_MD` for the user-facing description of each deployment.
 """
@@ -32,32 +35,49 @@ _MAX_DEFAULT_JOBS = 64
 DEPLOYMENTS_MD = """\
 ## Deployments
 
-Each dataset is one Dask task that runs in a worker *process*, one dataset per worker at a
-time. Workers declare the resource `cores=C` and each dataset claims `cores=C` (WSClean
-`-j C`, `OMP_NUM_THREADS=C`), where `C` is `[cluster] threads_per_dataset` (or
-`--threads-per-dataset`; default locally: 1 when there are at least as many datasets as
-cores, else `cores / datasets` up to the `threads` pipeline setting, which is the default
-elsewhere). Before submitting, the
-campaign checks that some worker can satisfy every claim (a claim no worker can meet would
-wait forever in Dask); a dataset that cannot be placed is reported failed.
+Each dataset is one Dask task that runs in a worker *process*. Workers declare the resource
+`cores=C`, where `C` is `[cluster] threads_per_dataset` (or `--threads-per-dataset`;
+default locally: 1 when there are at least as many datasets as cores, else
+`cores / datasets` up to the `threads` pipeline setting, which is the default elsewhere).
+
+**Shared cores (default, `[cluster] share_cores = true`).** A worker with `cores=C` runs up
+to C datasets at once (C Dask threads; each dataset claims `cores=1` in Dask). Inside the
+worker process one core pool hands out the C cores per phase: a WSClean run takes the free
+cores up to the dataset's threads (at least 1, waiting while none is free) and gets exactly
+that many as `-j` and `OMP_NUM_THREADS`; a CASA request (gaincal, applycal, split, flagging,
+statwt...) takes 1 core while it runs, and an idle CASA child holds none. So while one
+dataset is in single-threaded CASA, another's WSClean uses the other cores, and the cores in
+use never exceed C. Every WSClean/CASA command line in `pipeline.log` ends with
+`# cores N of the worker's pool` and `logs/tools.jsonl` records `cores`, `start` and
+`core_wait_s` per run. **Memory:** up to C datasets' working copies (and WSClean runs) are in
+flight per worker instead of one; with `memory` set, that limit covers them all. Set
+`share_cores = false` for the previous behaviour: one dataset per worker at a time, claiming
+`cores=C` (WSClean `-j C`). A worker that declares no `cores` resource gives every WSClean
+run the dataset's threads, as before.
+
+Before submitting, the campaign checks that some worker can satisfy every claim (a claim
+no worker can meet would wait forever in Dask); a dataset that cannot be placed is
+reported failed.
 
 **Local (default).** `[cluster] kind = "local"`: a `LocalCluster` of
-`workers = floor(cores / C)` processes x 1 thread on this machine
+`workers = floor(cores / C)` processes x C threads (1 without `share_cores`) on this machine
 (`selfcal-batch campaign.toml --workers 2 --threads-per-dataset 1`).
 More workers than the cores allow are capped, with a warning.
 
 **Existing scheduler.** `--scheduler-address tcp://host:8786`, or the environment variable
 `DASK_SCHEDULER_ADDRESS`, or `[cluster] kind = "address"` + `address = "tcp://host:8786"`
 (first match wins, in that order). Start workers that declare the resource, e.g.
-`dask worker tcp://host:8786 --nworkers 4 --nthreads 1 --resources cores=8`. A worker
-with several threads may run several datasets at once (`--nthreads 4 --resources cores=8`
-runs up to 4 datasets of 2 cores): each keeps its own `pipeline.log` and its own tool times
+`dask worker tcp://host:8786 --nworkers 4 --nthreads 8 --resources cores=8` (with
+`share_cores`, `--nthreads` = cores; `--nthreads 1` runs one dataset at a time). A worker
+with several threads runs several datasets at once, sharing its cores as above
+(without `share_cores`, `--nthreads 4 --resources cores=8` runs up to 4 datasets of 2
+cores): each keeps its own `pipeline.log` and its own tool times
 (`logs/tools.jsonl`, one line per WSClean/CASA run). The number
 of worker deaths a dataset survives is the *scheduler's* `allowed-failures` setting here
 (start it with `DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=1`).
 
 **SLURM / PBS.** `[cluster] kind = "slurm"` or `"pbs"` uses dask-jobqueue: one batch job
-per worker, each with 1 Dask thread and `C` reserved CPUs (`#SBATCH --cpus-per-task=C` /
+per worker, each with C Dask threads (1 without `share_cores`) and `C` reserved CPUs (`#SBATCH --cpus-per-task=C` /
 `#PBS -l select=1:ncpus=C:mem=...`), `--resources cores=C`, and a prologue that exports
 `OMP_NUM_THREADS=C` after your own `prologue` lines (module load, venv activation).
 `workers` is the number of jobs (`cluster.scale(jobs=N)`); set `memory`, `walltime`,
@@ -73,7 +93,9 @@ that dies at start is not resubmitted forever); when no worker has been connecte
 
 Worker deaths (OOM kill, node failure) are retried `[cluster] retries` times (default 1);
 after that the dataset is reported failed with "worker died N times (...)" and every other
-dataset still finishes. Finished pipeline steps are resumed, so re-running a campaign only
+dataset still finishes. With shared cores a worker death while several datasets ran in it
+is not counted against any of them (it cannot be told whose it was): they are resubmitted to
+run alone on a worker, where a further death is their own. Finished pipeline steps are resumed, so re-running a campaign only
 redoes what failed.
 """
 
@@ -109,6 +131,17 @@ def auto_threads(max_threads: int, cores: int, n_datasets: int) -> int:
     Fewer datasets than cores share the cores out, up to ``max_threads`` each.
     """
     return max(1, min(max_threads, cores // max(1, min(n_datasets, cores))))
+
+
+def dataset_claim(spec: ClusterSpec, threads: int) -> int:
+    """The Dask ``cores`` claim of a dataset task with ``threads`` threads: 1 when the
+    worker's cores are shared phase by phase (``share_cores``), else ``threads``."""
+    return 1 if spec.share_cores else max(1, int(threads))
+
+
+def worker_threads(spec: ClusterSpec) -> int:
+    """Dask threads per worker: one per core when datasets share the cores, else 1."""
+    return max(1, spec.threads_per_dataset) if spec.share_cores else 1
 
 
 def resolve_cluster(spec: ClusterSpec, *, default_threads: int, workers: int | None = None,
@@ -163,16 +196,18 @@ def resolve_cluster(spec: ClusterSpec, *, default_threads: int, workers: int | N
 
 def describe(spec: ClusterSpec) -> str:
     """One line: what will run where."""
-    c = spec.threads_per_dataset
+    c, k, t = spec.threads_per_dataset, dataset_claim(spec, spec.threads_per_dataset), worker_threads(spec)
+    how = (f"each dataset claims cores={k}; WSClean takes the free cores up to -j {c}, CASA 1 core"
+           if spec.share_cores else f"each dataset claims cores={c} (WSClean -j {c})")
     if spec.kind == "local":
-        return (f"local: {spec.workers} worker process(es) x 1 thread, resources cores={c} each "
-                f"({local_cores()} cores on this machine); each dataset claims cores={c} (WSClean -j {c})")
+        return (f"local: {spec.workers} worker process(es) x {t} thread(s), resources cores={c} each "
+                f"({local_cores()} cores on this machine); {how}")
     if spec.kind == "address":
-        return f"existing scheduler {spec.address}; each dataset claims cores={c} (WSClean -j {c})"
+        return f"existing scheduler {spec.address}; {how}"
     extra = ", ".join(f"{k}={v}" for k, v in (("queue", spec.queue), ("account", spec.account),
                                                ("walltime", spec.walltime), ("memory", spec.memory)) if v)
-    return (f"{spec.kind}: {spec.workers} job(s), each 1 worker x 1 thread with {c} reserved CPUs "
-            f"(cores={c}; WSClean -j {c}){'; ' + extra if extra else ''}")
+    return (f"{spec.kind}: {spec.workers} job(s), each 1 worker x {t} thread(s) with {c} reserved CPUs "
+            f"(cores={c}; {how}){'; ' + extra if extra else ''}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -190,7 +225,7 @@ def jobqueue_kwargs(spec: ClusterSpec, out_dir: Path | None = None) -> dict[str,
         f"export MKL_NUM_THREADS={c}",
     ]
     kw: dict[str, Any] = {
-        "cores": 1,            # one Dask thread per job: one dataset at a time
+        "cores": worker_threads(spec),  # Dask threads: C sharing the cores, else 1 dataset at a time
         "processes": 1,
         "job_script_prologue": prologue,
         "worker_extra_args": ["--resources", f"{RESOURCE}={c}"],
@@ -326,7 +361,7 @@ def _connect(stack: contextlib.ExitStack, spec: ClusterSpec, out_dir: Path | Non
 
         with dask.config.set(cfg):
             cluster = stack.enter_context(LocalCluster(
-                n_workers=spec.workers, threads_per_worker=1, processes=True,
+                n_workers=spec.workers, threads_per_worker=worker_threads(spec), processes=True,
                 resources={RESOURCE: spec.threads_per_dataset},
                 memory_limit=spec.memory or 0, dashboard_address=dash,
                 local_directory=spec.local_directory or None,
@@ -364,13 +399,14 @@ def capacity(spec: ClusterSpec, client: Any | None) -> tuple[float | None, int]:
     which jobs have started yet.
     """
     c = spec.threads_per_dataset
+    k = dataset_claim(spec, c)
     if spec.kind in ("slurm", "pbs") or client is None:
-        return float(c), max(1, spec.workers)
+        return float(c), max(1, spec.workers) * worker_threads(spec)
     slots = worker_slots(client)
     offered = [s.cores for s in slots if s.cores is not None]
     if not offered:
         return None, 0
-    conc = sum(min(s.nthreads, int(s.cores // c)) for s in slots if s.cores)
+    conc = sum(min(s.nthreads, int(s.cores // k)) for s in slots if s.cores)
     return max(offered), max(1, conc)
 
 

@@ -19,12 +19,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from selfcal_batch.campaign.cluster import capacity
+from selfcal_batch.campaign.cluster import capacity, dataset_claim
 from selfcal_batch.campaign.jobpool import JobPoolHealer
 from selfcal_batch.campaign.manifest import DatasetSpec
 from selfcal_batch.campaign.plan import RunOptions
 from selfcal_batch.campaign.progress import CampaignProgress, failed_row, normalise_row
-from selfcal_batch.campaign.worker import _now, count_deaths, execute_dataset
+from selfcal_batch.campaign.worker import _now, count_deaths, execute_dataset, shared_deaths
 from selfcal_batch.fileio import atomic_write_json
 from selfcal_batch.pipeline import records
 
@@ -116,6 +116,8 @@ class Dispatcher:
         self.submits: dict[str, int] = {}
         self.first_submit: dict[str, float] = {}
         self.deaths: dict[str, int] = {}
+        #: Datasets that died in a worker shared with others: from then on they run alone.
+        self.solo: set[str] = set()
         self.healer: JobPoolHealer | None = None
         if spec.kind != "local":
             cluster = getattr(client, "cluster", None) if spec.kind in ("slurm", "pbs") else None
@@ -134,9 +136,22 @@ class Dispatcher:
             threads=t, restart=self.opts.restart, restart_from=self.opts.restart_from,
             simulate=d.simulate, attempt=f"{self.run_id} {key}", key=key, pure=False,
             **({"ebs": [str(p) for p in d.ebs]} if d.ebs else {}),
-            resources={"cores": t}, retries=self.spec.retries)
+            resources={"cores": (claim := self._claim(d.name, t))}, retries=self.spec.retries)
         self.in_flight[key] = (fut, d)
-        log.info("submitted %s (%s, cores=%d)", d.name, key, t)
+        log.info("submitted %s (%s, cores=%d, Dask claim cores=%g%s)", d.name, key, t, claim,
+                 ", alone after a death in a shared worker" if d.name in self.solo else "")
+
+    def _claim(self, name: str, threads: int) -> float:
+        """The dataset's Dask ``cores`` claim: its share (:func:`dataset_claim`), or a whole
+        largest worker after it died in a worker shared with other datasets (so a further
+        death is its own)."""
+        if name not in self.solo:
+            return dataset_claim(self.spec, threads)
+        with contextlib.suppress(Exception):
+            largest = capacity(self.spec, self.client)[0]
+            if largest:
+                return max(float(threads), largest)
+        return float(max(threads, self.spec.threads_per_dataset))
 
     def _row_on_disk(self, d: DatasetSpec) -> dict[str, Any] | None:
         """The dataset's own result.json when written since its first submission here.
@@ -169,9 +184,15 @@ class Dispatcher:
             reason, tb, died = _error_reason(fut)
             if died:
                 # Count only deaths while this dataset was running (its starts under this
-                # key); a task that merely waited on a dying worker is not to blame.
-                n = self.deaths[d.name] = self.deaths.get(d.name, 0) + count_deaths(
-                    self.out_dir, d.name, f"{self.run_id} {fut.key}")
+                # key); a task that merely waited on a dying worker is not to blame. A death
+                # while other datasets ran in the same worker process (shared cores) is not
+                # counted either: the dataset is resubmitted to run alone, where a death is its own.
+                attempt = f"{self.run_id} {fut.key}"
+                all_n = count_deaths(self.out_dir, d.name, attempt)
+                shared = shared_deaths(self.out_dir, d.name, attempt, self.claims)
+                if shared:
+                    self.solo.add(d.name)
+                n = self.deaths[d.name] = self.deaths.get(d.name, 0) + all_n - shared
                 if n <= self.spec.retries and self.submits[d.name] <= self.spec.retries + 3:
                     log.warning("%s: worker died (%d death(s) while running it so far); "
                                 "resubmitting", d.name, n)

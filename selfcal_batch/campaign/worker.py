@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from selfcal_batch import corepool
 from selfcal_batch.campaign.manifest import build_sim_spec
 from selfcal_batch.campaign.progress import failed_row
 from selfcal_batch.errors import ConfigError, DatasetError, SimulationError
@@ -80,12 +81,44 @@ def _read_attempts(out_dir: str | Path, name: str) -> list[list[str]]:
 
 def count_deaths(out_dir: str | Path, name: str, attempt: str) -> int:
     """Starts of task ``attempt`` ('<run-id> <key>') that never reached their end line."""
-    run_id, key = attempt.split()
-    starts, ends = set(), set()
+    return len(_deaths(out_dir, name, attempt.split()[0], attempt.split()[1]))
+
+
+def _deaths(out_dir: str | Path, name: str, run_id: str, key: str | None) -> list[tuple[str, str]]:
+    """(host, pid) of each start of ``name`` in campaign run ``run_id`` (of task ``key``;
+    None = any) that never reached its end line."""
+    starts: dict[str, tuple[str, str]] = {}
+    ends: set[str] = set()
     for f in _read_attempts(out_dir, name):
-        if len(f) >= 4 and f[0] == run_id and f[1] == key:
-            (starts if f[2] == "start" else ends).add(f[3])
-    return len(starts - ends)
+        if len(f) >= 4 and f[0] == run_id and (key is None or f[1] == key):
+            if f[2] == "start":
+                starts[f[3]] = (f[4], f[5]) if len(f) >= 6 else ("?", "?")
+            else:
+                ends.add(f[3])
+    return [where for token, where in starts.items() if token not in ends]
+
+
+def shared_deaths(out_dir: str | Path, name: str, attempt: str, others: Any) -> int:
+    """Deaths of task ``attempt`` in a worker process (host, pid) where another dataset of
+    ``others`` (names) was running too in the same campaign run: the death cannot be told
+    to be this dataset's doing (datasets that share a worker's cores die together)."""
+    run_id, key = attempt.split()
+    busy = {where for o in others if o != name for where in _deaths(out_dir, o, run_id, None)}
+    return sum(1 for where in _deaths(out_dir, name, run_id, key) if where in busy)
+
+
+def worker_cores() -> float | None:
+    """The ``cores`` resource the Dask worker running this task declares (None outside a
+    worker, or for a worker that declares none)."""
+    try:
+        from distributed import get_worker  # Dask is loaded in a worker process already
+    except ImportError:
+        return None
+    try:
+        res = get_worker().state.total_resources
+    except (ValueError, AttributeError):  # not in a worker (e.g. selfcal-batch run)
+        return None
+    return res.get("cores")
 
 
 def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *, threads: int,
@@ -101,6 +134,9 @@ def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *,
     propagate so Dask retries them. ``ebs``: the execution blocks of a joint dataset (passed
     to the task as ``ebs=`` only when given, so one-MS tasks keep their signature).
     """
+    # The worker's cores are shared by its datasets' WSClean and CASA runs (one pool per
+    # worker process; no pool = every run gets its dataset's threads, the old behaviour).
+    corepool.install(worker_cores())
     token = ""
     if attempt:
         run_id = attempt.split()[0]

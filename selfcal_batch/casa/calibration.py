@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from selfcal_batch import corepool
 from selfcal_batch.casa.env import casa_child_env
 from selfcal_batch.errors import CasaTaskError
 from selfcal_batch.process import run_tool
@@ -84,17 +85,19 @@ def run_casa(
     """
     req, res, casa_log = _prepare(calls, Path(workdir), label, log_path)
     argv = [sys.executable, "-m", "selfcal_batch.casa.runner", str(req)]
-    result = run_tool(
-        argv,
-        tool="casa",
-        log_path=casa_log.with_name("casa-child.log"),
-        env=casa_child_env(),
-        cwd=req.parent,
-        timeout=timeout,
-        category="casa",
-        check=False,
-        error_cls=CasaTaskError,
-    )
+    with corepool.claim(1) as grant:  # CASA is single-threaded: one core of the worker's pool
+        result = run_tool(
+            argv,
+            tool="casa",
+            log_path=casa_log.with_name("casa-child.log"),
+            env=casa_child_env(),
+            cwd=req.parent,
+            timeout=timeout,
+            category="casa",
+            check=False,
+            error_cls=CasaTaskError,
+            grant=grant,
+        )
     return _results(res, label, result.returncode, result.tail)
 
 

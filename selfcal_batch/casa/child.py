@@ -26,7 +26,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from selfcal_batch import process
+from selfcal_batch import corepool, process
 from selfcal_batch.casa.calibration import Call, _prepare, _results
 from selfcal_batch.casa.env import casa_child_env
 from selfcal_batch.casa.runner import DONE_MARKER, parse_done_line, request_line
@@ -83,6 +83,13 @@ class CasaChild:
         timed out (the child is then gone and the next call starts a new one).
         """
         req, res, casa_log = _prepare(calls, self.workdir, label, self.log_path)
+        # One core of the worker's pool while the child starts and runs this request; an
+        # idle child (between requests) holds none.
+        with corepool.claim(1) as grant:
+            return self._run(req, res, casa_log, label, timeout, grant)
+
+    def _run(self, req: Path, res: Path, casa_log: Path, label: str, timeout: float | None,
+             grant: corepool.Grant) -> list[Any]:
         child_log = casa_log.with_name("casa-child.log")
         t0 = time.monotonic()
         if self.pid is None:
@@ -104,7 +111,7 @@ class CasaChild:
         rc: int | None = None
         try:
             with open(child_log, "a", buffering=1) as fh:
-                fh.write(f"# request {req.name}\n")
+                fh.write(f"# request {req.name}{process.held_comment(grant)}\n")
                 try:
                     proc.stdin.write(request_line(req))
                     proc.stdin.flush()
@@ -134,18 +141,19 @@ class CasaChild:
         cpu_s = None if cpu is None else max(0.0, cpu - self._cpu0)
         if cpu is not None:
             self._cpu0 = cpu
-        self._record(req, seconds, rc, cpu_s)
+        self._record(req, seconds, rc, cpu_s, grant)
         if timed_out.is_set():
             raise CasaTaskError("casa", f"{label}: timed out after {timeout:.0f} s (log: {child_log})",
                                 returncode=rc, log_tail="\n".join(tail))
         return _results(res, label, rc, "\n".join(tail))
 
-    def _record(self, req: Path, seconds: float, rc: int, cpu_s: float | None) -> None:
+    def _record(self, req: Path, seconds: float, rc: int, cpu_s: float | None,
+                grant: corepool.Grant | None = None) -> None:
         argv = [*self.argv, str(req)]
         process.TOOL_SECONDS["casa"] += seconds
         process.TOOL_RUNS["casa"] += 1
         if (rec := process.current_recorder()) is not None:
-            rec.record("casa", "casa", argv, seconds, rc, cpu_s=cpu_s)
+            rec.record("casa", "casa", argv, seconds, rc, cpu_s=cpu_s, grant=grant)
 
     def _reap(self) -> None:
         if self.proc is not None:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfcal_batch import corepool
 from selfcal_batch.errors import WSCleanError
 from selfcal_batch.process import StopTool, run_tool
 
@@ -233,7 +234,21 @@ def run_wsclean(
     container_runtime: str = "apptainer",
     timeout: float | None = None,
 ) -> ImageSet:
-    """Run WSClean; raise :class:`WSCleanError` on failure, divergence or missing output."""
+    """Run WSClean; raise :class:`WSCleanError` on failure, divergence or missing output.
+
+    ``opts.threads`` is what the dataset asks for: the run claims the free cores of the
+    worker's core pool up to that many (:mod:`selfcal_batch.corepool`; waits while none is
+    free) and gets exactly the granted number as ``-j`` and ``OMP_NUM_THREADS``.
+    """
+    with corepool.claim(opts.threads) as grant:
+        return _run_wsclean(opts.replace(threads=grant.cores), ms, log_path=log_path, cwd=cwd,
+                            binary=binary, container=container, container_runtime=container_runtime,
+                            timeout=timeout, grant=grant)
+
+
+def _run_wsclean(opts: WSCleanOptions, ms: str | os.PathLike[str], *, log_path: Path, cwd: Path,
+                 binary: str, container: str, container_runtime: str, timeout: float | None,
+                 grant: corepool.Grant) -> ImageSet:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(max(1, opts.threads))
     env["OPENBLAS_NUM_THREADS"] = "1"
@@ -254,7 +269,7 @@ def run_wsclean(
 
     try:
         run_tool(argv, tool="wsclean", log_path=log_path, env=env, cwd=cwd, timeout=timeout,
-                 category="wsclean", on_line=watch, error_cls=WSCleanError)
+                 category="wsclean", on_line=watch, error_cls=WSCleanError, grant=grant)
     finally:
         if opts.temp_dir:
             # Reordered copies of the data (as large as the MS) must not outlive the run.

@@ -24,7 +24,22 @@ def test_local_pattern_a(monkeypatch):
     assert (s.workers, s.threads_per_dataset) == (2, 3)
     s = cl.resolve_cluster(ClusterSpec(), default_threads=2, workers=1, threads_per_dataset=8)
     assert (s.workers, s.threads_per_dataset) == (1, 8)
-    assert "1 worker process(es) x 1 thread, resources cores=8" in cl.describe(s)
+    assert "1 worker process(es) x 8 thread(s), resources cores=8" in cl.describe(s)
+    assert "each dataset claims cores=1; WSClean takes the free cores up to -j 8" in cl.describe(s)
+    old = dataclasses.replace(s, share_cores=False)
+    assert "1 worker process(es) x 1 thread(s), resources cores=8" in cl.describe(old)
+    assert "each dataset claims cores=8 (WSClean -j 8)" in cl.describe(old)
+
+
+def test_dataset_claim_and_worker_threads():
+    shared = ClusterSpec(threads_per_dataset=4)
+    assert cl.dataset_claim(shared, 4) == 1 and cl.worker_threads(shared) == 4
+    whole = dataclasses.replace(shared, share_cores=False)
+    assert cl.dataset_claim(whole, 4) == 4 and cl.worker_threads(whole) == 1
+    # batch clusters: the capacity counts every job's threads (datasets that run at once)
+    batch = dataclasses.replace(shared, kind="slurm", workers=3)
+    assert cl.capacity(batch, None) == (4.0, 12)
+    assert cl.capacity(dataclasses.replace(batch, share_cores=False), None) == (4.0, 3)
 
 
 def test_auto_threads_fill_the_cores(monkeypatch):
@@ -77,7 +92,8 @@ def test_check_claims():
     probs = cl.check_claims({"a": 1}, None, "tcp://h:1")
     assert "declares the 'cores' resource" in probs["a"]
     s = dataclasses.replace(ClusterSpec(kind="slurm"), threads_per_dataset=8, workers=5)
-    assert cl.capacity(s, None) == (8.0, 5)
+    assert cl.capacity(s, None) == (8.0, 40)          # 5 jobs x 8 datasets sharing 8 cores
+    assert cl.capacity(dataclasses.replace(s, share_cores=False), None) == (8.0, 5)
 
 
 SLURM = ClusterSpec(
@@ -101,9 +117,13 @@ def test_slurm_job_script():
     assert "export OMP_NUM_THREADS=8" in lines
     assert lines.index("module load wsclean/3.1") < lines.index("export OMP_NUM_THREADS=8")
     worker = next(ln for ln in lines if "distributed.cli.dask_worker" in ln)
-    assert "--nthreads 1" in worker                      # one dataset at a time per job
+    assert "--nthreads 8" in worker                      # up to 8 datasets share the job's 8 cores
     assert "--resources cores=8" in worker
     assert "--nworkers" not in worker
+    old = cl.render_job_script(dataclasses.replace(SLURM, share_cores=False)).splitlines()
+    assert "#SBATCH --cpus-per-task=8" in old
+    worker = next(ln for ln in old if "distributed.cli.dask_worker" in ln)
+    assert "--nthreads 1" in worker and "--resources cores=8" in worker  # one dataset at a time
 
 
 def test_pbs_job_script():
@@ -117,7 +137,7 @@ def test_pbs_job_script():
     assert "#PBS -l place=excl" in lines
     assert "export OMP_NUM_THREADS=8" in lines
     worker = next(ln for ln in lines if "distributed.cli.dask_worker" in ln)
-    assert "--nthreads 1" in worker and "--resources cores=8" in worker
+    assert "--nthreads 8" in worker and "--resources cores=8" in worker
 
 
 def test_job_script_extra_kwargs_and_missing_memory():
@@ -138,7 +158,7 @@ def test_dry_run_shows_job_script(tmp_path, tiny_ms):
                  '[[datasets]]\nms = "x.ms"\n')
     text, invalid = plan_text(load_manifest(p), RunOptions())
     assert invalid == 0
-    assert "pbs: 1 job(s), each 1 worker x 1 thread with 4 reserved CPUs" in text
+    assert "pbs: 1 job(s), each 1 worker x 4 thread(s) with 4 reserved CPUs" in text
     assert "#PBS -l select=1:ncpus=4:mem=16GB" in text and "export OMP_NUM_THREADS=4" in text
 
 
