@@ -27,7 +27,7 @@ def field_selection_problem(field: str, names: Sequence[str], science_intents: b
 
     - ``field`` set: each comma-separated entry must be a field name or a row number;
       CASA patterns (``*``, ``~``, ``<``, ``>``) are left to CASA.
-    - ``field`` empty and several FIELD rows: refused (self-calibrating a calibrator and a
+    - ``field`` empty and several differently named FIELD rows: refused (self-calibrating a calibrator and a
       target together makes a wrong model of both); the line points at ``targets =
       "science"`` when the MS carries science intents (``science_intents``), else at
       ``targets`` patterns.
@@ -39,9 +39,11 @@ def field_selection_problem(field: str, names: Sequence[str], science_intents: b
             continue
         if f not in names and not (f.isdigit() and int(f) < len(names)):
             return f"field '{f}' not in the MS (fields: {', '.join(names)})"
-    if not entries and len(names) > 1:
-        more = f", ... {len(names) - 6} more" if len(names) > 6 else ""
+    distinct = list(dict.fromkeys(names))  # FIELD rows of one name are one target (concat writes them)
+    if not entries and len(distinct) > 1:
+        more = f", ... {len(distinct) - 6} more" if len(distinct) > 6 else ""
         hint = ('or use targets = "science" (the MS has scan intents: one dataset per science field)'
                 if science_intents else 'or use targets = ["pattern", ...] (one dataset per matching field)')
-        return f"the MS has {len(names)} fields ({', '.join(names[:6])}{more}); set 'field' to the target {hint}"
+        return (f"the MS has {len(distinct)} fields ({', '.join(distinct[:6])}{more}); "
+                f"set 'field' to the target {hint}")
     return ""

@@ -96,6 +96,8 @@ def test_run_one_refuses_an_output_directory_in_use(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("field, names, intents, want", [
     ("", ["T"], False, ""),
+    ("", ["T", "T"], False, ""),  # one target over two FIELD rows (concat of EBs): not "2 fields"
+    ("", ["CAL", "T", "T"], False, "the MS has 2 fields (CAL, T);"),
     ("T1", ["CAL", "T1"], True, ""),
     ("1", ["CAL", "T1"], False, ""),
     ("J*", ["CAL", "T1"], False, ""),
