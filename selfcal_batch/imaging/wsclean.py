@@ -238,10 +238,13 @@ def run_wsclean(
 
     ``opts.threads`` is what the dataset asks for: the run claims the free cores of the
     worker's core pool up to that many (:mod:`selfcal_batch.corepool`; waits while none is
-    free) and gets exactly the granted number as ``-j`` and ``OMP_NUM_THREADS``.
+    free) and gets exactly the granted number as ``-j`` and ``OMP_NUM_THREADS``, and at most
+    that many parallel gridders.
     """
     with corepool.claim(opts.threads) as grant:
-        return _run_wsclean(opts.replace(threads=grant.cores), ms, log_path=log_path, cwd=cwd,
+        # -parallel-gridding N runs N gridder threads: never more than the cores granted.
+        granted = opts.replace(threads=grant.cores, parallel_gridding=min(opts.parallel_gridding, grant.cores))
+        return _run_wsclean(granted, ms, log_path=log_path, cwd=cwd,
                             binary=binary, container=container, container_runtime=container_runtime,
                             timeout=timeout, grant=grant)
 

@@ -130,7 +130,7 @@ def test_wsclean_gets_the_granted_cores_as_j_and_omp(monkeypatch, tmp_path):
     monkeypatch.setattr(ws, "run_tool", fake_run_tool)
     pool = CorePool(2)
     monkeypatch.setattr(corepool, "_POOL", pool)
-    opts = ws.WSCleanOptions(name="img", size=128, scale="1arcsec", threads=4)
+    opts = ws.WSCleanOptions(name="img", size=128, scale="1arcsec", threads=4, parallel_gridding=2)
     with pool.claim(1):                               # another dataset's CASA holds one core
         ws.run_wsclean(opts, tmp_path / "x.ms", log_path=tmp_path / "w.log", cwd=tmp_path)
     ws.run_wsclean(opts, tmp_path / "x.ms", log_path=tmp_path / "w.log", cwd=tmp_path)
@@ -138,6 +138,9 @@ def test_wsclean_gets_the_granted_cores_as_j_and_omp(monkeypatch, tmp_path):
     ws.run_wsclean(opts, tmp_path / "x.ms", log_path=tmp_path / "w.log", cwd=tmp_path)
     got = [(a[a.index("-j") + 1], env["OMP_NUM_THREADS"], g.cores, g.pooled) for a, env, g in seen]
     assert got == [("1", "1", 1, True), ("2", "2", 2, True), ("4", "4", 4, False)]
+    # never more parallel gridders than cores granted (-parallel-gridding 1 is not passed)
+    gridders = [a[a.index("-parallel-gridding") + 1] if "-parallel-gridding" in a else "1" for a, _e, _g in seen]
+    assert gridders == ["1", "2", "2"]
     assert pool.free == 2
 
 
