@@ -23,6 +23,7 @@ from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
 from selfcal_batch.pipeline import model_keep, registry, work_ms
+from selfcal_batch.pipeline.reselect import reselect
 from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.pipeline.context import Context
@@ -36,8 +37,6 @@ from selfcal_batch.selfcal.templates import (
     StepParams,
     ladder_for,
     minblperant,
-    post_p0_faint_reimage,
-    select_template,
     template_params,
 )
 
@@ -199,8 +198,28 @@ def run_step(ctx: Context, step: str) -> tuple[str, dict[str, Any]]:
         return "skipped", plan
     status, rec = run_planned(ctx, plan)
     if step == "p0":
+        status, rec = _retry_longer(ctx, plan, rec) or (status, rec)
         reselect(ctx)
     return status, rec
+
+
+def _retry_longer(ctx: Context, plan: StepPlan, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """p0 once more at one solution per scan when only its failed solutions rejected it
+    (selfcal.solint.longer_after_flagged); None when no retry runs. Record: ``first_try``."""
+    info, st = MSInfo.from_json(ctx.info), ctx.state
+    longer = None if rec.get("accepted") else solint.longer_after_flagged(
+        str(rec.get("reason") or "").split("; "), plan.params.solint, integration_s=info.integration_s,
+        scan_s=info.scan_s(), max_solint_s=ctx.cfg.solint.max_solint_s)
+    stopped = st.get("ladder_stopped")
+    st.set("ladder_stopped", None)
+    retry = _plan(ctx, plan.step, interval=longer) if longer else None
+    if not isinstance(retry, StepPlan) or retry.params.solint == plan.params.solint:
+        st.set("ladder_stopped", stopped)
+        return None
+    log.info("%s %s: solutions failed at %s: once more at %s", ctx.name, plan.step, plan.params.solint, longer)
+    status, again = run_planned(ctx, retry)
+    again["first_try"] = {k: rec.get(k) for k in ("solint", "reason", "flagged_solutions", "est_snr")}
+    return status, again
 
 
 def run_planned(ctx: Context, plan: StepPlan, rewrite: Any = None) -> tuple[str, dict[str, Any]]:
@@ -263,8 +282,9 @@ def _skip_reason(ctx: Context, step: str, template: str | None, chain: list[dict
     return ""
 
 
-def _plan(ctx: Context, step: str) -> StepPlan | dict[str, Any]:
-    """The step's plan, or the record of a skipped step (``reason``, maybe ``est_snr``)."""
+def _plan(ctx: Context, step: str, interval: str | None = None) -> StepPlan | dict[str, Any]:
+    """The step's plan, or the record of a skipped step (``reason``, maybe ``est_snr``);
+    ``interval``: a retry's interval instead of the template's (:func:`_retry_longer`)."""
     st = ctx.state
     template = st.get("template_initial") if step == "p0" else st.get("template_final")
     chain: list[dict[str, Any]] = st.get("chain", [])
@@ -283,7 +303,8 @@ def _plan(ctx: Context, step: str) -> StepPlan | dict[str, Any]:
                                     n_antennas=info.n_antennas_present - len(st.get("bad_antennas", [])),
                                     n_spw=len(info.spws), integration_s=info.integration_s, scan_s=info.scan_s(),
                                     time_on_source_s=info.time_on_source_s, cfg=ctx.cfg.solint)
-    short, why = _scan_limited(ctx, step, params, info)
+    short, why = ((interval, f"{step} retried at one solution per scan: its solutions failed")
+                  if interval else _scan_limited(ctx, step, params, info))
     choice = choose(short)
     if why and (choice.skip or choice.solint != short):  # the data do not support it: the template's
         why, choice = "", choose(params.solint)
@@ -477,23 +498,3 @@ def _significance(table: str, bad: set[str], names: list[str]) -> dict[str, floa
         gains, snr, flags = t.getcol("CPARAM"), t.getcol("SNR"), t.getcol("FLAG")
     keep = np.array([names[a] not in bad if a < len(names) else True for a in a1], dtype=bool)
     return gate.solution_significance(gains[keep], snr[keep], flags[keep])
-
-
-def reselect(ctx: Context) -> None:
-    """Template re-selection after p0 from the newest image (seed §2.10)."""
-    st = ctx.state
-    current = st.get("current")
-    flux = 1000 * current["stats"]["total_flux_mask"]
-    robust = post_p0_faint_reimage(flux)
-    if robust is not None:
-        chain = st.get("chain", [])
-        opts = ctx.base_options(name=ctx.img("p0_faint_check"), robust=robust, auto_mask=4.0,
-                                auto_threshold=1.5, data_column=work_ms.data_column(chain))
-        _, stats = ctx.image(opts, step="p0", role="reselect", template=st.get("template_initial"))
-        flux = 1000 * stats["total_flux_mask"]
-    new = ctx.cfg.force_template or select_template(flux, tuple(ctx.cfg.template_thresholds_mjy))
-    if new != st.get("template_final"):
-        log.info("%s: template re-selected after p0: %s -> %s (%.2f mJy)", ctx.name,
-                 st.get("template_final"), new, flux)
-    st.set("template_final", new)
-    st.set("reselect_flux_mjy", flux)

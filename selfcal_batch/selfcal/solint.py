@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover  (annotation only: config imports this module)
     from selfcal_batch.config import SolintConfig
@@ -272,3 +272,32 @@ def scan_limited_solint(
             return cand, (f"template {template_solint} is {eff:.0f} s in {scan_s:.0f} s scans, no shorter than an "
                           f"earlier step's {bound:.0f} s: {cand} instead")
     return template_solint, ""
+
+
+#: Fragments of the gate's reasons that say a step's solutions failed too often
+#: (selfcal.acceptance._check_solutions, selfcal.applied_flags.gate_applied_flags): too little
+#: SNR per interval, which a longer interval cures; kept in step with them by a unit test.
+FLAGGED_SOLUTION_REASONS = ("of solutions flagged", "of its solutions", "applying the solutions flagged")
+
+
+def longer_after_flagged(reasons: Sequence[str], solint: str, *, integration_s: float, scan_s: float,
+                         max_solint_s: float) -> str | None:
+    """The interval of one retry for the first phase step when the gate rejected it only
+    because too many of its solutions were flagged, or None.
+
+    Failed solutions mean too little SNR per interval (CASA flags a solution below
+    ``minsnr``); the solution SNR grows as the square root of the interval, so the retry
+    takes the longest interval gaincal can give without combining scans: one solution per
+    scan, capped at ``max_solint_s`` (tester finding F7: 90 % randomly flagged data at SNR 33
+    had 23 % of its 96 s solutions flagged, and the whole ladder stopped). None when any other
+    reason rejected the step (noise-like corrections, a worse image: harm, not SNR) or the
+    interval is already that long. Pure; seconds in, CASA solint out.
+    """
+    if not reasons or not all(any(m in r for m in FLAGGED_SOLUTION_REASONS) for r in reasons):
+        return None
+    now = effective_solint_s(solint, "", integration_s=integration_s, scan_s=scan_s, span_s=scan_s)
+    longest = min(float(max_solint_s), float(scan_s))
+    if longest < 1.5 * now:  # not a meaningfully longer interval (SNR gain < 1.22)
+        return None
+    # 'inf' without combine='scan' is exactly one solution per scan, whatever each scan's length
+    return "inf" if longest >= float(scan_s) else format_solint(longest, integration_s)

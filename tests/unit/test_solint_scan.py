@@ -77,3 +77,42 @@ def test_non_integer_integration_time_keeps_precision() -> None:
     kw = dict(integration_s=2.5, scan_s=15.0, span_s=100.0)
     sol, _ = scan_limited_solint("15s", "", [(30.0, 15.0)], **kw)
     assert sol == "7.50s" and effective_solint_s(sol, "", **kw) == pytest.approx(7.5)
+
+
+def _gate_reasons(per_antenna: dict[str, tuple[int, int]], before: float = 0.0, after: float = 0.0) -> list[str]:
+    """The gate's own reasons for a step's solutions (acceptance + applied-flags check)."""
+    from selfcal_batch.config import GateConfig
+    from selfcal_batch.selfcal.acceptance import SolutionStats, evaluate_solutions
+    from selfcal_batch.selfcal.applied_flags import gate_applied_flags
+
+    cfg = GateConfig()
+    dec = evaluate_solutions(SolutionStats(per_antenna), cfg=cfg)
+    return list(gate_applied_flags(dec, before, after, cfg.max_flagged_solutions).reasons)
+
+
+def test_retry_after_flagged_solutions_uses_one_solution_per_scan() -> None:
+    """Tester finding F7: 23 % of the 96 s solutions flagged in 300 s scans -> once more at
+    one solution per scan ('inf' without combine='scan'). The reasons are made by the gate's
+    own functions, so their wording and this rule cannot drift apart."""
+    from selfcal_batch.selfcal.solint import longer_after_flagged
+
+    flagged = _gate_reasons({f"ea{i:02d}": (10, 7 if i < 20 else 10) for i in range(27)})
+    assert flagged and all("flagged" in r or "of its solutions" in r for r in flagged), flagged
+    kw = dict(integration_s=10.0, scan_s=300.0, max_solint_s=1200.0)
+    assert longer_after_flagged(flagged, "96s", **kw) == "inf"
+    assert longer_after_flagged(flagged, "96s", **{**kw, "max_solint_s": 200.0}) == "200s"
+    applied = _gate_reasons({"ea01": (10, 10), "ea02": (10, 10)}, before=0.1, after=0.5)
+    assert applied and longer_after_flagged(applied, "96s", **kw) == "inf"
+
+
+@pytest.mark.parametrize("reasons, solint, scan_s", [
+    ([], "96s", 300.0),                                                         # accepted
+    (["SNR decreased 40.1 -> 38.0 (-2.1 sigma)"], "96s", 300.0),                 # harm: no retry
+    (["23% of solutions flagged (> 20%)", "rms increased 1.0 -> 1.2"], "96s", 300.0),  # mixed
+    (["23% of solutions flagged (> 20%)"], "96s", 100.0),                      # already one per 100 s scan
+    (["23% of solutions flagged (> 20%)"], "inf", 300.0),                      # already per scan
+])
+def test_no_retry(reasons: list[str], solint: str, scan_s: float) -> None:
+    from selfcal_batch.selfcal.solint import longer_after_flagged
+
+    assert longer_after_flagged(reasons, solint, integration_s=10.0, scan_s=scan_s, max_solint_s=1200.0) is None
