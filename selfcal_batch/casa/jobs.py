@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from selfcal_batch.ms.inspection import repair_working_copy, zero_weight_rows
+from selfcal_batch.ms.inspection import zero_weight_rows
 from selfcal_batch.ms.nonfinite import flag_nonfinite
+from selfcal_batch.ms.repair import honour_flag_row, merge_same_name_fields, merge_tolerance_rad, repair_working_copy
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 
 
@@ -111,8 +112,9 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     from casatasks import split  # (same reason)
 
     src = inspect_ms(view, field)
-    if not field and len(src["fields"]) > 1:
-        raise ValueError(f"the MS has {len(src['fields'])} fields ({', '.join(src['fields'][:6])}); "
+    names = list(dict.fromkeys(src["fields"]))  # FIELD rows of one name: one target (merged below)
+    if not field and len(names) > 1:
+        raise ValueError(f"the MS has {len(names)} fields ({', '.join(names[:6])}); "
                          "set 'field' to the target")
     if column == "corrected" and "CORRECTED_DATA" not in src["columns"]:
         raise ValueError("input_column = 'corrected' but the MS has no CORRECTED_DATA column")
@@ -131,26 +133,30 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     split(**kw)
     if not os.path.exists(os.path.join(work, "table.dat")):
         raise RuntimeError(f"split did not write the working copy {work} (see casa.log)")
+    fields = merge_same_name_fields(work, merge_tolerance_rad(max(s["freq_max"] for s in src["spws"]),
+                                                               src["max_baseline_m"]))
+    rowflags = honour_flag_row(work)  # WSClean reads FLAG only; applycal/split lose FLAG_ROW
     nonfinite = flag_nonfinite(work)  # before any statistic: NaN/inf would spread into all of them
     first = inspect_ms(work)
     choice = _polarisation(view, first)
     zero = zero_weight_rows(view) if src["zero_weight_fraction"] > 0 else []
-    fixes = {"zero_weight_flagged": 0, "time_columns_fixed": False}
+    fixes = {"zero_weight_flagged": 0, "unflagged_before": 0, "time_columns_fixed": False}
     if zero or first["zero_weight_fraction"] > 0 or first["time_warning"]:
         fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]),
                                     zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
     info = inspect_ms(work) if fixes["zero_weight_flagged"] or fixes["time_columns_fixed"] else first
     info["polarisation"] = choice.as_dict()
-    info["repairs"] = {**fixes, "nonfinite_flagged": nonfinite["nonfinite_flagged"]}
-    info["warnings"] = list(first["warnings"])
+    info["repairs"] = {**fixes, "nonfinite_flagged": nonfinite["nonfinite_flagged"], **rowflags, **fields}
+    info["warnings"] = list(first["warnings"]) + repair_warnings(rowflags, fields)
     if nonfinite["nonfinite_flagged"]:
         info["warnings"].append(f"{nonfinite['nonfinite_flagged']} unflagged visibilities "
                                 f"({100 * nonfinite['nonfinite_flagged'] / max(1, nonfinite['n_samples']):.2g}%) "
                                 "are NaN/inf (data or weight): flagged in the working copy (the input is unchanged)")
     if fixes["zero_weight_flagged"]:
-        info["warnings"].append(f"{100 * src['zero_weight_fraction']:.1f}% of the unflagged samples have "
-                                f"weight 0 (or NaN/inf): {fixes['zero_weight_flagged']} samples flagged in the working copy "
-                                "so that they stay excluded (also in final.ms)")
+        pct = 100 * fixes["zero_weight_flagged"] / max(1, fixes["unflagged_before"])
+        info["warnings"].append(f"{pct:.3g}% of the unflagged samples have weight 0 (or NaN/inf): "
+                                f"{fixes['zero_weight_flagged']} samples flagged in the working copy "
+                                "(only those channels and correlations) so that they stay excluded (also in final.ms)")
     if zero and (timebin or width > 1):
         info["warnings"].append("zero weights in the input cannot be matched after time/channel averaging: "
                                 "flag them in the input to keep them excluded")
@@ -161,6 +167,21 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
         info["warnings"].append(f"imaging and calibrating {choice.note}: Stokes I needs both parallel hands "
                                 "in every spw")
     return {"src": src, "work": info}
+
+
+def repair_warnings(rowflags: dict[str, int], fields: dict[str, int]) -> list[str]:
+    """Warning lines for the FLAG_ROW (:func:`~selfcal_batch.ms.repair.honour_flag_row`) and
+    FIELD-row (:func:`~selfcal_batch.ms.repair.merge_same_name_fields`) repairs of a working copy. Pure."""
+    out = []
+    if rowflags.get("flag_row_flagged"):
+        out.append(f"{rowflags['flag_row_rows']} rows are flagged by FLAG_ROW but not (all) in FLAG: "
+                   f"{rowflags['flag_row_flagged']} samples flagged in the working copy so that imaging, "
+                   "calibration and final.ms exclude them (the input is unchanged)")
+    if fields.get("field_rows_merged"):
+        out.append(f"{fields['field_rows_merged']} more FIELD row(s) with the target's name and direction "
+                   f"(as concat writes): their {fields['rows_refielded']} rows merged into one FIELD_ID in the "
+                   "working copy so that all of them are imaged and calibrated")
+    return out
 
 
 def primary_beam_image(vis: str, template_fits: str, out_fits: str, workdir: str) -> dict[str, Any]:
@@ -268,7 +289,14 @@ def concat_copies(parts: list[str], work: str) -> dict[str, Any]:
         md.close()
     merged = merge_duplicate_data_descriptions(work)
     info = inspect_ms(work)
+    # concat keeps a second FIELD row for the target when the EBs' rows differ (e.g. SOURCE_ID):
+    # WSClean would image field 0 only. Merged like a single MS's (working_copy).
+    fields = merge_same_name_fields(work, merge_tolerance_rad(max(s["freq_max"] for s in info["spws"]),
+                                                              info["max_baseline_m"]))
+    info["fields"] = list(dict.fromkeys(info["fields"]))
+    info["warnings"] = list(info["warnings"]) + repair_warnings({}, fields)
     info["data_descriptions_merged_rows"] = merged
+    info["field_rows_merged"] = fields["field_rows_merged"]
     info["polarisation"] = _polarisation(work, info).as_dict()
     info["per_eb"] = per_eb
     return info

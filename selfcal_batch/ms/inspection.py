@@ -356,13 +356,17 @@ def no_weight(w: np.ndarray) -> np.ndarray:
 
 def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
     """Unflagged samples with WEIGHT (or WEIGHT_SPECTRUM) 0 or NaN/inf (:func:`no_weight`), per spw: ``spw`` (id),
-    ``key`` (int64 row keys of :func:`row_keys`), ``mask`` (bool [ncorr, nchan or 1, nrow]).
+    ``key`` (int64 row keys of :func:`row_keys`), ``mask`` (bool [ncorr, nchan or 1, nrow]: 1 when
+    the spw has no WEIGHT_SPECTRUM, the zero WEIGHT then holds for every channel), ``chan_freq``
+    (the spw's channel frequencies, Hz: to match channels after split, see
+    :func:`selfcal_batch.ms.repair.channel_map`).
 
     Read from the input (view) because CASA split rewrites WEIGHT from SIGMA: the copy has
     lost the zero weights (measured, CASA 6.7)."""
     from casatools import table  # (same reason)
 
     out = []
+    chan_freq = [r["CHAN_FREQ"] for r in _subtable_rows(vis, "SPECTRAL_WINDOW", ["CHAN_FREQ"])]
     tb = table()
     tb.open(vis)
     try:
@@ -378,7 +382,8 @@ def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
                     key = row_keys(sub.getcol("TIME", startrow=start, nrow=m)[hit],
                                    sub.getcol("ANTENNA1", startrow=start, nrow=m)[hit],
                                    sub.getcol("ANTENNA2", startrow=start, nrow=m)[hit])
-                    out.append({"spw": spw, "key": key, "mask": zero[..., hit]})
+                    out.append({"spw": spw, "key": key, "mask": zero[..., hit],
+                                "chan_freq": np.atleast_1d(np.asarray(chan_freq[spw], dtype=float))})
     finally:
         tb.close()
     return out
@@ -407,77 +412,3 @@ def row_keys(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray) -> np
     until MJD seconds 8.7e9 (year 2137)."""
     t_ms = np.round(np.asarray(time, dtype=float) * 1000.0).astype(np.int64)
     return (t_ms << 20) + (np.asarray(antenna1, dtype=np.int64) << 10) + np.asarray(antenna2, dtype=np.int64)
-
-
-def repair_working_copy(vis: str, integration_s: float, fix_time: bool,
-                        zero_weights: list[dict[str, Any]] | None = None,
-                        spw_ids: dict[int, int] | None = None) -> dict[str, Any]:
-    """Make the private working copy say what the input meant (never run on the input).
-
-    * samples whose WEIGHT (or WEIGHT_SPECTRUM) is 0 but that are not flagged are flagged,
-      so that no later statwt/calibration gives them a weight again (the user's zero
-      weights stay excluded in final.ms): those of the copy itself, and ``zero_weights``
-      (:func:`zero_weight_rows` of the input; ``spw_ids`` maps input spw ids to the copy's),
-      matched by TIME/ANTENNA1/ANTENNA2 (a spectral mask only where channel counts match);
-    * with ``fix_time``, INTERVAL and EXPOSURE are set to the TIME spacing
-      ``integration_s`` (CASA tasks such as statwt bin by INTERVAL: 0.01 s placeholders
-      give one-sample bins and NaN weights).
-
-    Returns ``{"zero_weight_flagged": samples newly flagged, "time_columns_fixed": bool}``.
-    """
-    from casatools import table  # (same reason)
-
-    tb = table()
-    tb.open(vis, nomodify=False)
-    flagged = 0
-    try:
-        for spw, sub, n, ws_ok in _per_data_description(tb, vis):
-            src = _source_zero_mask(sub, zero_weights or [], (spw_ids or {}), spw)
-            for start in range(0, n, CHUNK_ROWS):
-                m = min(CHUNK_ROWS, n - start)
-                wt = sub.getcol("WEIGHT", startrow=start, nrow=m)
-                zero_w = wt == 0
-                if src is not None:
-                    zero_w = zero_w | src[:, start:start + m]
-                ws = sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) if ws_ok else None
-                if not zero_w.any() and (ws is None or not (ws == 0).any()):
-                    continue
-                fl = sub.getcol("FLAG", startrow=start, nrow=m)
-                zero = np.broadcast_to(zero_w[:, None, :], fl.shape)
-                if ws is not None:
-                    zero = zero | (ws == 0)
-                new = zero & ~fl
-                if new.any():
-                    flagged += int(new.sum())
-                    sub.putcol("FLAG", fl | zero, startrow=start, nrow=m)
-        if fix_time and integration_s > 0:
-            n = int(tb.nrows())
-            tb.putcol("INTERVAL", np.full(n, float(integration_s)))
-            if "EXPOSURE" in tb.colnames():
-                tb.putcol("EXPOSURE", np.full(n, float(integration_s)))
-        tb.flush()
-    finally:
-        tb.close()
-    return {"zero_weight_flagged": flagged, "time_columns_fixed": bool(fix_time and integration_s > 0)}
-
-
-def _source_zero_mask(sub: Any, zero_weights: list[dict[str, Any]], spw_ids: dict[int, int],
-                      spw: int) -> np.ndarray | None:
-    """[ncorr, nrow] mask of the rows of ``sub`` (one spw of the copy) that had zero weight in
-    the input (any channel); None when there are none."""
-    entries = [e for e in zero_weights if spw_ids.get(int(e["spw"]), int(e["spw"])) == spw]
-    if not entries or sub.nrows() == 0:
-        return None
-    keys = np.concatenate([e["key"] for e in entries])
-    masks = np.concatenate([e["mask"].any(axis=1) for e in entries], axis=-1)
-    order = np.argsort(keys)
-    keys, masks = keys[order], masks[:, order]
-    mine = row_keys(sub.getcol("TIME"), sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2"))
-    pos = np.clip(np.searchsorted(keys, mine), 0, len(keys) - 1)
-    found = keys[pos] == mine
-    ncorr = int(sub.getcell("WEIGHT", 0).shape[0])
-    if masks.shape[0] != ncorr:
-        masks = np.broadcast_to(masks.any(axis=0, keepdims=True), (ncorr, masks.shape[1]))
-    out = np.zeros((ncorr, len(mine)), dtype=bool)
-    out[:, found] = masks[:, pos[found]]
-    return out

@@ -1,0 +1,118 @@
+"""What the input meant survives into the private working copy and final.ms (never changing the
+input), for three kinds that used to be delivered worse while the run said ``finished``:
+
+* per-channel / per-correlation zero weights (WEIGHT_SPECTRUM 0, WEIGHT not 0): only those
+  samples are flagged (one zero flagged the whole row, every channel: 50 % of a dataset lost
+  for 12.5 % zero weights), and the warning's count is what was flagged;
+* rows flagged only by FLAG_ROW (FLAG false): WSClean imaged them and final.ms delivered them
+  unflagged; now FLAG_ROW is ORed into FLAG in the working copy;
+* the target over two FIELD rows of one name and direction (what concat writes): WSClean
+  imaged field 0 only, the rest got no model and p0 was reverted; now the rows are merged into
+  one FIELD_ID in the working copy.
+
+One MS with all three (each checked by its own test) and one quick run of the default steps.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from casacore.tables import makearrcoldesc, maketabdesc, table
+
+from selfcal_batch.ms.checksum import tree_checksums, tree_diff
+
+from .conftest import MSFactory, quick_config, read_state, run_pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def _damage(ms: Path) -> dict[str, Any]:
+    """WEIGHT_SPECTRUM 0 in spw 0 at (channel 0, first correlation) and (channel 1, every
+    correlation); scan 2 garbage (x30, random phase per row) flagged by FLAG_ROW only; the last
+    scan on a second FIELD row named like the first. Returns the expected counts."""
+    rng = np.random.default_rng(7)
+    with table(str(ms / "FIELD"), readonly=False, ack=False) as f:
+        f.copyrows(f, startrowin=0, nrow=1)
+        f.putcell("SOURCE_ID", 1, 1)
+    with table(str(ms), readonly=False, ack=False) as t:
+        if "WEIGHT_SPECTRUM" not in t.colnames():
+            t.addcols(maketabdesc(makearrcoldesc("WEIGHT_SPECTRUM", 0.0, valuetype="float", ndim=2)))
+        data, scans, dd = t.getcol("DATA"), t.getcol("SCAN_NUMBER"), t.getcol("DATA_DESC_ID")
+        ws = np.ones(data.shape, dtype=np.float32)   # [nrow, nchan, ncorr]
+        ws[dd == 0, 0, 0] = 0.0
+        ws[dd == 0, 1, :] = 0.0
+        t.putcol("WEIGHT_SPECTRUM", ws)
+        bad = scans == sorted(set(scans))[1]
+        data[bad] *= 30 * np.exp(1j * rng.uniform(-np.pi, np.pi, size=(int(bad.sum()), 1, 1)))
+        t.putcol("DATA", data)
+        t.putcol("FLAG_ROW", bad)
+        fid = t.getcol("FIELD_ID")
+        fid[scans == scans.max()] = 1
+        t.putcol("FIELD_ID", fid)
+        assert not t.getcol("FLAG").any()
+        ncorr = data.shape[2]
+        return {"flag_row_rows": int(bad.sum()), "flag_row_samples": int(bad.sum() * data.shape[1] * ncorr),
+                "zero_samples": int(((dd == 0) & ~bad).sum() * (1 + ncorr)),
+                "scan_flag_row": int(sorted(set(scans))[1]), "last_scan": int(scans.max())}
+
+
+@pytest.fixture(scope="module")
+def repaired(ms_factory: MSFactory, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    src = ms_factory.get("repairs", duration_s=600, n_scans=3, n_spw=2, n_chan=4, phase_rms_deg=40, seed=5)
+    d = tmp_path_factory.mktemp("repairs")
+    ms = MSFactory.copy(src, d / "repairs.ms")
+    expect = _damage(ms)
+    before = tree_checksums(ms)
+    out = d / "out"
+    res = run_pipeline("rep", ms, out, quick_config(field="TARGET"))
+    root = out / "datasets" / "rep"
+    with table(str(root / "final.ms"), ack=False) as t:
+        final = {c: t.getcol(c) for c in ("FLAG", "FLAG_ROW", "SCAN_NUMBER", "DATA_DESC_ID", "FIELD_ID")}
+    with table(str(root / "final.ms" / "FIELD"), ack=False) as f:
+        final["field_rows"] = f.nrows()
+    return {"res": res, "root": root, "expect": expect, "final": final, "state": read_state(root),
+            "input_changes": tree_diff(before, tree_checksums(ms)),
+            "log": (root / "logs" / "pipeline.log").read_text()}
+
+
+def test_input_untouched_and_run_finished(repaired: dict[str, Any]) -> None:
+    res = repaired["res"]
+    print(f"\nrepairs: {res['status']} snr {res['snr_initial']} -> {res['snr_final']} "
+          f"accepted {res['steps_accepted']} reverted {res['steps_reverted']} ({res['wall_s']:.0f} s)")
+    assert repaired["input_changes"] == []
+    assert res["status"] == "finished", res["error"]
+    assert "p0" in res["steps_accepted"], res.get("decisions")
+
+
+def test_zero_weight_channels_only_are_flagged(repaired: dict[str, Any]) -> None:
+    e, fin = repaired["expect"], repaired["final"]
+    repairs = repaired["state"]["msinfo"]["repairs"]
+    assert repairs["zero_weight_flagged"] == e["zero_samples"]       # not whole rows
+    m = re.search(r"([\d.]+)% of the unflagged samples have weight 0 \(or NaN/inf\): (\d+) samples flagged",
+                  repaired["log"])
+    assert m and int(m.group(2)) == e["zero_samples"], m
+    assert float(m.group(1)) == pytest.approx(100 * e["zero_samples"] / repairs["unflagged_before"], rel=1e-2)
+    spw0 = (fin["DATA_DESC_ID"] == 0) & (fin["SCAN_NUMBER"] != e["scan_flag_row"])
+    fl = fin["FLAG"][spw0]      # [nrow, nchan, ncorr]
+    assert fl[:, 0, 0].all() and fl[:, 1, :].all()    # the zero weights stay excluded in final.ms
+    assert fl[:, 2:, :].mean() < 0.2 and fl[:, 0, 1:].mean() < 0.2   # the rest is delivered
+
+
+def test_flag_row_is_honoured(repaired: dict[str, Any]) -> None:
+    e, fin = repaired["expect"], repaired["final"]
+    repairs = repaired["state"]["msinfo"]["repairs"]
+    assert (repairs["flag_row_rows"], repairs["flag_row_flagged"]) == (e["flag_row_rows"], e["flag_row_samples"])
+    assert f"{e['flag_row_rows']} rows are flagged by FLAG_ROW" in repaired["log"]
+    assert fin["FLAG"][fin["SCAN_NUMBER"] == e["scan_flag_row"]].all()   # delivered flagged
+    assert fin["FLAG"][fin["SCAN_NUMBER"] != e["scan_flag_row"]].mean() < 0.2
+
+
+def test_two_field_rows_of_the_target_are_imaged_as_one(repaired: dict[str, Any]) -> None:
+    e, fin = repaired["expect"], repaired["final"]
+    assert fin["field_rows"] == 1 and not fin["FIELD_ID"].any()
+    assert (fin["SCAN_NUMBER"] == e["last_scan"]).any()
+    assert repaired["state"]["msinfo"]["repairs"]["field_rows_merged"] == 1
+    assert "merged into one FIELD_ID" in repaired["log"]
