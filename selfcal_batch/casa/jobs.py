@@ -14,12 +14,13 @@ from selfcal_batch.ms.repair import honour_flag_row, merge_same_name_fields, mer
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 
 
-def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
-    """Describe an MS (see :func:`selfcal_batch.ms.inspection.inspect_ms`); ``ValueError`` (one
-    line) for an MS we cannot self-calibrate."""
+def inspect_ms(vis: str, field: str = "", column: str = "data") -> dict[str, Any]:
+    """Describe an MS (see :func:`selfcal_batch.ms.inspection.inspect_ms`), reading the visibility
+    column ``column`` (``"data"`` or ``"corrected"``: input_column); ``ValueError`` (one line) for
+    an MS we cannot self-calibrate."""
     from selfcal_batch.ms.inspection import inspect_ms as _inspect  # CASA child only (reads with casatools)
 
-    return _inspect(vis, field)
+    return _inspect(vis, field, "CORRECTED_DATA" if column.lower() == "corrected" else "DATA")
 
 
 def flag_fraction(vis: str) -> float:
@@ -95,6 +96,18 @@ def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str,
     return out
 
 
+def _has_column(vis: str, name: str) -> bool:
+    """Whether the main table of ``vis`` has the column ``name``."""
+    from casatools import table  # (same reason)
+
+    tb = table()
+    tb.open(vis)
+    try:
+        return name in tb.colnames()
+    finally:
+        tb.close()
+
+
 def _polarisation(vis: str, info: dict[str, Any]) -> Any:
     """The correlation choice for an inspected MS; ValueError naming ``vis`` if none fits."""
     try:
@@ -111,13 +124,13 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     """
     from casatasks import split  # (same reason)
 
-    src = inspect_ms(view, field)
+    if column == "corrected" and not _has_column(view, "CORRECTED_DATA"):
+        raise ValueError("input_column = 'corrected' but the MS has no CORRECTED_DATA column")
+    src = inspect_ms(view, field, column)  # DATA is not needed when the corrected column is read
     names = list(dict.fromkeys(src["fields"]))  # FIELD rows of one name: one target (merged below)
     if not field and len(names) > 1:
         raise ValueError(f"the MS has {len(names)} fields ({', '.join(names[:6])}); "
                          "set 'field' to the target")
-    if column == "corrected" and "CORRECTED_DATA" not in src["columns"]:
-        raise ValueError("input_column = 'corrected' but the MS has no CORRECTED_DATA column")
     kw: dict[str, Any] = dict(vis=view, outputvis=work, datacolumn=column, field=field, spw=spw, keepflags=True)
     if timebin:
         kw["timebin"] = timebin
@@ -231,7 +244,7 @@ def apply_to_copy(view: str, out: str, gaintable: list[str], spwmap: list[list[i
     Returns the exact applycal keyword arguments used and the flagged fraction after it."""
     from casatasks import applycal, split  # child only: CASA runs inside the CASA child
 
-    src = inspect_ms(view, field)
+    src = inspect_ms(view, field, column)
     kw: dict[str, Any] = dict(vis=view, outputvis=out, datacolumn=column, field=field, spw=spw, keepflags=True)
     if not spw and (src["spws_unused"] or [s["id"] for s in src["spws"]] != list(range(len(src["spws"])))):
         kw["spw"] = ",".join(str(s["id"]) for s in src["spws"])  # as working_copy selects them

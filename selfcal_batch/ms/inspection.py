@@ -113,8 +113,9 @@ def _subtable_rows(vis: str, name: str, cols: Sequence[str]) -> list[dict[str, A
         tb.close()
 
 
-def _check_is_ms(vis: str) -> tuple[list[str], int]:
-    """(main-table columns, rows); ValueError (one line) if ``vis`` is not a usable MS."""
+def _check_is_ms(vis: str, data_column: str = "DATA") -> tuple[list[str], int]:
+    """(main-table columns, rows); ValueError (one line) if ``vis`` is not a usable MS (or lacks
+    ``data_column``, the column that will be read)."""
     from casatools import table  # (same reason)
 
     if not os.path.isdir(vis):
@@ -135,8 +136,8 @@ def _check_is_ms(vis: str) -> tuple[list[str], int]:
     for sub in ("ANTENNA", "SPECTRAL_WINDOW", "FIELD", "POLARIZATION", "DATA_DESCRIPTION"):
         if sub not in keywords:
             raise ValueError(f"{vis} is not a measurement set (no {sub} subtable)")
-    if "DATA" not in cols:
-        raise ValueError(f"{vis} has no DATA column")
+    if data_column not in cols:
+        raise ValueError(f"{vis} has no {data_column} column")
     if nrows == 0:
         raise ValueError(f"{vis} has no rows")
     tb.open(os.path.join(vis, "FEED"))
@@ -147,7 +148,7 @@ def _check_is_ms(vis: str) -> tuple[list[str], int]:
     return cols, nrows
 
 
-def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
+def inspect_ms(vis: str, field: str = "", data_column: str = "DATA") -> dict[str, Any]:
     """Describe an MS: what the pipeline needs to validate and plan a dataset.
 
     Keys: ``nrows, columns, fields, antenna_names, antennas_present`` (ids with
@@ -160,11 +161,13 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
     ``zero_weight_fraction`` (of unflagged samples), ``vis_noise_jy``, ``thermal_noise_jy``
     (Stokes I / parallel hands, natural weighting), ``warnings``.
 
-    Raises ``ValueError`` with a one-line reason for an MS we cannot self-calibrate.
+    ``data_column``: the visibility column read (``CORRECTED_DATA`` for ``input_column =
+    "corrected"``: an MS need not have DATA then). Raises ``ValueError`` with a one-line reason
+    for an MS we cannot self-calibrate.
     """
     from casatools import table  # (same reason)
 
-    cols, nrows = _check_is_ms(vis)
+    cols, nrows = _check_is_ms(vis, data_column)
     fields = [r["NAME"] for r in _subtable_rows(vis, "FIELD", ["NAME"])]
     if field:
         for f in (f.strip() for f in field.split(",") if f.strip()):
@@ -208,7 +211,7 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
         raise ValueError(f"{vis} has no cross-correlations")
     ants_present = sorted(set(int(x) for x in np.concatenate([a1[cross], a2[cross]])))
     nant = max(len(ant_names), int(max(a1.max(), a2.max())) + 1)
-    per = _scan_data(vis, dds, ddid, a1, a2, flag_row, nant)
+    per = _scan_data(vis, dds, ddid, a1, a2, flag_row, nant, data_column)
     if per["n_samples"] == 0 or per["n_flagged"] >= 0.999 * per["n_samples"]:
         pct = 100 * per["n_flagged"] / per["n_samples"] if per["n_samples"] else 100.0
         raise ValueError(f"{vis} has no unflagged data ({pct:.1f}% flagged)")
@@ -272,7 +275,7 @@ def parallel_indices(corr: Sequence[str]) -> list[int]:
 
 
 def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.ndarray, a2: np.ndarray,
-               flag_row: np.ndarray, nant: int) -> dict[str, Any]:
+               flag_row: np.ndarray, nant: int, data_column: str = "DATA") -> dict[str, Any]:
     """Flag, weight and noise statistics, read per data description (one shape each)."""
     from casatools import table  # (same reason)
 
@@ -309,10 +312,10 @@ def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.nda
                         zero = zero | no_weight(sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m)[..., x])
                     out["n_zero_weight"] += int((zero & ~fl).sum())
                 if n:
-                    sample = sub.getcol("DATA", startrow=0, nrow=min(2000, n))
+                    sample = sub.getcol(data_column, startrow=0, nrow=min(2000, n))
                     if not np.all(sample == 0):
                         out["data_zero"] = False
-                    diffs.append(_noise_diffs(sub, n, par))
+                    diffs.append(_noise_diffs(sub, n, par, data_column))
             finally:
                 sub.close()
     finally:
@@ -326,7 +329,7 @@ def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.nda
     return out
 
 
-def _noise_diffs(sub: Any, nrows: int, par: list[int]) -> np.ndarray:
+def _noise_diffs(sub: Any, nrows: int, par: list[int], data_column: str = "DATA") -> np.ndarray:
     """Real and imaginary parts of differences of neighbouring samples (one data description).
 
     Sky and gains are nearly identical in neighbouring channels, so their difference is
@@ -334,7 +337,7 @@ def _noise_diffs(sub: Any, nrows: int, par: list[int]) -> np.ndarray:
     noise is then 1.4826 MAD / sqrt(2) of these values (robust)."""
     step = max(1, nrows // 20000)
     n = min(nrows, 20000 * step)
-    data = sub.getcol("DATA", startrow=0, nrow=n, rowincr=step)
+    data = sub.getcol(data_column, startrow=0, nrow=n, rowincr=step)
     flag = sub.getcol("FLAG", startrow=0, nrow=n, rowincr=step)
     b1 = sub.getcol("ANTENNA1", startrow=0, nrow=n, rowincr=step)
     b2 = sub.getcol("ANTENNA2", startrow=0, nrow=n, rowincr=step)

@@ -116,3 +116,22 @@ def test_two_field_rows_of_the_target_are_imaged_as_one(repaired: dict[str, Any]
     assert (fin["SCAN_NUMBER"] == e["last_scan"]).any()
     assert repaired["state"]["msinfo"]["repairs"]["field_rows_merged"] == 1
     assert "merged into one FIELD_ID" in repaired["log"]
+
+
+def test_corrected_input_without_data_column(ms_factory: MSFactory, tmp_path: Path) -> None:
+    """input_column = "corrected" on an MS with no DATA column (passed --dry-run, then failed at
+    startup with "has no DATA column" although DATA is never read): the working copy is made."""
+    src = ms_factory.get("nodata", duration_s=240, n_spw=1, n_chan=4)
+    ms = MSFactory.copy(src, tmp_path / "nodata.ms")
+    with table(str(ms), readonly=False, ack=False) as t:
+        data = t.getcol("DATA")
+        t.addcols(maketabdesc(makearrcoldesc("CORRECTED_DATA", 0j, valuetype="complex", ndim=2)))
+        t.putcol("CORRECTED_DATA", data)
+        t.removecols("DATA")
+    before = tree_checksums(ms)
+    out = tmp_path / "out"
+    res = run_pipeline("nd", ms, out, quick_config(input_column="corrected", steps=["startup"], keep_work_ms=True))
+    assert res["status"] != "failed", res["error"]
+    with table(str(out / "datasets" / "nd" / "work.ms"), ack=False) as t:
+        assert np.array_equal(t.getcol("DATA"), data)     # the corrected column, now DATA of the copy
+    assert tree_diff(before, tree_checksums(ms)) == []
