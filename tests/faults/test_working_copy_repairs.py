@@ -131,6 +131,7 @@ def test_corrected_input_without_data_column(ms_factory: MSFactory, tmp_path: Pa
     before = tree_checksums(ms)
     out = tmp_path / "out"
     res = run_pipeline("nd", ms, out, quick_config(input_column="corrected", steps=["startup"], keep_work_ms=True))
+    print(f"\nnodata: {res['status']} {res['error']!r} ({res['wall_s']:.0f} s)")
     assert res["status"] != "failed", res["error"]
     with table(str(out / "datasets" / "nd" / "work.ms"), ack=False) as t:
         assert np.array_equal(t.getcol("DATA"), data)     # the corrected column, now DATA of the copy
