@@ -194,7 +194,8 @@ def field_merge_plan(names: Sequence[str], dirs_deg: Sequence[tuple[float, float
             return list(range(len(names))), (
                 f"field '{name}' has FIELD rows {j} and {i} whose directions differ by {sep:.3g} arcsec "
                 f"(more than {math.degrees(tol_rad) * 3600.0:.2g} arcsec, {MERGE_BEAM_FRACTION:g} of a beam): "
-                "WSClean would image only one of them; select one by its id (field = 'ID')")
+                "WSClean images one FIELD row only: select one by its id (field = 'ID') or phaseshift "
+                "the data (or the EBs) to one direction")
         target.append(j)
     keep = sorted(set(target))
     return [keep.index(t) for t in target], ""

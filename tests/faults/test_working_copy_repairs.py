@@ -136,3 +136,70 @@ def test_corrected_input_without_data_column(ms_factory: MSFactory, tmp_path: Pa
     with table(str(out / "datasets" / "nd" / "work.ms"), ack=False) as t:
         assert np.array_equal(t.getcol("DATA"), data)     # the corrected column, now DATA of the copy
     assert tree_diff(before, tree_checksums(ms)) == []
+
+
+JOINT_RUNNER = """
+import json, sys
+from selfcal_batch.config import PipelineConfig
+from selfcal_batch.pipeline.runner import run_dataset
+name, out, cfg, ebs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+res = run_dataset(name, ebs[0], PipelineConfig.from_dict(cfg), out, ebs=ebs)
+print("RESULT " + json.dumps(res.to_dict()), flush=True)
+"""
+
+
+def test_joint_ebs_target_in_two_field_rows_is_merged(ms_factory: MSFactory, tmp_path: Path) -> None:
+    """Two EBs whose target directions differ by 10 mas (two catalogues' rounding): CASA concat
+    (dirtol 1 mas) keeps two FIELD rows named TARGET, of which WSClean imaged only the first.
+    The joint working copy has one FIELD row and says so."""
+    import json
+    import subprocess
+
+    from .conftest import PY, REPO
+
+    eb1 = MSFactory.copy(ms_factory.get("jeb1", duration_s=240, n_spw=1, n_chan=4), tmp_path / "eb1.ms")
+    eb2 = MSFactory.copy(ms_factory.get("jeb2", duration_s=240, n_spw=1, n_chan=4, seed=2,
+                                        start_date="2024-01-02"), tmp_path / "eb2.ms")
+    with table(str(eb2 / "FIELD"), readonly=False, ack=False) as f:
+        for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
+            v = f.getcol(col)
+            v[..., 1] += np.radians(0.01 / 3600.0)      # Dec + 10 mas (merge tolerance here: 18 mas)
+            f.putcol(col, v)
+    before = [tree_checksums(eb1), tree_checksums(eb2)]
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    cfg = quick_config(steps=["startup"], keep_work_ms=True, field="TARGET")
+    p = subprocess.run([PY, "-c", JOINT_RUNNER, "j", str(out), json.dumps(cfg), json.dumps([str(eb1), str(eb2)])],
+                       capture_output=True, text=True, env=env, timeout=900)
+    m = re.search(r"^RESULT (.*)$", p.stdout, re.M)
+    assert m, p.stderr[-3000:]
+    res = json.loads(m.group(1))
+    assert res["status"] != "failed", res["error"]
+    root = out / "datasets" / "j"
+    with table(str(root / "work.ms" / "FIELD"), ack=False) as f:
+        assert f.nrows() == 1
+    with table(str(root / "work.ms"), ack=False) as t:
+        assert not t.getcol("FIELD_ID").any() and len(set(t.getcol("OBSERVATION_ID"))) == 2
+    assert read_state(root)["msinfo"]["field_rows_merged"] == 1     # concat had kept two
+    assert "merged into one FIELD_ID" in (root / "logs" / "pipeline.log").read_text()
+    assert [tree_diff(b, tree_checksums(e)) for b, e in zip(before, (eb1, eb2), strict=True)] == [[], []]
+
+
+def test_two_field_rows_apart_are_refused_in_one_line(ms_factory: MSFactory, tmp_path: Path) -> None:
+    """Rows of one name 5 arcsec apart: not merged (the source would be smeared); one line."""
+    from .conftest import one_line
+
+    ms = MSFactory.copy(ms_factory.get("nodata", duration_s=240, n_spw=1, n_chan=4), tmp_path / "apart.ms")
+    with table(str(ms / "FIELD"), readonly=False, ack=False) as f:
+        f.copyrows(f, startrowin=0, nrow=1)
+        v = f.getcol("PHASE_DIR")
+        v[1, ..., 1] += np.radians(5.0 / 3600.0)
+        f.putcol("PHASE_DIR", v)
+    with table(str(ms), readonly=False, ack=False) as t:
+        fid = t.getcol("FIELD_ID")
+        fid[len(fid) // 2:] = 1     # the later half of the rows (time order) on the second row
+        t.putcol("FIELD_ID", fid)
+    res = run_pipeline("ap", ms, tmp_path / "out", quick_config(field="TARGET", steps=["startup"]))
+    assert res["status"] == "failed" and one_line(res["error"]), res["error"]
+    assert str(ms) in res["error"] and "directions differ by 5 arcsec" in res["error"], res["error"]
