@@ -241,7 +241,10 @@ def apply_to_copy(view: str, out: str, gaintable: list[str], spwmap: list[list[i
     as the pipeline's working copy (so spw ids match the caltables'), no averaging, then
     ``applycal`` the gain chain to the copy (CORRECTED_DATA; DATA keeps the input column).
 
-    Returns the exact applycal keyword arguments used and the flagged fraction after it."""
+    The copy gets the working copy's repairs first (FIELD rows merged, FLAG_ROW and zero
+    weights flagged: :mod:`selfcal_batch.ms.repair`), so that it holds what final.ms holds.
+
+    Returns the exact applycal keyword arguments used, the repairs and the flagged fraction after it."""
     from casatasks import applycal, split  # child only: CASA runs inside the CASA child
 
     src = inspect_ms(view, field, column)
@@ -251,10 +254,17 @@ def apply_to_copy(view: str, out: str, gaintable: list[str], spwmap: list[list[i
     split(**kw)
     if not os.path.exists(os.path.join(out, "table.dat")):
         raise RuntimeError(f"split did not write {out} (see casa.log)")
+    repairs = {**merge_same_name_fields(out, merge_tolerance_rad(max(s["freq_max"] for s in src["spws"]),
+                                                                  src["max_baseline_m"])),
+               **honour_flag_row(out), **flag_nonfinite(out)}
+    if src["zero_weight_fraction"] > 0:
+        copy_spws = inspect_ms(out)["spws"]
+        repairs.update(repair_working_copy(out, 0.0, False, zero_weight_rows(view),
+                                           spw_correspondence(src["spws"], copy_spws)))
     call = dict(vis=out, field=field, gaintable=list(gaintable), spwmap=[list(m) for m in spwmap],
                 interp=list(interp), calwt=[bool(calwt)] * len(gaintable), applymode="calflag", flagbackup=False)
     applycal(**call)
-    return {"applycal": call, "split": kw, "flagged_fraction": flag_fraction(out)}
+    return {"applycal": call, "split": kw, "repairs": repairs, "flagged_fraction": flag_fraction(out)}
 
 
 def apply_in_place(vis: str, gaintable: list[str], spwmap: list[list[int]], interp: list[str],

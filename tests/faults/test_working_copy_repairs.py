@@ -203,3 +203,22 @@ def test_two_field_rows_apart_are_refused_in_one_line(ms_factory: MSFactory, tmp
     res = run_pipeline("ap", ms, tmp_path / "out", quick_config(field="TARGET", steps=["startup"]))
     assert res["status"] == "failed" and one_line(res["error"]), res["error"]
     assert str(ms) in res["error"] and "directions differ by 5 arcsec" in res["error"], res["error"]
+
+
+def test_apply_copy_gets_the_same_repairs(repaired: dict[str, Any]) -> None:
+    """``apply`` splits the input again: its copy holds the FLAG_ROW rows and zero-weight
+    channels flagged and one FIELD row, like final.ms (else applycal finds no solutions for
+    the second FIELD row and the row flags are lost again)."""
+    from selfcal_batch.campaign.apply import apply_outputs
+
+    e = repaired["expect"]
+    rows = apply_outputs(repaired["root"].parent.parent)
+    assert [r["status"] for r in rows] == ["applied"], rows
+    with table(str(repaired["root"] / "applied.ms"), ack=False) as t:
+        fl, scans, dd = t.getcol("FLAG"), t.getcol("SCAN_NUMBER"), t.getcol("DATA_DESC_ID")
+        fid = t.getcol("FIELD_ID")
+    with table(str(repaired["root"] / "applied.ms" / "FIELD"), ack=False) as f:
+        assert f.nrows() == 1 and not fid.any()
+    assert fl[scans == e["scan_flag_row"]].all()
+    spw0 = fl[(dd == 0) & (scans != e["scan_flag_row"])]
+    assert spw0[:, 0, 0].all() and spw0[:, 1, :].all() and spw0[:, 2:, :].mean() < 0.2
