@@ -165,6 +165,11 @@ def test_joint_ebs_target_in_two_field_rows_is_merged(ms_factory: MSFactory, tmp
             v = f.getcol(col)
             v[..., 1] += np.radians(0.01 / 3600.0)      # Dec + 10 mas (merge tolerance here: 18 mas)
             f.putcol(col, v)
+    with table(str(eb2), readonly=False, ack=False) as t:    # and its first 50 rows FLAG_ROW only
+        fr = t.getcol("FLAG_ROW")
+        fr[:50] = True
+        t.putcol("FLAG_ROW", fr)
+        flag_row_keys = set(zip(t.getcol("TIME")[:50], t.getcol("ANTENNA1")[:50], t.getcol("ANTENNA2")[:50], strict=True))
     before = [tree_checksums(eb1), tree_checksums(eb2)]
     out = tmp_path / "out"
     out.mkdir()
@@ -182,7 +187,14 @@ def test_joint_ebs_target_in_two_field_rows_is_merged(ms_factory: MSFactory, tmp
     with table(str(root / "work.ms"), ack=False) as t:
         assert not t.getcol("FIELD_ID").any() and len(set(t.getcol("OBSERVATION_ID"))) == 2
     assert read_state(root)["msinfo"]["field_rows_merged"] == 1     # concat had kept two
-    assert "merged into one FIELD_ID" in (root / "logs" / "pipeline.log").read_text()
+    log = (root / "logs" / "pipeline.log").read_text()
+    assert "merged into one FIELD_ID" in log and "EB 2: 50 rows are flagged by FLAG_ROW" in log
+    with table(str(root / "work.ms"), ack=False) as t:
+        obs, fl = t.getcol("OBSERVATION_ID"), t.getcol("FLAG")
+        keys = list(zip(t.getcol("TIME"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2"), strict=True))
+    eb2_rows = obs == obs.max()
+    hit = eb2_rows & np.array([k in flag_row_keys for k in keys])
+    assert hit.sum() == 50 and fl[hit].all() and fl[eb2_rows & ~hit].mean() < 0.2
     assert [tree_diff(b, tree_checksums(e)) for b, e in zip(before, (eb1, eb2), strict=True)] == [[], []]
 
 
