@@ -10,17 +10,19 @@ import os
 from typing import Any
 
 from selfcal_batch.ms.selection import field_selection_problem, has_science_intents
-from selfcal_batch.ms.inspection import repair_working_copy, zero_weight_rows
+from selfcal_batch.ms.inspection import zero_weight_rows
 from selfcal_batch.ms.nonfinite import flag_nonfinite
+from selfcal_batch.ms.repair import honour_flag_row, merge_same_name_fields, merge_tolerance_rad, repair_working_copy
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 
 
-def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
-    """Describe an MS (see :func:`selfcal_batch.ms.inspection.inspect_ms`); ``ValueError`` (one
-    line) for an MS we cannot self-calibrate."""
+def inspect_ms(vis: str, field: str = "", column: str = "data") -> dict[str, Any]:
+    """Describe an MS (see :func:`selfcal_batch.ms.inspection.inspect_ms`), reading the visibility
+    column ``column`` (``"data"`` or ``"corrected"``: input_column); ``ValueError`` (one line) for
+    an MS we cannot self-calibrate."""
     from selfcal_batch.ms.inspection import inspect_ms as _inspect  # CASA child only (reads with casatools)
 
-    return _inspect(vis, field)
+    return _inspect(vis, field, "CORRECTED_DATA" if column.lower() == "corrected" else "DATA")
 
 
 def flag_fraction(vis: str) -> float:
@@ -96,6 +98,18 @@ def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str,
     return out
 
 
+def _has_column(vis: str, name: str) -> bool:
+    """Whether the main table of ``vis`` has the column ``name``."""
+    from casatools import table  # (same reason)
+
+    tb = table()
+    tb.open(vis)
+    try:
+        return name in tb.colnames()
+    finally:
+        tb.close()
+
+
 def _polarisation(vis: str, info: dict[str, Any]) -> Any:
     """The correlation choice for an inspected MS; ValueError naming ``vis`` if none fits."""
     try:
@@ -121,11 +135,12 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     """
     from casatasks import split  # (same reason)
 
-    src = inspect_ms(view, field)
-    if not field and len(src["fields"]) > 1:  # the up-front check's rule and line (campaign.preflight)
-        raise ValueError(field_selection_problem(field, src["fields"], has_science_intents(_obs_modes(view))))
-    if column == "corrected" and "CORRECTED_DATA" not in src["columns"]:
+    if column == "corrected" and not _has_column(view, "CORRECTED_DATA"):
         raise ValueError("input_column = 'corrected' but the MS has no CORRECTED_DATA column")
+    src = inspect_ms(view, field, column)  # DATA is not needed when the corrected column is read
+    problem = field_selection_problem(field, src["fields"], has_science_intents(_obs_modes(view)))
+    if not field and problem:  # the up-front check's rule and line (campaign.preflight); one name = one target
+        raise ValueError(problem)
     kw: dict[str, Any] = dict(vis=view, outputvis=work, datacolumn=column, field=field, spw=spw, keepflags=True)
     if timebin:
         kw["timebin"] = timebin
@@ -141,26 +156,30 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
     split(**kw)
     if not os.path.exists(os.path.join(work, "table.dat")):
         raise RuntimeError(f"split did not write the working copy {work} (see casa.log)")
+    fields = merge_same_name_fields(work, merge_tolerance_rad(max(s["freq_max"] for s in src["spws"]),
+                                                               src["max_baseline_m"]))
+    rowflags = honour_flag_row(work)  # WSClean reads FLAG only; applycal/split lose FLAG_ROW
     nonfinite = flag_nonfinite(work)  # before any statistic: NaN/inf would spread into all of them
     first = inspect_ms(work)
     choice = _polarisation(view, first)
     zero = zero_weight_rows(view) if src["zero_weight_fraction"] > 0 else []
-    fixes = {"zero_weight_flagged": 0, "time_columns_fixed": False}
+    fixes = {"zero_weight_flagged": 0, "unflagged_before": 0, "time_columns_fixed": False}
     if zero or first["zero_weight_fraction"] > 0 or first["time_warning"]:
         fixes = repair_working_copy(work, first["integration_s"], fix_time=bool(first["time_warning"]),
                                     zero_weights=zero, spw_ids=spw_correspondence(src["spws"], first["spws"]))
     info = inspect_ms(work) if fixes["zero_weight_flagged"] or fixes["time_columns_fixed"] else first
     info["polarisation"] = choice.as_dict()
-    info["repairs"] = {**fixes, "nonfinite_flagged": nonfinite["nonfinite_flagged"]}
-    info["warnings"] = list(first["warnings"])
+    info["repairs"] = {**fixes, "nonfinite_flagged": nonfinite["nonfinite_flagged"], **rowflags, **fields}
+    info["warnings"] = list(first["warnings"]) + repair_warnings(rowflags, fields)
     if nonfinite["nonfinite_flagged"]:
         info["warnings"].append(f"{nonfinite['nonfinite_flagged']} unflagged visibilities "
                                 f"({100 * nonfinite['nonfinite_flagged'] / max(1, nonfinite['n_samples']):.2g}%) "
                                 "are NaN/inf (data or weight): flagged in the working copy (the input is unchanged)")
     if fixes["zero_weight_flagged"]:
-        info["warnings"].append(f"{100 * src['zero_weight_fraction']:.1f}% of the unflagged samples have "
-                                f"weight 0 (or NaN/inf): {fixes['zero_weight_flagged']} samples flagged in the working copy "
-                                "so that they stay excluded (also in final.ms)")
+        pct = 100 * fixes["zero_weight_flagged"] / max(1, fixes["unflagged_before"])
+        info["warnings"].append(f"{pct:.3g}% of the unflagged samples have weight 0 (or NaN/inf): "
+                                f"{fixes['zero_weight_flagged']} samples flagged in the working copy "
+                                "(only those channels and correlations) so that they stay excluded (also in final.ms)")
     if zero and (timebin or width > 1):
         info["warnings"].append("zero weights in the input cannot be matched after time/channel averaging: "
                                 "flag them in the input to keep them excluded")
@@ -171,6 +190,21 @@ def working_copy(view: str, work: str, field: str = "", spw: str = "", column: s
         info["warnings"].append(f"imaging and calibrating {choice.note}: Stokes I needs both parallel hands "
                                 "in every spw")
     return {"src": src, "work": info}
+
+
+def repair_warnings(rowflags: dict[str, int], fields: dict[str, int]) -> list[str]:
+    """Warning lines for the FLAG_ROW (:func:`~selfcal_batch.ms.repair.honour_flag_row`) and
+    FIELD-row (:func:`~selfcal_batch.ms.repair.merge_same_name_fields`) repairs of a working copy. Pure."""
+    out = []
+    if rowflags.get("flag_row_flagged"):
+        out.append(f"{rowflags['flag_row_rows']} rows are flagged by FLAG_ROW but not (all) in FLAG: "
+                   f"{rowflags['flag_row_flagged']} samples flagged in the working copy so that imaging, "
+                   "calibration and final.ms exclude them (the input is unchanged)")
+    if fields.get("field_rows_merged"):
+        out.append(f"{fields['field_rows_merged']} more FIELD row(s) with the target's name and direction "
+                   f"(as concat writes): their {fields['rows_refielded']} rows merged into one FIELD_ID in the "
+                   "working copy so that all of them are imaged and calibrated")
+    return out
 
 
 #: Largest side (pixels) of the grid CASA evaluates an off-centre beam's radial profile on.
@@ -230,20 +264,30 @@ def apply_to_copy(view: str, out: str, gaintable: list[str], spwmap: list[list[i
     as the pipeline's working copy (so spw ids match the caltables'), no averaging, then
     ``applycal`` the gain chain to the copy (CORRECTED_DATA; DATA keeps the input column).
 
-    Returns the exact applycal keyword arguments used and the flagged fraction after it."""
+    The copy gets the working copy's repairs first (FIELD rows merged, FLAG_ROW and zero
+    weights flagged: :mod:`selfcal_batch.ms.repair`), so that it holds what final.ms holds.
+
+    Returns the exact applycal keyword arguments used, the repairs and the flagged fraction after it."""
     from casatasks import applycal, split  # child only: CASA runs inside the CASA child
 
-    src = inspect_ms(view, field)
+    src = inspect_ms(view, field, column)
     kw: dict[str, Any] = dict(vis=view, outputvis=out, datacolumn=column, field=field, spw=spw, keepflags=True)
     if not spw and (src["spws_unused"] or [s["id"] for s in src["spws"]] != list(range(len(src["spws"])))):
         kw["spw"] = ",".join(str(s["id"]) for s in src["spws"])  # as working_copy selects them
     split(**kw)
     if not os.path.exists(os.path.join(out, "table.dat")):
         raise RuntimeError(f"split did not write {out} (see casa.log)")
+    repairs = {**merge_same_name_fields(out, merge_tolerance_rad(max(s["freq_max"] for s in src["spws"]),
+                                                                  src["max_baseline_m"])),
+               **honour_flag_row(out), **flag_nonfinite(out)}
+    if src["zero_weight_fraction"] > 0:
+        copy_spws = inspect_ms(out)["spws"]
+        repairs.update(repair_working_copy(out, 0.0, False, zero_weight_rows(view),
+                                           spw_correspondence(src["spws"], copy_spws)))
     call = dict(vis=out, field=field, gaintable=list(gaintable), spwmap=[list(m) for m in spwmap],
                 interp=list(interp), calwt=[bool(calwt)] * len(gaintable), applymode="calflag", flagbackup=False)
     applycal(**call)
-    return {"applycal": call, "split": kw, "flagged_fraction": flag_fraction(out)}
+    return {"applycal": call, "split": kw, "repairs": repairs, "flagged_fraction": flag_fraction(out)}
 
 
 def apply_in_place(vis: str, gaintable: list[str], spwmap: list[list[int]], interp: list[str],
@@ -291,7 +335,14 @@ def concat_copies(parts: list[str], work: str) -> dict[str, Any]:
         md.close()
     merged = merge_duplicate_data_descriptions(work)
     info = inspect_ms(work)
+    # concat keeps a second FIELD row for the target when the EBs' rows differ (e.g. SOURCE_ID):
+    # WSClean would image field 0 only. Merged like a single MS's (working_copy).
+    fields = merge_same_name_fields(work, merge_tolerance_rad(max(s["freq_max"] for s in info["spws"]),
+                                                              info["max_baseline_m"]))
+    info["fields"] = list(dict.fromkeys(info["fields"]))
+    info["warnings"] = list(info["warnings"]) + repair_warnings({}, fields)
     info["data_descriptions_merged_rows"] = merged
+    info["field_rows_merged"] = fields["field_rows_merged"]
     info["polarisation"] = _polarisation(work, info).as_dict()
     info["per_eb"] = per_eb
     return info

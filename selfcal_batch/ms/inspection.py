@@ -115,8 +115,9 @@ def _subtable_rows(vis: str, name: str, cols: Sequence[str]) -> list[dict[str, A
         tb.close()
 
 
-def _check_is_ms(vis: str) -> tuple[list[str], int]:
-    """(main-table columns, rows); ValueError (one line) if ``vis`` is not a usable MS."""
+def _check_is_ms(vis: str, data_column: str = "DATA") -> tuple[list[str], int]:
+    """(main-table columns, rows); ValueError (one line) if ``vis`` is not a usable MS (or lacks
+    ``data_column``, the column that will be read)."""
     from casatools import table  # (same reason)
 
     if not os.path.isdir(vis):
@@ -137,8 +138,8 @@ def _check_is_ms(vis: str) -> tuple[list[str], int]:
     for sub in ("ANTENNA", "SPECTRAL_WINDOW", "FIELD", "POLARIZATION", "DATA_DESCRIPTION"):
         if sub not in keywords:
             raise ValueError(f"{vis} is not a measurement set (no {sub} subtable)")
-    if "DATA" not in cols:
-        raise ValueError(f"{vis} has no DATA column")
+    if data_column not in cols:
+        raise ValueError(f"{vis} has no {data_column} column")
     if nrows == 0:
         raise ValueError(f"{vis} has no rows")
     tb.open(os.path.join(vis, "FEED"))
@@ -149,7 +150,7 @@ def _check_is_ms(vis: str) -> tuple[list[str], int]:
     return cols, nrows
 
 
-def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
+def inspect_ms(vis: str, field: str = "", data_column: str = "DATA") -> dict[str, Any]:
     """Describe an MS: what the pipeline needs to validate and plan a dataset.
 
     Keys: ``nrows, columns, fields, antenna_names, antennas_present`` (ids with
@@ -162,11 +163,13 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
     ``zero_weight_fraction`` (of unflagged samples), ``vis_noise_jy``, ``thermal_noise_jy``
     (Stokes I / parallel hands, natural weighting), ``warnings``.
 
-    Raises ``ValueError`` with a one-line reason for an MS we cannot self-calibrate.
+    ``data_column``: the visibility column read (``CORRECTED_DATA`` for ``input_column =
+    "corrected"``: an MS need not have DATA then). Raises ``ValueError`` with a one-line reason
+    for an MS we cannot self-calibrate.
     """
     from casatools import table  # (same reason)
 
-    cols, nrows = _check_is_ms(vis)
+    cols, nrows = _check_is_ms(vis, data_column)
     fields = [r["NAME"] for r in _subtable_rows(vis, "FIELD", ["NAME"])]
     if field and (why := field_selection_problem(field, fields)):  # the up-front check's rule
         raise ValueError(why)
@@ -208,7 +211,7 @@ def inspect_ms(vis: str, field: str = "") -> dict[str, Any]:
         raise ValueError(f"{vis} has no cross-correlations")
     ants_present = sorted(set(int(x) for x in np.concatenate([a1[cross], a2[cross]])))
     nant = max(len(ant_names), int(max(a1.max(), a2.max())) + 1)
-    per = _scan_data(vis, dds, ddid, a1, a2, flag_row, nant)
+    per = _scan_data(vis, dds, ddid, a1, a2, flag_row, nant, data_column)
     if per["n_samples"] == 0 or per["n_flagged"] >= 0.999 * per["n_samples"]:
         pct = 100 * per["n_flagged"] / per["n_samples"] if per["n_samples"] else 100.0
         raise ValueError(f"{vis} has no unflagged data ({pct:.1f}% flagged)")
@@ -272,7 +275,7 @@ def parallel_indices(corr: Sequence[str]) -> list[int]:
 
 
 def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.ndarray, a2: np.ndarray,
-               flag_row: np.ndarray, nant: int) -> dict[str, Any]:
+               flag_row: np.ndarray, nant: int, data_column: str = "DATA") -> dict[str, Any]:
     """Flag, weight and noise statistics, read per data description (one shape each)."""
     from casatools import table  # (same reason)
 
@@ -309,10 +312,10 @@ def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.nda
                         zero = zero | no_weight(sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m)[..., x])
                     out["n_zero_weight"] += int((zero & ~fl).sum())
                 if n:
-                    sample = sub.getcol("DATA", startrow=0, nrow=min(2000, n))
+                    sample = sub.getcol(data_column, startrow=0, nrow=min(2000, n))
                     if not np.all(sample == 0):
                         out["data_zero"] = False
-                    diffs.append(_noise_diffs(sub, n, par))
+                    diffs.append(_noise_diffs(sub, n, par, data_column))
             finally:
                 sub.close()
     finally:
@@ -326,7 +329,7 @@ def _scan_data(vis: str, dds: list[dict[str, Any]], ddid: np.ndarray, a1: np.nda
     return out
 
 
-def _noise_diffs(sub: Any, nrows: int, par: list[int]) -> np.ndarray:
+def _noise_diffs(sub: Any, nrows: int, par: list[int], data_column: str = "DATA") -> np.ndarray:
     """Real and imaginary parts of differences of neighbouring samples (one data description).
 
     Sky and gains are nearly identical in neighbouring channels, so their difference is
@@ -334,7 +337,7 @@ def _noise_diffs(sub: Any, nrows: int, par: list[int]) -> np.ndarray:
     noise is then 1.4826 MAD / sqrt(2) of these values (robust)."""
     step = max(1, nrows // 20000)
     n = min(nrows, 20000 * step)
-    data = sub.getcol("DATA", startrow=0, nrow=n, rowincr=step)
+    data = sub.getcol(data_column, startrow=0, nrow=n, rowincr=step)
     flag = sub.getcol("FLAG", startrow=0, nrow=n, rowincr=step)
     b1 = sub.getcol("ANTENNA1", startrow=0, nrow=n, rowincr=step)
     b2 = sub.getcol("ANTENNA2", startrow=0, nrow=n, rowincr=step)
@@ -356,13 +359,17 @@ def no_weight(w: np.ndarray) -> np.ndarray:
 
 def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
     """Unflagged samples with WEIGHT (or WEIGHT_SPECTRUM) 0 or NaN/inf (:func:`no_weight`), per spw: ``spw`` (id),
-    ``key`` (int64 row keys of :func:`row_keys`), ``mask`` (bool [ncorr, nchan or 1, nrow]).
+    ``key`` (int64 row keys of :func:`row_keys`), ``mask`` (bool [ncorr, nchan or 1, nrow]: 1 when
+    the spw has no WEIGHT_SPECTRUM, the zero WEIGHT then holds for every channel), ``chan_freq``
+    (the spw's channel frequencies, Hz: to match channels after split, see
+    :func:`selfcal_batch.ms.repair.channel_map`).
 
     Read from the input (view) because CASA split rewrites WEIGHT from SIGMA: the copy has
     lost the zero weights (measured, CASA 6.7)."""
     from casatools import table  # (same reason)
 
     out = []
+    chan_freq = [r["CHAN_FREQ"] for r in _subtable_rows(vis, "SPECTRAL_WINDOW", ["CHAN_FREQ"])]
     tb = table()
     tb.open(vis)
     try:
@@ -378,7 +385,8 @@ def zero_weight_rows(vis: str) -> list[dict[str, Any]]:
                     key = row_keys(sub.getcol("TIME", startrow=start, nrow=m)[hit],
                                    sub.getcol("ANTENNA1", startrow=start, nrow=m)[hit],
                                    sub.getcol("ANTENNA2", startrow=start, nrow=m)[hit])
-                    out.append({"spw": spw, "key": key, "mask": zero[..., hit]})
+                    out.append({"spw": spw, "key": key, "mask": zero[..., hit],
+                                "chan_freq": np.atleast_1d(np.asarray(chan_freq[spw], dtype=float))})
     finally:
         tb.close()
     return out
@@ -407,77 +415,3 @@ def row_keys(time: np.ndarray, antenna1: np.ndarray, antenna2: np.ndarray) -> np
     until MJD seconds 8.7e9 (year 2137)."""
     t_ms = np.round(np.asarray(time, dtype=float) * 1000.0).astype(np.int64)
     return (t_ms << 20) + (np.asarray(antenna1, dtype=np.int64) << 10) + np.asarray(antenna2, dtype=np.int64)
-
-
-def repair_working_copy(vis: str, integration_s: float, fix_time: bool,
-                        zero_weights: list[dict[str, Any]] | None = None,
-                        spw_ids: dict[int, int] | None = None) -> dict[str, Any]:
-    """Make the private working copy say what the input meant (never run on the input).
-
-    * samples whose WEIGHT (or WEIGHT_SPECTRUM) is 0 but that are not flagged are flagged,
-      so that no later statwt/calibration gives them a weight again (the user's zero
-      weights stay excluded in final.ms): those of the copy itself, and ``zero_weights``
-      (:func:`zero_weight_rows` of the input; ``spw_ids`` maps input spw ids to the copy's),
-      matched by TIME/ANTENNA1/ANTENNA2 (a spectral mask only where channel counts match);
-    * with ``fix_time``, INTERVAL and EXPOSURE are set to the TIME spacing
-      ``integration_s`` (CASA tasks such as statwt bin by INTERVAL: 0.01 s placeholders
-      give one-sample bins and NaN weights).
-
-    Returns ``{"zero_weight_flagged": samples newly flagged, "time_columns_fixed": bool}``.
-    """
-    from casatools import table  # (same reason)
-
-    tb = table()
-    tb.open(vis, nomodify=False)
-    flagged = 0
-    try:
-        for spw, sub, n, ws_ok in _per_data_description(tb, vis):
-            src = _source_zero_mask(sub, zero_weights or [], (spw_ids or {}), spw)
-            for start in range(0, n, CHUNK_ROWS):
-                m = min(CHUNK_ROWS, n - start)
-                wt = sub.getcol("WEIGHT", startrow=start, nrow=m)
-                zero_w = wt == 0
-                if src is not None:
-                    zero_w = zero_w | src[:, start:start + m]
-                ws = sub.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=m) if ws_ok else None
-                if not zero_w.any() and (ws is None or not (ws == 0).any()):
-                    continue
-                fl = sub.getcol("FLAG", startrow=start, nrow=m)
-                zero = np.broadcast_to(zero_w[:, None, :], fl.shape)
-                if ws is not None:
-                    zero = zero | (ws == 0)
-                new = zero & ~fl
-                if new.any():
-                    flagged += int(new.sum())
-                    sub.putcol("FLAG", fl | zero, startrow=start, nrow=m)
-        if fix_time and integration_s > 0:
-            n = int(tb.nrows())
-            tb.putcol("INTERVAL", np.full(n, float(integration_s)))
-            if "EXPOSURE" in tb.colnames():
-                tb.putcol("EXPOSURE", np.full(n, float(integration_s)))
-        tb.flush()
-    finally:
-        tb.close()
-    return {"zero_weight_flagged": flagged, "time_columns_fixed": bool(fix_time and integration_s > 0)}
-
-
-def _source_zero_mask(sub: Any, zero_weights: list[dict[str, Any]], spw_ids: dict[int, int],
-                      spw: int) -> np.ndarray | None:
-    """[ncorr, nrow] mask of the rows of ``sub`` (one spw of the copy) that had zero weight in
-    the input (any channel); None when there are none."""
-    entries = [e for e in zero_weights if spw_ids.get(int(e["spw"]), int(e["spw"])) == spw]
-    if not entries or sub.nrows() == 0:
-        return None
-    keys = np.concatenate([e["key"] for e in entries])
-    masks = np.concatenate([e["mask"].any(axis=1) for e in entries], axis=-1)
-    order = np.argsort(keys)
-    keys, masks = keys[order], masks[:, order]
-    mine = row_keys(sub.getcol("TIME"), sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2"))
-    pos = np.clip(np.searchsorted(keys, mine), 0, len(keys) - 1)
-    found = keys[pos] == mine
-    ncorr = int(sub.getcell("WEIGHT", 0).shape[0])
-    if masks.shape[0] != ncorr:
-        masks = np.broadcast_to(masks.any(axis=0, keepdims=True), (ncorr, masks.shape[1]))
-    out = np.zeros((ncorr, len(mine)), dtype=bool)
-    out[:, found] = masks[:, pos[found]]
-    return out

@@ -110,6 +110,9 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
             raise DatasetError(ctx.name, problem)
         parts = [str(part_path(ctx, k)) for k in range(len(ctx.ebs))]
         info = ctx.casa([cal.job("concat_copies", parts=parts, work=str(ctx.work_ms))], label="concat-ebs")[0]
+        # each EB's working-copy repairs (zero weights, FLAG_ROW, NaN, FIELD rows) are said too
+        info["warnings"] = [f"EB {k + 1}: {w}" for k, o in enumerate(outs) for w in o["work"].get("warnings", [])] \
+            + list(info.get("warnings", []))
         check_self_contained(ctx.work_ms, f"working copy {ctx.work_ms}")
     except BaseException:
         ctx.remove(ctx.work_ms, Path(str(ctx.work_ms) + ".flagversions"))
