@@ -12,7 +12,8 @@ from typing import Any
 from selfcal_batch.ms.selection import field_selection_problem, has_science_intents
 from selfcal_batch.ms.inspection import zero_weight_rows
 from selfcal_batch.ms.nonfinite import flag_nonfinite
-from selfcal_batch.ms.repair import honour_flag_row, merge_same_name_fields, merge_tolerance_rad, repair_working_copy
+from selfcal_batch.ms.repair import (honour_flag_row, merge_same_name_fields, merge_tolerance_rad, remap_id_column,
+                                     repair_working_copy)
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
 
 
@@ -355,7 +356,6 @@ def merge_duplicate_data_descriptions(vis: str) -> int:
     ``concat`` keeps every POLARIZATION row of its inputs (an MS may hold one per spw) and
     then makes a second data description for a spw merged across EBs; WSClean 3.1 aborts on
     such an MS while predicting ("Error reading from temporary model data file", measured)."""
-    import numpy as np  # (same reason)
     from casatools import table  # (same reason)
 
     tb = table()
@@ -370,14 +370,7 @@ def merge_duplicate_data_descriptions(vis: str) -> int:
     if target == list(range(len(target))):
         return 0
     keep = sorted(set(target))
-    new_id = np.asarray([keep.index(t) for t in target])
-    tb.open(vis, nomodify=False)
-    try:
-        dd = tb.getcol("DATA_DESC_ID")
-        changed = int(np.sum(new_id[dd] != dd))
-        tb.putcol("DATA_DESC_ID", new_id[dd].astype(dd.dtype))
-    finally:
-        tb.close()
+    changed = remap_id_column(vis, "DATA_DESC_ID", [keep.index(t) for t in target])
     # WSClean reorders into one part per DATA_DESCRIPTION row, also an unused one (which
     # then aborts the predict): the merged rows are removed.
     tb.open(os.path.join(vis, "DATA_DESCRIPTION"), nomodify=False)

@@ -201,6 +201,23 @@ def field_merge_plan(names: Sequence[str], dirs_deg: Sequence[tuple[float, float
     return [keep.index(t) for t in target], ""
 
 
+def remap_id_column(vis: str, column: str, new_id: Sequence[int]) -> int:
+    """Rewrite the id ``column`` of ``vis``'s main table as ``new_id[old]``; returns the rows
+    changed. CASA child only (casatools)."""
+    from casatools import table  # (same reason)
+
+    new = np.asarray(new_id)
+    tb = table()
+    tb.open(vis, nomodify=False)
+    try:
+        old = tb.getcol(column)
+        changed = int(np.sum(new[old] != old))
+        tb.putcol(column, new[old].astype(old.dtype))
+    finally:
+        tb.close()
+    return changed
+
+
 def merge_same_name_fields(vis: str, tol_rad: float) -> dict[str, int]:
     """Point the rows of FIELD rows that share a name (and direction, :func:`field_merge_plan`)
     at one FIELD row of ``vis`` (the working copy) and remove the others.
@@ -217,15 +234,8 @@ def merge_same_name_fields(vis: str, tol_rad: float) -> dict[str, int]:
         raise ValueError(problem)
     if new_id == list(range(len(rows))):
         return {"field_rows_merged": 0, "rows_refielded": 0}
-    new = np.asarray(new_id)
+    changed = remap_id_column(vis, "FIELD_ID", new_id)
     tb = table()
-    tb.open(vis, nomodify=False)
-    try:
-        fid = tb.getcol("FIELD_ID")
-        changed = int(np.sum(new[fid] != fid))
-        tb.putcol("FIELD_ID", new[fid].astype(fid.dtype))
-    finally:
-        tb.close()
     drop = [i for i in range(len(rows)) if new_id.index(new_id[i]) != i]  # all but each name's first row
     tb.open(f"{vis}/FIELD", nomodify=False)
     try:

@@ -23,6 +23,18 @@ COMMON = dict(duration_s=300.0, n_scans=4, integration_s=10.0, n_spw=2, n_chan=4
               phase_timescale_s=200.0)
 
 
+#: Campaign manifest head of the survey tests: small images, one thread, no plots.
+QUICK_TOML = """
+[campaign]
+output_dir = "out"
+[defaults]
+imsize = 128
+threads = 1
+plots = false
+solint = { extend_ladder = false }
+"""
+
+
 def eb_spec(seed: int = 11, short: str | None = None, **over) -> SimSpec:
     """Calibrator + three targets; ``short``: that target gets scans 10x shorter."""
     fields = [CALIBRATOR] + [FieldSpec(n, "OBSERVE_TARGET", ddec_deg=dd, components=c,

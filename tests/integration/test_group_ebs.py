@@ -22,19 +22,9 @@ import pytest
 
 from selfcal_batch.ms.checksum import tree_checksums
 
-from tests.integration.survey_data import group_eb_spec, make
+from tests.integration.survey_data import QUICK_TOML, group_eb_spec, make
 
 pytestmark = pytest.mark.integration
-
-QUICK_TOML = """
-[campaign]
-output_dir = "out"
-[defaults]
-imsize = 128
-threads = 1
-plots = false
-solint = { extend_ladder = false }
-"""
 
 
 @pytest.fixture(scope="module")

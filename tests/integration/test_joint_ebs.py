@@ -26,19 +26,9 @@ from selfcal_batch.simulate import load_truth
 from selfcal_batch.simulate.evaluate import error_vs_truth, fitted_flux_vs_truth
 
 from tests.faults.conftest import REPO, kill_tree, one_line, quick_config, read_state
-from tests.integration.survey_data import drop_spw_rows, joint_eb_specs, make
+from tests.integration.survey_data import QUICK_TOML, drop_spw_rows, joint_eb_specs, make
 
 pytestmark = pytest.mark.integration
-
-QUICK_TOML = """
-[campaign]
-output_dir = "out"
-[defaults]
-imsize = 128
-threads = 1
-plots = false
-solint = { extend_ladder = false }
-"""
 
 #: Runs ``run_dataset`` with ``ebs`` and prints the result (argv: name out config-json ebs-json).
 RUNNER = """
