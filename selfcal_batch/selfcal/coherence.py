@@ -26,6 +26,7 @@ thin wrapper reading the two MSs.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -100,9 +101,57 @@ class CoherenceVerdict:
                 "sources": self.sources}
 
 
+def psf_map(u_lambda: np.ndarray, v_lambda: np.ndarray, npix: int, cell_rad: float) -> np.ndarray:
+    """The point-spread function of :func:`short_map`'s sampling, ``(2 npix, 2 npix)``, peak 1
+    at ``[npix, npix]`` (twice the map's size: a source anywhere in the map has its whole
+    response within it)."""
+    img, n = short_map(u_lambda, v_lambda, np.ones(len(np.ravel(u_lambda)), complex), 2 * npix, cell_rad)
+    return img / img[npix, npix] if n else img
+
+
+def _psf_at(psf: np.ndarray, y: int, x: int, n: int) -> np.ndarray:
+    """The response ``(n, n)`` of a unit point source at map pixel (y, x) (``psf`` from :func:`psf_map`)."""
+    return psf[n - y:2 * n - y, n - x:2 * n - x]
+
+
+def source_positions(img: np.ndarray, psf: np.ndarray, threshold: float, max_sources: int = 30) -> list[tuple[int, int]]:
+    """Pixels (y, x) of the sources of a dirty map: the brightest residual peak, its whole
+    response (peak x PSF) subtracted, repeated while a peak exceeds ``threshold`` (a Hogbom
+    CLEAN with loop gain 1). A sidelobe of a brighter source is explained by that source's
+    PSF and is not a source. Pure."""
+    res, n, out = np.array(img, float), img.shape[0], []
+    for _ in range(max_sources):
+        y, x = np.unravel_index(int(np.argmax(res)), res.shape)
+        if res[y, x] < threshold:
+            break
+        out.append((int(y), int(x)))
+        res -= res[y, x] * _psf_at(psf, int(y), int(x), n)
+    return out
+
+
+def source_peaks(img: np.ndarray, psf: np.ndarray, positions: list[tuple[int, int]], grow: int = 2) -> list[float]:
+    """Each source's own peak in ``img``: the amplitudes of all sources at ``positions`` fitted
+    by least squares (every 2nd pixel), the others' responses subtracted, then the maximum
+    within ``grow`` pixels of the position (a source self-calibration moves by a pixel is not
+    lost). Pure; one value per position."""
+    n = img.shape[0]
+    if not positions:
+        return []
+    cols = [_psf_at(psf, y, x, n) for y, x in positions]
+    design = np.stack([c[::2, ::2].ravel() for c in cols], axis=1)
+    amp = np.linalg.lstsq(design, np.asarray(img, float)[::2, ::2].ravel(), rcond=None)[0]
+    model = sum(a * c for a, c in zip(amp, cols, strict=True))
+    out = []
+    for k, (y, x) in enumerate(positions):
+        own = np.asarray(img, float) - model + amp[k] * cols[k]
+        out.append(float(own[max(0, y - grow):y + grow + 1, max(0, x - grow):x + grow + 1].max()))
+    return out
+
+
 def lost_flux(map_in: np.ndarray, map_out: np.ndarray, sigma: float, cell_rad: float, *,
               max_loss: float = DEFAULT_MAX_LOSS, nsigma: float = DEFAULT_NSIGMA,
-              peak_fraction: float = DEFAULT_PEAK_FRACTION, uv_max: float = math.nan) -> CoherenceVerdict:
+              peak_fraction: float = DEFAULT_PEAK_FRACTION, uv_max: float = math.nan,
+              psf: np.ndarray | None = None) -> CoherenceVerdict:
     """Did a source of the input lose its coherent flux in the delivered data?
 
     ``map_in``/``map_out``: :func:`short_map` of the same visibilities, input and delivered
@@ -114,26 +163,27 @@ def lost_flux(map_in: np.ndarray, map_out: np.ndarray, sigma: float, cell_rad: f
     are positively correlated -- the same noise, rotated by phase gains -- so the sqrt(2)
     overstates the difference's: conservative) and ``1 - peak_out / peak_in > max_loss``.
     A peak only grows when phase self-calibration removes decorrelation, so a loss is harm:
-    emission the model lacks scrambled by gains fitted to the model. Pure; ValueError for maps
-    of different shapes."""
-    from scipy import ndimage  # lazy: scipy only where the maps are compared
+    emission the model lacks scrambled by gains fitted to the model.
 
+    ``psf`` (:func:`psf_map` of the same sampling): sources are found by
+    :func:`source_positions` instead of islands and compared by :func:`source_peaks`, so a
+    sidelobe of a brighter source is never taken for a source (measured: a 300 s VLA-C
+    snapshot's short-baseline map has sidelobes at ~0.5 of the peak; phase self-calibration
+    lowered one by 20 %, and the check refused a correct calibration). Pure; ValueError for
+    maps of different shapes."""
     a, b = np.asarray(map_in, float), np.asarray(map_out, float)
     if a.shape != b.shape:
         raise ValueError("lost_flux: the maps must have the same shape")
     if not (math.isfinite(sigma) and sigma > 0) or not a.size:
         return CoherenceVerdict(False, "")
     thr = max(nsigma * sigma, peak_fraction * max(float(a.max()), float(b.max())))
-    labels, n = ndimage.label(a > thr)
     c, found = a.shape[0] // 2, []
-    for k in range(1, n + 1):
-        isl = labels == k
-        y, x = np.unravel_index(np.argmax(np.where(isl, a, -np.inf)), a.shape)
-        p_in = float(a[y, x])
-        p_out = float(b[ndimage.binary_dilation(isl, iterations=2)].max())
+    for (y, x), p_in, p_out in _compared(a, b, thr, psf):
         loss, z = 1.0 - p_out / p_in, (p_in - p_out) / (math.sqrt(2) * sigma)
         off = ((x - c) * cell_rad * 206264.806, (y - c) * cell_rad * 206264.806)
-        found.append(CoherenceVerdict(bool(loss > max_loss and z > nsigma), "", p_in, p_out, loss, z, off, n))
+        found.append(CoherenceVerdict(bool(loss > max_loss and z > nsigma), "", p_in, p_out, loss, z, off))
+    n = len(found)
+    found = [dataclasses.replace(f, sources=n) for f in found]
     if not found:
         return CoherenceVerdict(False, "", sources=0)
     firing = [f for f in found if f.fires]  # report the largest drop that fires, else the largest loss
@@ -147,6 +197,24 @@ def lost_flux(map_in: np.ndarray, map_out: np.ndarray, sigma: float, cell_rad: f
         worst = CoherenceVerdict(True, reason, worst.peak_in, worst.peak_out, worst.loss, worst.z,
                                  worst.offset_arcsec, n)
     return worst
+
+
+def _compared(a: np.ndarray, b: np.ndarray, thr: float, psf: np.ndarray | None) -> list[tuple[tuple[int, int], float, float]]:
+    """((y, x), peak in ``a``, peak in ``b``) per source of ``a`` above ``thr``: by PSF
+    (:func:`source_positions`, :func:`source_peaks`) or, without one, per island (the peak
+    of ``b`` within the island grown by two pixels)."""
+    from scipy import ndimage  # lazy: scipy only where the maps are compared
+
+    if psf is not None:
+        pos = source_positions(a, psf, thr)
+        return list(zip(pos, source_peaks(a, psf, pos), source_peaks(b, psf, pos), strict=True))
+    labels, n = ndimage.label(a > thr)
+    out = []
+    for k in range(1, n + 1):
+        isl = labels == k
+        y, x = np.unravel_index(np.argmax(np.where(isl, a, -np.inf)), a.shape)
+        out.append(((int(y), int(x)), float(a[y, x]), float(b[ndimage.binary_dilation(isl, iterations=2)].max())))
+    return out
 
 
 def noise_variance(data: np.ndarray, ok: np.ndarray) -> float:
@@ -255,4 +323,5 @@ def measure_coherence(input_ms: str, delivered_ms: str, *, max_loss: float = DEF
         maps.append(short_map(u, v, vis, NPIX, cell))
     n = maps[0][1]
     sigma = math.sqrt(float(np.nanmax(var)) / (2 * n)) if n else math.nan
-    return lost_flux(maps[0][0], maps[1][0], sigma, cell, max_loss=max_loss, nsigma=nsigma, uv_max=uv_max)
+    return lost_flux(maps[0][0], maps[1][0], sigma, cell, max_loss=max_loss, nsigma=nsigma, uv_max=uv_max,
+                     psf=psf_map(u, v, NPIX, cell))
