@@ -10,7 +10,7 @@ from typing import Any
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.imaging import imstats
-from selfcal_batch.selfcal.acceptance import antennas_to_flag
+from selfcal_batch.selfcal.acceptance import antennas_to_flag, bad_antennas
 from selfcal_batch.selfcal.bands import band_mismatch
 from selfcal_batch.selfcal.templates import normalise_band, normalise_instrument
 from selfcal_batch.selfcal.outcome import check_after_test_image, judge_antenna_flag, stop_reason
@@ -211,7 +211,7 @@ def select_refant(ctx: Context) -> dict[str, Any]:
     # Only antennas with data: an antenna listed in ANTENNA but absent from the main table is
     # not "bad" (counting it made the solution-SNR estimate use 4 - 23 antennas: SNR 0).
     good = {a: f for a, f in good.items() if a.strip() and a in present_names}
-    bad = sorted(a for a, f in good.items() if f < 0.5)
+    bad = bad_antennas(good)  # none when the whole array fails alike (low SNR)
     flagged: list[str] = []
     flag_undone: dict[str, Any] = {}
     if ctx.cfg.flag_bad_antennas:

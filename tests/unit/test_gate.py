@@ -183,6 +183,19 @@ def test_antennas_to_flag_only_outliers_of_a_working_array():
     assert len(gate.antennas_to_flag(many)) <= 6
 
 
+def test_bad_antennas_only_against_a_working_array():
+    """s6-break2 G6: at 2.5 mJy in 30 s scans 26 of 27 healthy antennas failed most refant-trial
+    solutions and were all called bad; the solution-SNR estimate then used one antenna."""
+    faint = {f"ea{i:02d}": (0.6 if i == 1 else 0.2) for i in range(1, 28)}
+    assert gate.bad_antennas(faint) == []
+    working = {f"ea{i:02d}": 1.0 for i in range(1, 28)}
+    working["ea07"], working["ea19"] = 0.1, 0.45
+    assert gate.bad_antennas(working) == ["ea07", "ea19"]
+    assert gate.bad_antennas({}) == []
+    # the flag decision is the same judgement, worst first and capped
+    assert gate.antennas_to_flag(working) == ["ea07", "ea19"]
+
+
 def test_worth_extending_needs_a_measurable_gain():
     from selfcal_batch.selfcal.acceptance import worth_extending
 
