@@ -151,7 +151,7 @@ def check_after_test_image(ctx: "Context", stats: Mapping[str, Any], model_fits:
     if outside and not geometric:  # phase errors/delays decorrelate the test image: its model is short of flux
         out_rec = ctx.state.get("outside") or {}
         scrambled = outside_mod.scrambled_reason(float_or_nan(out_rec.get("data_jy")),
-                                                 float_or_nan(out_rec.get("model_jy")))
+                                                 float_or_nan(out_rec.get("model_jy")), float_or_nan(stats.get("peak")))
         bad, why_cal = (True, scrambled) if scrambled and not bad else (bad, why_cal)
         log.info("%s: the test image's model is short of flux on the shortest baselines, but the band's phase "
                  "slopes %s: not emission outside the image", ctx.name, how)

@@ -274,10 +274,12 @@ def scan_limited_solint(
     return template_solint, ""
 
 
-#: Fragments of the gate's reasons that say a step's solutions failed too often
-#: (selfcal.acceptance._check_solutions, selfcal.applied_flags.gate_applied_flags): too little
-#: SNR per interval, which a longer interval cures; kept in step with them by a unit test.
-FLAGGED_SOLUTION_REASONS = ("of solutions flagged", "of its solutions", "applying the solutions flagged")
+#: Fragment of the gate's reason that says too many of a step's solutions failed minsnr
+#: (selfcal.acceptance._check_solutions): too little SNR per interval, which a longer interval
+#: cures; kept in step with it by a unit test. Not data flagged by applycal (a reference
+#: antenna missing from part of the data: a longer interval does not help) nor one antenna's
+#: lost solutions (a dead antenna).
+FLAGGED_SOLUTION_REASONS = ("of solutions flagged",)
 
 
 def longer_after_flagged(reasons: Sequence[str], solint: str, *, integration_s: float, scan_s: float,

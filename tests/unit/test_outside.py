@@ -244,16 +244,18 @@ def test_slope_direction_needs_enough_points():
     assert all(math.isnan(x) for x in slope_direction(z, np.arange(10.0), np.arange(10.0), 1e6, 1e-3))
 
 
-@pytest.mark.parametrize("data, model, fires", [
-    (1.0, 0.0438, True),     # s6-break2 G1: 1 Jy, 120 deg phase random walk: 22.8x, delivered 9" off
-    (1.0, 0.0702, True),     # the same, another seed: 14.2x
-    (0.5, 0.215, False),     # bench_harm bright (60 deg): 2.33x, calibrates well
-    (0.2, 0.0398, False),    # bench_harm delays: 5.03x (its own delay check says needs_calibration)
-    (0.1, 0.0, True),        # an empty model
-    (math.nan, 0.01, False),
+@pytest.mark.parametrize("data, model, peak, fires", [
+    (1.0, 0.0438, 0.0444, True),   # s6-break2 G1: 1 Jy, 120 deg phase random walk: delivered 9" off
+    (1.0, 0.0702, 0.0387, True),   # the same, another seed: 14x the model, 26x the peak
+    (0.107, 0.0, 0.0709, False),   # 4 antennas: the test image cleaned nothing, its peak shows the source
+    (0.467, 0.453, 0.0895, False),  # bench_harm resolved: extended, low peak, the model holds the flux
+    (0.117, 0.0497, 0.0306, False),  # bench_harm bright (60 deg): 2.4x / 3.8x, calibrates well
+    (0.1, 0.0, 0.0, True),         # nothing in the test image at all
+    (1.0, 0.05, math.nan, True),   # no peak measured: the model decides
+    (math.nan, 0.01, 0.01, False),
 ])
-def test_scrambled_phases(data: float, model: float, fires: bool) -> None:
-    why = O.scrambled_reason(data, model)
+def test_scrambled_phases(data: float, model: float, peak: float, fires: bool) -> None:
+    why = O.scrambled_reason(data, model, peak)
     assert bool(why) == fires
     if fires:
         assert why.startswith("phases too scrambled to self-calibrate") and "\n" not in why
