@@ -15,6 +15,7 @@ from selfcal_batch.ms.nonfinite import flag_nonfinite
 from selfcal_batch.ms.repair import (honour_flag_row, merge_same_name_fields, merge_tolerance_rad, remap_id_column,
                                      repair_working_copy)
 from selfcal_batch.ms.polarisation import PolarisationError, choose_polarisation
+from selfcal_batch.selfcal.spwmap import spw_correspondence
 
 
 def inspect_ms(vis: str, field: str = "", column: str = "data") -> dict[str, Any]:
@@ -86,17 +87,6 @@ def _forget_version(listing: str, table: str, versionname: str) -> None:
         keep = [ln for ln in fh if ln.split(" : ")[0].strip() != versionname]
     with open(listing, "w") as fh:
         fh.writelines(keep)
-
-
-def spw_correspondence(src_spws: list[dict[str, Any]], work_spws: list[dict[str, Any]]) -> dict[int, int]:
-    """Input spw id -> working-copy spw id, by frequency (split renumbers selected spws)."""
-    out = {}
-    for w in work_spws:
-        for s in src_spws:
-            if s["freq_min"] - 1.0 <= w["freq_min"] and w["freq_max"] <= s["freq_max"] + 1.0:
-                out[int(s["id"])] = int(w["id"])
-                break
-    return out
 
 
 def _has_column(vis: str, name: str) -> bool:

@@ -38,6 +38,7 @@ from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
 from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, applied_alignment_scales, map_spws
+from selfcal_batch.selfcal.spwmap import spw_correspondence
 
 log = logging.getLogger("selfcal_batch.pipeline")
 
@@ -84,12 +85,15 @@ def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[i
             "average them to a common count (chanbin) or run the EBs separately")
 
 
-def _eb_record(k: int, src: Path, out: dict[str, Any], joint: dict[str, Any]) -> dict[str, Any]:
-    """What the result reports of EB ``k`` (spw ids: the input's, the working copy's and the
-    joint copy's)."""
+def _eb_record(k: int, src: Path, out: dict[str, Any], joint: dict[str, Any],
+               joint_spws: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the result reports of EB ``k``: ``input_spws`` and, in the same order, ``spws``
+    (the joint copy's id of each, matched by frequency: concat renumbers them)."""
     s, w = out["src"], out["work"]
-    return {"ms": str(src), "observation_id": k, "input_spws": [int(x["id"]) for x in s["spws"]],
-            "spws": joint["spws"], "scans": joint["scans"],
+    ids = [int(x["id"]) for x in s["spws"]]
+    mapped = spw_correspondence(s["spws"], [x for x in joint_spws if int(x["id"]) in set(joint["spws"])])
+    return {"ms": str(src), "observation_id": k, "input_spws": ids,
+            "spws": [mapped.get(i) for i in ids], "scans": joint["scans"],
             "nchan": [int(x["nchan"]) for x in w["spws"]], "nrows": int(w["nrows"]),
             "n_antennas": int(w["n_antennas_present"]), "integration_s": w["integration_s"],
             "antennas_with_data": [w["antenna_names"][a] for a in w.get("antennas_unflagged", w["antennas_present"])],
@@ -120,7 +124,8 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
     finally:
         for k in range(len(ctx.ebs)):
             ctx.remove(part_path(ctx, k), Path(str(part_path(ctx, k)) + ".flagversions"))
-    ebs = [_eb_record(k, src, o, info["per_eb"][k]) for k, (src, o) in enumerate(zip(ctx.ebs, outs, strict=True))]
+    ebs = [_eb_record(k, src, o, info["per_eb"][k], info["spws"])
+           for k, (src, o) in enumerate(zip(ctx.ebs, outs, strict=True))]
     bands = map_spws([[SpwInfo(*r) for r in eb["spw_info"]] for eb in ebs])
     for eb, m in zip(ebs, bands, strict=True):
         eb["bands"] = [m[r[0]] for r in eb["spw_info"]]  # common band key of each working-copy spw

@@ -137,3 +137,17 @@ def chain_spwmaps(entries: Sequence[Sequence[int] | None],
     if tables is not None and len(tables) != len(out):
         raise ValueError(f"{len(out)} spwmap entries for {len(tables)} gain tables")
     return out
+
+
+def spw_correspondence(src_spws: Sequence[dict], work_spws: Sequence[dict]) -> dict[int, int]:
+    """Input spw id -> copy spw id, by frequency: CASA ``split`` and ``concat`` renumber spws
+    (a copy's spw k is not the input's spw k; an EB whose spw 0 is the upper band ends as the
+    joint copy's spw 1). Each entry: ``id``, ``freq_min``, ``freq_max`` (Hz); a copy spw
+    belongs to the input spw whose band (+-1 Hz) contains it. Pure."""
+    out = {}
+    for w in work_spws:
+        for s in src_spws:
+            if s["freq_min"] - 1.0 <= w["freq_min"] and w["freq_max"] <= s["freq_max"] + 1.0:
+                out[int(s["id"])] = int(w["id"])
+                break
+    return out

@@ -131,3 +131,22 @@ def test_implausible_alignment_is_not_applied():
     edge = 1 / math.sqrt(1 + MAX_ALIGNMENT_OFFSET * 0.99)
     assert applied_alignment_scales([edge, 1.0])[1] == ""
     assert applied_alignment_scales([1 / math.sqrt(1 + MAX_ALIGNMENT_OFFSET * 1.01), 1.0])[1]
+
+
+def test_eb_record_maps_spws_by_frequency() -> None:
+    """s6-break2 G3: an EB whose spw 0 is the upper band was recorded as 0,1 -> 0,1 while the
+    joint copy (concat renumbers by frequency) holds it as spw 1."""
+    from selfcal_batch.pipeline.steps_joint import _eb_record
+
+    upper, lower = (6.008e9, 6.12e9), (5.88e9, 5.992e9)
+    src = {"spws": [{"id": 0, "freq_min": upper[0], "freq_max": upper[1]},
+                    {"id": 1, "freq_min": lower[0], "freq_max": lower[1]}], "flagged_fraction": 0.0}
+    work = {"spws": [{"id": 0, "freq_min": lower[0], "freq_max": lower[1], "nchan": 8},
+                     {"id": 1, "freq_min": upper[0], "freq_max": upper[1], "nchan": 8}],
+            "nrows": 10, "n_antennas_present": 27, "integration_s": 10.0, "antenna_names": ["ea01"],
+            "antennas_present": [0], "time_on_source_s": 600.0}
+    joint_spws = [{"id": 0, "freq_min": lower[0], "freq_max": lower[1]},
+                  {"id": 1, "freq_min": upper[0], "freq_max": upper[1]},
+                  {"id": 2, "freq_min": 8.0e9, "freq_max": 8.1e9}]  # another EB's band
+    rec = _eb_record(1, Path("eb2.ms"), {"src": src, "work": work}, {"spws": [0, 1], "scans": [1]}, joint_spws)
+    assert rec["input_spws"] == [0, 1] and rec["spws"] == [1, 0]

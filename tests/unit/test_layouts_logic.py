@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
-from selfcal_batch.casa.jobs import spw_correspondence
+from selfcal_batch.selfcal.spwmap import spw_correspondence
 from selfcal_batch.selfcal.acceptance import GateDecision
 from selfcal_batch.imaging.wsclean import WSCleanOptions, build_argv
 from selfcal_batch.ms.inspection import corr_names, parallel_indices, row_keys, time_columns_disagree, time_sampling
