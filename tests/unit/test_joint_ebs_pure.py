@@ -150,3 +150,15 @@ def test_eb_record_maps_spws_by_frequency() -> None:
                   {"id": 2, "freq_min": 8.0e9, "freq_max": 8.1e9}]  # another EB's band
     rec = _eb_record(1, Path("eb2.ms"), {"src": src, "work": work}, {"spws": [0, 1], "scans": [1]}, joint_spws)
     assert rec["input_spws"] == [0, 1] and rec["spws"] == [1, 0]
+
+
+def test_correlation_problem_names_each_eb_setup() -> None:
+    """s6-break2 G5: RR LL joined with full polarisation crashed WSClean on the WEIGHT shape."""
+    from selfcal_batch.pipeline.steps_joint import correlation_problem
+
+    dual = {"0": ["RR", "LL"], "1": ["RR", "LL"]}
+    full = {"0": ["RR", "RL", "LR", "LL"], "1": ["RR", "RL", "LR", "LL"]}
+    assert correlation_problem(["a.ms", "b.ms"], [dual, dict(dual)]) == ""
+    line = correlation_problem(["a.ms", "b.ms"], [dual, full])
+    assert line.startswith("the execution blocks have different correlation products (a.ms: RR,LL; "
+                           "b.ms: RR,RL,LR,LL)") and "correlation='RR,LL'" in line and "\n" not in line
