@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from selfcal_batch.selfcal.decorrelation import ms_geometry
+
 #: Fraction of an input source's peak on the short-baseline map self-calibration may lose
 #: before delivery is refused (config ``coherence_loss``). Amplitude self-calibration
 #: legitimately rescales data whose antenna amplitudes were wrong: 10 % per-antenna errors
@@ -236,21 +238,6 @@ MAX_ROWS = 60_000
 C_LIGHT = 299_792_458.0
 
 
-def _geometry(ms: str) -> tuple[float, list[np.ndarray]]:
-    """(median dish diameter in metres, 25 when the ANTENNA table has none; channel
-    frequencies in Hz per DATA_DESC_ID) of ``ms``."""
-    from casacore.tables import table  # lazy: casacore only where a table is read
-
-    with table(f"{ms}/ANTENNA", ack=False) as t:
-        dish = np.asarray(t.getcol("DISH_DIAMETER"), float) if "DISH_DIAMETER" in t.colnames() else np.array([])
-    with table(f"{ms}/SPECTRAL_WINDOW", ack=False) as t:
-        freqs = [np.ravel(t.getcell("CHAN_FREQ", i)).astype(float) for i in range(t.nrows())]
-    with table(f"{ms}/DATA_DESCRIPTION", ack=False) as t:
-        spw = t.getcol("SPECTRAL_WINDOW_ID")
-    good = dish[np.isfinite(dish) & (dish > 0)]
-    return float(np.median(good)) if good.size else 25.0, [freqs[int(k)] for k in spw]
-
-
 def _short_rows(ms: str, b_max_m: float, max_rows: int) -> np.ndarray:
     """Row numbers of the cross-correlation rows of ``ms`` with a projected baseline (u, v)
     shorter than ``b_max_m`` metres, at most ``max_rows`` evenly spaced."""
@@ -300,7 +287,8 @@ def measure_coherence(input_ms: str, delivered_ms: str, *, max_loss: float = DEF
     (N visibilities, ``noise_var`` from adjacent-channel differences, :func:`noise_variance`).
     A verdict that does not fire (with a note as reason) when the rows of the two do not
     match or there are no short baselines."""
-    dish, dd_freqs = _geometry(input_ms)
+    geo = ms_geometry(input_ms)
+    dish, dd_freqs = geo["dish_m"], geo["chan_freq"]
     allf = np.concatenate(dd_freqs)
     cell = 2 * FIELD_BEAMS * (C_LIGHT / float(allf.mean())) / dish / NPIX
     uv_max = 1.0 / (3 * cell)

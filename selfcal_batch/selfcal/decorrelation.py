@@ -243,6 +243,24 @@ def looks_uncalibrated(per_spw: list[Mapping[str, float]], limit: float, band_hz
 SAMPLE_ROWS = 100_000
 
 
+def ms_geometry(ms: str) -> dict:
+    """Per DATA_DESC_ID of ``ms`` (python-casacore): ``spw_of`` (its spw), ``chan_freq``
+    (channel frequencies, Hz), ``chan_width`` (median |width|, Hz); and ``dish_m`` (median dish
+    diameter in metres, 25 when the ANTENNA table records none). Shared by :func:`read_sample`
+    and the coherence check (selfcal/coherence.py)."""
+    from casacore.tables import table  # casacore is loaded only where a table is read
+
+    with table(f"{ms}/DATA_DESCRIPTION", ack=False) as dd, table(f"{ms}/SPECTRAL_WINDOW", ack=False) as sw:
+        spw_of = dd.getcol("SPECTRAL_WINDOW_ID")
+        freqs = [np.ravel(sw.getcell("CHAN_FREQ", i)).astype(float) for i in range(sw.nrows())]
+        widths = [float(np.median(np.abs(sw.getcell("CHAN_WIDTH", i)))) for i in range(sw.nrows())]
+    with table(f"{ms}/ANTENNA", ack=False) as t:
+        dish = np.asarray(t.getcol("DISH_DIAMETER"), float) if "DISH_DIAMETER" in t.colnames() else np.array([])
+    dish = dish[np.isfinite(dish) & (dish > 0)]
+    return {"spw_of": [int(s) for s in spw_of], "chan_freq": [freqs[int(s)] for s in spw_of],
+            "chan_width": [widths[int(s)] for s in spw_of], "dish_m": float(np.median(dish)) if dish.size else 25.0}
+
+
 def read_sample(ms: str, max_rows: int = SAMPLE_ROWS) -> dict:
     """One read of ``ms`` (the private working copy, python-casacore) for the checks after the
     test image: at most ``max_rows`` evenly spaced cross-correlation rows with ``DATA, FLAG,
@@ -252,15 +270,7 @@ def read_sample(ms: str, max_rows: int = SAMPLE_ROWS) -> dict:
     (median dish diameter, 25 when none is recorded)."""
     from casacore.tables import table, taql  # casacore is loaded only where a table is read
 
-    with table(f"{ms}/DATA_DESCRIPTION", ack=False) as dd, table(f"{ms}/SPECTRAL_WINDOW", ack=False) as sw:
-        spw_of = dd.getcol("SPECTRAL_WINDOW_ID")
-        freqs = [np.ravel(sw.getcell("CHAN_FREQ", i)).astype(float) for i in range(sw.nrows())]
-        widths = [float(np.median(np.abs(sw.getcell("CHAN_WIDTH", i)))) for i in range(sw.nrows())]
-    with table(f"{ms}/ANTENNA", ack=False) as t:
-        dish = np.asarray(t.getcol("DISH_DIAMETER"), float) if "DISH_DIAMETER" in t.colnames() else np.array([])
-    dish = dish[np.isfinite(dish) & (dish > 0)]
-    out: dict = {"spw_of": [int(s) for s in spw_of], "chan_freq": [freqs[int(s)] for s in spw_of], "chan_width": [widths[int(s)] for s in spw_of],
-                 "dish_m": float(np.median(dish)) if dish.size else 25.0}
+    out: dict = ms_geometry(ms)
     with table(ms, ack=False) as t:  # noqa: F841 (read by taql as $t)
         sub = taql("select DATA, FLAG, WEIGHT, UVW, TIME, ANTENNA1, ANTENNA2, DATA_DESC_ID from $t "
                    "where ANTENNA1 != ANTENNA2")
