@@ -25,6 +25,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from selfcal_batch.selfcal.ebjoint import angular_separation_arcsec
+
 from selfcal_batch.imaging.provenance import fits_text
 
 C_LIGHT = 299_792_458.0
@@ -117,10 +119,9 @@ SAME_CENTRE_ARCSEC = 0.1
 
 
 def separation_arcmin(a_deg: tuple[float, float], b_deg: tuple[float, float]) -> float:
-    """Great-circle distance (arcmin) between two (RA, Dec) directions in degrees (haversine)."""
-    ra1, de1, ra2, de2 = (math.radians(float(x)) for x in (*a_deg, *b_deg))
-    h = math.sin((de2 - de1) / 2) ** 2 + math.cos(de1) * math.cos(de2) * math.sin((ra2 - ra1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 60.0
+    """Great-circle distance (arcmin) between two (RA, Dec) directions in degrees
+    (:func:`selfcal_batch.selfcal.ebjoint.angular_separation_arcsec`)."""
+    return angular_separation_arcsec(*a_deg, *b_deg) / 60.0
 
 
 def radial_profile(r_arcmin: np.ndarray, pb: np.ndarray, step_arcmin: float) -> tuple[np.ndarray, np.ndarray]:
