@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Sequence
 
 from selfcal_batch.corepool import Grant
 from selfcal_batch.errors import ToolError
+from selfcal_batch.numeric import seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def run_tool(
         raise error_cls(tool, f"{stopped} (log: {log_path})", returncode=rc, log_tail=result.tail)
     if check and (rc != 0 or timed_out.is_set()):
         if timed_out.is_set():
-            msg = f"timed out after {timeout:.0f} s"
+            msg = f"timed out after {seconds_text(timeout)} s"
         else:
             last = next((ln.strip() for ln in reversed(tail) if ">>>" in ln), "") or next(
                 (ln.strip() for ln in reversed(tail) if re.search(r"[A-Za-z]{3}", ln)), "")
