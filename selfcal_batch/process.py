@@ -36,6 +36,9 @@ TOOL_SECONDS: dict[str, float] = defaultdict(float)
 TOOL_RUNS: dict[str, int] = defaultdict(int)
 
 
+#: ``ToolRecorder.seconds`` key of the time runs waited for cores (:mod:`selfcal_batch.corepool`).
+CORE_WAIT = "core_wait"
+
 @dataclass
 class ToolRecorder:
     """One dataset's external-program runs: summed per category and, when ``path`` is
@@ -62,6 +65,8 @@ class ToolRecorder:
         waited for them, not part of ``seconds``) and ``start`` (Unix time the run started)."""
         self.seconds[category] += seconds
         self.runs[category] += 1
+        if grant is not None:  # waiting for cores is neither the tool's time nor Python's
+            self.seconds[CORE_WAIT] += grant.waited
         if self.path is not None:
             step = self.step_of() if self.step_of is not None else self.step
             line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "tool": tool,
