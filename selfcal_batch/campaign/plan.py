@@ -103,8 +103,7 @@ def _eb_lines(d: DatasetSpec) -> list[str]:
 def _resources_text(spec: ClusterSpec, threads: int) -> str:
     """The dry-run's cores line: a fixed claim, or (``share_cores``) the most a phase is granted."""
     if spec.share_cores:
-        return (f"WSClean -j up to {threads}, CASA 1 core (the worker's cores are shared phase by "
-                f"phase with the other datasets it runs: -j is what is free when a run starts)")
+        return f"WSClean -j up to {threads}, CASA 1 core (cores shared phase by phase in the worker)"
     return f"cores={threads} (WSClean -j {threads})"
 
 

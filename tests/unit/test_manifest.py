@@ -389,7 +389,7 @@ def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
     assert str(data_dir / "Ja.ms") in out
     assert "template  faint" in out and "template  auto by flux" in out
     assert "steps     startup test_image p0 split_calibrated" in out
-    assert "resources WSClean -j up to 1, CASA 1 core (the worker's cores are shared" in out
+    assert "resources WSClean -j up to 1, CASA 1 core (cores shared phase by phase in the worker)" in out
     # options may come first too; --only selects
     res = CliRunner().invoke(main, ["--dry-run", str(p), "--only", "two", "--threads-per-dataset", "2"])
     assert res.exit_code == 0, res.output
