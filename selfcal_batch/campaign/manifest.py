@@ -27,7 +27,8 @@ from selfcal_batch.campaign import variants as sweep_variants
 from selfcal_batch.campaign.ebs import resolve_eb_list
 from selfcal_batch.campaign.groups import GROUP_KEYS, group_datasets, parse_group_keys
 from selfcal_batch.campaign.keylines import KeyLocator, key_path_of
-from selfcal_batch.campaign.targets import TARGET_KEYS, expand_datasets, parse_target_keys, separate_generated_names
+from selfcal_batch.campaign.targets import (TARGET_KEYS, expand_datasets, parse_target_keys, separate_generated_names,
+                                            stem_name)
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.ms.view import archive_hint
@@ -302,7 +303,7 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         ebs, problem = resolve_eb_list(ms_raw, entry, base_dir, exclusive=("simulate",))
         if problem:
             return [err(fallback, (problem[0],), problem[1])]
-        pairs = [(raw_name or m.name.rsplit(".", 1)[0], m) for m in ebs]
+        pairs = [(raw_name or stem_name(m), m) for m in ebs]
     elif is_glob:
         if simulate is not None:
             return [err(fallback, ("simulate",), "simulate: cannot be combined with a glob in ms")]
@@ -310,11 +311,10 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
         if not matches:
             return [err(fallback, ("ms",), f"ms: glob {ms_raw!r} matched no directory ({pattern})")]
-        pairs = [(f"{raw_name}-{m.name.rsplit('.', 1)[0]}" if raw_name else m.name.rsplit(".", 1)[0], m)
-                 for m in matches]
+        pairs = [(f"{raw_name}-{stem_name(m)}" if raw_name else stem_name(m), m) for m in matches]
     else:
         ms = _resolve(base_dir, ms_raw)
-        nm = raw_name or ms.name.rsplit(".", 1)[0] or fallback
+        nm = raw_name or stem_name(ms) or fallback
         pairs = [(nm, ms)]
 
     out: list[DatasetSpec] = []
@@ -355,7 +355,7 @@ def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: di
                  fallback: str, err: Any, line: int | None) -> list[DatasetSpec]:
     """``ms = ["eb1.ms", "eb2.ms"]``: one dataset of several execution blocks (campaign/ebs.py)."""
     ebs, problem = resolve_eb_list(ms_raw, entry, base_dir)
-    nm = fallback if entry.get("name") or not ebs else (ebs[0].name.rsplit(".", 1)[0] or fallback)
+    nm = fallback if entry.get("name") or not ebs else (stem_name(ebs[0]) or fallback)
     if problem or not _NAME_RE.match(nm):
         key, msg = problem or ("name", f"name: {nm!r} must be letters, digits, '.', '_', '+' or '-'")
         return [err(nm, (key,), msg, ebs[0] if ebs else None)]

@@ -26,6 +26,7 @@ import fnmatch
 import logging
 import math
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -141,6 +142,14 @@ def safe_field(name: str) -> str:
     """A field name usable in a dataset name: characters outside ``[A-Za-z0-9._+-]`` -> ``_``."""
     out = _UNSAFE.sub("_", name.strip()) or "field"
     return out if out[0].isalnum() else "f" + out
+
+
+def stem_name(ms: Path) -> str:
+    """A dataset name made from an MS's stem (no ``name`` given): ``eb B.ms`` -> ``eb_B``, as
+    :func:`safe_field` makes field names usable (a name the user writes is checked, not
+    changed). Tester s7-break #7: a stem with a space made every dataset of it invalid."""
+    stem = ms.name.rsplit(".", 1)[0]
+    return _UNSAFE.sub("_", stem) if stem else ""
 
 
 def target_dataset_name(pattern: str, name: str, stem: str, field: str) -> str:

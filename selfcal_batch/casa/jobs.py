@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from typing import Any
 
 from selfcal_batch.ms.selection import field_selection_problem, has_science_intents
@@ -308,7 +309,21 @@ def concat_copies(parts: list[str], work: str) -> dict[str, Any]:
     from casatasks import concat  # (same reason)
     from casatools import msmetadata  # (same reason)
 
-    concat(vis=list(parts), concatvis=work, copypointing=False)
+    # concat's setup check splits a table's subtable keywords ("Table: <absolute path>") at
+    # the first space: an output path with a space failed ("Table /tmp/out does not exist",
+    # tester s7-break #1). It reads the EBs through a space-free link to the dataset directory
+    # (a parent directory, not a link inside an MS: the tables written are real files).
+    base = os.path.dirname(os.path.abspath(work))
+    with tempfile.TemporaryDirectory(prefix="concat-") as tmp:
+        root = base
+        if " " in base:
+            if " " in tmp:
+                raise ValueError(f"cannot concatenate in {base!r}: CASA concat fails on paths with a space, "
+                                 f"and the temporary directory {tmp!r} has one too")
+            root = os.path.join(tmp, "d")
+            os.symlink(base, root)
+        concat(vis=[os.path.join(root, os.path.relpath(os.path.abspath(p), base)) for p in parts],
+               concatvis=os.path.join(root, os.path.basename(work)), copypointing=False)
     if not os.path.exists(os.path.join(work, "table.dat")):
         raise RuntimeError(f"concat did not write the joint working copy {work} (see casa.log)")
     md = msmetadata()

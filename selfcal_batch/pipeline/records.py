@@ -139,15 +139,18 @@ def python_seconds(wall: float, wsclean: float, casa: float, core_wait: float = 
 
 
 def finish_attempt(attempt: dict[str, Any], status: str, error: str, end: str) -> None:
-    """Close an attempt: exit ``finished``, ``failed: <error>`` or ``interrupted: <error>``."""
+    """Close an attempt: exit ``failed: <error>``, ``interrupted: <error>``, or the dataset's
+    outcome (``finished``, ``unchanged``, ``no_detection``, ``needs_calibration``: an attempt
+    that ran to its end; `` (nothing to redo)`` when it ran no step). An outcome that is not
+    ``finished`` used to be recorded as ``failed`` (tester s7-break #9)."""
     attempt["end"] = end
     attempt["last_seen"] = end
-    if status == "finished":
-        attempt["exit"] = "finished" if attempt.get("steps") else "finished (nothing to redo)"
-    elif status == "interrupted":
+    if status == "interrupted":
         attempt["exit"] = f"interrupted: {error}" if error else "interrupted"
-    else:
+    elif status == "failed" or not status:
         attempt["exit"] = f"failed: {error}" if error else "failed"
+    else:
+        attempt["exit"] = status if attempt.get("steps") else f"{status} (nothing to redo)"
 
 
 def discard(attempts: Iterable[dict[str, Any]], stopped: Iterable[tuple[str, str | None]] = ()

@@ -46,14 +46,15 @@ def test_run_one_with_two_ebs_runs_them_jointly(tmp_path: Path) -> None:
     (tmp_path / "cfg.toml").write_text(CONFIG)
     before = {p: tree_checksums(p) for p in (eb1, eb2)}
     t0 = time.monotonic()
-    res = _run_one("eb1.ms", "eb2.ms", "--out", "out", "--config", "cfg.toml", "--name", "joint", cwd=tmp_path)
+    # an output path with a space (CASA concat cut absolute paths at it: tester s7-break #1)
+    res = _run_one("eb1.ms", "eb2.ms", "--out", "out space", "--config", "cfg.toml", "--name", "joint", cwd=tmp_path)
     wall = time.monotonic() - t0
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    row = json.loads((tmp_path / "out" / "datasets" / "joint" / "result.json").read_text())
+    row = json.loads((tmp_path / "out space" / "datasets" / "joint" / "result.json").read_text())
     assert row["status"] == "finished" and "p0" in row["steps_accepted"], row["error"]
     assert [e["ms"] for e in row["ebs"]] == [str(eb1), str(eb2)]
     assert all(Path(e["final_ms"]).is_dir() for e in row["ebs"])
-    state = json.loads((tmp_path / "out" / "datasets" / "joint" / "state.json").read_text())
+    state = json.loads((tmp_path / "out space" / "datasets" / "joint" / "state.json").read_text())
     assert state["steps"]["align_ebs"]["status"] == "done"  # the joint path, not EB1 alone
     assert {p: tree_checksums(p) for p in (eb1, eb2)} == before  # inputs untouched
 

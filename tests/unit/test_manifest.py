@@ -604,3 +604,29 @@ def test_dry_run_says_settings_changed(tmp_path, tiny_data_dir):
     res = CliRunner().invoke(main, [str(p), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "restart   settings changed since the last run (imsize): redoing from test_image" in res.output
+
+
+def test_names_made_from_ms_stems_are_sanitised(tmp_path, fake_ms):
+    """A dataset named after its MS (no ``name``) is usable whatever the file name (tester
+    s7-break #7: 'eb B.ms' made every dataset of it invalid); a name the user writes is checked."""
+    for n in ("eb A", "eb B"):
+        fake_ms(tmp_path / "with space" / f"{n}.ms")
+    p = write(tmp_path, """
+        [[datasets]]
+        ms = "with space/eb A.ms"
+        [[datasets]]
+        name = "grp"
+        ms = "with space/eb*.ms"
+        [[datasets]]
+        name = "bad name"
+        ms = "with space/eb B.ms"
+        """)
+    got = {d.name: d.error for d in load_manifest(p).datasets}
+    assert got["eb_A"] == "" and got["grp-eb_A"] == "" and got["grp-eb_B"] == "", got
+    assert "must be letters" in got["bad name"]
+    joint = write(tmp_path, """
+        [[datasets]]
+        ms = ["with space/eb A.ms", "with space/eb B.ms"]
+        """, name="j.toml")
+    (d,) = load_manifest(joint).datasets
+    assert (d.name, d.error, len(d.ebs)) == ("eb_A", "", 2)

@@ -89,6 +89,18 @@ def test_finish_attempt_exit_reasons() -> None:
     assert a["exit"] == "interrupted: stopped"
 
 
+def test_an_honest_outcome_is_not_a_failed_attempt() -> None:
+    """unchanged / no_detection / needs_calibration ran to their end (tester s7-break #9)."""
+    for status in ("unchanged", "no_detection", "needs_calibration", "finished"):
+        a = records.new_attempt("t", "h", "w")
+        records.note_step(a, "p0")
+        records.finish_attempt(a, status, "", "t2")
+        assert a["exit"] == status
+        noop = records.new_attempt("t3", "h", "w")
+        records.finish_attempt(noop, status, "", "t4")
+        assert noop["exit"] == f"{status} (nothing to redo)"
+
+
 def test_row_from_state_for_runner_side_rows() -> None:
     assert records.row_from_state(None) == {} and records.row_from_state({"steps": {}}) == {}
     killed = _attempt("t0", ["p0"], wall=7.0, ws=3.0, casa=2.0, runs=1, end=None)
