@@ -101,7 +101,8 @@ class DatasetResult:
     #: ``final_ms``, ``input_spws``/``spws`` (the input's / the joint working copy's spw
     #: ids), ``nchan``, ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
     #: ``align_flux_factor`` (= 1 / align_gain^2: what the EB's visibilities were multiplied
-    #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS). Empty for one MS.
+    #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS), ``flagged_solutions``
+    #: (``{step: fraction of this EB's solutions flagged in the step's table}``). Empty for one MS.
     ebs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class Step:
 
 _PREP = "selfcal_batch.pipeline.steps_prepare"
 _FINAL = "selfcal_batch.pipeline.steps_finish"
-_LADDER = "selfcal_batch.pipeline.ladder:run_step"
+_LADDER = "selfcal_batch.pipeline.eb_solutions:ladder_step"  # ladder.run_step + joint EBs' per-EB solutions
 
 #: Every step, in run order (extension steps run after the last phase step, before ap1).
 STEPS: tuple[Step, ...] = (

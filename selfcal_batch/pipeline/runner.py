@@ -229,7 +229,11 @@ def eb_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
                     "align_gain": a.get("scale", 1.0),
                     "align_flux_factor": round(1 / a["scale"] ** 2, 5) if a.get("scale") else 1.0,
                     "align_phase_rms_deg": a.get("phase_rms_deg"),
-                    "flagged_fraction": eb.get("flagged_fraction")})
+                    "flagged_fraction": eb.get("flagged_fraction"),
+                    # fraction of this EB's solutions flagged, per step that solved (eb_solutions)
+                    "flagged_solutions": {s: r["flagged_solutions_per_eb"][k]
+                                          for s, r in (state.get("steps") or {}).items()
+                                          if isinstance(r, dict) and len(r.get("flagged_solutions_per_eb") or ()) > k}})
     return out
 
 

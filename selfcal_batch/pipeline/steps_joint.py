@@ -34,6 +34,7 @@ from selfcal_batch.ms.view import check_self_contained
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.pipeline import ladder
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.eb_solutions import with_eb_breakdown
 from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
 from selfcal_batch.selfcal import solint
@@ -202,7 +203,7 @@ def align_ebs(ctx: Context) -> Any:
     plan = _align_plan(ctx)
     if not isinstance(plan, ladder.StepPlan):
         return "skipped", plan
-    return ladder.run_planned(ctx, plan, rewrite=_rewrite_alignment)
+    return with_eb_breakdown(ctx, *ladder.run_planned(ctx, plan, rewrite=_rewrite_alignment))
 
 
 def _align_plan(ctx: Context) -> ladder.StepPlan | dict[str, Any]:

@@ -137,7 +137,8 @@ def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
     """Joint EBs (issue 18): one display row per execution block of ``result["ebs"]``
     (DatasetResult.ebs); [] for a one-MS dataset. Text cells: the EB's MS and final MS
     names, spw ids (input -> joint working copy), channels, the alignment's visibility
-    factor and phase rms, the final MS's flagged percentage."""
+    factor and phase rms, the final MS's flagged percentage, the EB's share of failed
+    solutions per step that solved (``'align_ebs 0%, p0 54%'``)."""
     rows: list[dict[str, str]] = []
     if not isinstance(result, dict):
         return rows
@@ -151,5 +152,7 @@ def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
             "align": _num(eb.get("align_flux_factor"), spec=".4f"),
             "phase": _num(eb.get("align_phase_rms_deg"), spec=".1f", unit=" deg"),
             "flagged": _num(eb.get("flagged_fraction"), scale=100.0, spec=".1f", unit="%"),
+            "solutions_flagged": ", ".join(f"{s} {_num(v, scale=100.0, spec='.0f', unit='%')}"
+                                           for s, v in (eb.get("flagged_solutions") or {}).items()) or "–",
         })
     return rows

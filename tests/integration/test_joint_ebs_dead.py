@@ -105,4 +105,8 @@ def test_dead_antennas_of_one_eb_do_not_flag_the_other(tmp_path_factory: pytest.
     assert len(names) == 27 - len(DEAD) and len(state["ebs"][0]["antennas_with_data"]) == 27
     dead = [n for n in good if n not in names]
     assert len(dead) == len(DEAD) and all(good[n] > 0.9 for n in dead), good  # was 0.5 each
+    # each EB's share of the failed solutions, per step that solved (the dead EB's is higher)
+    per_eb = [e["flagged_solutions"] for e in res["ebs"]]
+    assert per_eb[0] and set(per_eb[0]) == set(per_eb[1]), per_eb
+    assert all(per_eb[1][s] > per_eb[0][s] for s in per_eb[0]), per_eb
     assert {p: tree_checksums(p) for p in (eb1, eb2)} == before

@@ -29,7 +29,10 @@ def test_channel_count_problem_names_every_eb():
 def _state(accepted: bool) -> dict:
     return {"steps": {"align_ebs": {"status": "done", "accepted": accepted,
                                     "per_eb": [{"scale": 0.98, "phase_rms_deg": 37.0},
-                                               {"scale": 1.02, "phase_rms_deg": 29.0}]}},
+                                               {"scale": 1.02, "phase_rms_deg": 29.0}],
+                                    "flagged_solutions_per_eb": [0.0, 0.537]},
+                      "p0": {"status": "done", "flagged_solutions_per_eb": [0.0, 0.37]},
+                      "p1": {"status": "skipped", "reason": "stopped"}},
             "ebs": [{"ms": "/d/eb1.ms", "input_spws": [0, 1], "spws": [0, 1], "nchan": [4, 4],
                      "final_ms": "/o/final/eb0.ms", "flagged_fraction": 0.01},
                     {"ms": "/d/eb2.ms", "input_spws": [1, 2], "spws": [0, 1], "nchan": [4, 4],
@@ -49,6 +52,9 @@ def test_report_rows():
     rows = eb_rows({"ebs": result_eb_rows(_state(True))})
     assert rows[1]["spws"] == "1,2 → 0,1" and rows[1]["final_ms"] == "eb1.ms"
     assert rows[0]["align"] == f"{1 / 0.98 ** 2:.4f}" and rows[1]["flagged"] == "2.0%"
+    # each EB's share of the failed solutions, per step that solved (pipeline/eb_solutions.py)
+    assert rows[0]["solutions_flagged"] == "align_ebs 0%, p0 0%"
+    assert rows[1]["solutions_flagged"] == "align_ebs 54%, p0 37%"
     assert eb_rows({"ebs": []}) == [] and eb_rows(None) == [] and eb_rows([1]) == []
 
 
