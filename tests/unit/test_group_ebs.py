@@ -180,6 +180,34 @@ def test_group_datasets_make_one_joint_dataset_per_target(tmp_path: Path) -> Non
     assert out[1].config.field == "2" and out[1].ms == tmp_path / "early.ms"
 
 
+@pytest.mark.parametrize("cal_position", [0, 1, 2])
+def test_calibrator_only_ms_in_a_glob_is_skipped_not_failed(tmp_path: Path, cal_position: int) -> None:
+    """Tester s6 M3: a glob of EBs also picks up a calibrator-only MS (e.g. the flux-scale
+    run); it is a skipped MS with its reasons, not a failed dataset, wherever it sorts. One
+    MS alone without targets, or an entry none of whose MSs has a target, still fails."""
+    cal_only = [_field(0, "3C286", 30.5, T0, ("CALIBRATE_BANDPASS", "CALIBRATE_FLUX")),
+                _field(1, "J1331", 30.0, T0 + 60, ("CALIBRATE_PHASE",))]
+    found = {str(tmp_path / "a.ms"): _eb(T0), str(tmp_path / "b.ms"): _eb(T0 + DAY),
+             str(tmp_path / "cal.ms"): cal_only}
+    order = ["a", "b"]
+    order.insert(cal_position, "cal")
+    expanded, skipped = expand_datasets(_specs(tmp_path, order), reader=lambda paths: found)
+    out = group_datasets(expanded)
+    assert [(d.name, len(d.ebs), d.ok) for d in out] == [("T1", 2, True), ("T2", 2, True)]
+    cal = dict(skipped)[str(tmp_path / "cal.ms")]
+    assert cal.startswith("no target field left: 3C286: not a science target (intents CALIBRATE_BANDPASS")
+    # every MS of the entry calibrator-only: failed, each naming its MS
+    found2 = {**found, str(tmp_path / "a.ms"): cal_only, str(tmp_path / "b.ms"): cal_only}
+    out2, skipped2 = expand_datasets(_specs(tmp_path, order), reader=lambda paths: found2)
+    assert len(out2) == 3 and not any(d.ok for d in out2) and not any(k.endswith(".ms") for k, _ in skipped2)
+    assert all(str(d.ms) in d.error and "no target field left" in d.error for d in out2)
+    # a damaged MS next to good ones is still a failure naming it
+    found3 = {**found, str(tmp_path / "cal.ms"): "cannot read its fields: FIELD table is missing"}
+    out3 = group_datasets(expand_datasets(_specs(tmp_path, order), reader=lambda paths: found3)[0])
+    bad = [d for d in out3 if not d.ok]
+    assert len(bad) == 1 and "cal.ms: cannot read its fields" in bad[0].error
+
+
 def test_antenna_absent_from_one_eb_is_not_judged_bad_in_the_other() -> None:
     """Generated refant table: 6 antennas, 2 EBs (observation ids), EB 2 three times longer;
     antennas 4 and 5 have no data in EB 2 (their solutions there are flagged). Counted over
