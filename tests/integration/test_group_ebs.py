@@ -3,7 +3,8 @@ on generated EBs (calibrator + two targets each; tests/integration/survey_data.g
 
 * ``--dry-run`` of a grouped manifest lists one joint dataset per target with its EBs in
   order of observation (the list gives them in the other order); a name group at two
-  positions, EBs at two pointings, EBs with different channel counts and a damaged EB are
+  positions, EBs at two pointings, EBs with different channel counts or correlation
+  products and a damaged EB are
   each one line naming the MS (and the separation); the inputs are untouched.
 * One grouped target runs for real (QUICK settings): finished, EBs in time order, one
   ``final/eb<k>.ms`` per EB, each EB's field taken by its own id.
@@ -30,13 +31,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def ebs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A observed after B (listed first), C with the second target 36" north, D with 8 channels
-    per spw, a copy of B whose main-table data file is cut in half, and a copy of B with two
+    per spw, F with full polarisation (RR RL LR LL, the others RR LL), a copy of B whose main-table data file is cut in half, and a copy of B with two
     damaged subtables."""
     d = tmp_path_factory.mktemp("group_ebs")
     out = {"A": make(group_eb_spec(41, "2024-01-03"), d / "ebA.ms"),
            "B": make(group_eb_spec(42, "2024-01-01"), d / "ebB.ms"),
            "C": make(group_eb_spec(43, "2024-01-05", shift_arcsec=36.0), d / "ebC.ms"),
-           "D": make(group_eb_spec(44, "2024-01-07", n_chan=8), d / "ebD.ms")}
+           "D": make(group_eb_spec(44, "2024-01-07", n_chan=8), d / "ebD.ms"),
+           "F": make(group_eb_spec(45, "2024-01-09", correlations="RR RL LR LL"), d / "ebF.ms")}
     bad = d / "ebB_damaged.ms"
     shutil.copytree(out["B"], bad)
     data = max((p for p in bad.glob("table.f*") if p.is_file()), key=lambda p: p.stat().st_size)
@@ -68,7 +70,8 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     m.write_text(QUICK_TOML + _entry("svy", [a, b], grouped) + _entry("shift", [a, c], grouped)
                  + _entry("ptg", [a, c], 'field = "J1003+4100"') + _entry("chan", [a, d], 'field = "J1001+4000"')
                  + _entry("damaged", [a, bad], 'field = "J1001+4000"')
-                 + _entry("two", [a, ebs["two"]], 'field = "J1001+4000"'))
+                 + _entry("two", [a, ebs["two"]], 'field = "J1001+4000"')
+                 + _entry("corr", [a, ebs["F"]], 'field = "J1001+4000"'))
     before = {p: tree_checksums(p) for p in ebs.values()}
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
@@ -96,6 +99,8 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     assert f"execution block 2 ({c}): phase centre 36 arcsec from execution block 1's ({a})" in line
     line = invalid("chan")
     assert "different channel counts" in line and f"{a}: 4,4" in line and f"{d}: 8,8" in line
+    line = invalid("corr")  # tester s6 G5: the startup's refusal, now also before the run
+    assert f"different correlation products ({a}: RR,LL; {ebs['F']}: RR,RL,LR,LL)" in line, line
     line = invalid("damaged")
     assert str(bad) in line and "(execution block 2 of 2)" in line and line.count(str(bad)) == 1
     line = invalid("two")  # one line naming the EB once, both problems

@@ -20,17 +20,18 @@ T0 = 5.1e9  # MJD seconds (2020s)
 
 
 def _field(k: int, name: str, dec: float, start: float | None, intents=("OBSERVE_TARGET",), nchan=(4, 4),
-           ra: float = 150.0) -> dict:
+           ra: float = 150.0, corr=("RR", "LL")) -> dict:
     return {"id": k, "name": name, "ra_deg": ra, "dec_deg": dec, "intents": list(intents), "rows": 100,
             "scans": 2, "time_on_source_s": 120.0, "start_s": start,
-            "spws": [[w, n] for w, n in enumerate(nchan)]}
+            "spws": [[w, n] for w, n in enumerate(nchan)],
+            "correlations": {str(w): list(corr) for w in range(len(nchan))}}
 
 
-def _eb(start: float, shift_arcsec: float = 0.0, nchan=(4, 4), names=("T1", "T2")) -> list[dict]:
+def _eb(start: float, shift_arcsec: float = 0.0, nchan=(4, 4), names=("T1", "T2"), corr=("RR", "LL")) -> list[dict]:
     """A generated EB's FIELD list: a calibrator, then two targets (the second shifted north)."""
-    return [_field(0, "CAL", 38.5, start, ("CALIBRATE_PHASE",), nchan),
-            _field(1, names[0], 40.0, start + 60, nchan=nchan),
-            _field(2, names[1], 41.0 + shift_arcsec / 3600.0, start + 120, nchan=nchan)]
+    return [_field(0, "CAL", 38.5, start, ("CALIBRATE_PHASE",), nchan, corr=corr),
+            _field(1, names[0], 40.0, start + 60, nchan=nchan, corr=corr),
+            _field(2, names[1], 41.0 + shift_arcsec / 3600.0, start + 120, nchan=nchan, corr=corr)]
 
 
 def _rec(ms: str, f: dict) -> dict:
@@ -111,6 +112,13 @@ def test_layout_problem_on_generated_fields() -> None:
     assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
     assert layout_problem((a, Path("bad.ms")), ["1", "1"], found, 1) == ""  # reported by the table check
     assert layout_problem((a, b), ["J*", "1"], found, 1) == ""  # a CASA pattern: left to CASA
+    # tester s6 G5: RR LL with full polarisation, refused by the startup, now also by the dry-run
+    found["full.ms"] = _eb(T0, corr=("RR", "RL", "LR", "LL"))
+    line = layout_problem((a, Path("full.ms")), ["1", "1"], found, 1)
+    assert line.startswith("the execution blocks have different correlation products "
+                           "(a.ms: RR,LL; full.ms: RR,RL,LR,LL)"), line
+    found["full2.ms"] = _eb(T0 + DAY, corr=("RR", "RL", "LR", "LL"))
+    assert layout_problem((Path("full.ms"), Path("full2.ms")), ["1", "1"], found, 1) == ""
 
 
 def test_selected_fields() -> None:
