@@ -129,16 +129,36 @@ def _name_group_problem(targets: Sequence[dict[str, Any]], members: tuple[int, .
     return ""
 
 
+def casa_direction(ra_deg: float, dec_deg: float) -> str:
+    """A J2000 direction as CASA's ``phasecenter`` takes it, e.g. ``'J2000 10h01m00.00000s
+    +40d00m00.0000s'`` (RA to 10 us of time = 0.15 mas, Dec to 0.1 mas: well inside
+    :data:`SAME_POINTING_ARCSEC`; sexagesimal by astropy ``Angle.to_string``)."""
+    from astropy import units as u  # lazy: heavy library, only when a message needs it
+    from astropy.coordinates import Angle  # lazy: as above
+
+    ra = Angle(ra_deg % 360.0, u.deg).to_string(unit=u.hourangle, sep="hms", precision=5, pad=True)
+    dec = Angle(dec_deg, u.deg).to_string(unit=u.deg, sep="dms", precision=4, alwayssign=True, pad=True)
+    return f"J2000 {'00' + ra[2:] if ra.startswith('24') else ra} {dec}"  # 23h59m59.999999s rounds to 24h
+
+
 def pointing_problem(ebs: Sequence[str], centres: Sequence[tuple[float, float]],
                      tolerance_arcsec: float = SAME_POINTING_ARCSEC) -> str:
     """One line naming the first EB whose target phase centre (RA, Dec in deg) lies farther
-    than ``tolerance_arcsec`` from the first EB's, with the separation; '' when all agree.
-    See :data:`SAME_POINTING_ARCSEC` for why the default is CASA concat's 1 mas."""
+    than ``tolerance_arcsec`` from the first EB's, with the separation and what to do: shift
+    the EBs to one phase centre with CASA ``phaseshift`` (CASA >= 6.5; the first EB's centre
+    given as its ``phasecenter``), or run them separately; '' when all agree.
+
+    See :data:`SAME_POINTING_ARCSEC` for why the default is CASA concat's 1 mas. Grouping
+    (``group_tolerance_arcsec``, :func:`group_targets`) only decides which fields are one
+    source; this check decides whether they can be one working copy (tester s6 M1: a
+    tolerance above 1 mas groups EBs that only a common phase centre makes joinable)."""
     for k in range(1, len(ebs)):
         sep = angular_separation_arcsec(*centres[0], *centres[k])
         if sep > tolerance_arcsec:
             return (f"execution block {k + 1} ({ebs[k]}): phase centre {sep:.3g} arcsec from execution block 1's "
-                    f"({ebs[0]}): joint self-calibration needs one pointing (within {tolerance_arcsec * 1000:g} mas)")
+                    f"({ebs[0]}): joint self-calibration needs one pointing (within {tolerance_arcsec * 1000:g} mas); "
+                    f"shift the EBs to one phase centre first (CASA phaseshift, phasecenter="
+                    f"'{casa_direction(*centres[0])}') or run them separately")
     return ""
 
 

@@ -13,7 +13,7 @@ from selfcal_batch.campaign.manifest import DatasetSpec
 from selfcal_batch.campaign.preflight import one_line_per_ms
 from selfcal_batch.campaign.targets import expand_datasets
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.selfcal.ebjoint import group_ebs, pointing_problem
+from selfcal_batch.selfcal.ebjoint import angular_separation_arcsec, group_ebs, pointing_problem
 
 DAY = 86400.0
 T0 = 5.1e9  # MJD seconds (2020s)
@@ -87,6 +87,22 @@ def test_pointing_problem_names_the_eb_and_separation() -> None:
     assert pointing_problem(["a", "b"], [(150.0, 40.0), (150.0, 40.0 + 0.5e-3 / 3600)]) == ""  # 0.5 mas
     line = pointing_problem(["a.ms", "b.ms", "c.ms"], [(150.0, 40.0), (150.0, 40.0), (150.0, 40.01)])
     assert line.startswith("execution block 3 (c.ms): phase centre 36 arcsec from execution block 1's (a.ms)")
+    # tester s6 M1: what to do, with the first EB's centre as CASA's phasecenter
+    assert line.endswith("shift the EBs to one phase centre first (CASA phaseshift, "
+                         "phasecenter='J2000 10h00m00.00000s +40d00m00.0000s') or run them separately"), line
+
+
+@pytest.mark.parametrize("ra, dec", [(150.0, 40.0), (359.9999999999, -0.5), (0.0, -89.99), (12.3456789, 7.654321)])
+def test_casa_direction_round_trips_within_a_fraction_of_a_mas(ra: float, dec: float) -> None:
+    from astropy.coordinates import SkyCoord
+
+    from selfcal_batch.selfcal.ebjoint import casa_direction
+
+    text = casa_direction(ra, dec)
+    frame, r, d = text.split()
+    back = SkyCoord(r, d, frame="fk5")
+    assert frame == "J2000" and not r.startswith("24")
+    assert angular_separation_arcsec(ra, dec, back.ra.deg, back.dec.deg) < 0.2e-3
 
 
 @pytest.mark.parametrize("n, width, want", [(4, 1, 4), (4, 2, 2), (4, 3, 1), (64, 5, 12), (2, 4, 1)])
