@@ -87,7 +87,21 @@ def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[i
     what = "; ".join(f"{p}: {','.join(map(str, per))}" for p, per in zip(ebs, nchan, strict=True))
     return (f"the execution blocks' spws have different channel counts ({what}): joint self-calibration "
             "needs one channel count (WSClean 3.1 cannot write a model into spws of different widths); "
-            "average them to a common count (chanbin) or run the EBs separately")
+            + _averaging_advice(ebs, nchan))
+
+
+def _averaging_advice(ebs: Sequence[Any], nchan: list[list[int]]) -> str:
+    """What makes the channel counts equal (tester s6 M2: "chanbin" alone cannot turn 8 and
+    16 into one count, as chanbin applies to every EB alike): when every EB has one count
+    over its spws and they share a divisor > 1, the width each EB needs (CASA split
+    ``width``) to reach the largest common count, then listing the averaged MSs."""
+    per = [sorted(set(x)) for x in nchan]
+    common = math.gcd(*[x[0] for x in per]) if all(len(x) == 1 for x in per) else 1
+    if common <= 1:
+        return "run the EBs separately"
+    steps = [f"{p} by width={x[0] // common}" for p, x in zip(ebs, per, strict=True) if x[0] != common]
+    return (f"average {' and '.join(steps)} first (CASA split/mstransform; chanbin applies to every EB alike) "
+            f"and list the averaged MSs, or run the EBs separately")
 
 
 def correlation_problem(ebs: Sequence[Any], correlations: Sequence[Mapping[str, Sequence[str]]]) -> str:

@@ -101,6 +101,7 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     assert "CASA phaseshift, phasecenter='J2000 " in line
     line = invalid("chan")
     assert "different channel counts" in line and f"{a}: 4,4" in line and f"{d}: 8,8" in line
+    assert f"average {d} by width=2 first" in line, line
     line = invalid("corr")  # tester s6 G5: the startup's refusal, now also before the run
     assert f"different correlation products ({a}: RR,LL; {ebs['F']}: RR,RL,LR,LL)" in line, line
     line = invalid("damaged")
@@ -110,6 +111,7 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
                          "(execution block 2 of 2)"), line
     assert {p: tree_checksums(p) for p in ebs.values()} == before
     _the_phaseshift_advice_works(line_ptg, a, c, tmp_path)
+    _the_averaging_advice_works(a, d, tmp_path)
 
 
 def _the_phaseshift_advice_works(line: str, a: Path, c: Path, tmp_path: Path) -> None:
@@ -132,6 +134,23 @@ def _the_phaseshift_advice_works(line: str, a: Path, c: Path, tmp_path: Path) ->
     res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
                          text=True, env=_env(), timeout=600)
     print(f"phaseshift + dry run {time.monotonic() - t0:.1f} s")
+    assert res.returncode == 0 and "INVALID" not in res.stdout, res.stdout + res.stderr
+
+
+def _the_averaging_advice_works(a: Path, d: Path, tmp_path: Path) -> None:
+    """Tester s6 M2: the channel-count refusal's advice (EB D by width=2, CASA split in a
+    child process) makes the pair pass the up-front check."""
+    averaged = tmp_path / "ebD_width2.ms"
+    code = ("import sys\nfrom selfcal_batch.casa.env import configure_inprocess\nconfigure_inprocess()\n"
+            "from casatasks import split\n"
+            "split(vis=sys.argv[1], outputvis=sys.argv[2], width=2, datacolumn='data')\n")
+    res = subprocess.run([sys.executable, "-c", code, str(d), str(averaged)], capture_output=True, text=True,
+                         env=_env(), timeout=600, cwd=tmp_path)
+    assert res.returncode == 0 and averaged.is_dir(), res.stdout[-2000:] + res.stderr[-2000:]
+    m = tmp_path / "averaged.toml"
+    m.write_text(QUICK_TOML + _entry("chan", [a, averaged], 'field = "J1001+4000"'))
+    res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
+                         text=True, env=_env(), timeout=600)
     assert res.returncode == 0 and "INVALID" not in res.stdout, res.stdout + res.stderr
 
 

@@ -121,9 +121,13 @@ def test_layout_problem_on_generated_fields() -> None:
     assert layout_problem((a, Path("s.ms")), ["1", "1"], found, 1) == ""  # the first target is not shifted
     line = layout_problem((a, Path("c.ms")), ["1", "1"], found, 1)
     assert "different channel counts (a.ms: 4,4; c.ms: 8,8)" in line
+    # tester s6 M2: which EB needs which width (chanbin applies to every EB alike)
+    assert line.endswith("average c.ms by width=2 first (CASA split/mstransform; chanbin applies to every EB "
+                         "alike) and list the averaged MSs, or run the EBs separately"), line
     assert "channel counts" in layout_problem((a, Path("c.ms")), ["1", "1"], found, 2)  # 2 vs 4
     found["c5.ms"] = _eb(T0, nchan=(5, 5))
-    assert "channel counts" in layout_problem((a, Path("c5.ms")), ["1", "1"], found, 1)
+    line = layout_problem((a, Path("c5.ms")), ["1", "1"], found, 1)
+    assert "channel counts" in line and line.endswith("; run the EBs separately")  # 4 and 5: no common width
     assert layout_problem((a, Path("c5.ms")), ["1", "1"], found, 2) == ""  # 2 and 2 (a partial bin is dropped)
     assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
     assert layout_problem((a, Path("bad.ms")), ["1", "1"], found, 1) == ""  # reported by the table check
