@@ -149,7 +149,8 @@ def test_joint_ebs_against_each_alone(faint_ebs: tuple[Path, Path], tmp_path: Pa
           f"{err['joint']['flux_ratio']:.4f}, eb1 {err['eb1']['flux_ratio']:.4f}, eb2 "
           f"{err['eb2']['flux_ratio']:.4f}; fitted flux ratio / shift joint {fit['joint']['flux_ratio_fit']:.4f} / "
           f"{fit['joint']['shift_arcsec']:.3f}\"; status eb1/eb2 {rows['eb1']['status']}/{rows['eb2']['status']}; "
-          f"align {[(e['align_flux_factor'], e['align_phase_rms_deg']) for e in joint['ebs']]}"
+          f"align {[(e['align_flux_factor'], e['align_phase_rms_deg']) for e in joint['ebs']]} "
+          f"{align.get('flux_significance')} {[(p.get('gain'), p.get('amp_error')) for p in align['per_eb']]}"
           f"; campaign wall {wall:.0f} s; load {os.getloadavg()}")
     assert ratio >= 1.5, err  # issue 18 must-show: joint error <= (better EB alone) / 1.5
     if flux_off > 0.03:
