@@ -71,14 +71,17 @@ def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str
                    spw: str = "") -> str:
     """One line when the EBs of one joint dataset are at different phase centres
     (:func:`~selfcal_batch.selfcal.ebjoint.pointing_problem`) or their target's spws have
-    different channel counts after ``chanbin`` (the startup's own message, same words); ''
-    otherwise, also when an EB's fields were not read (the table check reports that EB).
+    different channel counts after ``chanbin`` or different correlation products (the
+    startup's own messages, same words: ``steps_joint.channel_count_problem``,
+    ``steps_joint.correlation_problem``); '' otherwise, also when an EB's fields were not read
+    (the table check reports that EB).
     Channel counts are not predicted when the dataset selects spws (``spw``: left to startup).
 
     ``found``: ``{ms: field records or problem}`` (:func:`selfcal_batch.ms.fields.list_fields`)."""
-    from selfcal_batch.pipeline.steps_joint import channel_count_problem  # lazy: the step module, only here
+    # lazy: the step module, only here
+    from selfcal_batch.pipeline.steps_joint import channel_count_problem, correlation_problem
 
-    centres, nchan = [], []
+    centres, nchan, corrs = [], [], []
     for ms, sel in zip(ebs, selections, strict=True):
         info = found.get(str(ms))
         chosen = selected_fields(info, sel) if isinstance(info, list) else None
@@ -87,7 +90,9 @@ def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str
         centres.append((chosen[0]["ra_deg"], chosen[0]["dec_deg"]))
         spws = sorted({tuple(w) for f in chosen for w in f.get("spws", [])})
         nchan.append([] if spw else [working_nchan(n, chanbin) for _w, n in spws])
-    return pointing_problem([str(p) for p in ebs], centres) or channel_count_problem(ebs, nchan)
+        corrs.append({w: c for f in chosen for w, c in (f.get("correlations") or {}).items()})
+    return pointing_problem([str(p) for p in ebs], centres) or channel_count_problem(ebs, nchan) \
+        or correlation_problem(ebs, corrs)
 
 
 def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None

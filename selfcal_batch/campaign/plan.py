@@ -162,7 +162,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         if d.name in restarts:
             lines.append(f"      restart   {restarts[d.name]}")
     if campaign.skipped_targets:
-        lines.append(f"skipped target fields ({len(campaign.skipped_targets)}):")
+        lines.append(f"skipped target fields and MSs without a target ({len(campaign.skipped_targets)}):")
         lines.extend(f"  - {where}: {why}" for where, why in campaign.skipped_targets)
     if spec.kind in ("slurm", "pbs"):
         lines.append("worker job script:")

@@ -168,9 +168,11 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
             :func:`selfcal_batch.ms.fields.list_fields`, a child process).
 
     Returns:
-        ``(datasets, skipped)``; ``skipped`` = ``[(f"{ms}: {field}", reason)]``. An MS whose
-        fields cannot be read, or whose targets cannot be chosen, stays one dataset carrying
-        a one-line ``error`` naming the MS.
+        ``(datasets, skipped)``; ``skipped`` = ``[(f"{ms}: {field}", reason)]``, and
+        ``(ms, reason)`` for an MS of a glob or list without any target field while another
+        MS of that entry has one (a calibrator-only EB). An MS whose fields cannot be read,
+        or whose targets cannot be chosen otherwise, stays one dataset carrying a one-line
+        ``error`` naming the MS.
     """
     wanted = [d for d in datasets if getattr(d, "targets", ()) and d.ok and d.ms is not None]
     if not wanted:
@@ -178,25 +180,43 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
     if reader is None:
         from selfcal_batch.ms.fields import list_fields as reader  # lazy: starts a child, only when asked
     found = reader(sorted({str(d.ms) for d in wanted}))
+    choices: dict[int, Choice | TargetError] = {}
+    for d in wanted:
+        info = found.get(str(d.ms), "was not read")
+        try:
+            if isinstance(info, str):
+                raise TargetError(info)
+            choices[id(d)] = select_targets(info, d.targets, d.min_target_time_s)
+        except TargetError as exc:
+            choices[id(d)] = exc
     out: list[Any] = []
     skipped: list[tuple[str, str]] = []
     for d in datasets:
         if d not in wanted:
             out.append(d)
             continue
-        ms = str(d.ms)
-        info = found.get(ms, "was not read")
-        try:
-            if isinstance(info, str):
-                raise TargetError(info)
-            choice = select_targets(info, d.targets, d.min_target_time_s)
-            if not choice.selected:
-                raise TargetError("no target field left: " + "; ".join(f"{n}: {r}" for n, r in choice.skipped))
+        ms, choice = str(d.ms), choices[id(d)]
+        if isinstance(choice, Choice) and choice.selected:
             skipped.extend((f"{ms}: {n}", r) for n, r in choice.skipped)
             out.extend(_one_per_field(d, choice.selected))
-        except TargetError as exc:
-            out.append(dataclasses.replace(d, error=f"datasets[{d.index}] (name={d.name!r}): {ms}: {exc}"))
+            continue
+        why = str(choice) if isinstance(choice, TargetError) else \
+            "no target field left: " + "; ".join(f"{n}: {r}" for n, r in choice.skipped)
+        if isinstance(choice, Choice) and _other_ms_has_targets(d, wanted, choices):
+            # a calibrator-only EB picked up by a glob or list next to the EBs holding the targets
+            skipped.append((ms, why))
+        else:
+            out.append(dataclasses.replace(d, error=f"datasets[{d.index}] (name={d.name!r}): {ms}: {why}"))
     return out, skipped
+
+
+def _other_ms_has_targets(d: Any, wanted: list[Any], choices: dict[int, Any]) -> bool:
+    """Whether another MS of ``d``'s entry (a glob or a list in ``ms``) has a target field:
+    then an MS of that entry without one (only calibrators, targets too short) is skipped
+    with its reasons instead of failing (tester s6 M3); one MS alone, or an entry none of
+    whose MSs has a target, stays a failed dataset."""
+    return any(o is not d and o.index == d.index and isinstance(c := choices[id(o)], Choice) and c.selected
+               for o in wanted)
 
 
 def field_dataset_names(pattern: str, name: str, stem: str, fields: tuple[dict[str, Any], ...]) -> list[str]:

@@ -44,10 +44,12 @@ def parse_obs_mode(obs_mode: str) -> list[str]:
 
 def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str],
               cols: dict[str, np.ndarray], dd_spw: list[int] | None = None,
-              spw_nchan: list[int] | None = None) -> list[dict[str, Any]]:
+              spw_nchan: list[int] | None = None, dd_corr: list[list[str]] | None = None
+              ) -> list[dict[str, Any]]:
     """Per-field summary from the FIELD names/directions, the STATE OBS_MODEs and the main
     table's row columns (``_COLUMNS`` plus optional ``STATE_ID``, ``FLAG_ROW``);
-    ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels.
+    ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels,
+    ``dd_corr``: DATA_DESCRIPTION row -> correlation names of its POLARIZATION row.
 
     Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
     rows' states), ``rows`` (unflagged), ``scans`` and ``time_on_source_s`` (largest number of
@@ -55,7 +57,9 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
     :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` (first
     unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
     channels], ...]`` of the spws holding the field's unflagged rows; empty when ``dd_spw``
-    or ``spw_nchan`` is not given).
+    or ``spw_nchan`` is not given) and ``correlations`` (``{spw id (str): [names]}`` of the
+    data descriptions holding the field's unflagged rows, the shape of ``inspect_ms``'s
+    ``correlations``; empty when ``dd_spw`` or ``dd_corr`` is not given).
     """
     from selfcal_batch.ms.inspection import time_sampling  # lazy: casacore-free import of this module
 
@@ -82,13 +86,16 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
         else:
             tos = 0.0
         ra, dec = (float(x) for x in np.asarray(phase_dirs_rad[k]).reshape(-1, 2)[0])
-        spws = sorted({int(dd_spw[d]) for d in np.unique(np.asarray(cols["DATA_DESC_ID"])[sel])
-                       if 0 <= d < len(dd_spw)}) if dd_spw is not None and spw_nchan is not None else []
+        dds = [int(d) for d in np.unique(np.asarray(cols["DATA_DESC_ID"])[sel]) if 0 <= d < len(dd_spw or [])]
+        spws = sorted({int(dd_spw[d]) for d in dds}) if dd_spw is not None and spw_nchan is not None else []
+        corrs = {str(dd_spw[d]): list(dd_corr[d]) for d in dds if d < len(dd_corr)} \
+            if dd_spw is not None and dd_corr is not None else {}
         out.append({"id": k, "name": str(name), "ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec),
                     "intents": sorted(intents), "rows": int(sel.sum()), "scans": int(np.unique(scan[sel]).size),
                     "time_on_source_s": round(tos, 3),
                     "start_s": float(np.min(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
-                    "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])]})
+                    "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])],
+                    "correlations": corrs})
     return out
 
 
@@ -96,6 +103,7 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
     """:func:`summarise` of the MS ``ms``, read through a private view (call in a child)."""
     from casacore.tables import table  # lazy: only the child process reads tables
 
+    from selfcal_batch.ms.inspection import corr_names  # lazy: as above
     from selfcal_batch.ms.view import read_only_view  # lazy: as above
 
     with tempfile.TemporaryDirectory(prefix="selfcal-batch-fields-") as tmp:
@@ -109,12 +117,17 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
                 modes = list(st.getcol("OBS_MODE")) if st.nrows() and "OBS_MODE" in st.colnames() else []
         with table(os.path.join(view, "DATA_DESCRIPTION"), readonly=True, ack=False) as dt:
             dd_spw = [int(x) for x in dt.getcol("SPECTRAL_WINDOW_ID")] if dt.nrows() else []
+            dd_pol = [int(x) for x in dt.getcol("POLARIZATION_ID")] if dt.nrows() else []
+        with table(os.path.join(view, "POLARIZATION"), readonly=True, ack=False) as pt:
+            # CORR_TYPE per row, read row by row: rows of different NUM_CORR make getcol fail
+            pols = [corr_names(pt.getcell("CORR_TYPE", r)) for r in range(pt.nrows())]
+        dd_corr = [pols[p] if 0 <= p < len(pols) else [] for p in dd_pol]
         with table(os.path.join(view, "SPECTRAL_WINDOW"), readonly=True, ack=False) as sw:
             nchan = [int(x) for x in sw.getcol("NUM_CHAN")] if sw.nrows() else []
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
-    return summarise(names, dirs, modes, cols, dd_spw, nchan)
+    return summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:
