@@ -115,7 +115,7 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
         elif patterns and not any(fnmatch.fnmatchcase(f["name"], p) for p in patterns):
             why = f"name matches none of {', '.join(repr(p) for p in patterns)}"
         elif f["rows"] == 0:
-            why = "no unflagged data"
+            why = no_data_reason(f)
         elif f["time_on_source_s"] < min_time_s:
             why = f"{f['time_on_source_s']:g} s on source < min_target_time_s = {min_time_s:g} s"
         first = next((k for k in kept if k["name"] == f["name"]), None)
@@ -135,6 +135,15 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
         else:
             kept.append({**f, "ids": [f["id"]]})
     return Choice(tuple(kept), tuple(skipped))
+
+
+def no_data_reason(field: dict[str, Any]) -> str:
+    """Why a field without unflagged rows is not a target (pure): ``"no unflagged data (100%
+    flagged)"`` when it has rows, all flagged (``rows_total``, ``FLAG_ROW``), else ``"no
+    unflagged data (no rows)"`` (tester s7 #4: a flagged target was called "not a science
+    target")."""
+    total = int(field.get("rows_total", 0) or 0)
+    return f"no unflagged data (100% of its {total} rows flagged)" if total else "no unflagged data (no rows)"
 
 
 def safe_field(name: str) -> str:

@@ -52,10 +52,11 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
     ``dd_corr``: DATA_DESCRIPTION row -> correlation names of its POLARIZATION row.
 
     Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
-    rows' states), ``rows`` (unflagged), ``scans`` and ``time_on_source_s`` (largest number of
+    states of ALL its rows, flagged ones too: a fully flagged target is still a target, tester
+    s7 #4), ``rows`` (unflagged), ``rows_total`` (all rows), ``scans`` and ``time_on_source_s`` (largest number of
     time stamps of one baseline and data description x the integration of the whole MS, see
-    :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` (first
-    unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
+    :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` / ``end_s`` (first /
+    last unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
     channels], ...]`` of the spws holding the field's unflagged rows; empty when ``dd_spw``
     or ``spw_nchan`` is not given) and ``correlations`` (``{spw id (str): [names]}`` of the
     data descriptions holding the field's unflagged rows, the shape of ``inspect_ms``'s
@@ -76,7 +77,7 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
     for k, name in enumerate(names):
         sel = keep & (fid == k)
         intents: set[str] = set()
-        for s in np.unique(sid[sel]):
+        for s in np.unique(sid[fid == k]):
             if 0 <= s < len(obs_modes):
                 intents.update(parse_obs_mode(obs_modes[s]))
         if sel.any():
@@ -91,16 +92,18 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
         corrs = {str(dd_spw[d]): list(dd_corr[d]) for d in dds if d < len(dd_corr)} \
             if dd_spw is not None and dd_corr is not None else {}
         out.append({"id": k, "name": str(name), "ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec),
-                    "intents": sorted(intents), "rows": int(sel.sum()), "scans": int(np.unique(scan[sel]).size),
+                    "intents": sorted(intents), "rows": int(sel.sum()), "rows_total": int((fid == k).sum()), "scans": int(np.unique(scan[sel]).size),
                     "time_on_source_s": round(tos, 3),
                     "start_s": float(np.min(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
+                    "end_s": float(np.max(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
                     "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])],
                     "correlations": corrs})
     return out
 
 
 def read_fields(ms: str | Path) -> list[dict[str, Any]]:
-    """:func:`summarise` of the MS ``ms``, read through a private view (call in a child)."""
+    """:func:`summarise` of the MS ``ms`` with ``observations`` (:func:`read_observations`, the
+    same list in every record), read through a private view (call in a child)."""
     from casacore.tables import table  # lazy: only the child process reads tables
 
     from selfcal_batch.ms.inspection import corr_names  # lazy: as above
@@ -127,7 +130,25 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
-    return summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)
+        observations = read_observations(view)
+    return [{**f, "observations": observations} for f in summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)]
+
+
+def read_observations(view: str) -> list[list[Any]]:
+    """``[[TELESCOPE_NAME, start, end], ...]`` of the OBSERVATION rows of the MS (view) ``view``
+    (TIME_RANGE, MJD seconds); empty without the table. Part of an execution block's identity
+    (``campaign.ebs.eb_identity``). Call in a child (python-casacore)."""
+    from casacore.tables import table  # lazy: only the child process reads tables
+
+    path = os.path.join(view, "OBSERVATION")
+    if not os.path.isdir(path):
+        return []
+    with table(path, readonly=True, ack=False) as ot:
+        if not ot.nrows():
+            return []
+        names = list(ot.getcol("TELESCOPE_NAME")) if "TELESCOPE_NAME" in ot.colnames() else [""] * ot.nrows()
+        ranges = ot.getcol("TIME_RANGE") if "TIME_RANGE" in ot.colnames() else np.zeros((ot.nrows(), 2))
+    return [[str(n), float(r[0]), float(r[1])] for n, r in zip(names, ranges, strict=True)]
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:
