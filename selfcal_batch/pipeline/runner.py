@@ -432,10 +432,12 @@ def input_change(state_json: Path, ms: Path, first_step: str) -> str:
 
 
 def _inputs_change(state_json: Path, ms: Path, ebs: tuple[Path, ...], config: PipelineConfig) -> str:
-    """Why the recorded run no longer matches its input(s) (:func:`input_change`, then the
-    EBs of a joint dataset), or ``""``."""
+    """Why the recorded run no longer matches its input(s), or ``""``: the EBs of a joint
+    dataset first (:func:`eb_change`: reordered, another list, which EB changed; tester s7
+    #11: a reordered list was reported as the first EB's every table changed), then
+    :func:`input_change` (a joint run recorded without EB fingerprints, or one MS)."""
     first = (config.steps or ("startup",))[0]
-    return input_change(state_json, ms, first) or eb_change(state_json, ebs, first)
+    return eb_change(state_json, ebs, first) or input_change(state_json, ms, first)
 
 
 def eb_change(state_json: Path, ebs: tuple[Path, ...], first_step: str = "startup") -> str:
