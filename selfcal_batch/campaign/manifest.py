@@ -79,6 +79,12 @@ class DatasetSpec:
     group_tolerance_arcsec: float = 1.0
     #: The entry's ``name`` as written ('' = none), for grouped datasets' names.
     entry_name: str = ""
+    #: Grouped entries: what target expansion left out of the entry, ``(ms, field, reason)``
+    #: (field '' = the whole MS), for the groups' notes (campaign/groups.py).
+    eb_skips: tuple[tuple[str, str, str], ...] = ()
+    #: Warnings about this dataset's inputs (an EB of its target left out, and why): printed by
+    #: --dry-run and the run, kept in result.json ``notes``.
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -97,6 +103,7 @@ class DatasetSpec:
             "config": self.config.to_dict() if self.config is not None else None,
             **({"target": self.target} if self.target else {}),
             **({"ebs": [str(p) for p in self.ebs]} if self.ebs else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 

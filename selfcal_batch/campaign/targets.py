@@ -38,6 +38,8 @@ SCIENCE = "science"
 #: Intents (prefix) of a science target (ALMA/VLA: OBSERVE_TARGET#ON_SOURCE, #UNSPECIFIED).
 SCIENCE_INTENT = "OBSERVE_TARGET"
 DEFAULT_NAME_PATTERN = "{name}__{field}"
+#: Start of the skip reason of a repeated FIELD row that joins its target's dataset (not left out).
+JOINED = "same name and position as field id"
 #: The ``[[datasets]]`` keys of target expansion (documented in README's manifest section).
 TARGET_KEYS = ("targets", "target_name", "min_target_time_s")
 #: Default minimum time on source of a target (s): below one minute a VLA/e-MERLIN target
@@ -48,6 +50,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
 class TargetError(ValueError):
     """The targets of one MS cannot be chosen (one line, without the MS path)."""
+
+
+class UnreadError(TargetError):
+    """The fields of one MS could not be read (damaged, unreadable): never skipped, a failure."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
             sep = _separation_arcsec(first, f)
             if sep <= SAME_POSITION_ARCSEC:
                 first["ids"].append(f["id"])
-                why = f"same name and position as field id {first['id']}: part of that target's dataset"
+                why = f"{JOINED} {first['id']}: part of that target's dataset"
             else:
                 why = (f"same name as field id {first['id']} but {sep / 60:.1f} arcmin away: not selected "
                        f"(a second pointing under one name)")
@@ -194,7 +200,7 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
         info = found.get(str(d.ms), "was not read")
         try:
             if isinstance(info, str):
-                raise TargetError(info)
+                raise UnreadError(info)
             choices[id(d)] = select_targets(info, d.targets, d.min_target_time_s)
         except TargetError as exc:
             choices[id(d)] = exc
@@ -211,12 +217,34 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
             continue
         why = str(choice) if isinstance(choice, TargetError) else \
             "no target field left: " + "; ".join(f"{n}: {r}" for n, r in choice.skipped)
-        if isinstance(choice, Choice) and _other_ms_has_targets(d, wanted, choices):
-            # a calibrator-only EB picked up by a glob or list next to the EBs holding the targets
+        skippable = isinstance(choice, Choice) or (d.group and not isinstance(choice, UnreadError))
+        if skippable and _other_ms_has_targets(d, wanted, choices):
+            # a calibrator-only EB picked up by a glob or list next to the EBs holding the targets;
+            # in a group also an MS whose targets cannot be chosen (no intents): said on the groups
             skipped.append((ms, why))
         else:
             out.append(dataclasses.replace(d, error=f"datasets[{d.index}] (name={d.name!r}): {ms}: {why}"))
-    return out, skipped
+    return _with_group_skips(out, wanted, choices), skipped
+
+
+def group_skips(ms: str, choice: Choice | TargetError) -> list[tuple[str, str, str]]:
+    """What target expansion left out of one MS of a grouped entry, ``(ms, field, reason)``
+    (pure; field '' = the whole MS, when its targets could not be chosen). A repeated FIELD
+    row that joined its target (:data:`JOINED`) is not left out."""
+    if isinstance(choice, TargetError):
+        return [(ms, "", str(choice))]
+    return [(ms, n, r) for n, r in choice.skipped if not r.startswith(JOINED)]
+
+
+def _with_group_skips(out: list[Any], wanted: list[Any], choices: dict[int, Any]) -> list[Any]:
+    """The expanded targets of grouped entries carry every MS's skips of their entry
+    (``eb_skips``), which campaign/groups.py turns into the groups' notes (tester s7 #4/#8)."""
+    skips: dict[int, list[tuple[str, str, str]]] = {}
+    for d in wanted:
+        if d.group:
+            skips.setdefault(d.index, []).extend(group_skips(str(d.ms), choices[id(d)]))
+    return [dataclasses.replace(x, eb_skips=tuple(skips[x.index])) if x.target is not None and x.index in skips
+            else x for x in out]
 
 
 def _other_ms_has_targets(d: Any, wanted: list[Any], choices: dict[int, Any]) -> bool:

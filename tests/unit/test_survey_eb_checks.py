@@ -135,3 +135,77 @@ def test_selected_flagged_field_by_name_or_id(sel: str) -> None:
     ebs = (Path("/d/a.ms"), Path("/d/b.ms"))
     flagged = [_field(0, "C", T0), _field(1, "T", T0, rows=0, total=10)]
     assert "no unflagged data in field T" in flagged_eb_problem(ebs, [sel, sel], {"/d/a.ms": flagged, "/d/b.ms": flagged})
+
+
+def _grouped(tmp_path: Path, order: list[str]) -> list:
+    from selfcal_batch.campaign.manifest import DatasetSpec
+    from selfcal_batch.config import PipelineConfig
+
+    cfg = PipelineConfig.from_dict({"imsize": 128})
+    return [DatasetSpec(n, tmp_path / f"{n}.ms", cfg, index=0, targets=("science",), min_target_time_s=10.0,
+                        group="name", group_tolerance_arcsec=1.0, entry_name="svy") for n in order]
+
+
+def _eb_fields(start: float, *, flagged: str = "", intents: bool = True) -> list[dict]:
+    cal = {**_field(0, "CAL", start), "intents": ["CALIBRATE_PHASE"] if intents else []}
+    out = [cal]
+    for k, name in ((1, "T1"), (2, "T2")):
+        f = _field(k, name, start + 60 * k, rows=0 if name == flagged else 100, total=640)
+        out.append({**f, "dec_deg": 40.0 + k, "intents": f["intents"] if intents else []})
+    return out
+
+
+@pytest.mark.parametrize("order", [["a", "b", "c"], ["c", "b", "a"], ["b", "c", "a"]])
+def test_group_notes_name_the_eb_left_out(tmp_path: Path, order: list[str]) -> None:
+    """s7 #4: an EB whose T1 is fully flagged is left out of T1's group (the group continues
+    with the others) and T1's dataset notes it; T2 uses every EB and has no note. s7 #8: an
+    intent-less MS in a targets = "science" group is left out of every group, each saying
+    why (it used to become a failed pseudo-dataset while the targets ran silently without it)."""
+    from selfcal_batch.campaign.groups import group_datasets
+    from selfcal_batch.campaign.targets import expand_datasets
+
+    day = 86400.0
+    found = {str(tmp_path / "a.ms"): _eb_fields(T0), str(tmp_path / "b.ms"): _eb_fields(T0 + day, flagged="T1"),
+             str(tmp_path / "c.ms"): _eb_fields(T0 + 2 * day)}
+    expanded, skipped = expand_datasets(_grouped(tmp_path, order), reader=lambda paths: found)
+    out = {d.name: d for d in group_datasets(expanded)}
+    assert sorted(out) == ["svy__T1", "svy__T2"] and all(d.ok for d in out.values())
+    t1, t2 = out["svy__T1"], out["svy__T2"]
+    assert t1.ebs == (tmp_path / "a.ms", tmp_path / "c.ms") and len(t2.ebs) == 3
+    assert t1.notes == (f"execution block {tmp_path / 'b.ms'} not included: field T1: no unflagged data "
+                        "(100% of its 640 rows flagged)",)
+    assert t2.notes == () and t1.to_dict()["notes"] == list(t1.notes)
+    assert ("%s: T1" % (tmp_path / "b.ms"), "no unflagged data (100% of its 640 rows flagged)") in skipped
+    # an MS without intents in a "science" group: left out of both groups, with the reason
+    found[str(tmp_path / "b.ms")] = _eb_fields(T0 + day, intents=False)
+    expanded, skipped = expand_datasets(_grouped(tmp_path, order), reader=lambda paths: found)
+    out = {d.name: d for d in group_datasets(expanded)}
+    assert sorted(out) == ["svy__T1", "svy__T2"] and all(d.ok and len(d.ebs) == 2 for d in out.values())
+    for d in out.values():
+        assert len(d.notes) == 1 and d.notes[0].startswith(
+            f"execution block {tmp_path / 'b.ms'} not included: targets = \"science\" needs scan intents")
+    assert any(w == str(tmp_path / "b.ms") and "needs scan intents" in why for w, why in skipped)
+
+
+def test_left_out_notes_only_for_the_groups_field() -> None:
+    from selfcal_batch.campaign.groups import left_out_notes
+
+    skips = (("/x/b.ms", "CAL", "not a science target (intents CALIBRATE_PHASE)"),
+             ("/x/b.ms", "T1", "20 s on source < min_target_time_s = 60 s"), ("/x/c.ms", "", "no intents"))
+    assert left_out_notes(skips, {"T2"}, {"/x/a.ms", "/x/b.ms", "/x/c.ms"}) == ()
+    assert left_out_notes(skips, {"T2"}, {"/x/a.ms"}) == ("execution block /x/c.ms not included: no intents",)
+    assert left_out_notes(skips, {"T1"}, {"/x/a.ms"}) == (
+        "execution block /x/b.ms not included: field T1: 20 s on source < min_target_time_s = 60 s",
+        "execution block /x/c.ms not included: no intents")
+
+
+def test_result_lists_the_ebs_and_notes_as_later_csv_columns() -> None:
+    """s7 #12: the target's datasets.csv row names its EBs (';'-joined) and the notes; both are
+    later columns (existing files keep their layout)."""
+    from selfcal_batch import contract
+    from selfcal_batch.campaign.progress import _csv_value
+
+    res = contract.DatasetResult(name="t", ms="/x/a.ms", eb_paths=["/x/a.ms", "/x/b.ms"], notes=["n1"])
+    row = res.to_dict()
+    assert _csv_value(row["eb_paths"]) == "/x/a.ms;/x/b.ms" and _csv_value(row["notes"]) == "n1"
+    assert {"eb_paths", "notes"} <= set(contract.LATER_FIELDS) and "eb_paths" not in contract.CSV_COLUMNS
