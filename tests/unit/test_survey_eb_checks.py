@@ -209,3 +209,10 @@ def test_result_lists_the_ebs_and_notes_as_later_csv_columns() -> None:
     row = res.to_dict()
     assert _csv_value(row["eb_paths"]) == "/x/a.ms;/x/b.ms" and _csv_value(row["notes"]) == "n1"
     assert {"eb_paths", "notes"} <= set(contract.LATER_FIELDS) and "eb_paths" not in contract.CSV_COLUMNS
+
+
+def test_report_ms_line_names_every_eb() -> None:
+    from selfcal_batch.report.html import ms_text
+
+    assert ms_text("/x/a.ms", ["/x/a.ms", "/x/b.ms"]) == "2 execution blocks: /x/a.ms; /x/b.ms"
+    assert ms_text("/x/a.ms", []) == "/x/a.ms" and ms_text("/x/a.ms", ["/x/a.ms"]) == "/x/a.ms"
