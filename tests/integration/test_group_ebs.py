@@ -11,6 +11,7 @@ on generated EBs (calibrator + two targets each; tests/integration/survey_data.g
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -172,6 +173,11 @@ def test_one_grouped_target_runs_jointly(ebs: dict[str, Path], tmp_path: Path) -
     assert r["status"] in ("finished", "unchanged"), r["error"]
     assert [e["ms"] for e in r["ebs"]] == [str(b), str(a)]  # time order, not the list's
     assert all(Path(e["final_ms"]).is_dir() for e in r["ebs"])
+    # the target's row names its EBs (issue 18 item 3, tester s7 #12): result.json and datasets.csv
+    assert r["eb_paths"] == [str(b), str(a)] and r["notes"] == []
+    with open(tmp_path / "out" / "survey" / "datasets.csv", newline="") as fh:
+        rows = {row["name"]: row for row in csv.DictReader(fh)}
+    assert rows["svy__J1001+4000"]["eb_paths"] == f"{b};{a}"
     state = json.loads((root / "state.json").read_text())
     assert state["steps"]["align_ebs"]["status"] in ("done", "skipped")
     # each EB's working copy took the target's field by its own id (one field per EB)
