@@ -35,8 +35,11 @@ def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any], base_dir: Path,
             return (), (key, f"{key}: cannot be combined with a list of execution blocks in ms"
                              + (' (to group the targets of several MSs, add group = "name")' if key == "targets" else ""))
     ebs = tuple(q if (q := Path(m).expanduser()).is_absolute() else base_dir / q for m in ms_raw)
-    if len({p.resolve() for p in ebs}) != len(ebs):  # also through '..', a trailing '/' or a link
-        return (), ("ms", "ms: the same execution block is listed twice")
+    real = [p.resolve() for p in ebs]  # also through '..', a trailing '/' or a link
+    if dup := next((k for k in range(len(real)) if real[k] in real[:k]), None):
+        first = ebs[real.index(real[dup])]
+        return (), ("ms", f"ms: the same execution block is listed twice: {ebs[dup]} is {first}"
+                          + (f" (both {real[dup]})" if real[dup] not in (ebs[dup], first) else ""))
     for k, ms in enumerate(ebs):
         where = f"(execution block {k + 1} of {len(ebs)})"
         if not ms.exists():

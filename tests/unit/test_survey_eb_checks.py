@@ -216,3 +216,15 @@ def test_report_ms_line_names_every_eb() -> None:
 
     assert ms_text("/x/a.ms", ["/x/a.ms", "/x/b.ms"]) == "2 execution blocks: /x/a.ms; /x/b.ms"
     assert ms_text("/x/a.ms", []) == "/x/a.ms" and ms_text("/x/a.ms", ["/x/a.ms"]) == "/x/a.ms"
+
+
+def test_list_with_a_link_names_both_paths(tmp_path: Path, fake_ms) -> None:
+    """s7 #3: an explicit list (with or without group) holding an MS and a link to it is
+    refused naming both paths (the fields are never read)."""
+    a = fake_ms(tmp_path / "eb1.ms")
+    (tmp_path / "link.ms").symlink_to(a)
+    for extra in ("", 'targets = "science"\ngroup = "name"\n'):
+        m = tmp_path / "m.toml"
+        m.write_text(f'[[datasets]]\nname = "j"\nms = ["eb1.ms", "link.ms"]\n{extra}')
+        d = parse_manifest(m.read_text(), m).datasets[0]
+        assert not d.ok and f"ms: the same execution block is listed twice: {tmp_path / 'link.ms'} is {a}" in d.error
