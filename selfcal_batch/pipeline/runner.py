@@ -369,10 +369,8 @@ def run_dataset(
 
 def _bind_log(handler: logging.Handler) -> logging.Logger:
     """The package logger with the dataset's ``handler`` added (INFO at least)."""
-    pkg_log = logging.getLogger("selfcal_batch")
-    pkg_log.addHandler(handler)
-    if pkg_log.level == logging.NOTSET or pkg_log.level > logging.INFO:
-        pkg_log.setLevel(logging.INFO)
+    (pkg_log := logging.getLogger("selfcal_batch")).addHandler(handler)
+    pkg_log.setLevel(min(pkg_log.level or logging.INFO, logging.INFO))
     return pkg_log
 
 
@@ -442,10 +440,8 @@ def input_change(state_json: Path, ms: Path, first_step: str) -> str:
 
 
 def _inputs_change(state_json: Path, ms: Path, ebs: tuple[Path, ...], config: PipelineConfig) -> str:
-    """Why the recorded run no longer matches its input(s), or ``""``: the EBs of a joint
-    dataset first (:func:`eb_change`: reordered, another list, which EB changed; tester s7
-    #11: a reordered list was reported as the first EB's every table changed), then
-    :func:`input_change` (a joint run recorded without EB fingerprints, or one MS)."""
+    """Why the recorded run no longer matches its input(s), or ``""``: :func:`eb_change` first
+    (a reordered list is said so, tester s7 #11), then :func:`input_change`."""
     first = (config.steps or ("startup",))[0]
     return eb_change(state_json, ebs, first) or input_change(state_json, ms, first)
 
