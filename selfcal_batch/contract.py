@@ -104,6 +104,12 @@ class DatasetResult:
     #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS), ``flagged_solutions``
     #: (``{step: fraction of this EB's solutions flagged in the step's table}``). Empty for one MS.
     ebs: list[dict[str, Any]] = field(default_factory=list)
+    #: Joint EBs: every input MS (execution block) in manifest order (';'-joined in
+    #: datasets.csv: the target's row names its EBs, issue 18 item 3); empty for one MS.
+    eb_paths: list[str] = field(default_factory=list)
+    #: What the campaign decided about the dataset's inputs that the user must know (tester
+    #: s7 #4/#8): an MS of a grouped entry left out of this target, and why. Empty = none.
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly mapping (NaN -> None)."""
@@ -125,7 +131,7 @@ NUMERIC_FIELDS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if _TYPES[f] in
 NESTED_FIELDS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if f not in TEXT_FIELDS + NUMERIC_FIELDS)
 #: Fields added after survey/datasets.csv's column order was fixed: written after the
 #: leading columns (sorted with any other extra key), so existing files keep their layout.
-LATER_FIELDS = ("steps_skipped", "wsclean_predicts", "thermal_noise_jy", "time_core_wait_s")
+LATER_FIELDS = ("steps_skipped", "wsclean_predicts", "thermal_noise_jy", "time_core_wait_s", "eb_paths", "notes")
 #: Leading columns of survey/datasets.csv (campaign.progress), in order.
 CSV_COLUMNS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if f not in LATER_FIELDS + NESTED_FIELDS)
 #: Result keys kept in result.json only (too wide for a CSV cell).

@@ -136,6 +136,7 @@ class Dispatcher:
             threads=t, restart=self.opts.restart, restart_from=self.opts.restart_from,
             simulate=d.simulate, attempt=f"{self.run_id} {key}", key=key, pure=False,
             **({"ebs": [str(p) for p in d.ebs]} if d.ebs else {}),
+            **({"notes": list(d.notes)} if d.notes else {}),
             resources={"cores": (claim := self._claim(d.name, t))}, retries=self.spec.retries)
         self.in_flight[key] = (fut, d)
         log.info("submitted %s (%s, cores=%d, Dask claim cores=%g%s)", d.name, key, t, claim,

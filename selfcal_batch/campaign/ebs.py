@@ -6,12 +6,15 @@ table is opened); the manifest turns the result into ``DatasetSpec.ebs``.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from selfcal_batch.ms.view import archive_hint
 from selfcal_batch.selfcal.ebjoint import pointing_problem
 
+#: MJD seconds of 1970-01-01 (MS TIME -> Unix time).
+_UNIX_EPOCH_MJD_S = 3506716800.0
 #: Dataset keys that cannot be combined with a list of EBs (each names one MS).
 EXCLUSIVE_KEYS = ("simulate", "targets", "target_name", "min_target_time_s")
 
@@ -32,8 +35,11 @@ def resolve_eb_list(ms_raw: list[Any], entry: dict[str, Any], base_dir: Path,
             return (), (key, f"{key}: cannot be combined with a list of execution blocks in ms"
                              + (' (to group the targets of several MSs, add group = "name")' if key == "targets" else ""))
     ebs = tuple(q if (q := Path(m).expanduser()).is_absolute() else base_dir / q for m in ms_raw)
-    if len({p.resolve() for p in ebs}) != len(ebs):  # also through '..', a trailing '/' or a link
-        return (), ("ms", "ms: the same execution block is listed twice")
+    real = [p.resolve() for p in ebs]  # also through '..', a trailing '/' or a link
+    if dup := next((k for k in range(len(real)) if real[k] in real[:k]), None):
+        first = ebs[real.index(real[dup])]
+        return (), ("ms", f"ms: the same execution block is listed twice: {ebs[dup]} is {first}"
+                          + (f" (both {real[dup]})" if real[dup] not in (ebs[dup], first) else ""))
     for k, ms in enumerate(ebs):
         where = f"(execution block {k + 1} of {len(ebs)})"
         if not ms.exists():
@@ -67,27 +73,89 @@ def working_nchan(nchan: int, chanbin: int) -> int:
     return max(1, nchan // max(1, chanbin))
 
 
+def _mjd_text(mjd_s: float) -> str:
+    """MJD seconds -> ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    return datetime.fromtimestamp(float(mjd_s) - _UNIX_EPOCH_MJD_S, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def eb_identity(chosen: list[dict[str, Any]]) -> tuple[Any, ...] | None:
+    """What makes an execution block the same one (pure): the MS's OBSERVATION rows
+    (telescope, TIME_RANGE, to 1 ms) and the first/last unflagged TIME of its selected target
+    rows (to 1 ms), from :func:`selfcal_batch.ms.fields.read_fields` records ``chosen``.
+    Two MSs with one identity are one EB delivered twice (a copy, a link under a glob, a
+    re-split): CASA ``concat`` would give them one observation id. None when nothing is known."""
+    if not chosen:
+        return None
+    starts = [f["start_s"] for f in chosen if f.get("start_s") is not None]
+    ends = [f["end_s"] for f in chosen if f.get("end_s") is not None]
+    obs = tuple((str(o[0]), round(float(o[1]), 3), round(float(o[2]), 3)) for o in chosen[0].get("observations") or [])
+    if not starts or not ends or not obs:
+        return None
+    return obs, round(min(starts), 3), round(max(ends), 3)
+
+
+def same_eb_problem(ebs: tuple[Path, ...] | list[Path], identities: list[tuple[Any, ...] | None]) -> str:
+    """One line naming both MSs when two EBs have one :func:`eb_identity` ('' otherwise; pure)."""
+    for k, ident in enumerate(identities):
+        first = next((j for j in range(k) if identities[j] == ident), None) if ident is not None else None
+        if first is None or ident is None:
+            continue
+        (tel, t0, t1), start, end = ident[0][0], ident[1], ident[2]
+        return (f"{ebs[k]} is the same execution block as {ebs[first]}: same observation time range "
+                f"{_mjd_text(t0)} - {_mjd_text(t1)} UTC ({tel or 'telescope unnamed'}) and the same target "
+                f"time stamps ({_mjd_text(start)} - {_mjd_text(end)}); list it once")
+    return ""
+
+
+def flagged_eb_problem(ebs: tuple[Path, ...] | list[Path], selections: list[str], found: dict[str, Any]) -> str:
+    """One line naming the first EB whose selected field(s) hold no unflagged row (``FLAG_ROW``
+    of every row; '' otherwise; pure): the startup would refuse it ("has no unflagged data"),
+    so the dry-run says it first (tester s7 #5). Fields not read or a CASA pattern: ''."""
+    for k, (ms, sel) in enumerate(zip(ebs, selections, strict=True)):
+        info = found.get(str(ms))
+        if not isinstance(info, list):
+            continue
+        chosen = selected_fields(info, sel) if sel.strip() else [f for f in info if f.get("rows_total", f["rows"])]
+        if not chosen or any(f["rows"] for f in chosen):
+            continue
+        total = sum(int(f.get("rows_total", 0) or 0) for f in chosen)
+        names = ", ".join(dict.fromkeys(f["name"] for f in chosen))
+        return (f"{ms} (execution block {k + 1} of {len(ebs)}): no unflagged data in field {names} "
+                f"(100% of its {total} rows flagged): remove it from ms to self-calibrate the other EBs")
+    return ""
+
+
 def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str, Any], chanbin: int,
                    spw: str = "") -> str:
-    """One line when the EBs of one joint dataset are at different phase centres
+    """One line when an EB's selected field is fully flagged (:func:`flagged_eb_problem`),
+    two EBs are one (:func:`same_eb_problem`), the EBs of one joint dataset are at different phase centres
     (:func:`~selfcal_batch.selfcal.ebjoint.pointing_problem`) or their target's spws have
-    different channel counts after ``chanbin`` (the startup's own message, same words); ''
-    otherwise, also when an EB's fields were not read (the table check reports that EB).
+    different channel counts after ``chanbin`` or different correlation products (the
+    startup's own messages, same words: ``steps_joint.channel_count_problem``,
+    ``steps_joint.correlation_problem``); '' otherwise, also when an EB's fields were not read
+    (the table check reports that EB).
     Channel counts are not predicted when the dataset selects spws (``spw``: left to startup).
 
     ``found``: ``{ms: field records or problem}`` (:func:`selfcal_batch.ms.fields.list_fields`)."""
-    from selfcal_batch.pipeline.steps_joint import channel_count_problem  # lazy: the step module, only here
+    # lazy: the step module, only here
+    from selfcal_batch.pipeline.steps_joint import channel_count_problem, correlation_problem
 
-    centres, nchan = [], []
+    if flagged := flagged_eb_problem(ebs, selections, found):
+        return flagged
+    centres, nchan, corrs, idents = [], [], [], []
     for ms, sel in zip(ebs, selections, strict=True):
         info = found.get(str(ms))
         chosen = selected_fields(info, sel) if isinstance(info, list) else None
         if not chosen:
             return ""
+        idents.append(eb_identity(chosen))
         centres.append((chosen[0]["ra_deg"], chosen[0]["dec_deg"]))
         spws = sorted({tuple(w) for f in chosen for w in f.get("spws", [])})
         nchan.append([] if spw else [working_nchan(n, chanbin) for _w, n in spws])
-    return pointing_problem([str(p) for p in ebs], centres) or channel_count_problem(ebs, nchan)
+        corrs.append({w: c for f in chosen for w, c in (f.get("correlations") or {}).items()})
+    return same_eb_problem(ebs, idents) or pointing_problem([str(p) for p in ebs], centres) \
+        or channel_count_problem(ebs, nchan) \
+        or correlation_problem(ebs, corrs)
 
 
 def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None

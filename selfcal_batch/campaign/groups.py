@@ -94,13 +94,27 @@ def _one_per_group(targets: list[Any]) -> list[Any]:
         except TargetError as exc:
             out.append(dataclasses.replace(lead, error=f"datasets[{lead.index}] (name={lead.name!r}): {exc}"))
             continue
+        notes = left_out_notes(lead.eb_skips, {d.target["field"] for d in ds}, {str(d.ms) for d in ds})
         if g.problem:
-            out.append(dataclasses.replace(lead, name=name, error=f"datasets[{lead.index}] (name={name!r}): {g.problem}"))
+            out.append(dataclasses.replace(lead, name=name, notes=notes,
+                                           error=f"datasets[{lead.index}] (name={name!r}): {g.problem}"))
         elif len(ds) == 1:
-            out.append(dataclasses.replace(lead, name=name))
+            out.append(dataclasses.replace(lead, name=name, notes=notes))
         else:
-            out.append(_joint(lead, ds, name))
+            out.append(dataclasses.replace(_joint(lead, ds, name), notes=notes))
     return out
+
+
+def left_out_notes(skips: tuple[tuple[str, str, str], ...], fields: set[str], included: set[str]
+                   ) -> tuple[str, ...]:
+    """The notes of one group (pure; tester s7 #4/#8: a target ran from 1 of 2 EBs under the
+    group's name and nothing said so): every MS of the entry not among the group's EBs
+    (``included``) that target expansion left out as a whole (field '') or whose field of a
+    group member's name (``fields``) it skipped, with the reason. ``skips``: ``(ms, field,
+    reason)`` (``targets.group_skips``)."""
+    out = [f"execution block {ms} not included: " + (f"field {field}: {why}" if field else why)
+           for ms, field, why in skips if ms not in included and (not field or field in fields)]
+    return tuple(dict.fromkeys(out))
 
 
 def _joint(lead: Any, ds: list[Any], name: str) -> Any:

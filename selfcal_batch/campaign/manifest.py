@@ -80,6 +80,12 @@ class DatasetSpec:
     group_tolerance_arcsec: float = 1.0
     #: The entry's ``name`` as written ('' = none), for grouped datasets' names.
     entry_name: str = ""
+    #: Grouped entries: what target expansion left out of the entry, ``(ms, field, reason)``
+    #: (field '' = the whole MS), for the groups' notes (campaign/groups.py).
+    eb_skips: tuple[tuple[str, str, str], ...] = ()
+    #: Warnings about this dataset's inputs (an EB of its target left out, and why): printed by
+    #: --dry-run and the run, kept in result.json ``notes``.
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -98,6 +104,7 @@ class DatasetSpec:
             "config": self.config.to_dict() if self.config is not None else None,
             **({"target": self.target} if self.target else {}),
             **({"ebs": [str(p) for p in self.ebs]} if self.ebs else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 
@@ -311,6 +318,10 @@ def _resolve_dataset(i: int, entry: Any, base_dict: dict, base_dir: Path,
         matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
         if not matches:
             return [err(fallback, ("ms",), f"ms: glob {ms_raw!r} matched no directory ({pattern})")]
+        matches, dropped = unique_by_real_path(matches)
+        for dup, kept in dropped:
+            log.warning("datasets[%d]: glob %r matches %s twice (also as %s, a link): used once", i, ms_raw,
+                        kept, dup)
         pairs = [(f"{raw_name}-{stem_name(m)}" if raw_name else stem_name(m), m) for m in matches]
     else:
         ms = _resolve(base_dir, ms_raw)
@@ -370,6 +381,19 @@ def _resolve_ebs(i: int, entry: dict[str, Any], ms_raw: list[Any], base_dict: di
     threads = overrides.get("threads")
     return [DatasetSpec(nm, ebs[0], cfg, index=i, overrides=overrides, line=line, ebs=ebs,
                         threads=threads if isinstance(threads, int) else None)]
+
+
+def unique_by_real_path(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """The paths of a glob with every MS once (tester s7 #3b: a glob matching an MS and a
+    symbolic link to it ran the MS twice): per real path the first path that is not itself a
+    symbolic link (else the first), in the input order. Returns ``(kept, [(dropped, kept
+    instead)])``."""
+    by_real: dict[Path, list[Path]] = {}
+    for p in paths:
+        by_real.setdefault(p.resolve(), []).append(p)
+    keep = {real: next((p for p in ps if not p.is_symlink()), ps[0]) for real, ps in by_real.items()}
+    kept = [p for p in paths if keep[p.resolve()] == p]
+    return kept, [(p, keep[p.resolve()]) for p in paths if keep[p.resolve()] != p]
 
 
 def check_simulate(sim: dict[str, Any]) -> str:

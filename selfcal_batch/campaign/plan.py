@@ -161,8 +161,9 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
             lines.append(f"      overrides {json.dumps(d.overrides, sort_keys=True)}")
         if d.name in restarts:
             lines.append(f"      restart   {restarts[d.name]}")
+        lines.extend(f"      note      {n}" for n in d.notes)
     if campaign.skipped_targets:
-        lines.append(f"skipped target fields ({len(campaign.skipped_targets)}):")
+        lines.append(f"skipped target fields and MSs without a target ({len(campaign.skipped_targets)}):")
         lines.extend(f"  - {where}: {why}" for where, why in campaign.skipped_targets)
     if spec.kind in ("slurm", "pbs"):
         lines.append("worker job script:")

@@ -386,10 +386,11 @@ def input_change_messages(datasets: Iterable[Any], out_dir: Path) -> dict[str, s
         except (OSError, ValueError):
             continue
         ebs = tuple(getattr(d, "ebs", ()) or ())
-        if line := restart.input_change_message(state, input_fingerprint(d.ms), d.config.steps[0]):
-            out[d.name] = line
-        elif len(ebs) > 1 and (line := restart.eb_change_message(
+        # the EBs first: a reordered list is said as such, not as the first EB's tables changed
+        if len(ebs) > 1 and (line := restart.eb_change_message(
                 state, {str(Path(p).resolve()): input_fingerprint(p) for p in ebs}, d.config.steps[0])):
+            out[d.name] = line
+        elif line := restart.input_change_message(state, input_fingerprint(d.ms), d.config.steps[0]):
             out[d.name] = line
         elif line := restart.settings_change_message(state, d.config.to_dict(), d.config.steps,
                                                      (Path(out_dir) / "datasets" / d.name / "work.ms").exists()):

@@ -143,10 +143,28 @@ def finished_line(row: dict[str, Any], done: int, total: int) -> str:
         return f"{head}: {row.get('error') or 'unknown error'}"
     if row.get("reason"):  # input delivered unchanged, or nothing delivered (diagnostics-only steps)
         head = f"{head}: {row['reason']}"
-    n = _num(row.get("n_attempts")) or 0
-    over = f" over {int(n)} attempts" if n > 1 else ""
     return (f"{head} (template {template_text(row)}, SNR {snr_text(row)}, "
-            f"DR {dr_gain_text(row)}, wall {fmt_duration(_num(row.get('wall_s')))}{over})")
+            f"DR {dr_gain_text(row)}, wall {wall_text(row)})")
+
+
+#: Up to this many attempts, the line lists each attempt's wall time.
+MAX_LISTED_ATTEMPTS = 4
+
+
+def wall_text(row: dict[str, Any]) -> str:
+    """The wall time of a finished line: one attempt -> its ``wall_s``; several -> the total
+    of every attempt record (``attempts[*].wall_s``: also those ``--restart`` discarded and
+    no-op resumes, which the row's summed ``wall_s`` leaves out as costs of outputs no longer
+    on disk) and each attempt's, e.g. ``5m10s over 2 attempts: 3m00s + 2m10s`` (tester s6 M4:
+    the line showed the last attempt's time only). Pure."""
+    attempts = [a for a in row.get("attempts") or [] if isinstance(a, dict)]
+    n = int(_num(row.get("n_attempts")) or 0) or len(attempts)
+    walls = [_num(a.get("wall_s")) or 0.0 for a in attempts]
+    if n <= 1 or len(walls) != n:
+        over = f" over {n} attempts" if n > 1 else ""
+        return f"{fmt_duration(_num(row.get('wall_s')))}{over}"
+    each = ": " + " + ".join(fmt_duration(w) for w in walls) if n <= MAX_LISTED_ATTEMPTS else ""
+    return f"{fmt_duration(sum(walls))} over {n} attempts{each}"
 
 
 def banner_line(campaign: str, n_datasets: int, out_dir: Any, cluster: str, started: str) -> str:

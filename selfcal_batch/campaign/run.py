@@ -175,6 +175,9 @@ def _run_locked(campaign: Campaign, selected: Campaign, spec: Any, opts: RunOpti
              out_dir, describe(spec))
     for where, why in campaign.skipped_targets:
         log.warning("target expansion skipped %s: %s", where, why)
+    for d in selected.datasets:
+        for note in d.notes:
+            log.warning("%s: %s", d.name, note)
     record: dict[str, Any] = {
         "campaign": selected.name, "manifest": str(selected.path), "output_dir": str(out_dir),
         "status": "running", "started": started, "finished": None, "host": socket.gethostname(),

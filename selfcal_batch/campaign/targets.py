@@ -39,6 +39,8 @@ SCIENCE = "science"
 #: Intents (prefix) of a science target (ALMA/VLA: OBSERVE_TARGET#ON_SOURCE, #UNSPECIFIED).
 SCIENCE_INTENT = "OBSERVE_TARGET"
 DEFAULT_NAME_PATTERN = "{name}__{field}"
+#: Start of the skip reason of a repeated FIELD row that joins its target's dataset (not left out).
+JOINED = "same name and position as field id"
 #: The ``[[datasets]]`` keys of target expansion (documented in README's manifest section).
 TARGET_KEYS = ("targets", "target_name", "min_target_time_s")
 #: Default minimum time on source of a target (s): below one minute a VLA/e-MERLIN target
@@ -49,6 +51,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
 class TargetError(ValueError):
     """The targets of one MS cannot be chosen (one line, without the MS path)."""
+
+
+class UnreadError(TargetError):
+    """The fields of one MS could not be read (damaged, unreadable): never skipped, a failure."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
         elif patterns and not any(fnmatch.fnmatchcase(f["name"], p) for p in patterns):
             why = f"name matches none of {', '.join(repr(p) for p in patterns)}"
         elif f["rows"] == 0:
-            why = "no unflagged data"
+            why = no_data_reason(f)
         elif f["time_on_source_s"] < min_time_s:
             why = f"{f['time_on_source_s']:g} s on source < min_target_time_s = {min_time_s:g} s"
         first = next((k for k in kept if k["name"] == f["name"]), None)
@@ -127,7 +133,7 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
             sep = _separation_arcsec(first, f)
             if sep <= SAME_POSITION_ARCSEC:
                 first["ids"].append(f["id"])
-                why = f"same name and position as field id {first['id']}: part of that target's dataset"
+                why = f"{JOINED} {first['id']}: part of that target's dataset"
             else:
                 why = (f"same name as field id {first['id']} but {sep / 60:.1f} arcmin away: not selected "
                        f"(a second pointing under one name)")
@@ -136,6 +142,15 @@ def select_targets(fields: list[dict[str, Any]], targets: tuple[str, ...], min_t
         else:
             kept.append({**f, "ids": [f["id"]]})
     return Choice(tuple(kept), tuple(skipped))
+
+
+def no_data_reason(field: dict[str, Any]) -> str:
+    """Why a field without unflagged rows is not a target (pure): ``"no unflagged data (100%
+    flagged)"`` when it has rows, all flagged (``rows_total``, ``FLAG_ROW``), else ``"no
+    unflagged data (no rows)"`` (tester s7 #4: a flagged target was called "not a science
+    target")."""
+    total = int(field.get("rows_total", 0) or 0)
+    return f"no unflagged data (100% of its {total} rows flagged)" if total else "no unflagged data (no rows)"
 
 
 def safe_field(name: str) -> str:
@@ -177,9 +192,11 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
             :func:`selfcal_batch.ms.fields.list_fields`, a child process).
 
     Returns:
-        ``(datasets, skipped)``; ``skipped`` = ``[(f"{ms}: {field}", reason)]``. An MS whose
-        fields cannot be read, or whose targets cannot be chosen, stays one dataset carrying
-        a one-line ``error`` naming the MS.
+        ``(datasets, skipped)``; ``skipped`` = ``[(f"{ms}: {field}", reason)]``, and
+        ``(ms, reason)`` for an MS of a glob or list without any target field while another
+        MS of that entry has one (a calibrator-only EB). An MS whose fields cannot be read,
+        or whose targets cannot be chosen otherwise, stays one dataset carrying a one-line
+        ``error`` naming the MS.
     """
     wanted = [d for d in datasets if getattr(d, "targets", ()) and d.ok and d.ms is not None]
     if not wanted:
@@ -187,25 +204,65 @@ def expand_datasets(datasets: list[Any], reader: Callable[[list[str]], dict[str,
     if reader is None:
         from selfcal_batch.ms.fields import list_fields as reader  # lazy: starts a child, only when asked
     found = reader(sorted({str(d.ms) for d in wanted}))
+    choices: dict[int, Choice | TargetError] = {}
+    for d in wanted:
+        info = found.get(str(d.ms), "was not read")
+        try:
+            if isinstance(info, str):
+                raise UnreadError(info)
+            choices[id(d)] = select_targets(info, d.targets, d.min_target_time_s)
+        except TargetError as exc:
+            choices[id(d)] = exc
     out: list[Any] = []
     skipped: list[tuple[str, str]] = []
     for d in datasets:
         if d not in wanted:
             out.append(d)
             continue
-        ms = str(d.ms)
-        info = found.get(ms, "was not read")
-        try:
-            if isinstance(info, str):
-                raise TargetError(info)
-            choice = select_targets(info, d.targets, d.min_target_time_s)
-            if not choice.selected:
-                raise TargetError("no target field left: " + "; ".join(f"{n}: {r}" for n, r in choice.skipped))
+        ms, choice = str(d.ms), choices[id(d)]
+        if isinstance(choice, Choice) and choice.selected:
             skipped.extend((f"{ms}: {n}", r) for n, r in choice.skipped)
             out.extend(_one_per_field(d, choice.selected))
-        except TargetError as exc:
-            out.append(dataclasses.replace(d, error=f"datasets[{d.index}] (name={d.name!r}): {ms}: {exc}"))
-    return out, skipped
+            continue
+        why = str(choice) if isinstance(choice, TargetError) else \
+            "no target field left: " + "; ".join(f"{n}: {r}" for n, r in choice.skipped)
+        skippable = isinstance(choice, Choice) or (d.group and not isinstance(choice, UnreadError))
+        if skippable and _other_ms_has_targets(d, wanted, choices):
+            # a calibrator-only EB picked up by a glob or list next to the EBs holding the targets;
+            # in a group also an MS whose targets cannot be chosen (no intents): said on the groups
+            skipped.append((ms, why))
+        else:
+            out.append(dataclasses.replace(d, error=f"datasets[{d.index}] (name={d.name!r}): {ms}: {why}"))
+    return _with_group_skips(out, wanted, choices), skipped
+
+
+def group_skips(ms: str, choice: Choice | TargetError) -> list[tuple[str, str, str]]:
+    """What target expansion left out of one MS of a grouped entry, ``(ms, field, reason)``
+    (pure; field '' = the whole MS, when its targets could not be chosen). A repeated FIELD
+    row that joined its target (:data:`JOINED`) is not left out."""
+    if isinstance(choice, TargetError):
+        return [(ms, "", str(choice))]
+    return [(ms, n, r) for n, r in choice.skipped if not r.startswith(JOINED)]
+
+
+def _with_group_skips(out: list[Any], wanted: list[Any], choices: dict[int, Any]) -> list[Any]:
+    """The expanded targets of grouped entries carry every MS's skips of their entry
+    (``eb_skips``), which campaign/groups.py turns into the groups' notes (tester s7 #4/#8)."""
+    skips: dict[int, list[tuple[str, str, str]]] = {}
+    for d in wanted:
+        if d.group:
+            skips.setdefault(d.index, []).extend(group_skips(str(d.ms), choices[id(d)]))
+    return [dataclasses.replace(x, eb_skips=tuple(skips[x.index])) if x.target is not None and x.index in skips
+            else x for x in out]
+
+
+def _other_ms_has_targets(d: Any, wanted: list[Any], choices: dict[int, Any]) -> bool:
+    """Whether another MS of ``d``'s entry (a glob or a list in ``ms``) has a target field:
+    then an MS of that entry without one (only calibrators, targets too short) is skipped
+    with its reasons instead of failing (tester s6 M3); one MS alone, or an entry none of
+    whose MSs has a target, stays a failed dataset."""
+    return any(o is not d and o.index == d.index and isinstance(c := choices[id(o)], Choice) and c.selected
+               for o in wanted)
 
 
 def field_dataset_names(pattern: str, name: str, stem: str, fields: tuple[dict[str, Any], ...]) -> list[str]:

@@ -124,7 +124,7 @@ def worker_cores() -> float | None:
 def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *, threads: int,
                     restart: bool = False, restart_from: str | None = None,
                     simulate: dict[str, Any] | None = None, attempt: str = "",
-                    ebs: list[str] | None = None) -> dict[str, Any]:
+                    ebs: list[str] | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """The Dask task: (simulate the MS if needed), run the pipeline, return its result dict.
 
     ``attempt`` ('<run-id> <key>') is logged before anything else so the runner can tell a
@@ -132,7 +132,8 @@ def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *,
     a re-run after a death resumes (``restart``/``restart_from`` apply to the first start
     only). Input problems (simulation failure) return a failed row; unexpected exceptions
     propagate so Dask retries them. ``ebs``: the execution blocks of a joint dataset (passed
-    to the task as ``ebs=`` only when given, so one-MS tasks keep their signature).
+    to the task as ``ebs=`` only when given, so one-MS tasks keep their signature); ``notes``
+    (``DatasetSpec.notes``) likewise.
     """
     # The worker's cores are shared by its datasets' WSClean and CASA runs (one pool per
     # worker process; no pool = every run gets its dataset's threads, the old behaviour).
@@ -156,6 +157,8 @@ def execute_dataset(task: str, name: str, ms: str, config: Any, out_dir: str, *,
             kwargs["restart_from"] = restart_from
         if ebs:
             kwargs["ebs"] = [str(p) for p in ebs]
+        if notes:
+            kwargs["notes"] = list(notes)
         result = fn(name, str(ms), config, Path(out_dir), **kwargs)
         if hasattr(result, "to_dict"):
             result = result.to_dict()

@@ -44,18 +44,23 @@ def parse_obs_mode(obs_mode: str) -> list[str]:
 
 def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str],
               cols: dict[str, np.ndarray], dd_spw: list[int] | None = None,
-              spw_nchan: list[int] | None = None) -> list[dict[str, Any]]:
+              spw_nchan: list[int] | None = None, dd_corr: list[list[str]] | None = None
+              ) -> list[dict[str, Any]]:
     """Per-field summary from the FIELD names/directions, the STATE OBS_MODEs and the main
     table's row columns (``_COLUMNS`` plus optional ``STATE_ID``, ``FLAG_ROW``);
-    ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels.
+    ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels,
+    ``dd_corr``: DATA_DESCRIPTION row -> correlation names of its POLARIZATION row.
 
     Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
-    rows' states), ``rows`` (unflagged), ``scans`` and ``time_on_source_s`` (largest number of
+    states of ALL its rows, flagged ones too: a fully flagged target is still a target, tester
+    s7 #4), ``rows`` (unflagged), ``rows_total`` (all rows), ``scans`` and ``time_on_source_s`` (largest number of
     time stamps of one baseline and data description x the integration of the whole MS, see
-    :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` (first
-    unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
+    :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` / ``end_s`` (first /
+    last unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
     channels], ...]`` of the spws holding the field's unflagged rows; empty when ``dd_spw``
-    or ``spw_nchan`` is not given).
+    or ``spw_nchan`` is not given) and ``correlations`` (``{spw id (str): [names]}`` of the
+    data descriptions holding the field's unflagged rows, the shape of ``inspect_ms``'s
+    ``correlations``; empty when ``dd_spw`` or ``dd_corr`` is not given).
     """
     from selfcal_batch.ms.inspection import time_sampling  # lazy: casacore-free import of this module
 
@@ -72,7 +77,7 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
     for k, name in enumerate(names):
         sel = keep & (fid == k)
         intents: set[str] = set()
-        for s in np.unique(sid[sel]):
+        for s in np.unique(sid[fid == k]):
             if 0 <= s < len(obs_modes):
                 intents.update(parse_obs_mode(obs_modes[s]))
         if sel.any():
@@ -82,20 +87,26 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
         else:
             tos = 0.0
         ra, dec = (float(x) for x in np.asarray(phase_dirs_rad[k]).reshape(-1, 2)[0])
-        spws = sorted({int(dd_spw[d]) for d in np.unique(np.asarray(cols["DATA_DESC_ID"])[sel])
-                       if 0 <= d < len(dd_spw)}) if dd_spw is not None and spw_nchan is not None else []
+        dds = [int(d) for d in np.unique(np.asarray(cols["DATA_DESC_ID"])[sel]) if 0 <= d < len(dd_spw or [])]
+        spws = sorted({int(dd_spw[d]) for d in dds}) if dd_spw is not None and spw_nchan is not None else []
+        corrs = {str(dd_spw[d]): list(dd_corr[d]) for d in dds if d < len(dd_corr)} \
+            if dd_spw is not None and dd_corr is not None else {}
         out.append({"id": k, "name": str(name), "ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec),
-                    "intents": sorted(intents), "rows": int(sel.sum()), "scans": int(np.unique(scan[sel]).size),
+                    "intents": sorted(intents), "rows": int(sel.sum()), "rows_total": int((fid == k).sum()), "scans": int(np.unique(scan[sel]).size),
                     "time_on_source_s": round(tos, 3),
                     "start_s": float(np.min(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
-                    "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])]})
+                    "end_s": float(np.max(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
+                    "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])],
+                    "correlations": corrs})
     return out
 
 
 def read_fields(ms: str | Path) -> list[dict[str, Any]]:
-    """:func:`summarise` of the MS ``ms``, read through a private view (call in a child)."""
+    """:func:`summarise` of the MS ``ms`` with ``observations`` (:func:`read_observations`, the
+    same list in every record), read through a private view (call in a child)."""
     from casacore.tables import table  # lazy: only the child process reads tables
 
+    from selfcal_batch.ms.inspection import corr_names  # lazy: as above
     from selfcal_batch.ms.view import read_only_view  # lazy: as above
 
     with tempfile.TemporaryDirectory(prefix="selfcal-batch-fields-") as tmp:
@@ -109,12 +120,35 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
                 modes = list(st.getcol("OBS_MODE")) if st.nrows() and "OBS_MODE" in st.colnames() else []
         with table(os.path.join(view, "DATA_DESCRIPTION"), readonly=True, ack=False) as dt:
             dd_spw = [int(x) for x in dt.getcol("SPECTRAL_WINDOW_ID")] if dt.nrows() else []
+            dd_pol = [int(x) for x in dt.getcol("POLARIZATION_ID")] if dt.nrows() else []
+        with table(os.path.join(view, "POLARIZATION"), readonly=True, ack=False) as pt:
+            # CORR_TYPE per row, read row by row: rows of different NUM_CORR make getcol fail
+            pols = [corr_names(pt.getcell("CORR_TYPE", r)) for r in range(pt.nrows())]
+        dd_corr = [pols[p] if 0 <= p < len(pols) else [] for p in dd_pol]
         with table(os.path.join(view, "SPECTRAL_WINDOW"), readonly=True, ack=False) as sw:
             nchan = [int(x) for x in sw.getcol("NUM_CHAN")] if sw.nrows() else []
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
-    return summarise(names, dirs, modes, cols, dd_spw, nchan)
+        observations = read_observations(view)
+    return [{**f, "observations": observations} for f in summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)]
+
+
+def read_observations(view: str) -> list[list[Any]]:
+    """``[[TELESCOPE_NAME, start, end], ...]`` of the OBSERVATION rows of the MS (view) ``view``
+    (TIME_RANGE, MJD seconds); empty without the table. Part of an execution block's identity
+    (``campaign.ebs.eb_identity``). Call in a child (python-casacore)."""
+    from casacore.tables import table  # lazy: only the child process reads tables
+
+    path = os.path.join(view, "OBSERVATION")
+    if not os.path.isdir(path):
+        return []
+    with table(path, readonly=True, ack=False) as ot:
+        if not ot.nrows():
+            return []
+        names = list(ot.getcol("TELESCOPE_NAME")) if "TELESCOPE_NAME" in ot.colnames() else [""] * ot.nrows()
+        ranges = ot.getcol("TIME_RANGE") if "TIME_RANGE" in ot.colnames() else np.zeros((ot.nrows(), 2))
+    return [[str(n), float(r[0]), float(r[1])] for n, r in zip(names, ranges, strict=True)]
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:

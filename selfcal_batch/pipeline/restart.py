@@ -10,6 +10,7 @@ re-run; ``keep_work_ms = true`` keeps the copy and makes the partial restart pos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from selfcal_batch.ms.checksum import fingerprint_change
@@ -86,12 +87,23 @@ def eb_change_message(state: dict[str, Any] | None, now: dict[str, Any], first_s
     if not isinstance(before, dict) or not now:
         return ""
     if list(before) != list(now):
-        return f"the execution blocks listed changed since the last run: redoing from {first_step}"
+        return f"{eb_list_change(list(before), list(now))}: redoing from {first_step}"
     for k, (path, fp) in enumerate(now.items()):
         if what := fingerprint_change(before[path], fp):
             return (f"execution block {k + 1} ({path}) changed since the last run ({what}): "
                     f"redoing from {first_step}")
     return ""
+
+
+def eb_list_change(before: list[str], now: list[str]) -> str:
+    """How the list of EBs differs from the recorded one (pure): reordered (the same EBs, the
+    new order by name), or which EBs were added / are no longer listed."""
+    if sorted(before) == sorted(now):
+        return (f"the execution blocks were reordered since the last run (now {', '.join(Path(p).name for p in now)}; "
+                f"before {', '.join(Path(p).name for p in before)})")
+    added, gone = [p for p in now if p not in before], [p for p in before if p not in now]
+    parts = ([f"added {', '.join(added)}"] if added else []) + ([f"no longer listed {', '.join(gone)}"] if gone else [])
+    return f"the execution blocks listed changed since the last run ({'; '.join(parts)})"
 
 
 def settings_change_message(state: dict[str, Any] | None, now_cfg: dict[str, Any],

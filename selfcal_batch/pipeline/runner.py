@@ -319,9 +319,10 @@ def run_dataset(
     restart: bool = False,
     restart_from: str | None = None,
     ebs: list[str] | tuple[str | Path, ...] | None = None,
+    notes: list[str] | None = None,
 ) -> DatasetResult:
-    """Self-calibrate one MS (or ``ebs``: joint execution blocks of one target, ``ms`` the
-    first; pipeline/steps_joint.py) into ``<out_dir>/datasets/<name>/``; never raises."""
+    """Self-calibrate one MS (or ``ebs``: joint EBs of one target, ``ms`` the first; steps_joint) into
+    ``<out_dir>/datasets/<name>/``, ``notes`` (campaign warnings) logged and kept; never raises."""
     eb_paths = tuple(Path(p).resolve() for p in ebs) if ebs and len(ebs) > 1 else ()
     t0 = time.monotonic()
     root = Path(out_dir).resolve() / "datasets" / name
@@ -353,21 +354,28 @@ def run_dataset(
     except OSError as exc:
         return DatasetResult(name=name, ms=str(ms), status="failed", error=_one_line(exc, "setup", root),
                              wall_s=round(time.monotonic() - t0, 2))
-    pkg_log = logging.getLogger("selfcal_batch")
-    pkg_log.addHandler(handler)
-    if pkg_log.level == logging.NOTSET or pkg_log.level > logging.INFO:
-        pkg_log.setLevel(logging.INFO)
+    pkg_log = _bind_log(handler)
     try:
         with in_dataset(name), process.recording(root / "logs" / "tools.jsonl") as rec:
+            for note in notes or []:
+                log.warning("%s: %s", name, note, extra={"console": False})
             res = _attempt(name, ms, config, root, t0, rec, prior, threads, restart_from, eb_paths, alive)
     finally:
         pkg_log.removeHandler(handler)
         handler.close()
+    res.eb_paths, res.notes = [str(p) for p in eb_paths], list(notes or [])
     try:
         atomic_write_json(root / RESULT_JSON, res.to_dict())
     except OSError as exc:
         log.error("%s: cannot write result.json: %s", name, exc)
     return res
+
+
+def _bind_log(handler: logging.Handler) -> logging.Logger:
+    """The package logger with the dataset's ``handler`` added (INFO at least)."""
+    (pkg_log := logging.getLogger("selfcal_batch")).addHandler(handler)
+    pkg_log.setLevel(min(pkg_log.level or logging.INFO, logging.INFO))
+    return pkg_log
 
 
 def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: float,
@@ -436,10 +444,10 @@ def input_change(state_json: Path, ms: Path, first_step: str) -> str:
 
 
 def _inputs_change(state_json: Path, ms: Path, ebs: tuple[Path, ...], config: PipelineConfig) -> str:
-    """Why the recorded run no longer matches its input(s) (:func:`input_change`, then the
-    EBs of a joint dataset), or ``""``."""
+    """Why the recorded run no longer matches its input(s), or ``""``: :func:`eb_change` first
+    (a reordered list is said so, tester s7 #11), then :func:`input_change`."""
     first = (config.steps or ("startup",))[0]
-    return input_change(state_json, ms, first) or eb_change(state_json, ebs, first)
+    return eb_change(state_json, ebs, first) or input_change(state_json, ms, first)
 
 
 def eb_change(state_json: Path, ebs: tuple[Path, ...], first_step: str = "startup") -> str:

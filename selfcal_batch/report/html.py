@@ -180,6 +180,11 @@ def _beam(r: pd.Series) -> str:
     return f"{a:.2f}″×{b:.2f}″" + ("" if math.isnan(pa) else f" @ {pa:.0f}°")
 
 
+def ms_text(ms: str, eb_paths: list[str]) -> str:
+    """The dataset section's MS line: the MS, or every EB of a joint dataset (issue 18 item 3)."""
+    return f"{len(eb_paths)} execution blocks: " + "; ".join(map(str, eb_paths)) if len(eb_paths) > 1 else ms
+
+
 def _decision_text(r: pd.Series) -> str:
     reason = str(r.get("reason") or "").strip()
     outcome = str(r.get("outcome") or "")
@@ -192,7 +197,10 @@ def dataset_section(s: Survey, name: str, anchor: str, thumbs: dict[str, Path],
                     linker: Linker) -> dict[str, Any]:
     root = s.out / "datasets" / name
     row = s.datasets[s.datasets["name"] == name].iloc[0]
-    notes = list(s.dataset_notes.get(name, []))
+    result = read_json(root / "result.json")
+    result = result if isinstance(result, dict) else {}
+    # the campaign's notes on the inputs (an EB left out of the target's group, tester s7 #8)
+    notes = list(s.dataset_notes.get(name, [])) + [str(n) for n in result.get("notes") or []]
     images = s.images[s.images["dataset"] == name] if not s.images.empty else s.images
     state = read_json(root / "state.json")
     msinfo = state.get("msinfo") if isinstance(state, dict) else None
@@ -226,9 +234,10 @@ def dataset_section(s: Survey, name: str, anchor: str, thumbs: dict[str, Path],
         notes.append("no per-image statistics")
     return {"name": name, "anchor": anchor, "status": row["status"], "error": row["error"],
             "status_text": status_text(str(row["status"]), str(row.get("reason") or ""), str(row["error"] or "")),
-            "obs": observation_summary(msinfo), "ebs": eb_rows(read_json(root / "result.json")),
+            "obs": observation_summary(msinfo), "ebs": eb_rows(result),
             "gain_plots": [(n, h) for n, h in plots if h and ("gain" in n or "snr" in n.lower())],
-            "ms": row["ms"], "t_ini": row["template_initial"], "t_fin": row["template_final"],
+            "ms": ms_text(str(row["ms"] or ""), result.get("eb_paths") or []),
+            "t_ini": row["template_initial"], "t_fin": row["template_final"],
             "thumbs": thumb_links, "images": image_rows, "decisions": decisions, "logs": logs,
             "plots": [(n, h) for n, h in plots if h],
             "summary_png": linker.link(root / "plots" / "summary.png"),

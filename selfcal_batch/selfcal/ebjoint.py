@@ -11,7 +11,10 @@ inputs are numbers measured elsewhere (field tables, spectral-window tables, gai
   different spw numbering and channelisation line up (auto_selfcal's dominant bug class:
   peers.md, issues #12, #28, PR #8).
 * :func:`alignment_scales`: per-EB amplitude factors of the ``inf``-per-EB alignment step,
-  normalised so the weighted mean flux scale of the EBs is kept.
+  normalised so the weighted mean flux scale of the EBs is kept; applied only when
+  plausible (:func:`applied_alignment_scales`) and above the noise
+  (:func:`eb_scale_estimate`, :func:`alignment_significance`,
+  :func:`significant_alignment_scales`; :func:`noise_coherence` for the pre-applied phases).
 """
 from __future__ import annotations
 
@@ -129,16 +132,36 @@ def _name_group_problem(targets: Sequence[dict[str, Any]], members: tuple[int, .
     return ""
 
 
+def casa_direction(ra_deg: float, dec_deg: float) -> str:
+    """A J2000 direction as CASA's ``phasecenter`` takes it, e.g. ``'J2000 10h01m00.00000s
+    +40d00m00.0000s'`` (RA to 10 us of time = 0.15 mas, Dec to 0.1 mas: well inside
+    :data:`SAME_POINTING_ARCSEC`; sexagesimal by astropy ``Angle.to_string``)."""
+    from astropy import units as u  # lazy: heavy library, only when a message needs it
+    from astropy.coordinates import Angle  # lazy: as above
+
+    ra = Angle(ra_deg % 360.0, u.deg).to_string(unit=u.hourangle, sep="hms", precision=5, pad=True)
+    dec = Angle(dec_deg, u.deg).to_string(unit=u.deg, sep="dms", precision=4, alwayssign=True, pad=True)
+    return f"J2000 {'00' + ra[2:] if ra.startswith('24') else ra} {dec}"  # 23h59m59.999999s rounds to 24h
+
+
 def pointing_problem(ebs: Sequence[str], centres: Sequence[tuple[float, float]],
                      tolerance_arcsec: float = SAME_POINTING_ARCSEC) -> str:
     """One line naming the first EB whose target phase centre (RA, Dec in deg) lies farther
-    than ``tolerance_arcsec`` from the first EB's, with the separation; '' when all agree.
-    See :data:`SAME_POINTING_ARCSEC` for why the default is CASA concat's 1 mas."""
+    than ``tolerance_arcsec`` from the first EB's, with the separation and what to do: shift
+    the EBs to one phase centre with CASA ``phaseshift`` (CASA >= 6.5; the first EB's centre
+    given as its ``phasecenter``), or run them separately; '' when all agree.
+
+    See :data:`SAME_POINTING_ARCSEC` for why the default is CASA concat's 1 mas. Grouping
+    (``group_tolerance_arcsec``, :func:`group_targets`) only decides which fields are one
+    source; this check decides whether they can be one working copy (tester s6 M1: a
+    tolerance above 1 mas groups EBs that only a common phase centre makes joinable)."""
     for k in range(1, len(ebs)):
         sep = angular_separation_arcsec(*centres[0], *centres[k])
         if sep > tolerance_arcsec:
             return (f"execution block {k + 1} ({ebs[k]}): phase centre {sep:.3g} arcsec from execution block 1's "
-                    f"({ebs[0]}): joint self-calibration needs one pointing (within {tolerance_arcsec * 1000:g} mas)")
+                    f"({ebs[0]}): joint self-calibration needs one pointing (within {tolerance_arcsec * 1000:g} mas); "
+                    f"shift the EBs to one phase centre first (CASA phaseshift, phasecenter="
+                    f"'{casa_direction(*centres[0])}') or run them separately")
     return ""
 
 
@@ -194,7 +217,8 @@ def map_spws(ebs: Sequence[Sequence[SpwInfo]], rel_tolerance: float = 0.5) -> li
 def alignment_scales(median_amp: Sequence[float], weights: Sequence[float]) -> list[float]:
     """Amplitude gain factors that align the EBs' flux scales to their weighted mean.
 
-    ``median_amp[k]``: the median antenna amplitude gain of EB k's ``inf`` alignment solve
+    ``median_amp[k]``: EB k's antenna amplitude gain of its ``inf`` alignment solve
+    (:func:`eb_scale_estimate`: a clipped mean since tester s6 G2, the median before)
     (gaincal without ``solnorm``: data = g_i g_j* model, so an EB whose flux scale is
     (1 + e) times the model has gains ~ sqrt(1 + e)). Dividing EB k's data by
     ``g_k^2 / G^2``, with ``G^2`` the ``weights``-weighted mean of ``g_k^2``, brings every EB
@@ -241,3 +265,100 @@ def applied_alignment_scales(scales: Sequence[float],
                                  f"{100 * max_offset:.0f}% (flux scales of EBs agree to a few per cent; a factor "
                                  "this large is a solve biased by decorrelation or a bad EB)")
 
+
+
+#: Per-antenna amplitudes farther than this many standard deviations from the others' mean
+#: are left out of an EB's flux-scale gain (astropy ``sigma_clipped_stats``): one antenna
+#: with a wild gain does not move it, as it did not move the median used before.
+CLIP_SIGMA = 3.0
+
+
+def noise_coherence(snrs: Sequence[float]) -> float:
+    """The mean coherence left by noisy phase solutions pre-applied to an amplitude solve:
+    a phase solution of SNR s is off by sigma = 1 / s rad, and Gaussian phase errors keep
+    <cos(dphi)> = exp(-sigma^2 / 2) of the amplitude (Thompson, Moran & Swenson,
+    Interferometry and Synthesis in Radio Astronomy, 3rd ed., sec. 13.1). An antenna's
+    amplitude gain solved after them absorbs its own factor (g_i g_j = c_i c_j), so the
+    alignment divides it out. ``snrs``: one antenna's unflagged phase solutions (CASA SNR
+    column); 1.0 when there are none (nothing was pre-applied)."""
+    vals = [math.exp(-0.5 / (s * s)) for s in snrs if math.isfinite(s) and s > 0]
+    return sum(vals) / len(vals) if vals else 1.0
+
+
+#: The EBs' flux scales are aligned only when their differences are this unlikely as noise:
+#: p of Cochran's Q (homogeneity of K estimates with known variances, chi-square with K - 1
+#: degrees of freedom; Cochran 1954, Biometrics 10, 101) below 0.0027, the two-sided tail of
+#: 3 sigma. Tester s6 G2: EBs whose flux scales agree to 0.2 % were set 3.5-5 % apart.
+ALIGNMENT_P_MAX = 0.0027
+
+
+def eb_scale_estimate(amps: Sequence[float], snrs: Sequence[float]) -> tuple[float, float]:
+    """One EB's flux-scale gain and its standard error from its per-antenna ``inf`` amplitudes.
+
+    ``amps``: per antenna, the amplitude of its one solution (mean over polarisations and
+    spws); ``snrs``: their SNRs (CASA gaincal's SNR column: amplitude / its error). Returns
+    ``(mean amplitude, standard error)`` over the antennas kept by a :data:`CLIP_SIGMA`
+    clip (astropy ``sigma_clipped_stats``), the error being the larger of the mean's error
+    from the antennas' scatter (std / sqrt(n), >= 3 antennas) and from the solutions' own
+    noise (rms(amp / SNR) / sqrt(n)).
+
+    Raises:
+        ValueError: no finite amplitude > 0 (with its SNR > 0), or lengths differ.
+    """
+    from astropy.stats import sigma_clip  # lazy: astropy only where an EB's scale is measured
+
+    if len(amps) != len(snrs):
+        raise ValueError("amps and snrs must have the same length")
+    pairs = [(float(a), float(s)) for a, s in zip(amps, snrs, strict=True)
+             if math.isfinite(a) and a > 0 and math.isfinite(s) and s > 0]
+    if not pairs:
+        raise ValueError("no amplitude solution with a finite amplitude and SNR > 0")
+    a = [p[0] for p in pairs]
+    if len(a) >= 3:
+        kept = sigma_clip(a, sigma=CLIP_SIGMA, maxiters=5, masked=True)
+        pairs = [p for p, m in zip(pairs, kept.mask, strict=True) if not m]
+        a = [p[0] for p in pairs]
+    n = len(a)
+    mean = sum(a) / n
+    se = math.sqrt(sum((x / s) ** 2 for x, s in pairs) / n) / math.sqrt(n)
+    if n >= 3:
+        std = math.sqrt(sum((x - mean) ** 2 for x in a) / (n - 1))
+        se = max(se, std / math.sqrt(n))
+    return mean, se
+
+
+def alignment_significance(gains: Sequence[float], errors: Sequence[float]) -> dict[str, Any]:
+    """How far the EBs' flux-scale gains (:func:`eb_scale_estimate`) stand above their noise.
+
+    Returns ``{"q", "dof", "p", "z"}``: Cochran's Q = sum w_k (g_k - g_w)^2 with w_k = 1 /
+    error_k^2 and g_w the w-weighted mean, its degrees of freedom K - 1, p = P(chi2_{K-1} >=
+    Q) (``scipy.stats.chi2.sf``) and per EB z_k = (g_k - g_w) / error_k. See
+    :data:`ALIGNMENT_P_MAX`.
+
+    Raises:
+        ValueError: fewer than 2 EBs, lengths differ, or an error not finite and > 0.
+    """
+    from scipy.stats import chi2  # lazy: scipy only where a significance is computed
+
+    if len(gains) != len(errors) or len(gains) < 2:
+        raise ValueError("gains and errors: the same length, >= 2 EBs")
+    if any(not (math.isfinite(e) and e > 0) for e in errors):
+        raise ValueError(f"errors must be finite and > 0, got {list(errors)}")
+    w = [1.0 / (e * e) for e in errors]
+    mean = sum(wk * g for wk, g in zip(w, gains, strict=True)) / sum(w)
+    q = sum(wk * (g - mean) ** 2 for wk, g in zip(w, gains, strict=True))
+    dof = len(gains) - 1
+    return {"q": q, "dof": dof, "p": float(chi2.sf(q, dof)),
+            "z": [(g - mean) / e for g, e in zip(gains, errors, strict=True)]}
+
+
+def significant_alignment_scales(scales: Sequence[float], significance: dict[str, Any],
+                                 p_max: float = ALIGNMENT_P_MAX) -> tuple[list[float], str]:
+    """``scales`` (:func:`applied_alignment_scales`' result) when the EBs' flux scales differ
+    beyond their noise (``significance["p"] < p_max``), else all 1.0 with the reason."""
+    if significance["p"] < p_max:
+        return list(scales), ""
+    shown = "/".join(f"{z:+.1f}" for z in significance["z"])
+    return [1.0] * len(scales), (f"flux alignment not applied: the EBs' flux scales agree within their noise "
+                                 f"(Cochran's Q = {significance['q']:.3g} for {significance['dof']} degree(s) "
+                                 f"of freedom, p = {significance['p']:.3g} >= {p_max:g}; z {shown})")

@@ -69,16 +69,20 @@ JOINT_COMMON = dict(duration_s=240.0, n_scans=4, integration_s=10.0, phase_rms_d
 JOINT_FLUX_OFFSET = 1.05
 
 
-def joint_eb_specs(seed1: int = 31, seed2: int = 32, flux_scale: float = 1.0) -> tuple[SimSpec, SimSpec]:
+def joint_eb_specs(seed1: int = 31, seed2: int = 32, flux_scale: float = 1.0,
+                   flux_offset: float = JOINT_FLUX_OFFSET, phase_rms2_deg: float | None = None
+                   ) -> tuple[SimSpec, SimSpec]:
     """Two EBs of one target: different antenna phase errors (seeds), spw layout and flux scale
-    (EB2 x JOINT_FLUX_OFFSET); ``flux_scale`` scales the whole sky (the truth is EB1's)."""
+    (EB2 x ``flux_offset``, default JOINT_FLUX_OFFSET); ``flux_scale`` scales the whole sky
+    (the truth is EB1's); ``phase_rms2_deg``: EB2's phase-error rms instead of JOINT_COMMON's."""
     sky = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * flux_scale) for c in JOINT_SKY)
     eb1 = spec_from_preset("vla-c", components=sky, n_spw=2, n_chan=4, seed=seed1,
                            start_date="2024-01-01", **JOINT_COMMON)
     bw, fc = eb1.spw_bw_hz, eb1.centre_hz
-    sky2 = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * JOINT_FLUX_OFFSET) for c in sky)
+    sky2 = tuple(dataclasses.replace(c, flux_jy=c.flux_jy * flux_offset) for c in sky)
+    common2 = {**JOINT_COMMON, **({"phase_rms_deg": phase_rms2_deg} if phase_rms2_deg is not None else {})}
     eb2 = spec_from_preset("vla-c", components=sky2, n_spw=3, n_chan=4, seed=seed2, centre_freq_hz=fc - bw / 2,
-                           spw_bandwidth_hz=bw, ref_freq_hz=fc, start_date="2024-01-03", **JOINT_COMMON)
+                           spw_bandwidth_hz=bw, ref_freq_hz=fc, start_date="2024-01-03", **common2)
     return eb1.replace(ref_freq_hz=fc), eb2
 
 

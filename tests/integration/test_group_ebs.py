@@ -3,15 +3,18 @@ on generated EBs (calibrator + two targets each; tests/integration/survey_data.g
 
 * ``--dry-run`` of a grouped manifest lists one joint dataset per target with its EBs in
   order of observation (the list gives them in the other order); a name group at two
-  positions, EBs at two pointings, EBs with different channel counts and a damaged EB are
+  positions, EBs at two pointings, EBs with different channel counts or correlation
+  products and a damaged EB are
   each one line naming the MS (and the separation); the inputs are untouched.
 * One grouped target runs for real (QUICK settings): finished, EBs in time order, one
   ``final/eb<k>.ms`` per EB, each EB's field taken by its own id.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,13 +33,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def ebs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A observed after B (listed first), C with the second target 36" north, D with 8 channels
-    per spw, a copy of B whose main-table data file is cut in half, and a copy of B with two
+    per spw, F with full polarisation (RR RL LR LL, the others RR LL), a copy of B whose main-table data file is cut in half, and a copy of B with two
     damaged subtables."""
     d = tmp_path_factory.mktemp("group_ebs")
     out = {"A": make(group_eb_spec(41, "2024-01-03"), d / "ebA.ms"),
            "B": make(group_eb_spec(42, "2024-01-01"), d / "ebB.ms"),
            "C": make(group_eb_spec(43, "2024-01-05", shift_arcsec=36.0), d / "ebC.ms"),
-           "D": make(group_eb_spec(44, "2024-01-07", n_chan=8), d / "ebD.ms")}
+           "D": make(group_eb_spec(44, "2024-01-07", n_chan=8), d / "ebD.ms"),
+           "F": make(group_eb_spec(45, "2024-01-09", correlations="RR RL LR LL"), d / "ebF.ms")}
     bad = d / "ebB_damaged.ms"
     shutil.copytree(out["B"], bad)
     data = max((p for p in bad.glob("table.f*") if p.is_file()), key=lambda p: p.stat().st_size)
@@ -68,7 +72,8 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     m.write_text(QUICK_TOML + _entry("svy", [a, b], grouped) + _entry("shift", [a, c], grouped)
                  + _entry("ptg", [a, c], 'field = "J1003+4100"') + _entry("chan", [a, d], 'field = "J1001+4000"')
                  + _entry("damaged", [a, bad], 'field = "J1001+4000"')
-                 + _entry("two", [a, ebs["two"]], 'field = "J1001+4000"'))
+                 + _entry("two", [a, ebs["two"]], 'field = "J1001+4000"')
+                 + _entry("corr", [a, ebs["F"]], 'field = "J1001+4000"'))
     before = {p: tree_checksums(p) for p in ebs.values()}
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
@@ -92,16 +97,62 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
 
     line = invalid("shift__J1003+4100")
     assert str(a) in line and str(c) in line and "36 arcsec apart" in line
-    line = invalid("ptg")
+    line_ptg = line = invalid("ptg")
     assert f"execution block 2 ({c}): phase centre 36 arcsec from execution block 1's ({a})" in line
+    assert "CASA phaseshift, phasecenter='J2000 " in line
     line = invalid("chan")
     assert "different channel counts" in line and f"{a}: 4,4" in line and f"{d}: 8,8" in line
+    assert f"average {d} by width=2 first" in line, line
+    line = invalid("corr")  # tester s6 G5: the startup's refusal, now also before the run
+    assert f"different correlation products ({a}: RR,LL; {ebs['F']}: RR,RL,LR,LL)" in line, line
     line = invalid("damaged")
     assert str(bad) in line and "(execution block 2 of 2)" in line and line.count(str(bad)) == 1
     line = invalid("two")  # one line naming the EB once, both problems
     assert line.endswith(f"{ebs['two']}: SPECTRAL_WINDOW table is damaged (no table.dat); FEED table is missing "
                          "(execution block 2 of 2)"), line
     assert {p: tree_checksums(p) for p in ebs.values()} == before
+    _the_phaseshift_advice_works(line_ptg, a, c, tmp_path)
+    _the_averaging_advice_works(a, d, tmp_path)
+
+
+def _the_phaseshift_advice_works(line: str, a: Path, c: Path, tmp_path: Path) -> None:
+    """Tester s6 M1: the pointing refusal's advice, followed as written (CASA phaseshift of
+    EB 2's target to the phasecenter the line gives, in a child process), makes the pair
+    pass the up-front check."""
+    centre = re.search(r"phasecenter='([^']+)'", line)
+    assert centre, line
+    shifted = tmp_path / "ebC_shifted.ms"
+    code = ("import sys\nfrom selfcal_batch.casa.env import configure_inprocess\nconfigure_inprocess()\n"
+            "from casatasks import phaseshift\n"
+            "phaseshift(vis=sys.argv[1], outputvis=sys.argv[2], field='J1003+4100', phasecenter=sys.argv[3], "
+            "datacolumn='all')\n")
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code, str(c), str(shifted), centre.group(1)], capture_output=True,
+                         text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert res.returncode == 0 and shifted.is_dir(), res.stdout[-2000:] + res.stderr[-2000:]
+    m = tmp_path / "shifted.toml"
+    m.write_text(QUICK_TOML + _entry("ptg", [a, shifted], 'field = "J1003+4100"'))
+    res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
+                         text=True, env=_env(), timeout=600)
+    print(f"phaseshift + dry run {time.monotonic() - t0:.1f} s")
+    assert res.returncode == 0 and "INVALID" not in res.stdout, res.stdout + res.stderr
+
+
+def _the_averaging_advice_works(a: Path, d: Path, tmp_path: Path) -> None:
+    """Tester s6 M2: the channel-count refusal's advice (EB D by width=2, CASA split in a
+    child process) makes the pair pass the up-front check."""
+    averaged = tmp_path / "ebD_width2.ms"
+    code = ("import sys\nfrom selfcal_batch.casa.env import configure_inprocess\nconfigure_inprocess()\n"
+            "from casatasks import split\n"
+            "split(vis=sys.argv[1], outputvis=sys.argv[2], width=2, datacolumn='data')\n")
+    res = subprocess.run([sys.executable, "-c", code, str(d), str(averaged)], capture_output=True, text=True,
+                         env=_env(), timeout=600, cwd=tmp_path)
+    assert res.returncode == 0 and averaged.is_dir(), res.stdout[-2000:] + res.stderr[-2000:]
+    m = tmp_path / "averaged.toml"
+    m.write_text(QUICK_TOML + _entry("chan", [a, averaged], 'field = "J1001+4000"'))
+    res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
+                         text=True, env=_env(), timeout=600)
+    assert res.returncode == 0 and "INVALID" not in res.stdout, res.stdout + res.stderr
 
 
 def test_one_grouped_target_runs_jointly(ebs: dict[str, Path], tmp_path: Path) -> None:
@@ -122,6 +173,11 @@ def test_one_grouped_target_runs_jointly(ebs: dict[str, Path], tmp_path: Path) -
     assert r["status"] in ("finished", "unchanged"), r["error"]
     assert [e["ms"] for e in r["ebs"]] == [str(b), str(a)]  # time order, not the list's
     assert all(Path(e["final_ms"]).is_dir() for e in r["ebs"])
+    # the target's row names its EBs (issue 18 item 3, tester s7 #12): result.json and datasets.csv
+    assert r["eb_paths"] == [str(b), str(a)] and r["notes"] == []
+    with open(tmp_path / "out" / "survey" / "datasets.csv", newline="") as fh:
+        rows = {row["name"]: row for row in csv.DictReader(fh)}
+    assert rows["svy__J1001+4000"]["eb_paths"] == f"{b};{a}"
     state = json.loads((root / "state.json").read_text())
     assert state["steps"]["align_ebs"]["status"] in ("done", "skipped")
     # each EB's working copy took the target's field by its own id (one field per EB)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,8 +50,8 @@ print("RESULT " + json.dumps(res.to_dict()), flush=True)
 FAINT = 0.2
 
 
-def _make_ebs(d: Path, flux_scale: float) -> tuple[Path, Path]:
-    s1, s2 = joint_eb_specs(flux_scale=flux_scale)
+def _make_ebs(d: Path, flux_scale: float, **kw: Any) -> tuple[Path, Path]:
+    s1, s2 = joint_eb_specs(flux_scale=flux_scale, **kw)
     eb1 = make(s1, d / "eb1.ms")
     eb2 = d / "eb2.ms"
     if not eb2.exists():
@@ -148,7 +149,8 @@ def test_joint_ebs_against_each_alone(faint_ebs: tuple[Path, Path], tmp_path: Pa
           f"{err['joint']['flux_ratio']:.4f}, eb1 {err['eb1']['flux_ratio']:.4f}, eb2 "
           f"{err['eb2']['flux_ratio']:.4f}; fitted flux ratio / shift joint {fit['joint']['flux_ratio_fit']:.4f} / "
           f"{fit['joint']['shift_arcsec']:.3f}\"; status eb1/eb2 {rows['eb1']['status']}/{rows['eb2']['status']}; "
-          f"align {[(e['align_flux_factor'], e['align_phase_rms_deg']) for e in joint['ebs']]}"
+          f"align {[(e['align_flux_factor'], e['align_phase_rms_deg']) for e in joint['ebs']]} "
+          f"{align.get('flux_significance')} {[(p.get('gain'), p.get('amp_error')) for p in align['per_eb']]}"
           f"; campaign wall {wall:.0f} s; load {os.getloadavg()}")
     assert ratio >= 1.5, err  # issue 18 must-show: joint error <= (better EB alone) / 1.5
     if flux_off > 0.03:
@@ -214,3 +216,47 @@ def test_killed_joint_run_resumes_without_redoing(ebs: tuple[Path, Path], tmp_pa
     assert not redone, redone
     assert res["attempts"][-1]["steps"][0] == "p1", res["attempts"][-1]["steps"]
     assert len(res["ebs"]) == 2 and all(Path(e["final_ms"]).is_dir() for e in res["ebs"])
+
+
+#: Steps of the alignment measurement: the joint working copy, its test image, the refant and
+#: the alignment itself (no ladder).
+ALIGN_ONLY = ["startup", "save_init_flags", "test_image", "select_refant", "align_ebs"]
+
+
+def test_alignment_factors_only_above_their_noise(ebs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory,
+                                                  tmp_path: Path) -> None:
+    """Tester s6 G2, on the 50 mJy sky: (1) two EBs of EQUAL flux scale, EB2 with 80 deg phase
+    errors against EB1's 50 deg (it decorrelates more inside one solution per EB): the
+    measured factors are within the noise of 1 and none is applied; (2) the 5 % pair (``ebs``):
+    the factors are applied and EB1 / EB2 = 1.05 within 1 %. Both runs in parallel."""
+    equal = _make_ebs(tmp_path_factory.mktemp("equal_ebs"), 1.0, flux_offset=1.0, phase_rms2_deg=80.0)
+    cfg = quick_config(steps=ALIGN_ONLY)
+    t0 = time.monotonic()
+    procs = {}
+    for label, pair in (("equal", equal), ("offset", ebs)):
+        out = tmp_path / label
+        out.mkdir()
+        procs[label] = subprocess.Popen([sys.executable, "-c", RUNNER, label, str(out), json.dumps(cfg),
+                                         json.dumps([str(p) for p in pair])], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    rec = {}
+    for label, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, stderr[-3000:]
+        rec[label] = read_state(tmp_path / label / "datasets" / label)["steps"]["align_ebs"]
+        assert rec[label]["status"] == "done", rec[label]
+    wall = time.monotonic() - t0
+
+    def show(r: dict) -> str:
+        return "; ".join(f"EB{k + 1} gain {p['gain']:.4f} +- {p['amp_error']:.4f} (z {p['z']:+.1f}), measured "
+                         f"x{1 / p['measured_scale'] ** 2:.4f}, applied x{1 / p['scale'] ** 2:.4f}"
+                         for k, p in enumerate(r["per_eb"])) + f"; {r['flux_significance']}; {r['amplitude_phases']}"
+    print(f"align equal: {show(rec['equal'])}\nalign 5 %: {show(rec['offset'])}\nwall {wall:.0f} s; "
+          f"load {os.getloadavg()}")
+    eq, off = rec["equal"]["per_eb"], rec["offset"]["per_eb"]
+    assert rec["equal"]["amplitude_phases"].split()[0] != "none"  # short phases were pre-applied
+    assert all(p["scale"] == 1.0 and "within their noise" in p["not_applied"] for p in eq), eq
+    assert all(abs(1 / p["measured_scale"] ** 2 - 1) < 0.015 for p in eq), eq
+    assert rec["offset"]["flux_significance"]["p"] < 0.0027 and not any(p.get("not_applied") for p in off), off
+    ratio = (1 / off[0]["scale"] ** 2) / (1 / off[1]["scale"] ** 2)
+    assert ratio == pytest.approx(1.05, abs=0.01), (ratio, off)

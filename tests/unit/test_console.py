@@ -134,3 +134,30 @@ def test_compare_writes_a_folder_of_its_own(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["compare", str(a), str(b), "--out", str(b / "x")])
     assert res.exit_code == 2 and "inside the compared run" in res.output
     assert not (b / "x").exists()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_finished_line_wall_is_the_total_over_attempts(restart: bool) -> None:
+    """Tester s6 M4: "over 2 attempts" showed one attempt's wall time. Attempt records made by
+    pipeline.records (a killed first attempt, resumed or restarted from scratch): the line
+    shows the total of both and each one."""
+    from selfcal_batch.campaign.progress import finished_line
+    from selfcal_batch.pipeline import records
+
+    first = records.new_attempt("2026-12-03T08:00:00+00:00", "h", "pid 1")
+    records.note_step(first, "startup")
+    records.set_costs(first, wall=180.0, wsclean=100.0, casa=50.0, wsclean_runs=3, seen="2026-12-03T08:03:00+00:00")
+    prior = records.discard([first]) if restart else [first]
+    attempts = records.start_attempt(prior, "2026-12-03T08:10:00+00:00", "h", "pid 2")
+    records.note_step(attempts[-1], "p0")
+    records.set_costs(attempts[-1], wall=130.0, wsclean=80.0, casa=40.0, wsclean_runs=2,
+                      seen="2026-12-03T08:12:10+00:00")
+    records.finish_attempt(attempts[-1], "finished", "", "2026-12-03T08:12:10+00:00")
+    row = {"name": "J1", "status": "success", "template_initial": "faint", "snr_initial": 10.0,
+           "snr_final": 20.0, **records.summed(attempts), "attempts": attempts}
+    assert row["wall_s"] == (130.0 if restart else 310.0)  # the cost of the outputs on disk
+    assert finished_line(row, 1, 1).endswith("wall 5m10s over 2 attempts: 3m00s + 2m10s)")
+    one = {**row, "n_attempts": 1, "attempts": attempts[-1:], "wall_s": 130.0}
+    assert finished_line(one, 1, 1).endswith("wall 2m10s)")
+    many = {**row, "n_attempts": 5, "attempts": [attempts[-1]] * 5}
+    assert finished_line(many, 1, 1).endswith("wall 10m50s over 5 attempts)")

@@ -29,10 +29,12 @@ OLD_NUMERIC = ("snr_initial", "snr_final", "dr_initial", "dr_final", "rms_initia
 def test_columns_are_derived_and_unchanged() -> None:
     assert progress.ROW_FIELDS == contract.CSV_COLUMNS == OLD_ROW_FIELDS
     assert aggregate.NUMERIC_COLUMNS == OLD_NUMERIC
-    assert aggregate.LIST_COLUMNS == ("steps_run", "steps_accepted", "steps_reverted", "steps_skipped")
+    steps = ("steps_run", "steps_accepted", "steps_reverted", "steps_skipped")
+    # issue 18 (tester s7 #12, #8): a joint dataset's EB paths and the campaign's notes, added later
+    assert aggregate.LIST_COLUMNS == (*steps, "eb_paths", "notes")
     assert aggregate.DATASET_COLUMNS == ("name", "ms", "status", "error", "reason", "template_initial",
-                                         "template_final", *aggregate.LIST_COLUMNS, *OLD_NUMERIC[:11],
-                                         "final_ms", "final_image", *OLD_NUMERIC[11:])
+                                         "template_final", *steps, *OLD_NUMERIC[:11],
+                                         "final_ms", "final_image", *OLD_NUMERIC[11:], "eb_paths", "notes")
     assert context.ROW_KEYS == aggregate.IMAGE_KEY_COLUMNS == ("dataset", "step", "role", "template", "robust",
                                                                "path")
     assert runner.DatasetResult is contract.DatasetResult

@@ -13,24 +13,25 @@ from selfcal_batch.campaign.manifest import DatasetSpec
 from selfcal_batch.campaign.preflight import one_line_per_ms
 from selfcal_batch.campaign.targets import expand_datasets
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.selfcal.ebjoint import group_ebs, pointing_problem
+from selfcal_batch.selfcal.ebjoint import angular_separation_arcsec, group_ebs, pointing_problem
 
 DAY = 86400.0
 T0 = 5.1e9  # MJD seconds (2020s)
 
 
 def _field(k: int, name: str, dec: float, start: float | None, intents=("OBSERVE_TARGET",), nchan=(4, 4),
-           ra: float = 150.0) -> dict:
+           ra: float = 150.0, corr=("RR", "LL")) -> dict:
     return {"id": k, "name": name, "ra_deg": ra, "dec_deg": dec, "intents": list(intents), "rows": 100,
             "scans": 2, "time_on_source_s": 120.0, "start_s": start,
-            "spws": [[w, n] for w, n in enumerate(nchan)]}
+            "spws": [[w, n] for w, n in enumerate(nchan)],
+            "correlations": {str(w): list(corr) for w in range(len(nchan))}}
 
 
-def _eb(start: float, shift_arcsec: float = 0.0, nchan=(4, 4), names=("T1", "T2")) -> list[dict]:
+def _eb(start: float, shift_arcsec: float = 0.0, nchan=(4, 4), names=("T1", "T2"), corr=("RR", "LL")) -> list[dict]:
     """A generated EB's FIELD list: a calibrator, then two targets (the second shifted north)."""
-    return [_field(0, "CAL", 38.5, start, ("CALIBRATE_PHASE",), nchan),
-            _field(1, names[0], 40.0, start + 60, nchan=nchan),
-            _field(2, names[1], 41.0 + shift_arcsec / 3600.0, start + 120, nchan=nchan)]
+    return [_field(0, "CAL", 38.5, start, ("CALIBRATE_PHASE",), nchan, corr=corr),
+            _field(1, names[0], 40.0, start + 60, nchan=nchan, corr=corr),
+            _field(2, names[1], 41.0 + shift_arcsec / 3600.0, start + 120, nchan=nchan, corr=corr)]
 
 
 def _rec(ms: str, f: dict) -> dict:
@@ -86,6 +87,22 @@ def test_pointing_problem_names_the_eb_and_separation() -> None:
     assert pointing_problem(["a", "b"], [(150.0, 40.0), (150.0, 40.0 + 0.5e-3 / 3600)]) == ""  # 0.5 mas
     line = pointing_problem(["a.ms", "b.ms", "c.ms"], [(150.0, 40.0), (150.0, 40.0), (150.0, 40.01)])
     assert line.startswith("execution block 3 (c.ms): phase centre 36 arcsec from execution block 1's (a.ms)")
+    # tester s6 M1: what to do, with the first EB's centre as CASA's phasecenter
+    assert line.endswith("shift the EBs to one phase centre first (CASA phaseshift, "
+                         "phasecenter='J2000 10h00m00.00000s +40d00m00.0000s') or run them separately"), line
+
+
+@pytest.mark.parametrize("ra, dec", [(150.0, 40.0), (359.9999999999, -0.5), (0.0, -89.99), (12.3456789, 7.654321)])
+def test_casa_direction_round_trips_within_a_fraction_of_a_mas(ra: float, dec: float) -> None:
+    from astropy.coordinates import SkyCoord
+
+    from selfcal_batch.selfcal.ebjoint import casa_direction
+
+    text = casa_direction(ra, dec)
+    frame, r, d = text.split()
+    back = SkyCoord(r, d, frame="fk5")
+    assert frame == "J2000" and not r.startswith("24")
+    assert angular_separation_arcsec(ra, dec, back.ra.deg, back.dec.deg) < 0.2e-3
 
 
 @pytest.mark.parametrize("n, width, want", [(4, 1, 4), (4, 2, 2), (4, 3, 1), (64, 5, 12), (2, 4, 1)])
@@ -104,13 +121,24 @@ def test_layout_problem_on_generated_fields() -> None:
     assert layout_problem((a, Path("s.ms")), ["1", "1"], found, 1) == ""  # the first target is not shifted
     line = layout_problem((a, Path("c.ms")), ["1", "1"], found, 1)
     assert "different channel counts (a.ms: 4,4; c.ms: 8,8)" in line
+    # tester s6 M2: which EB needs which width (chanbin applies to every EB alike)
+    assert line.endswith("average c.ms by width=2 first (CASA split/mstransform; chanbin applies to every EB "
+                         "alike) and list the averaged MSs, or run the EBs separately"), line
     assert "channel counts" in layout_problem((a, Path("c.ms")), ["1", "1"], found, 2)  # 2 vs 4
     found["c5.ms"] = _eb(T0, nchan=(5, 5))
-    assert "channel counts" in layout_problem((a, Path("c5.ms")), ["1", "1"], found, 1)
+    line = layout_problem((a, Path("c5.ms")), ["1", "1"], found, 1)
+    assert "channel counts" in line and line.endswith("; run the EBs separately")  # 4 and 5: no common width
     assert layout_problem((a, Path("c5.ms")), ["1", "1"], found, 2) == ""  # 2 and 2 (a partial bin is dropped)
     assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
     assert layout_problem((a, Path("bad.ms")), ["1", "1"], found, 1) == ""  # reported by the table check
     assert layout_problem((a, b), ["J*", "1"], found, 1) == ""  # a CASA pattern: left to CASA
+    # tester s6 G5: RR LL with full polarisation, refused by the startup, now also by the dry-run
+    found["full.ms"] = _eb(T0, corr=("RR", "RL", "LR", "LL"))
+    line = layout_problem((a, Path("full.ms")), ["1", "1"], found, 1)
+    assert line.startswith("the execution blocks have different correlation products "
+                           "(a.ms: RR,LL; full.ms: RR,RL,LR,LL)"), line
+    found["full2.ms"] = _eb(T0 + DAY, corr=("RR", "RL", "LR", "LL"))
+    assert layout_problem((Path("full.ms"), Path("full2.ms")), ["1", "1"], found, 1) == ""
 
 
 def test_selected_fields() -> None:
@@ -178,6 +206,34 @@ def test_group_datasets_make_one_joint_dataset_per_target(tmp_path: Path) -> Non
     out = group_datasets(expand_datasets(_specs(tmp_path, ["late", "early"]), reader=lambda paths: solo)[0])
     assert [(d.name, len(d.ebs)) for d in out] == [("T1", 2), ("T2", 0), ("U2", 0)]
     assert out[1].config.field == "2" and out[1].ms == tmp_path / "early.ms"
+
+
+@pytest.mark.parametrize("cal_position", [0, 1, 2])
+def test_calibrator_only_ms_in_a_glob_is_skipped_not_failed(tmp_path: Path, cal_position: int) -> None:
+    """Tester s6 M3: a glob of EBs also picks up a calibrator-only MS (e.g. the flux-scale
+    run); it is a skipped MS with its reasons, not a failed dataset, wherever it sorts. One
+    MS alone without targets, or an entry none of whose MSs has a target, still fails."""
+    cal_only = [_field(0, "3C286", 30.5, T0, ("CALIBRATE_BANDPASS", "CALIBRATE_FLUX")),
+                _field(1, "J1331", 30.0, T0 + 60, ("CALIBRATE_PHASE",))]
+    found = {str(tmp_path / "a.ms"): _eb(T0), str(tmp_path / "b.ms"): _eb(T0 + DAY),
+             str(tmp_path / "cal.ms"): cal_only}
+    order = ["a", "b"]
+    order.insert(cal_position, "cal")
+    expanded, skipped = expand_datasets(_specs(tmp_path, order), reader=lambda paths: found)
+    out = group_datasets(expanded)
+    assert [(d.name, len(d.ebs), d.ok) for d in out] == [("T1", 2, True), ("T2", 2, True)]
+    cal = dict(skipped)[str(tmp_path / "cal.ms")]
+    assert cal.startswith("no target field left: 3C286: not a science target (intents CALIBRATE_BANDPASS")
+    # every MS of the entry calibrator-only: failed, each naming its MS
+    found2 = {**found, str(tmp_path / "a.ms"): cal_only, str(tmp_path / "b.ms"): cal_only}
+    out2, skipped2 = expand_datasets(_specs(tmp_path, order), reader=lambda paths: found2)
+    assert len(out2) == 3 and not any(d.ok for d in out2) and not any(k.endswith(".ms") for k, _ in skipped2)
+    assert all(str(d.ms) in d.error and "no target field left" in d.error for d in out2)
+    # a damaged MS next to good ones is still a failure naming it
+    found3 = {**found, str(tmp_path / "cal.ms"): "cannot read its fields: FIELD table is missing"}
+    out3 = group_datasets(expand_datasets(_specs(tmp_path, order), reader=lambda paths: found3)[0])
+    bad = [d for d in out3 if not d.ok]
+    assert len(bad) == 1 and "cal.ms: cannot read its fields" in bad[0].error
 
 
 def test_antenna_absent_from_one_eb_is_not_judged_bad_in_the_other() -> None:

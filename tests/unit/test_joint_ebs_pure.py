@@ -113,7 +113,13 @@ def test_changed_eb_is_said_naming_it(tmp_path, fake_ms):
     state = {"eb_fingerprints": {str(p): input_fingerprint(p) for p in (a, b)}}
     now = lambda *ps: {str(p): input_fingerprint(p) for p in ps}  # noqa: E731
     assert eb_change_message(state, now(a, b), "startup") == ""
-    assert eb_change_message(state, now(b, a), "startup").startswith("the execution blocks listed changed")
+    assert eb_change_message(state, now(b, a), "startup") == (
+        "the execution blocks were reordered since the last run (now b.ms, a.ms; before a.ms, b.ms): "
+        "redoing from startup")
+    c = fake_ms(tmp_path / "c.ms")
+    assert eb_change_message(state, now(a, c), "startup") == (
+        f"the execution blocks listed changed since the last run (added {c}; no longer listed {b}): "
+        "redoing from startup")
     st = (b / "table.dat").stat()
     os.utime(b / "table.dat", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     line = eb_change_message(state, now(a, b), "startup")

@@ -162,3 +162,49 @@ def test_fitted_flux_sees_a_shifted_source_at_its_flux(tmp_path: Path) -> None:
     assert fixed["flux_ratio"] < 0.93 and fixed["err"] > 0.01
     assert fit["flux_ratio_fit"] == pytest.approx(0.95, abs=2e-3)
     assert fit["shift_arcsec"] == pytest.approx(0.2, abs=0.01) and fit["err_fit"] < 2e-3
+
+
+def test_multi_field_truth_is_judged_against_the_imaged_fields_sky(tmp_path: Path) -> None:
+    """Tester s6 G7: a multi-field truth's top-level ``components`` is the spec's reference
+    sky, no field's. An image of target T2 is compared with T2's own sky, chosen by the
+    image centre (or by name); an image centred on no field is refused, not judged."""
+    from astropy.io import fits
+
+    from selfcal_batch.errors import SimulationError
+    from selfcal_batch.simulate.evaluate import error_vs_truth, image_truth, truth_image
+    from selfcal_batch.simulate.fields import field_truth
+
+    def point(ra: float, dec: float, flux: float) -> dict:
+        return {"kind": "point", "flux_jy": flux, "ra_deg": ra, "dec_deg": dec, "major_arcsec": 0.0,
+                "minor_arcsec": 0.0, "pa_deg": 0.0}
+
+    def fld(name: str, dec: float, comps: list) -> dict:
+        return {"name": name, "phase_centre": {"ra_deg": 150.0, "dec_deg": dec, "frame": "J2000"}, "components": comps}
+
+    # the reference sky: a 50 mJy source at the spec's centre, which is also T2's
+    truth = {"phase_centre": {"ra_deg": 150.0, "dec_deg": 41.0}, "components": [point(150.0, 41.0, 0.05)],
+             "fields": [fld("CAL", 38.5, [point(150.0, 38.5, 1.0)]),
+                        fld("T1", 40.0 + 1 / 60, [point(150.0, 40.0 + 1 / 60, 0.03)]),
+                        fld("T2", 41.0, [point(150.0, 41.0, 0.02), point(150.0, 41.0 + 2 / 3600, 0.01)])]}
+    h = fits.Header()
+    for i, (ct, crval, cd) in enumerate([("RA---SIN", 150.0, -0.2 / 3600), ("DEC--SIN", 41.0, 0.2 / 3600)], 1):
+        h[f"CTYPE{i}"], h[f"CRPIX{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CUNIT{i}"] = ct, 33, crval, cd, "deg"
+    h["NAXIS1"] = h["NAXIS2"] = 64
+    h["BMAJ"], h["BMIN"], h["BPA"] = 1.0 / 3600, 0.8 / 3600, 30.0
+    assert image_truth(truth, h)["field"] == "T2" and image_truth(truth, h, field="T1")["field"] == "T1"
+    assert image_truth(field_truth(truth, "T1"), h)["field"] == "T1"  # already one field's
+    single = {"components": [point(150.0, 41.0, 0.02)]}
+    assert image_truth(single, h) is single
+    path = tmp_path / "t2.fits"
+    hdu = fits.PrimaryHDU(truth_image(field_truth(truth, "T2"), h))
+    hdu.header.update({k: v for k, v in h.items() if not k.startswith("NAXIS")})
+    hdu.writeto(path)
+    e = error_vs_truth(path, truth)
+    assert e["err"] < 1e-9 and e["flux_ratio"] == pytest.approx(1.0)
+    # what it was: the reference sky as T2's truth
+    wrong = error_vs_truth(path, {"components": truth["components"]})
+    assert wrong["err"] > 0.02 and wrong["flux_ratio"] < 0.9
+    h2 = h.copy()
+    h2["CRVAL2"] = 39.0
+    with pytest.raises(SimulationError, match="phase centre of no field.*T2 7.2e\\+03 arcsec"):
+        image_truth(truth, h2)
