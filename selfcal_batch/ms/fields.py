@@ -44,18 +44,21 @@ def parse_obs_mode(obs_mode: str) -> list[str]:
 
 def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str],
               cols: dict[str, np.ndarray], dd_spw: list[int] | None = None,
-              spw_nchan: list[int] | None = None) -> list[dict[str, Any]]:
+              spw_nchan: list[int] | None = None,
+              spw_edges: list[tuple[float, float]] | None = None) -> list[dict[str, Any]]:
     """Per-field summary from the FIELD names/directions, the STATE OBS_MODEs and the main
     table's row columns (``_COLUMNS`` plus optional ``STATE_ID``, ``FLAG_ROW``);
-    ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels.
+    ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels,
+    ``spw_edges``: SPECTRAL_WINDOW row -> (lowest channel edge, channel width), Hz.
 
     Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
     rows' states), ``rows`` (unflagged), ``scans`` and ``time_on_source_s`` (largest number of
     time stamps of one baseline and data description x the integration of the whole MS, see
     :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` (first
     unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
-    channels], ...]`` of the spws holding the field's unflagged rows; empty when ``dd_spw``
-    or ``spw_nchan`` is not given).
+    channels], ...]`` of the spws holding the field's unflagged rows, ``[spw id, channels,
+    lowest edge Hz, channel width Hz]`` with ``spw_edges``; empty when ``dd_spw`` or
+    ``spw_nchan`` is not given).
     """
     from selfcal_batch.ms.inspection import time_sampling  # lazy: casacore-free import of this module
 
@@ -88,7 +91,8 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
                     "intents": sorted(intents), "rows": int(sel.sum()), "scans": int(np.unique(scan[sel]).size),
                     "time_on_source_s": round(tos, 3),
                     "start_s": float(np.min(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
-                    "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])]})
+                    "spws": [[w, int(spw_nchan[w]), *(spw_edges[w] if spw_edges and w < len(spw_edges) else ())]
+                             for w in spws if 0 <= w < len(spw_nchan or [])]})
     return out
 
 
@@ -111,10 +115,19 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
             dd_spw = [int(x) for x in dt.getcol("SPECTRAL_WINDOW_ID")] if dt.nrows() else []
         with table(os.path.join(view, "SPECTRAL_WINDOW"), readonly=True, ack=False) as sw:
             nchan = [int(x) for x in sw.getcol("NUM_CHAN")] if sw.nrows() else []
+            edges = [spw_edge(sw.getcell("CHAN_FREQ", r), sw.getcell("CHAN_WIDTH", r)) for r in range(sw.nrows())]
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
-    return summarise(names, dirs, modes, cols, dd_spw, nchan)
+    return summarise(names, dirs, modes, cols, dd_spw, nchan, edges)
+
+
+def spw_edge(chan_freq: Any, chan_width: Any) -> tuple[float, float]:
+    """(lowest channel edge, channel width) in Hz of one SPECTRAL_WINDOW row: the lowest
+    channel centre minus half the median absolute width (as ``inspect_ms`` reads them). Pure."""
+    f = np.atleast_1d(np.asarray(chan_freq, dtype=float))
+    w = float(np.abs(np.median(np.atleast_1d(np.asarray(chan_width, dtype=float)))))
+    return float(f.min()) - 0.5 * w, w
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:

@@ -37,6 +37,7 @@ from selfcal_batch.pipeline.context import Context
 from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
 from selfcal_batch.selfcal import solint
+from selfcal_batch.selfcal.channels import ChannelPlan, SpwChannels, common_channels
 from selfcal_batch.selfcal.ebjoint import SpwInfo, alignment_scales, applied_alignment_scales, map_spws
 from selfcal_batch.selfcal.spwmap import spw_correspondence
 
@@ -61,28 +62,76 @@ def _copy_eb(ctx: Context, k: int, src: Path) -> dict[str, Any]:
                         field=ctx.cfg.eb_fields[k] if ctx.cfg.eb_fields else None)
 
 
-def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[int]]) -> str:
-    """One line when the EBs' spws do not all have the same channel count ('' otherwise).
+def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: Sequence[Sequence[int | SpwChannels]]) -> str:
+    """One line when the EBs' spws have different channel counts that cannot be averaged to
+    one count ('' when the counts are equal or :func:`~selfcal_batch.selfcal.channels.common_channels`
+    can equalise them: then startup averages, :func:`equalise_channels`). The line names
+    every EB's counts and each EB's reason (a count not a multiple of the smallest one, or
+    averaged channel edges off another EB's).
 
-    WSClean 3.1 aborts ("free(): invalid next size", or a segfault) while writing MODEL_DATA
-    into one MS whose spws have different channel counts (measured on a concat of a 4- and an
-    8-channel EB, also with MODEL_DATA made beforehand by clearcal), and the joint working
-    copy is one MS. Measured again (WSClean 3.1.0, a 2 x 4- and a 2 x 8-channel EB, concat):
-    ``-predict -reorder`` aborts, also with ``-spws 0,1`` or ``-spws 2,3`` (its write-back
-    reads every row with the first spw's shape: "Table array conformance error (shape=[2, 4],
-    expected [2, 8])", also into a correctly shaped MODEL_DATA made beforehand with
-    python-casacore, TiledShapeStMan or StandardStMan); without ``-reorder`` a multi-spw MS is
-    refused, also with ``-spws 0``. What works: the EBs as separate MSs on one command line
-    (``wsclean ... eb0.ms eb1.ms``): joint imaging, then ``-predict -reorder`` writes each MS's
-    MODEL_DATA with its own channel count (model mean 49.5 mJy for a 50 mJy source in both).
-    ``nchan``: per EB, its working copy's channel counts per spw."""
-    counts = sorted({n for per in nchan for n in per})
-    if len(counts) <= 1:
+    Why one count: WSClean 3.1 aborts ("free(): invalid next size", or a segfault) while
+    writing MODEL_DATA into one MS whose spws have different channel counts (measured on a
+    concat of a 4- and an 8-channel EB, also with MODEL_DATA made beforehand by clearcal),
+    and the joint working copy is one MS. Measured again (WSClean 3.1.0, a 2 x 4- and a 2 x
+    8-channel EB, concat): ``-predict -reorder`` aborts, also with ``-spws 0,1`` or ``-spws
+    2,3`` (its write-back reads every row with the first spw's shape: "Table array conformance
+    error (shape=[2, 4], expected [2, 8])", also into a correctly shaped MODEL_DATA made
+    beforehand with python-casacore, TiledShapeStMan or StandardStMan); without ``-reorder`` a
+    multi-spw MS is refused, also with ``-spws 0``. What works: the EBs as separate MSs on one
+    command line (``wsclean ... eb0.ms eb1.ms``), not built (DESIGN.md "Mixed channel counts").
+    ``nchan``: per EB, its working copy's spws: channel counts (spw id = position) or
+    :class:`~selfcal_batch.selfcal.channels.SpwChannels` (then channel edges are checked too)."""
+    plan = channel_plan(nchan)
+    if not plan.reasons:
         return ""
-    what = "; ".join(f"{p}: {','.join(map(str, per))}" for p, per in zip(ebs, nchan, strict=True))
-    return (f"the execution blocks' spws have different channel counts ({what}): joint self-calibration "
-            "needs one channel count (WSClean 3.1 cannot write a model into spws of different widths); "
-            "average them to a common count (chanbin) or run the EBs separately")
+    counts = [[s.n_chan for s in per] for per in _as_spws(nchan)]
+    what = "; ".join(f"{p}: {','.join(map(str, per))}" for p, per in zip(ebs, counts, strict=True))
+    why = "; ".join(f"{ebs[k]} {text}" for k, text in plan.reasons)
+    return (f"the execution blocks' spws have different channel counts ({what}) that cannot be averaged to one "
+            f"count ({why}): joint self-calibration needs one channel count (WSClean 3.1 cannot write a model "
+            "into spws of different widths); set chanbin so that the counts match or run the EBs separately")
+
+
+def _as_spws(nchan: Sequence[Sequence[int | SpwChannels]]) -> list[list[SpwChannels]]:
+    """Channel counts (spw id = position) or SpwChannels -> SpwChannels."""
+    return [[x if isinstance(x, SpwChannels) else SpwChannels(i, int(x)) for i, x in enumerate(per)] for per in nchan]
+
+
+def channel_plan(nchan: Sequence[Sequence[int | SpwChannels]]) -> ChannelPlan:
+    """:func:`~selfcal_batch.selfcal.channels.common_channels` of counts or SpwChannels (pure)."""
+    return common_channels(_as_spws(nchan))
+
+
+def work_spw_channels(spws: Sequence[Mapping[str, Any]]) -> list[SpwChannels]:
+    """An inspected MS's spws (``inspect_ms``: ``id, nchan, freq_min`` = lowest channel centre,
+    ``chan_width``, Hz) as SpwChannels (lowest edge = lowest centre - width / 2). Pure."""
+    return [SpwChannels(int(w["id"]), int(w["nchan"]), float(w["freq_min"]) - 0.5 * float(w["chan_width"]),
+                        float(w["chan_width"])) for w in spws]
+
+
+def equalise_channels(ctx: Context, outs: list[dict[str, Any]]) -> None:
+    """Refuse (one-line DatasetError) EBs whose channel counts cannot be made equal; else
+    average each EB's working copy that needs it in place (CASA job ``average_channels``)
+    and record per EB ``out["channel_averaging"]`` (input / delivered channels, chanbin,
+    factor per spw), with a warning per averaged EB."""
+    spws = [work_spw_channels(o["work"]["spws"]) for o in outs]
+    plan = channel_plan(spws)
+    if plan.reasons:
+        raise DatasetError(ctx.name, channel_count_problem(ctx.ebs, spws))
+    for k, o in enumerate(outs):
+        factors = [plan.factors[k][s.spw_id] for s in spws[k]]
+        if any(f > 1 for f in factors):
+            new = ctx.casa([cal.job("average_channels", vis=str(part_path(ctx, k)),
+                                    widths={str(s.spw_id): f for s, f in zip(spws[k], factors, strict=True)})],
+                           label=f"average-channels-eb{k}")[0]
+            o["work"] = {**o["work"], **{key: v for key, v in new.items() if key != "warnings"}}
+            o["work"]["warnings"] = list(o["work"].get("warnings", [])) + [
+                f"spws averaged x{'/'.join(map(str, factors))} ({','.join(str(s.n_chan) for s in spws[k])} -> "
+                f"{plan.common} channels) to the other execution blocks' channel count (WSClean 3.1 needs one "
+                "count in the joint copy): its final MS holds the averaged channels"]
+        o["channel_averaging"] = {"input_nchan": [int(w["nchan"]) for w in o["src"]["spws"]],
+                                  "chanbin": int(ctx.cfg.chanbin), "factor": factors,
+                                  "delivered_nchan": [int(w["nchan"]) for w in o["work"]["spws"]]}
 
 
 def correlation_problem(ebs: Sequence[Any], correlations: Sequence[Mapping[str, Sequence[str]]]) -> str:
@@ -113,6 +162,7 @@ def _eb_record(k: int, src: Path, out: dict[str, Any], joint: dict[str, Any],
             "n_antennas": int(w["n_antennas_present"]), "integration_s": w["integration_s"],
             "antennas_with_data": [w["antenna_names"][a] for a in w.get("antennas_unflagged", w["antennas_present"])],
             "time_on_source_s": w["time_on_source_s"], "input_flagged_fraction": s["flagged_fraction"],
+            "channel_averaging": out.get("channel_averaging"),
             "spw_info": [[int(x["id"]), 0.5 * (x["freq_min"] + x["freq_max"]), x["freq_max"] - x["freq_min"],
                           int(x["nchan"])] for x in w["spws"]]}
 
@@ -125,9 +175,9 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
     try:
         for k, src in enumerate(ctx.ebs):
             outs.append(_copy_eb(ctx, k, src))
-        if problem := channel_count_problem(ctx.ebs, [[int(w["nchan"]) for w in o["work"]["spws"]] for o in outs]) \
-                or correlation_problem(ctx.ebs, [o["work"]["correlations"] for o in outs]):
+        if problem := correlation_problem(ctx.ebs, [o["work"]["correlations"] for o in outs]):
             raise DatasetError(ctx.name, problem)
+        equalise_channels(ctx, outs)
         parts = [str(part_path(ctx, k)) for k in range(len(ctx.ebs))]
         info = ctx.casa([cal.job("concat_copies", parts=parts, work=str(ctx.work_ms))], label="concat-ebs")[0]
         # each EB's working-copy repairs (zero weights, FLAG_ROW, NaN, FIELD rows) are said too

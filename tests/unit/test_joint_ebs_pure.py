@@ -22,8 +22,9 @@ def test_alignment_stays_in_front_of_scratch_steps():
 
 def test_channel_count_problem_names_every_eb():
     assert channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [4, 4]]) == ""
-    msg = channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [8, 8]])
-    assert "a.ms: 4,4" in msg and "b.ms: 8,8" in msg and "\n" not in msg
+    assert channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [8, 8]]) == ""  # averaged x2 by startup
+    msg = channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [6, 6]])
+    assert "a.ms: 4,4" in msg and "b.ms: 6,6" in msg and "b.ms spw 1 has 6 channels" in msg and "\n" not in msg
 
 
 def _state(accepted: bool) -> dict:
