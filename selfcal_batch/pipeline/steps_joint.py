@@ -113,11 +113,13 @@ def equalise_channels(ctx: Context, outs: list[dict[str, Any]]) -> None:
     """Refuse (one-line DatasetError) EBs whose channel counts cannot be made equal; else
     average each EB's working copy that needs it in place (CASA job ``average_channels``)
     and record per EB ``out["channel_averaging"]`` (input / delivered channels, chanbin,
-    factor per spw), with a warning per averaged EB."""
+    factor per spw), with a warning per averaged EB. The refusal names the input's spw ids."""
     spws = [work_spw_channels(o["work"]["spws"]) for o in outs]
     plan = channel_plan(spws)
-    if plan.reasons:
-        raise DatasetError(ctx.name, channel_count_problem(ctx.ebs, spws))
+    if plan.reasons:  # named by the input's spw ids, as --dry-run names them
+        ids = [{w: s for s, w in spw_correspondence(o["src"]["spws"], o["work"]["spws"]).items()} for o in outs]
+        raise DatasetError(ctx.name, channel_count_problem(ctx.ebs, [
+            [dataclasses.replace(x, spw_id=i.get(x.spw_id, x.spw_id)) for x in per] for per, i in zip(spws, ids, strict=True)]))
     for k, o in enumerate(outs):
         factors = [plan.factors[k][s.spw_id] for s in spws[k]]
         if any(f > 1 for f in factors):
