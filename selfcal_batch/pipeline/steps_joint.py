@@ -12,6 +12,9 @@ ordinary pipeline on that one MS, which makes it joint with no second code path:
   solve is per EB with the shared template interval; spw ids are the joint copy's, one
   spwmap per table built from the per-scan spw sets (``selfcal.spwmap``), which keeps EBs
   with different spw numbering or channelisation apart;
+* EBs of different channel counts (WSClean 3.1 needs one count in one MS) are averaged to
+  one count in their working copies before concat (:func:`equalise_channels`, decision
+  ``selfcal.channels.common_channels``), or refused in one line (:func:`channel_count_problem`);
 * :func:`align_ebs` (after ``select_refant``, only for joint datasets): one ``inf`` solution
   per EB against the joint model, amplitudes replaced by ``ebjoint.alignment_scales``
   (the joint flux scale is kept), judged by the gate like a ladder step and kept in front
