@@ -121,7 +121,7 @@ def channel_note(ebs: tuple[Path, ...], selections: list[str], found: dict[str, 
     what = "; ".join(f"eb{k} x{'/'.join(str(plan.factors[k][s.spw_id]) for s in p)}"
                      for k, p in enumerate(per) if any(plan.factors[k][s.spw_id] > 1 for s in p))
     return (f"averaged to {plan.common} channels per spw in the working copies ({what}; WSClean 3.1 needs one "
-            "count): the per-EB final MSs hold the averaged channels")
+            "count); the per-EB final MSs at the input's resolution")
 
 
 def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None,

@@ -132,8 +132,8 @@ def equalise_channels(ctx: Context, outs: list[dict[str, Any]]) -> None:
             o["work"] = {**o["work"], **{key: v for key, v in new.items() if key != "warnings"}}
             o["work"]["warnings"] = list(o["work"].get("warnings", [])) + [
                 f"spws averaged x{'/'.join(map(str, factors))} ({','.join(str(s.n_chan) for s in spws[k])} -> "
-                f"{plan.common} channels) to the other execution blocks' channel count (WSClean 3.1 needs one "
-                "count in the joint copy): its final MS holds the averaged channels"]
+                f"{plan.common} channels) in the joint working copy (WSClean 3.1 needs one channel count): "
+                "imaged and calibrated at that resolution; its final MS is delivered at the input's"]
         o["channel_averaging"] = {"input_nchan": [int(w["nchan"]) for w in o["src"]["spws"]],
                                   "chanbin": int(ctx.cfg.chanbin), "factor": factors,
                                   "delivered_nchan": [int(w["nchan"]) for w in o["work"]["spws"]]}

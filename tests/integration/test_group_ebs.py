@@ -99,7 +99,7 @@ def test_grouped_dry_run_and_up_front_eb_checks(ebs: dict[str, Path], tmp_path: 
     assert not any(ln.startswith("  - chan: INVALID") for ln in lines)
     k = lines.index("  - chan")
     assert "      channels  averaged to 4 channels per spw in the working copies (eb1 x2/2; " \
-        "WSClean 3.1 needs one count): the per-EB final MSs hold the averaged channels" in lines[k:k + 8], lines[k:k + 8]
+        "WSClean 3.1 needs one count); the per-EB final MSs at the input's resolution" in lines[k:k + 8], lines[k:k + 8]
     line = invalid("damaged")
     assert str(bad) in line and "(execution block 2 of 2)" in line and line.count(str(bad)) == 1
     line = invalid("two")  # one line naming the EB once, both problems

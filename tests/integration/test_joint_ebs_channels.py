@@ -1,7 +1,8 @@
 """Joint EBs of different channel counts (issue 18, item 2; DESIGN.md "Mixed channel counts"):
 EB2 with twice EB1's channels per spw (8 vs 4, same bands, aligned edges) is averaged x2 in
-its working copy and self-calibrated jointly with EB1; an EB with 6 channels per spw (not a
-multiple of 4) is refused in one line naming it, up front and in ``--dry-run``.
+its working copy, self-calibrated jointly with EB1 and delivered at its own 8 channels; an
+EB with 6 channels per spw (not a multiple of 4) is refused in one line naming it, up front
+and in ``--dry-run``.
 
 Real casatools (simulator child), WSClean and CASA. The EBs are those of test_joint_ebs.py
 (survey_data.joint_eb_specs, 50 mJy sky: different phase errors, EB2's data in spw ids {1, 2}
@@ -62,6 +63,27 @@ def _nchan(ms: Path) -> list[int]:
         return [int(t.getcell("NUM_CHAN", s)) for s in spws]
 
 
+def _compare_full_to_averaged(full: Path, avg: Path, obs: int, factor: int) -> tuple[float, int]:
+    """(largest |full averaged by ``factor`` - averaged| / rms of the averaged DATA, number of
+    flags of ``avg`` missing at full resolution) over the rows of observation ``obs``
+    (our own output MSs; python-casacore)."""
+    import numpy as np  # test check only
+    from casacore.tables import table  # test check only: reads delivered MSs
+
+    worst, missing = 0.0, 0
+    with table(str(full), ack=False) as f, table(str(avg), ack=False) as a0, \
+            a0.query(f"OBSERVATION_ID=={obs}") as a:
+        for d_full, d_avg in zip(sorted(set(f.getcol("DATA_DESC_ID"))), sorted(set(a.getcol("DATA_DESC_ID"))),
+                                 strict=True):
+            with f.query(f"DATA_DESC_ID=={d_full}") as fd, a.query(f"DATA_DESC_ID=={d_avg}") as ad:
+                assert (fd.getcol("TIME") == ad.getcol("TIME")).all()
+                x, y = fd.getcol("DATA"), ad.getcol("DATA")
+                xa = x.reshape(x.shape[0], -1, factor, x.shape[2]).mean(axis=2)
+                worst = max(worst, float(np.abs(xa - y).max() / np.sqrt(np.mean(np.abs(y) ** 2))))
+                missing += int((np.repeat(ad.getcol("FLAG"), factor, axis=1) & ~fd.getcol("FLAG")).sum())
+    return worst, missing
+
+
 def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) -> None:
     eb1, x4, x8, x6 = ebs["eb1"], ebs["x4"], ebs["x8"], ebs["x6"]
     m = tmp_path / "c.toml"
@@ -75,7 +97,7 @@ def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) 
     assert dry.returncode == 2 and "Traceback" not in dry.stdout + dry.stderr, dry.stdout + dry.stderr
     block = lines[lines.index("  - mixed") + 1:lines.index("  - equal")]
     assert ("      channels  averaged to 4 channels per spw in the working copies (eb1 x2/2; WSClean 3.1 needs "
-            "one count): the per-EB final MSs hold the averaged channels") in block, block
+            "one count); the per-EB final MSs at the input's resolution") in block, block
     assert not any("channels  " in ln for ln in lines[lines.index("  - equal"):])
     refused = next(ln for ln in lines if ln.startswith("  - refused: INVALID -> will be reported failed: "))
     # named by the input's spw ids (EB2's data are in spws 1, 2)
@@ -98,12 +120,17 @@ def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) 
     mixed = rows["mixed"]["ebs"]
     assert [e["channel_averaging"] for e in mixed] == [
         {"input_nchan": [4, 4], "chanbin": 1, "factor": [1, 1], "delivered_nchan": [4, 4]},
-        {"input_nchan": [8, 8], "chanbin": 1, "factor": [2, 2], "delivered_nchan": [4, 4]}]
-    assert [e["input_spws"] for e in mixed] == [[0, 1], [1, 2]]
+        {"input_nchan": [8, 8], "chanbin": 1, "factor": [2, 2], "delivered_nchan": [8, 8],
+         "delivered_resolution": "input"}]
+    assert [e["input_spws"] for e in mixed] == [[0, 1], [1, 2]] and [e["nchan"] for e in mixed] == [[4, 4]] * 2
     for e in mixed:  # the delivered per-EB finals hold the recorded channel counts
-        assert _nchan(Path(e["final_ms"])) == e["channel_averaging"]["delivered_nchan"] == e["nchan"]
+        assert _nchan(Path(e["final_ms"])) == e["channel_averaging"]["delivered_nchan"]
     log = (out / "mixed" / "logs" / "pipeline.log").read_text()
     assert "WARNING selfcal_batch.pipeline: mixed: EB 2: spws averaged x2/2 (8,8 -> 4 channels)" in log
+    # EB2 at full resolution holds what the joint copy calibrated: averaged x2 it is final.ms's
+    # EB2 (same rows), and its flags include final.ms's (carried onto both fine channels)
+    rel, missing = _compare_full_to_averaged(Path(mixed[1]["final_ms"]), out / "mixed" / "final.ms", 1, 2)
+    assert rel < 1e-5 and missing == 0, (rel, missing)
 
     truth = load_truth(eb1)
     err = {n: error_vs_truth(out / n / "final-image.fits", truth) for n in ("mixed", "equal")}
