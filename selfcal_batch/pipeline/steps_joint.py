@@ -19,7 +19,8 @@ ordinary pipeline on that one MS, which makes it joint with no second code path:
   per EB against the joint model, amplitudes replaced by ``ebjoint.alignment_scales``
   (the joint flux scale is kept), judged by the gate like a ladder step and kept in front
   of every later chain (``selfcal.chaining``);
-* ``split_calibrated`` splits the joint ``final.ms`` once per EB into ``final/eb<k>.ms``.
+* ``split_calibrated`` splits the joint ``final.ms`` once per EB into ``final/eb<k>.ms``;
+  an EB averaged at startup is then delivered at its input resolution (``steps_fullres``).
 """
 from __future__ import annotations
 

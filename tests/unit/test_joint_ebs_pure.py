@@ -46,6 +46,16 @@ def test_result_rows_carry_the_alignment_only_when_kept():
     assert result_eb_rows({}) == []
 
 
+def test_report_rows_say_the_channel_averaging():
+    state = _state(True)
+    state["ebs"][1]["channel_averaging"] = {"input_nchan": [8, 8], "chanbin": 1, "factor": [2, 2],
+                                            "delivered_nchan": [8, 8], "delivered_resolution": "input"}
+    state["ebs"][0]["channel_averaging"] = {"input_nchan": [4, 4], "chanbin": 1, "factor": [1, 1],
+                                            "delivered_nchan": [4, 4]}
+    rows = eb_rows({"ebs": result_eb_rows(state)})
+    assert rows[0]["nchan"] == "4,4" and rows[1]["nchan"] == "8,8 → 4,4 (final MS: 8,8)"
+
+
 def test_report_rows():
     rows = eb_rows({"ebs": result_eb_rows(_state(True))})
     assert rows[1]["spws"] == "1,2 → 0,1" and rows[1]["final_ms"] == "eb1.ms"
