@@ -1,8 +1,9 @@
 """Joint EBs of different channel counts (issue 18, item 2; DESIGN.md "Mixed channel counts"):
 EB2 with twice EB1's channels per spw (8 vs 4, same bands, aligned edges) is averaged x2 in
 its working copy, self-calibrated jointly with EB1 and delivered at its own 8 channels; an
-EB with 6 channels per spw (not a multiple of 4) is refused in one line naming it, up front
-and in ``--dry-run``.
+EB with 6 channels per spw (not a multiple of 4) and one with 8 channels shifted by one
+(averaged, half a channel off EB1's) are refused in one line naming them, up front and in
+``--dry-run``.
 
 Real casatools (simulator child), WSClean and CASA. The EBs are those of test_joint_ebs.py
 (survey_data.joint_eb_specs, 50 mJy sky: different phase errors, EB2's data in spw ids {1, 2}
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ebs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """EB1 (2 spw x 4 ch) and EB2 with 4, 8 and 6 channels per spw (its spw 0 without rows)."""
+    """EB1 (2 spw x 4 ch) and EB2 with 4, 8 and 6 channels per spw (its spw 0 without rows),
+    and with 8 channels shifted by one of them."""
     d = tmp_path_factory.mktemp("chan_ebs")
     s1, s2 = joint_eb_specs(flux_scale=1.0)
     out = {"eb1": make(s1, d / "eb1.ms")}
@@ -42,6 +44,11 @@ def ebs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             make(s2.replace(n_chan=n), p)
             drop_spw_rows(p, 0)
         out[f"x{n}"] = p
+    shifted = d / "eb2x8_shifted.ms"  # 8 channels, one fine channel up: averaged x2, half a channel off EB1's
+    if not shifted.exists():
+        make(s2.replace(n_chan=8, centre_freq_hz=s2.centre_hz + s2.spw_bw_hz / 8), shifted)
+        drop_spw_rows(shifted, 0)
+    out["shifted"] = shifted
     return out
 
 
@@ -89,7 +96,8 @@ def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) 
     m = tmp_path / "c.toml"
     m.write_text(QUICK_TOML + f'[[datasets]]\nname = "mixed"\nms = ["{eb1}", "{x8}"]\n'
                  f'[[datasets]]\nname = "equal"\nms = ["{eb1}", "{x4}"]\n'
-                 f'[[datasets]]\nname = "refused"\nms = ["{eb1}", "{x6}"]\n')
+                 f'[[datasets]]\nname = "refused"\nms = ["{eb1}", "{x6}"]\n'
+                 f'[[datasets]]\nname = "shifted"\nms = ["{eb1}", "{ebs["shifted"]}"]\n')
     before = {p: tree_checksums(p) for p in ebs.values()}
     dry = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", str(m), "--dry-run"], capture_output=True,
                          text=True, env=_env(), timeout=600)
@@ -102,6 +110,9 @@ def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) 
     refused = next(ln for ln in lines if ln.startswith("  - refused: INVALID -> will be reported failed: "))
     # named by the input's spw ids (EB2's data are in spws 1, 2)
     assert f"{eb1}: 4,4; {x6}: 6,6" in refused and f"{x6} spw 1 has 6 channels, not a multiple of 4" in refused, refused
+    shifted = next(ln for ln in lines if ln.startswith("  - shifted: INVALID -> will be reported failed: "))
+    assert (f"{ebs['shifted']} spw 1 averaged x2: its channel edges are 0.50 of a channel off execution block 1's "
+            "spw 0") in shifted, shifted
 
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", "run", str(m), "--workers", "2",
@@ -109,7 +120,8 @@ def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) 
                          timeout=1200)
     wall = time.monotonic() - t0
     out = tmp_path / "out" / "datasets"
-    rows = {n: json.loads((out / n / "result.json").read_text()) for n in ("mixed", "equal", "refused")}
+    rows = {n: json.loads((out / n / "result.json").read_text()) for n in ("mixed", "equal", "refused", "shifted")}
+    assert rows["shifted"]["status"] == "failed" and "0.50 of a channel off" in rows["shifted"]["error"]
     assert rows["refused"]["status"] == "failed" and one_line(rows["refused"]["error"])
     assert f"{x6} spw 2 has 6 channels, not a multiple of 4" in rows["refused"]["error"]
     assert res.returncode != 0 and "Traceback" not in res.stderr[-3000:]  # the refused dataset failed
