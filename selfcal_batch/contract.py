@@ -99,7 +99,12 @@ class DatasetResult:
     guard: dict[str, Any] = field(default_factory=dict)
     #: Joint EBs (issue 18): one record per execution block, in manifest order: ``ms``,
     #: ``final_ms``, ``input_spws``/``spws`` (the input's / the joint working copy's spw
-    #: ids), ``nchan``, ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
+    #: ids), ``nchan`` (per spw, in the joint working copy), ``channel_averaging``
+    #: (``{input_nchan, chanbin, factor, delivered_nchan}``: per spw, the input's channels,
+    #: the extra averaging factor startup applied so that all EBs share one count (1 = none)
+    #: and the channels of ``final_ms``; an averaged EB also has ``delivered_resolution =
+    #: "input"`` or, when that failed, ``full_resolution_error`` (then ``final_ms`` holds the
+    #: averaged channels); None in outputs older than this field), ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
     #: ``align_flux_factor`` (= 1 / align_gain^2: what the EB's visibilities were multiplied
     #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS), ``flagged_solutions``
     #: (``{step: fraction of this EB's solutions flagged in the step's table}``). Empty for one MS.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selfcal_batch.ms.view import archive_hint
+from selfcal_batch.selfcal.channels import SpwChannels
 from selfcal_batch.selfcal.ebjoint import pointing_problem
 
 #: MJD seconds of 1970-01-01 (MS TIME -> Unix time).
@@ -151,18 +152,53 @@ def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str
         idents.append(eb_identity(chosen))
         centres.append((chosen[0]["ra_deg"], chosen[0]["dec_deg"]))
         spws = sorted({tuple(w) for f in chosen for w in f.get("spws", [])})
-        nchan.append([] if spw else [working_nchan(n, chanbin) for _w, n in spws])
+        nchan.append([] if spw else [working_spw(w, chanbin) for w in spws])
         corrs.append({w: c for f in chosen for w, c in (f.get("correlations") or {}).items()})
     return same_eb_problem(ebs, idents) or pointing_problem([str(p) for p in ebs], centres) \
         or channel_count_problem(ebs, nchan) \
         or correlation_problem(ebs, corrs)
 
 
-def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None
-                       ) -> dict[str, str]:
+def working_spw(spw: tuple[Any, ...], chanbin: int) -> SpwChannels:
+    """A field record's spw (``[id, channels]`` or ``[id, channels, lowest edge Hz, width Hz]``,
+    :func:`selfcal_batch.ms.fields.summarise`) as the working copy holds it after ``chanbin``."""
+    n = working_nchan(int(spw[1]), chanbin)
+    if len(spw) < 4:
+        return SpwChannels(int(spw[0]), n)
+    return SpwChannels(int(spw[0]), n, float(spw[2]), float(spw[3]) * max(1, chanbin))
+
+
+def channel_note(ebs: tuple[Path, ...], selections: list[str], found: dict[str, Any], chanbin: int,
+                 spw: str = "") -> str:
+    """What startup will average for a joint dataset of different channel counts (one line;
+    '' when nothing, or when :func:`layout_problem` refuses or cannot tell)."""
+    from selfcal_batch.pipeline.steps_joint import channel_plan  # lazy: the step module, only here
+
+    if spw:
+        return ""
+    per = []
+    for ms, sel in zip(ebs, selections, strict=True):
+        info = found.get(str(ms))
+        chosen = selected_fields(info, sel) if isinstance(info, list) else None
+        if not chosen:
+            return ""
+        per.append([working_spw(w, chanbin) for w in sorted({tuple(w) for f in chosen for w in f.get("spws", [])})])
+    plan = channel_plan(per)
+    if not plan.averaged:
+        return ""
+    what = "; ".join(f"eb{k} x{'/'.join(str(plan.factors[k][s.spw_id]) for s in p)}"
+                     for k, p in enumerate(per) if any(plan.factors[k][s.spw_id] > 1 for s in p))
+    return (f"averaged to {plan.common} channels per spw in the working copies ({what}; WSClean 3.1 needs one "
+            "count); the per-EB final MSs at the input's resolution")
+
+
+def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None,
+                       notes: dict[str, str] | None = None) -> dict[str, str]:
     """``{dataset name: one line}`` of :func:`layout_problem` for every valid joint dataset
     (``DatasetSpec.ebs``); the EBs' fields are read in a child process (``reader``, default
-    :func:`selfcal_batch.ms.fields.list_fields`, on private read-only views)."""
+    :func:`selfcal_batch.ms.fields.list_fields`, on private read-only views). ``notes``, when
+    given, receives ``{dataset name: line}`` of :func:`channel_note` (datasets startup will
+    average to one channel count)."""
     joint = [d for d in datasets if d.ok and d.config is not None and len(d.ebs) > 1]
     if not joint:
         return {}
@@ -174,4 +210,6 @@ def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[s
         sels = list(d.config.eb_fields) if d.config.eb_fields else [d.config.field] * len(d.ebs)
         if line := layout_problem(d.ebs, sels, found, d.config.chanbin, d.config.spw):
             out[d.name] = line
+        elif notes is not None and (note := channel_note(d.ebs, sels, found, d.config.chanbin, d.config.spw)):
+            notes[d.name] = note
     return out

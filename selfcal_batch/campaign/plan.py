@@ -38,15 +38,16 @@ def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) ->
     return d.threads or threads_per_dataset
 
 
-def input_check(camp: Campaign, opts: RunOptions) -> dict[str, list[str]]:
+def input_check(camp: Campaign, opts: RunOptions, notes: dict[str, str] | None = None) -> dict[str, list[str]]:
     """The up-front input check (:func:`preflight.dataset_input_problems`, then
     :func:`ebs.eb_layout_problems` for joint datasets), only for the pipeline task (a
-    ``--task`` stand-in reads no MS)."""
+    ``--task`` stand-in reads no MS). ``notes`` receives the joint datasets' channel
+    averaging lines (:func:`ebs.channel_note`)."""
     if opts.task != DEFAULT_TASK:
         return {}
     found = dataset_input_problems(camp.datasets)
     # joint EBs whose inputs are sound: one pointing, one channel count (startup's own refusal)
-    layout = eb_layout_problems([d for d in camp.datasets if d.name not in found])
+    layout = eb_layout_problems([d for d in camp.datasets if d.name not in found], notes=notes)
     return {**found, **{name: [line] for name, line in layout.items()}}
 
 
@@ -126,7 +127,8 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append(f"restart  {'all steps' if opts.restart else 'from ' + str(opts.restart_from)}")
     max_cores, _ = capacity(spec, None)
     invalid = 0
-    inputs = input_check(camp, opts)
+    notes: dict[str, str] = {}
+    inputs = input_check(camp, opts, notes)
     restarts = {**restart_lines(camp, opts), **input_change_lines(camp, opts)}
     lines.append(f"datasets ({len(camp.datasets)}):")
     for d in camp.datasets:
@@ -151,6 +153,8 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         lines.append(f"  - {d.name}")
         lines.append(f"      ms        {d.ms}{sim}")
         lines.extend(_eb_lines(d))
+        if d.name in notes:
+            lines.append(f"      channels  {notes[d.name]}")
         lines.append(f"      template  {templ}")
         lines.append(f"      steps     {' '.join(steps_for(cfg.steps, joint=True) if d.ebs else cfg.steps)}")
         fields = cfg.field or (f"per EB {' | '.join(cfg.eb_fields)}" if cfg.eb_fields else "(all)")

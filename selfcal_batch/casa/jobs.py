@@ -299,6 +299,29 @@ def apply_in_place(vis: str, gaintable: list[str], spwmap: list[list[int]], inte
     return {"applycal": call, "flagged_fraction": flag_fraction(vis)}
 
 
+def average_channels(vis: str, widths: dict[str, int]) -> dict[str, Any]:
+    """Joint EBs of different channelisation (DESIGN.md, "Mixed channel counts"): average the
+    working copy ``vis`` in place, spw id (str) -> channels per bin (CASA ``split`` ``width``,
+    one per spw; every count is a whole multiple, ``selfcal.channels.common_channels``), and
+    inspect the result (:func:`~selfcal_batch.ms.inspection.inspect_ms`). Flags: split averages
+    unflagged channels only; a bin is flagged when all its channels are."""
+    import shutil  # child only: CASA runs inside the CASA child
+
+    from casatasks import split  # (same reason)
+
+    ids = sorted(widths, key=int)
+    tmp = vis.rstrip("/") + ".averaging"
+    shutil.rmtree(tmp, ignore_errors=True)
+    split(vis=vis, outputvis=tmp, datacolumn="data", spw=",".join(ids), width=[int(widths[i]) for i in ids],
+          keepflags=True)
+    if not os.path.exists(os.path.join(tmp, "table.dat")):
+        raise RuntimeError(f"split did not write the averaged working copy {tmp} (see casa.log)")
+    shutil.rmtree(vis)
+    shutil.rmtree(vis.rstrip("/") + ".flagversions", ignore_errors=True)
+    os.rename(tmp, vis)
+    return inspect_ms(vis)
+
+
 def concat_copies(parts: list[str], work: str) -> dict[str, Any]:
     """Joint EBs (DESIGN.md, "Joint EBs"): concatenate the per-EB working copies ``parts``
     into ``work`` (CASA ``concat``: each EB keeps its own OBSERVATION_ID, scans are

@@ -44,12 +44,13 @@ def parse_obs_mode(obs_mode: str) -> list[str]:
 
 def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str],
               cols: dict[str, np.ndarray], dd_spw: list[int] | None = None,
-              spw_nchan: list[int] | None = None, dd_corr: list[list[str]] | None = None
-              ) -> list[dict[str, Any]]:
+              spw_nchan: list[int] | None = None, dd_corr: list[list[str]] | None = None,
+              spw_edges: list[tuple[float, float]] | None = None) -> list[dict[str, Any]]:
     """Per-field summary from the FIELD names/directions, the STATE OBS_MODEs and the main
     table's row columns (``_COLUMNS`` plus optional ``STATE_ID``, ``FLAG_ROW``);
     ``dd_spw``: DATA_DESCRIPTION row -> spw id, ``spw_nchan``: SPECTRAL_WINDOW row -> channels,
-    ``dd_corr``: DATA_DESCRIPTION row -> correlation names of its POLARIZATION row.
+    ``dd_corr``: DATA_DESCRIPTION row -> correlation names of its POLARIZATION row,
+    ``spw_edges``: SPECTRAL_WINDOW row -> (lowest channel edge, channel width), Hz.
 
     Returns one dict per FIELD row: ``id, name, ra_deg, dec_deg, intents`` (sorted, from the
     states of ALL its rows, flagged ones too: a fully flagged target is still a target, tester
@@ -57,8 +58,9 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
     time stamps of one baseline and data description x the integration of the whole MS, see
     :func:`selfcal_batch.ms.inspection.time_sampling`; 0 without rows), ``start_s`` / ``end_s`` (first /
     last unflagged TIME of the field, MJD seconds; None without rows) and ``spws`` (``[[spw id,
-    channels], ...]`` of the spws holding the field's unflagged rows; empty when ``dd_spw``
-    or ``spw_nchan`` is not given) and ``correlations`` (``{spw id (str): [names]}`` of the
+    channels], ...]`` of the spws holding the field's unflagged rows, ``[spw id, channels,
+    lowest edge Hz, channel width Hz]`` with ``spw_edges``; empty when ``dd_spw`` or
+    ``spw_nchan`` is not given) and ``correlations`` (``{spw id (str): [names]}`` of the
     data descriptions holding the field's unflagged rows, the shape of ``inspect_ms``'s
     ``correlations``; empty when ``dd_spw`` or ``dd_corr`` is not given).
     """
@@ -96,7 +98,8 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
                     "time_on_source_s": round(tos, 3),
                     "start_s": float(np.min(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
                     "end_s": float(np.max(np.asarray(cols["TIME"])[sel])) if sel.any() else None,
-                    "spws": [[w, int(spw_nchan[w])] for w in spws if 0 <= w < len(spw_nchan or [])],
+                    "spws": [[w, int(spw_nchan[w]), *(spw_edges[w] if spw_edges and w < len(spw_edges) else ())]
+                             for w in spws if 0 <= w < len(spw_nchan or [])],
                     "correlations": corrs})
     return out
 
@@ -127,11 +130,13 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
         dd_corr = [pols[p] if 0 <= p < len(pols) else [] for p in dd_pol]
         with table(os.path.join(view, "SPECTRAL_WINDOW"), readonly=True, ack=False) as sw:
             nchan = [int(x) for x in sw.getcol("NUM_CHAN")] if sw.nrows() else []
+            edges = [spw_edge(sw.getcell("CHAN_FREQ", r), sw.getcell("CHAN_WIDTH", r)) for r in range(sw.nrows())]
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
         observations = read_observations(view)
-    return [{**f, "observations": observations} for f in summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)]
+    return [{**f, "observations": observations}
+            for f in summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr, spw_edges=edges)]
 
 
 def read_observations(view: str) -> list[list[Any]]:
@@ -149,6 +154,14 @@ def read_observations(view: str) -> list[list[Any]]:
         names = list(ot.getcol("TELESCOPE_NAME")) if "TELESCOPE_NAME" in ot.colnames() else [""] * ot.nrows()
         ranges = ot.getcol("TIME_RANGE") if "TIME_RANGE" in ot.colnames() else np.zeros((ot.nrows(), 2))
     return [[str(n), float(r[0]), float(r[1])] for n, r in zip(names, ranges, strict=True)]
+
+
+def spw_edge(chan_freq: Any, chan_width: Any) -> tuple[float, float]:
+    """(lowest channel edge, channel width) in Hz of one SPECTRAL_WINDOW row: the lowest
+    channel centre minus half the median absolute width (as ``inspect_ms`` reads them). Pure."""
+    f = np.atleast_1d(np.asarray(chan_freq, dtype=float))
+    w = float(np.abs(np.median(np.atleast_1d(np.asarray(chan_width, dtype=float)))))
+    return float(f.min()) - 0.5 * w, w
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:

@@ -9,6 +9,7 @@ from selfcal_batch.casa import calibration as cal
 from selfcal_batch.imaging import imstats
 from selfcal_batch.pipeline import work_ms
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.steps_fullres import full_resolution_finals
 from selfcal_batch.pipeline.steps_joint import split_ebs
 from selfcal_batch.pipeline.step_tools import autoflag, final_options  # noqa: F401  (final_options: re-export)
 from selfcal_batch.ms.view import check_self_contained
@@ -95,6 +96,8 @@ def split_calibrated(ctx: Context) -> dict[str, Any]:
     log.info("%s: final image SNR %.1f, DR %.1f, peak %.4g Jy", ctx.name, stats["snr"],
              stats["dynamic_range"], stats["peak"])
     joint = {"final_ebs": split_ebs(ctx)} if len(ctx.ebs) > 1 else {}  # one final MS per EB
+    if joint:  # EBs averaged to the joint copy's channel count: delivered at their own resolution
+        joint["full_resolution"] = full_resolution_finals(ctx, statwt_timebin(ctx.info))
     return {"final_ms": str(ctx.final_ms), "final_image": str(ctx.root / "final-image.fits"), **joint, **_pb(ctx)}
 
 

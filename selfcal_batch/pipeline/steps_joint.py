@@ -12,11 +12,15 @@ ordinary pipeline on that one MS, which makes it joint with no second code path:
   solve is per EB with the shared template interval; spw ids are the joint copy's, one
   spwmap per table built from the per-scan spw sets (``selfcal.spwmap``), which keeps EBs
   with different spw numbering or channelisation apart;
+* EBs of different channel counts (WSClean 3.1 needs one count in one MS) are averaged to
+  one count in their working copies before concat (:func:`equalise_channels`, decision
+  ``selfcal.channels.common_channels``), or refused in one line (:func:`channel_count_problem`);
 * :func:`align_ebs` (after ``select_refant``, only for joint datasets): one ``inf`` solution
   per EB against the joint model, amplitudes replaced by ``ebjoint.alignment_scales``
   (the joint flux scale is kept), judged by the gate like a ladder step and kept in front
   of every later chain (``selfcal.chaining``);
-* ``split_calibrated`` splits the joint ``final.ms`` once per EB into ``final/eb<k>.ms``.
+* ``split_calibrated`` splits the joint ``final.ms`` once per EB into ``final/eb<k>.ms``;
+  an EB averaged at startup is then delivered at its input resolution (``steps_fullres``).
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.spwmap import spwmap_for
 from selfcal_batch.selfcal.templates import minblperant
 from selfcal_batch.selfcal.uvrange import cal_uvrange
+from selfcal_batch.selfcal.channels import ChannelPlan, SpwChannels, common_channels
 from selfcal_batch.selfcal.ebjoint import (SpwInfo, alignment_scales, alignment_significance, applied_alignment_scales,
                                            eb_scale_estimate, map_spws, noise_coherence,
                                            significant_alignment_scales)
@@ -67,42 +72,78 @@ def _copy_eb(ctx: Context, k: int, src: Path) -> dict[str, Any]:
                         field=ctx.cfg.eb_fields[k] if ctx.cfg.eb_fields else None)
 
 
-def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: list[list[int]]) -> str:
-    """One line when the EBs' spws do not all have the same channel count ('' otherwise).
+def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: Sequence[Sequence[int | SpwChannels]]) -> str:
+    """One line when the EBs' spws have different channel counts that cannot be averaged to
+    one count ('' when the counts are equal or :func:`~selfcal_batch.selfcal.channels.common_channels`
+    can equalise them: then startup averages, :func:`equalise_channels`). The line names
+    every EB's counts and each EB's reason (a count not a multiple of the smallest one, or
+    averaged channel edges off another EB's).
 
-    WSClean 3.1 aborts ("free(): invalid next size", or a segfault) while writing MODEL_DATA
-    into one MS whose spws have different channel counts (measured on a concat of a 4- and an
-    8-channel EB, also with MODEL_DATA made beforehand by clearcal), and the joint working
-    copy is one MS. Measured again (WSClean 3.1.0, a 2 x 4- and a 2 x 8-channel EB, concat):
-    ``-predict -reorder`` aborts, also with ``-spws 0,1`` or ``-spws 2,3`` (its write-back
-    reads every row with the first spw's shape: "Table array conformance error (shape=[2, 4],
-    expected [2, 8])", also into a correctly shaped MODEL_DATA made beforehand with
-    python-casacore, TiledShapeStMan or StandardStMan); without ``-reorder`` a multi-spw MS is
-    refused, also with ``-spws 0``. What works: the EBs as separate MSs on one command line
-    (``wsclean ... eb0.ms eb1.ms``): joint imaging, then ``-predict -reorder`` writes each MS's
-    MODEL_DATA with its own channel count (model mean 49.5 mJy for a 50 mJy source in both).
-    ``nchan``: per EB, its working copy's channel counts per spw."""
-    counts = sorted({n for per in nchan for n in per})
-    if len(counts) <= 1:
+    Why one count: WSClean 3.1 aborts ("free(): invalid next size", or a segfault) while
+    writing MODEL_DATA into one MS whose spws have different channel counts (measured on a
+    concat of a 4- and an 8-channel EB, also with MODEL_DATA made beforehand by clearcal),
+    and the joint working copy is one MS. Measured again (WSClean 3.1.0, a 2 x 4- and a 2 x
+    8-channel EB, concat): ``-predict -reorder`` aborts, also with ``-spws 0,1`` or ``-spws
+    2,3`` (its write-back reads every row with the first spw's shape: "Table array conformance
+    error (shape=[2, 4], expected [2, 8])", also into a correctly shaped MODEL_DATA made
+    beforehand with python-casacore, TiledShapeStMan or StandardStMan); without ``-reorder`` a
+    multi-spw MS is refused, also with ``-spws 0``. What works: the EBs as separate MSs on one
+    command line (``wsclean ... eb0.ms eb1.ms``), not built (DESIGN.md "Mixed channel counts").
+    ``nchan``: per EB, its working copy's spws: channel counts (spw id = position) or
+    :class:`~selfcal_batch.selfcal.channels.SpwChannels` (then channel edges are checked too)."""
+    plan = channel_plan(nchan)
+    if not plan.reasons:
         return ""
-    what = "; ".join(f"{p}: {','.join(map(str, per))}" for p, per in zip(ebs, nchan, strict=True))
-    return (f"the execution blocks' spws have different channel counts ({what}): joint self-calibration "
-            "needs one channel count (WSClean 3.1 cannot write a model into spws of different widths); "
-            + _averaging_advice(ebs, nchan))
+    counts = [[s.n_chan for s in per] for per in _as_spws(nchan)]
+    what = "; ".join(f"{p}: {','.join(map(str, per))}" for p, per in zip(ebs, counts, strict=True))
+    why = "; ".join(f"{ebs[k]} {text}" for k, text in plan.reasons)
+    return (f"the execution blocks' spws have different channel counts ({what}) that cannot be averaged to one "
+            f"count ({why}): joint self-calibration needs one channel count (WSClean 3.1 cannot write a model "
+            "into spws of different widths); set chanbin so that the counts match or run the EBs separately")
 
 
-def _averaging_advice(ebs: Sequence[Any], nchan: list[list[int]]) -> str:
-    """What makes the channel counts equal (tester s6 M2: "chanbin" alone cannot turn 8 and
-    16 into one count, as chanbin applies to every EB alike): when every EB has one count
-    over its spws and they share a divisor > 1, the width each EB needs (CASA split
-    ``width``) to reach the largest common count, then listing the averaged MSs."""
-    per = [sorted(set(x)) for x in nchan]
-    common = math.gcd(*[x[0] for x in per]) if all(len(x) == 1 for x in per) else 1
-    if common <= 1:
-        return "run the EBs separately"
-    steps = [f"{p} by width={x[0] // common}" for p, x in zip(ebs, per, strict=True) if x[0] != common]
-    return (f"average {' and '.join(steps)} first (CASA split/mstransform; chanbin applies to every EB alike) "
-            f"and list the averaged MSs, or run the EBs separately")
+def _as_spws(nchan: Sequence[Sequence[int | SpwChannels]]) -> list[list[SpwChannels]]:
+    """Channel counts (spw id = position) or SpwChannels -> SpwChannels."""
+    return [[x if isinstance(x, SpwChannels) else SpwChannels(i, int(x)) for i, x in enumerate(per)] for per in nchan]
+
+
+def channel_plan(nchan: Sequence[Sequence[int | SpwChannels]]) -> ChannelPlan:
+    """:func:`~selfcal_batch.selfcal.channels.common_channels` of counts or SpwChannels (pure)."""
+    return common_channels(_as_spws(nchan))
+
+
+def work_spw_channels(spws: Sequence[Mapping[str, Any]]) -> list[SpwChannels]:
+    """An inspected MS's spws (``inspect_ms``: ``id, nchan, freq_min`` = lowest channel centre,
+    ``chan_width``, Hz) as SpwChannels (lowest edge = lowest centre - width / 2). Pure."""
+    return [SpwChannels(int(w["id"]), int(w["nchan"]), float(w["freq_min"]) - 0.5 * float(w["chan_width"]),
+                        float(w["chan_width"])) for w in spws]
+
+
+def equalise_channels(ctx: Context, outs: list[dict[str, Any]]) -> None:
+    """Refuse (one-line DatasetError) EBs whose channel counts cannot be made equal; else
+    average each EB's working copy that needs it in place (CASA job ``average_channels``)
+    and record per EB ``out["channel_averaging"]`` (input / delivered channels, chanbin,
+    factor per spw), with a warning per averaged EB. The refusal names the input's spw ids."""
+    spws = [work_spw_channels(o["work"]["spws"]) for o in outs]
+    plan = channel_plan(spws)
+    if plan.reasons:  # named by the input's spw ids, as --dry-run names them
+        ids = [{w: s for s, w in spw_correspondence(o["src"]["spws"], o["work"]["spws"]).items()} for o in outs]
+        raise DatasetError(ctx.name, channel_count_problem(ctx.ebs, [
+            [dataclasses.replace(x, spw_id=i.get(x.spw_id, x.spw_id)) for x in per] for per, i in zip(spws, ids, strict=True)]))
+    for k, o in enumerate(outs):
+        factors = [plan.factors[k][s.spw_id] for s in spws[k]]
+        if any(f > 1 for f in factors):
+            new = ctx.casa([cal.job("average_channels", vis=str(part_path(ctx, k)),
+                                    widths={str(s.spw_id): f for s, f in zip(spws[k], factors, strict=True)})],
+                           label=f"average-channels-eb{k}")[0]
+            o["work"] = {**o["work"], **{key: v for key, v in new.items() if key != "warnings"}}
+            o["work"]["warnings"] = list(o["work"].get("warnings", [])) + [
+                f"spws averaged x{'/'.join(map(str, factors))} ({','.join(str(s.n_chan) for s in spws[k])} -> "
+                f"{plan.common} channels) in the joint working copy (WSClean 3.1 needs one channel count): "
+                "imaged and calibrated at that resolution; its final MS is delivered at the input's"]
+        o["channel_averaging"] = {"input_nchan": [int(w["nchan"]) for w in o["src"]["spws"]],
+                                  "chanbin": int(ctx.cfg.chanbin), "factor": factors,
+                                  "delivered_nchan": [int(w["nchan"]) for w in o["work"]["spws"]]}
 
 
 def correlation_problem(ebs: Sequence[Any], correlations: Sequence[Mapping[str, Sequence[str]]]) -> str:
@@ -133,6 +174,7 @@ def _eb_record(k: int, src: Path, out: dict[str, Any], joint: dict[str, Any],
             "n_antennas": int(w["n_antennas_present"]), "integration_s": w["integration_s"],
             "antennas_with_data": [w["antenna_names"][a] for a in w.get("antennas_unflagged", w["antennas_present"])],
             "time_on_source_s": w["time_on_source_s"], "input_flagged_fraction": s["flagged_fraction"],
+            "channel_averaging": out.get("channel_averaging"),
             "spw_info": [[int(x["id"]), 0.5 * (x["freq_min"] + x["freq_max"]), x["freq_max"] - x["freq_min"],
                           int(x["nchan"])] for x in w["spws"]]}
 
@@ -145,9 +187,9 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
     try:
         for k, src in enumerate(ctx.ebs):
             outs.append(_copy_eb(ctx, k, src))
-        if problem := channel_count_problem(ctx.ebs, [[int(w["nchan"]) for w in o["work"]["spws"]] for o in outs]) \
-                or correlation_problem(ctx.ebs, [o["work"]["correlations"] for o in outs]):
+        if problem := correlation_problem(ctx.ebs, [o["work"]["correlations"] for o in outs]):
             raise DatasetError(ctx.name, problem)
+        equalise_channels(ctx, outs)
         parts = [str(part_path(ctx, k)) for k in range(len(ctx.ebs))]
         info = ctx.casa([cal.job("concat_copies", parts=parts, work=str(ctx.work_ms))], label="concat-ebs")[0]
         # each EB's working-copy repairs (zero weights, FLAG_ROW, NaN, FIELD rows) are said too

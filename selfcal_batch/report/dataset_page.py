@@ -136,7 +136,8 @@ def micro(v: Any) -> float:
 def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
     """Joint EBs (issue 18): one display row per execution block of ``result["ebs"]``
     (DatasetResult.ebs); [] for a one-MS dataset. Text cells: the EB's MS and final MS
-    names, spw ids (input -> joint working copy), channels, the alignment's visibility
+    names, spw ids (input -> joint working copy), channels (input -> joint copy and the
+    final MS's when startup averaged them: ``channel_averaging``), the alignment's visibility
     factor and phase rms, the final MS's flagged percentage, the EB's share of failed
     solutions per step that solved (``'align_ebs 0%, p0 54%'``)."""
     rows: list[dict[str, str]] = []
@@ -148,7 +149,7 @@ def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
             "eb": f"eb{k}", "ms": text(eb.get("ms")),
             "final_ms": text(Path(eb["final_ms"]).name if eb.get("final_ms") else None),
             "spws": f"{','.join(map(str, spws_in))} → {','.join(map(str, spws))}" if spws_in else "–",
-            "nchan": ",".join(map(str, eb.get("nchan") or [])) or "–",
+            "nchan": _nchan_text(eb),
             "align": _num(eb.get("align_flux_factor"), spec=".4f"),
             "phase": _num(eb.get("align_phase_rms_deg"), spec=".1f", unit=" deg"),
             "flagged": _num(eb.get("flagged_fraction"), scale=100.0, spec=".1f", unit="%"),
@@ -156,3 +157,14 @@ def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
                                            for s, v in (eb.get("flagged_solutions") or {}).items()) or "–",
         })
     return rows
+
+
+def _nchan_text(eb: dict[str, Any]) -> str:
+    """The joint copy's channels per spw; for an EB averaged at startup ``input -> joint
+    (final MS: delivered)``. Pure."""
+    joint = ",".join(map(str, eb.get("nchan") or [])) or "–"
+    avg = eb.get("channel_averaging") or {}
+    if not any(int(f) > 1 for f in avg.get("factor") or []):
+        return joint
+    return (f"{','.join(map(str, avg.get('input_nchan') or []))} → {joint} "
+            f"(final MS: {','.join(map(str, avg.get('delivered_nchan') or []))})")

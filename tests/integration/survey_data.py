@@ -61,8 +61,8 @@ def make(spec: SimSpec, path: Path) -> Path:
 JOINT_SKY = (Component("point", 0.05), Component("point", 0.006, 15.0, -10.0))
 #: EB1: 2 spw x 4 channels; EB2: 3 spw x 4 channels, its spws 1, 2 on EB1's 0, 1 and spw 0
 #: without rows (removed by :func:`drop_spw_rows`): the target's data sit in spw ids {1, 2}.
-#: (Equal channel counts: WSClean 3.1 crashes writing MODEL_DATA into one MS whose spws have
-#: different channel counts, measured; pipeline/steps_joint.py refuses such EBs.)
+#: (Equal channel counts here; EBs of different counts are averaged to one count at startup,
+#: tests/integration/test_joint_ebs_channels.py.)
 JOINT_COMMON = dict(duration_s=240.0, n_scans=4, integration_s=10.0, phase_rms_deg=50.0,
                     phase_timescale_s=150.0)
 #: EB2's flux scale relative to EB1 and the truth (a flux-calibration error of 5 %).

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfcal_batch.campaign.ebs import layout_problem, selected_fields, working_nchan
+from selfcal_batch.campaign.ebs import channel_note, layout_problem, selected_fields, working_nchan
 from selfcal_batch.campaign.groups import group_datasets, parse_group_keys
 from selfcal_batch.campaign.manifest import DatasetSpec
 from selfcal_batch.campaign.preflight import one_line_per_ms
@@ -119,17 +119,22 @@ def test_layout_problem_on_generated_fields() -> None:
     line = layout_problem((a, Path("s.ms")), ["2", "2"], found, 1)
     assert line.startswith("execution block 2 (s.ms): phase centre 5 arcsec")
     assert layout_problem((a, Path("s.ms")), ["1", "1"], found, 1) == ""  # the first target is not shifted
-    line = layout_problem((a, Path("c.ms")), ["1", "1"], found, 1)
-    assert "different channel counts (a.ms: 4,4; c.ms: 8,8)" in line
-    # tester s6 M2: which EB needs which width (chanbin applies to every EB alike)
-    assert line.endswith("average c.ms by width=2 first (CASA split/mstransform; chanbin applies to every EB "
-                         "alike) and list the averaged MSs, or run the EBs separately"), line
-    assert "channel counts" in layout_problem((a, Path("c.ms")), ["1", "1"], found, 2)  # 2 vs 4
+    # 4 vs 8 channels: startup averages c.ms x2 (channel_note says so), no refusal any more
+    assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 1) == ""
+    assert channel_note((a, Path("c.ms")), ["1", "1"], found, 1).startswith("averaged to 4 channels per spw "
+                                                                             "in the working copies (eb1 x2/2;")
+    assert channel_note((a, b), ["1", "1"], found, 1) == ""  # equal counts: nothing to say
+    assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 2) == ""  # 2 vs 4: x2 again
+    found["c6.ms"] = _eb(T0, nchan=(6, 6))
+    line = layout_problem((a, Path("c6.ms")), ["1", "1"], found, 1)
+    assert "different channel counts (a.ms: 4,4; c6.ms: 6,6) that cannot be averaged" in line
+    assert "c6.ms spw 0 has 6 channels, not a multiple of 4" in line and "\n" not in line
+    assert channel_note((a, Path("c6.ms")), ["1", "1"], found, 1) == ""  # refused, not averaged
     found["c5.ms"] = _eb(T0, nchan=(5, 5))
     line = layout_problem((a, Path("c5.ms")), ["1", "1"], found, 1)
-    assert "channel counts" in line and line.endswith("; run the EBs separately")  # 4 and 5: no common width
+    assert "channel counts" in line and "cannot be averaged" in line  # 4 and 5: no common count
     assert layout_problem((a, Path("c5.ms")), ["1", "1"], found, 2) == ""  # 2 and 2 (a partial bin is dropped)
-    assert layout_problem((a, Path("c.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
+    assert layout_problem((a, Path("c6.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
     assert layout_problem((a, Path("bad.ms")), ["1", "1"], found, 1) == ""  # reported by the table check
     assert layout_problem((a, b), ["J*", "1"], found, 1) == ""  # a CASA pattern: left to CASA
     # tester s6 G5: RR LL with full polarisation, refused by the startup, now also by the dry-run

@@ -22,8 +22,9 @@ def test_alignment_stays_in_front_of_scratch_steps():
 
 def test_channel_count_problem_names_every_eb():
     assert channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [4, 4]]) == ""
-    msg = channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [8, 8]])
-    assert "a.ms: 4,4" in msg and "b.ms: 8,8" in msg and "\n" not in msg
+    assert channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [8, 8]]) == ""  # averaged x2 by startup
+    msg = channel_count_problem([Path("a.ms"), Path("b.ms")], [[4, 4], [6, 6]])
+    assert "a.ms: 4,4" in msg and "b.ms: 6,6" in msg and "b.ms spw 1 has 6 channels" in msg and "\n" not in msg
 
 
 def _state(accepted: bool) -> dict:
@@ -46,6 +47,16 @@ def test_result_rows_carry_the_alignment_only_when_kept():
     reverted = result_eb_rows(_state(False))
     assert [r["align_flux_factor"] for r in reverted] == [1.0, 1.0]
     assert result_eb_rows({}) == []
+
+
+def test_report_rows_say_the_channel_averaging():
+    state = _state(True)
+    state["ebs"][1]["channel_averaging"] = {"input_nchan": [8, 8], "chanbin": 1, "factor": [2, 2],
+                                            "delivered_nchan": [8, 8], "delivered_resolution": "input"}
+    state["ebs"][0]["channel_averaging"] = {"input_nchan": [4, 4], "chanbin": 1, "factor": [1, 1],
+                                            "delivered_nchan": [4, 4]}
+    rows = eb_rows({"ebs": result_eb_rows(state)})
+    assert rows[0]["nchan"] == "4,4" and rows[1]["nchan"] == "8,8 → 4,4 (final MS: 8,8)"
 
 
 def test_report_rows():
