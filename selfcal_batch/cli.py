@@ -192,7 +192,7 @@ def _fail(msg: str, code: int) -> None:
 
 
 @main.command("run-one")
-@click.argument("ms", type=click.Path(path_type=Path))
+@click.argument("ms_list", metavar="MS [MS ...]", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output directory (results under OUT/datasets/NAME/).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -202,9 +202,10 @@ def _fail(msg: str, code: int) -> None:
 @click.option("--restart", is_flag=True, help="Run from scratch.")
 @click.option("--restart-from", default=None, metavar="STEP", help="Redo STEP and everything after it.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
-def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | None,
+def run_one_cmd(ms_list: tuple[Path, ...], out_dir: Path, config_file: Path | None, name: str | None,
                 threads: int | None, restart: bool, restart_from: str | None, verbose: int) -> None:
-    """Self-calibrate one MS in this process (no Dask)."""
+    """Self-calibrate one MS in this process (no Dask); several MSs are the execution blocks
+    of one target, self-calibrated jointly (as ``ms = [...]`` in a manifest)."""
     import tomllib  # lazy: the CLI starts fast
 
     from selfcal_batch.campaign.lock import CampaignLock  # lazy: the CLI starts fast
@@ -230,8 +231,14 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     except ConfigError as exc:
         _fail(_at_line(config_file, str(exc)), 2)
     # absolute(), not resolve(): a symbolic link names the dataset after the path given.
-    ms = ms.expanduser().absolute()
-    if not ms.exists():
+    ebs = tuple(p.expanduser().absolute() for p in ms_list)
+    ms = ebs[0]
+    if len(ebs) > 1:
+        from selfcal_batch.campaign.ebs import resolve_eb_list  # lazy: the CLI starts fast
+
+        if (bad := resolve_eb_list([str(p) for p in ebs], {}, Path.cwd())[1]) is not None:
+            _fail(bad[1].removeprefix("ms: "), 2)
+    elif not ms.exists():
         from selfcal_batch.ms.view import archive_hint  # lazy: the CLI starts fast
 
         _fail(f"ms not found: {ms}{archive_hint(ms)}", 2)
@@ -239,7 +246,7 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
         _fail(f"--restart-from: unknown step {restart_from!r} (choose from: {', '.join(STEP_NAMES)})", 2)
     name = name or ms.name.rsplit(".", 1)[0]
     out_dir = out_dir.expanduser().resolve()
-    if problem := output_inside_input(out_dir, [ms]):
+    if problem := output_inside_input(out_dir, list(ebs)):
         _fail(problem, 2)
     try:
         ensure_output_dir(out_dir)
@@ -252,13 +259,13 @@ def run_one_cmd(ms: Path, out_dir: Path, config_file: Path | None, name: str | N
     except CampaignLockedError as exc:
         _fail(str(exc), 3)
     try:
-        _run_one_locked(ms, out_dir, cfg, name, restart, restart_from, console)
+        _run_one_locked(ebs, out_dir, cfg, name, restart, restart_from, console)
     finally:
         lock.release()
 
 
-def _run_one_locked(ms: Path, out_dir: Path, cfg: Any, name: str, restart: bool, restart_from: str | None,
-                    console: Console) -> None:
+def _run_one_locked(ebs: tuple[Path, ...], out_dir: Path, cfg: Any, name: str, restart: bool,
+                    restart_from: str | None, console: Console) -> None:
     """run-one after its output lock is held: input check, restart notes, the dataset, the table."""
     from selfcal_batch.pipeline import restart as restart_plan  # lazy: the CLI starts fast
     from selfcal_batch.campaign.run import (DEFAULT_TASK, _install_sigterm, _restore_sigterm,  # lazy: the CLI starts fast
@@ -268,7 +275,9 @@ def _run_one_locked(ms: Path, out_dir: Path, cfg: Any, name: str, restart: bool,
     from selfcal_batch.campaign.progress import failed_row, summary_table  # lazy: the CLI starts fast
     from selfcal_batch.pipeline.runner import input_change  # lazy: the CLI starts fast
 
-    problems = input_problems([(ms, cfg.input_column)], cfg.field).get(str(ms), [])
+    ms = ebs[0]
+    problems = (input_problems([(ms, cfg.input_column)], cfg.field).get(str(ms), []) if len(ebs) == 1
+                else _joint_problems(name, ebs, cfg))
     if problems:
         row = failed_row(name, ms, "; ".join(problems))
         for p in problems:
@@ -291,7 +300,8 @@ def _run_one_locked(ms: Path, out_dir: Path, cfg: Any, name: str, restart: bool,
     old_term = _install_sigterm()  # SIGTERM is recorded like Ctrl-C (interrupted, rerun to resume)
     try:
         res = execute_dataset(DEFAULT_TASK, name, str(ms), cfg, str(out_dir), threads=cfg.threads,
-                              restart=restart, restart_from=restart_from)
+                              restart=restart, restart_from=restart_from,
+                              ebs=[str(p) for p in ebs] if len(ebs) > 1 else None)
     except KeyboardInterrupt:
         _interrupted()
     finally:
@@ -299,6 +309,18 @@ def _run_one_locked(ms: Path, out_dir: Path, cfg: Any, name: str, restart: bool,
     row = normalise_row(res, name, ms)
     console.print(summary_table([row], title=f"{name}"))
     sys.exit(1 if row["status"] == "failed" else 0)
+
+
+def _joint_problems(name: str, ebs: tuple[Path, ...], cfg: Any) -> list[str]:
+    """run-one with several MSs: the campaign's up-front checks of a joint dataset (every EB's
+    input check, then the EBs' layout: field, pointing, channels), one line each."""
+    from selfcal_batch.campaign.ebs import eb_layout_problems  # lazy: reads the EBs in a child
+    from selfcal_batch.campaign.manifest import DatasetSpec  # lazy: the CLI starts fast
+    from selfcal_batch.campaign.preflight import dataset_input_problems  # lazy: the CLI starts fast
+
+    spec = DatasetSpec(name=name, ms=ebs[0], config=cfg, ebs=ebs)
+    problems = dataset_input_problems([spec]).get(name, [])
+    return problems or [line for line in [eb_layout_problems([spec]).get(name, "")] if line]
 
 
 def _at_line(config_file: Path | None, msg: str) -> str:

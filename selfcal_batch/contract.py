@@ -89,6 +89,9 @@ class DatasetResult:
     n_attempts: int = 0
     #: Image noise expected from the visibilities (natural weighting, Jy/beam; ms/inspection).
     thermal_noise_jy: float = math.nan
+    #: Seconds WSClean/CASA runs waited for cores of a worker shared with other datasets
+    #: (``[cluster] share_cores``; selfcal_batch.corepool): not counted in time_python_s.
+    time_core_wait_s: float = 0.0
     decisions: dict[str, Any] = field(default_factory=dict)
     #: One record per attempt (records.py): start, end (UTC ISO), steps, exit, host, worker, costs.
     attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -121,7 +124,7 @@ NUMERIC_FIELDS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if _TYPES[f] in
 NESTED_FIELDS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if f not in TEXT_FIELDS + NUMERIC_FIELDS)
 #: Fields added after survey/datasets.csv's column order was fixed: written after the
 #: leading columns (sorted with any other extra key), so existing files keep their layout.
-LATER_FIELDS = ("steps_skipped", "wsclean_predicts", "thermal_noise_jy")
+LATER_FIELDS = ("steps_skipped", "wsclean_predicts", "thermal_noise_jy", "time_core_wait_s")
 #: Leading columns of survey/datasets.csv (campaign.progress), in order.
 CSV_COLUMNS: tuple[str, ...] = tuple(f for f in RESULT_FIELDS if f not in LATER_FIELDS + NESTED_FIELDS)
 #: Result keys kept in result.json only (too wide for a CSV cell).

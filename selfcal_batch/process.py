@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Sequence
 
 from selfcal_batch.corepool import Grant
 from selfcal_batch.errors import ToolError
+from selfcal_batch.numeric import seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ TOOL_SECONDS: dict[str, float] = defaultdict(float)
 #: Number of runs in this process, by category.
 TOOL_RUNS: dict[str, int] = defaultdict(int)
 
+
+#: ``ToolRecorder.seconds`` key of the time runs waited for cores (:mod:`selfcal_batch.corepool`).
+CORE_WAIT = "core_wait"
 
 @dataclass
 class ToolRecorder:
@@ -61,6 +65,8 @@ class ToolRecorder:
         waited for them, not part of ``seconds``) and ``start`` (Unix time the run started)."""
         self.seconds[category] += seconds
         self.runs[category] += 1
+        if grant is not None:  # waiting for cores is neither the tool's time nor Python's
+            self.seconds[CORE_WAIT] += grant.waited
         if self.path is not None:
             step = self.step_of() if self.step_of is not None else self.step
             line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "tool": tool,
@@ -233,7 +239,7 @@ def run_tool(
         raise error_cls(tool, f"{stopped} (log: {log_path})", returncode=rc, log_tail=result.tail)
     if check and (rc != 0 or timed_out.is_set()):
         if timed_out.is_set():
-            msg = f"timed out after {timeout:.0f} s"
+            msg = f"timed out after {seconds_text(timeout)} s"
         else:
             last = next((ln.strip() for ln in reversed(tail) if ">>>" in ln), "") or next(
                 (ln.strip() for ln in reversed(tail) if re.search(r"[A-Za-z]{3}", ln)), "")

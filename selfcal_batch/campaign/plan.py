@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from selfcal_batch.campaign.cluster import capacity, check_claims, describe, render_job_script, resolve_cluster
 from selfcal_batch.campaign.ebs import eb_layout_problems
 from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
+from selfcal_batch.campaign_config import ClusterSpec
 from selfcal_batch.campaign.preflight import (dataset_input_problems, input_change_messages, output_dir_problem,
                                               output_inside_input, restart_messages)
 from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
@@ -99,6 +100,13 @@ def _eb_lines(d: DatasetSpec) -> list[str]:
     return lines
 
 
+def _resources_text(spec: ClusterSpec, threads: int) -> str:
+    """The dry-run's cores line: a fixed claim, or (``share_cores``) the most a phase is granted."""
+    if spec.share_cores:
+        return f"WSClean -j up to {threads}, CASA 1 core (cores shared phase by phase in the worker)"
+    return f"cores={threads} (WSClean -j {threads})"
+
+
 def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
     """The resolved plan printed by ``--dry-run``; also the number of problems (invalid
     datasets, including those failing the input check, plus an unusable output directory)."""
@@ -148,7 +156,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
         fields = cfg.field or (f"per EB {' | '.join(cfg.eb_fields)}" if cfg.eb_fields else "(all)")
         lines.append(f"      imaging   imsize {cfg.imsize}, cell {cfg.cell}, field {fields}, "
                      f"{cfg.instrument} {cfg.band}")
-        lines.append(f"      resources cores={t} (WSClean -j {t})")
+        lines.append(f"      resources {_resources_text(spec, t)}")
         if d.overrides:
             lines.append(f"      overrides {json.dumps(d.overrides, sort_keys=True)}")
         if d.name in restarts:

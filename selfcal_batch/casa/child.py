@@ -31,6 +31,7 @@ from selfcal_batch.casa.calibration import Call, _prepare, _results
 from selfcal_batch.casa.env import casa_child_env
 from selfcal_batch.casa.runner import DONE_MARKER, parse_done_line, request_line
 from selfcal_batch.errors import CasaTaskError
+from selfcal_batch.numeric import seconds_text
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -143,7 +144,7 @@ class CasaChild:
             self._cpu0 = cpu
         self._record(req, seconds, rc, cpu_s, grant)
         if timed_out.is_set():
-            raise CasaTaskError("casa", f"{label}: timed out after {timeout:.0f} s (log: {child_log})",
+            raise CasaTaskError("casa", f"{label}: timed out after {seconds_text(timeout)} s (log: {child_log})",
                                 returncode=rc, log_tail="\n".join(tail))
         return _results(res, label, rc, "\n".join(tail))
 

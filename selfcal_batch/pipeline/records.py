@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 #: Cost fields of an attempt and of a DatasetResult (seconds, except the run count).
-COST_FIELDS = ("wall_s", "time_wsclean_s", "time_casa_s", "time_python_s", "wsclean_runs")
+COST_FIELDS = ("wall_s", "time_wsclean_s", "time_casa_s", "time_python_s", "wsclean_runs", "time_core_wait_s")
 INTERRUPTED = "interrupted: killed or crashed (no end recorded; end = its last state save)"
 #: Why the user stopped a dataset (Ctrl-C or SIGTERM to the campaign or to ``run-one``).
 STOPPED_WHY = "stopped by the user (Ctrl-C/SIGTERM); rerun to resume"
@@ -121,14 +121,21 @@ def note_step(attempt: dict[str, Any], step: str) -> None:
 
 
 def set_costs(attempt: dict[str, Any], *, wall: float, wsclean: float, casa: float, wsclean_runs: int,
-              seen: str) -> None:
-    """The attempt's costs so far; Python time = wall - WSClean - CASA (>= 0)."""
+              seen: str, core_wait: float = 0.0) -> None:
+    """The attempt's costs so far; ``core_wait``: seconds WSClean/CASA runs waited for cores
+    of a shared worker; Python time = wall - WSClean - CASA - core wait (>= 0)."""
     attempt["wall_s"] = round(wall, 2)
     attempt["time_wsclean_s"] = round(wsclean, 2)
     attempt["time_casa_s"] = round(casa, 2)
-    attempt["time_python_s"] = round(max(0.0, wall - wsclean - casa), 2)
+    attempt["time_core_wait_s"] = round(core_wait, 2)
+    attempt["time_python_s"] = round(python_seconds(wall, wsclean, casa, core_wait), 2)
     attempt["wsclean_runs"] = int(wsclean_runs)
     attempt["last_seen"] = seen
+
+
+def python_seconds(wall: float, wsclean: float, casa: float, core_wait: float = 0.0) -> float:
+    """Seconds of an attempt spent in the pipeline's own Python: the rest of the wall time (>= 0)."""
+    return max(0.0, wall - wsclean - casa - core_wait)
 
 
 def finish_attempt(attempt: dict[str, Any], status: str, error: str, end: str) -> None:

@@ -205,7 +205,9 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
     res.wsclean_predicts = int(st.get("wsclean_predicts", 0))
     res.time_wsclean_s = round(timing.get("wsclean", 0.0), 2)
     res.time_casa_s = round(timing.get("casa", 0.0), 2)
-    res.time_python_s = round(max(0.0, wall - res.time_wsclean_s - res.time_casa_s), 2)
+    res.time_core_wait_s = round(timing.get(process.CORE_WAIT, 0.0), 2)
+    res.time_python_s = round(records.python_seconds(wall, res.time_wsclean_s, res.time_casa_s,
+                                                     res.time_core_wait_s), 2)
     attempts = st.get("attempts")
     if isinstance(attempts, list) and attempts:
         # Summed over attempts: a resume or a no-op rerun never loses earlier costs.
@@ -262,6 +264,7 @@ def _open_attempt(st: DatasetState, prior: list[dict[str, Any]], t0: float,
     def costs(data: dict[str, Any]) -> None:
         records.set_costs(att, wall=time.monotonic() - t0,
                           wsclean=rec.seconds.get("wsclean", 0.0), casa=rec.seconds.get("casa", 0.0),
+                          core_wait=rec.seconds.get(process.CORE_WAIT, 0.0),
                           wsclean_runs=int(data.get("wsclean_runs", 0) or 0) - runs0, seen=records.utc_now())
 
     st.on_save = costs
@@ -408,7 +411,7 @@ def _attempt(name: str, ms: str | Path, config: PipelineConfig, root: Path, t0: 
         log.error("%s: FAILED: %s\n%s", name, error, traceback.format_exc(), extra={"console": False})
         if isinstance(exc, SystemExit):
             raise
-    timing = {k: rec.seconds.get(k, 0.0) for k in ("wsclean", "casa")}
+    timing = {k: rec.seconds.get(k, 0.0) for k in ("wsclean", "casa", process.CORE_WAIT)}
     wall = time.monotonic() - t0
     if ctx is None:
         return DatasetResult(name=name, ms=str(ms), status=status, error=error, wall_s=round(wall, 2))

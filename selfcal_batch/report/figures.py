@@ -29,7 +29,8 @@ PLOT_FILES = {
     "thumbnails": "thumbnails.png",
 }
 TIME_PARTS = (("time_wsclean_s", "WSClean", "tab:blue"), ("time_casa_s", "CASA", "tab:orange"),
-              ("time_python_s", "Python", "tab:green"))
+              ("time_python_s", "Python", "tab:green"),
+              ("time_core_wait_s", "waiting for cores", "tab:gray"))  # 0 in outputs before issue 16
 
 
 save = save_png  # one atomic PNG writer for the whole package (selfcal_batch.imaging.plots)

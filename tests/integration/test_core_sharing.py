@@ -76,6 +76,8 @@ def test_two_datasets_share_a_two_core_worker(tmp_path: Path, subprocess_env, py
                 assert t["cores"] == 1, t                 # a CASA request holds one core
             runs.append({**t, "dataset": n})
         spans[n] = (min(t["start"] for t in tools), max(t["start"] + t["seconds"] for t in tools))
+        # the time runs waited for cores is its own cost (not Python's): the sum over the runs
+        assert float(rows[n]["time_core_wait_s"]) == pytest.approx(sum(t["core_wait_s"] for t in tools), abs=0.02)
     # both datasets ran at once: their tool spans overlap and some runs of the two overlap
     assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values()), spans
     overlapping = [(a, b) for a in runs if a["dataset"] == NAMES[0] for b in runs if b["dataset"] == NAMES[1]

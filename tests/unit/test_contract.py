@@ -22,7 +22,8 @@ OLD_ROW_FIELDS = (
 OLD_NUMERIC = ("snr_initial", "snr_final", "dr_initial", "dr_final", "rms_initial", "rms_final",
                "peak_initial", "peak_final", "total_flux_initial", "total_flux_final", "wall_s",
                "wsclean_runs", "time_wsclean_s", "time_casa_s", "time_python_s", "n_attempts",
-               "thermal_noise_jy")  # issue 20: the last one added (a later CSV column)
+               "thermal_noise_jy",  # issue 20: added later (a later CSV column)
+               "time_core_wait_s")  # issue 16: time waited for a shared worker's cores
 
 
 def test_columns_are_derived_and_unchanged() -> None:

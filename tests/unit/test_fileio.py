@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selfcal_batch.fileio import atomic_write, atomic_write_json, atomic_write_text
-from selfcal_batch.numeric import finite_or_nan, float_or_nan
+from selfcal_batch.numeric import finite_or_nan, float_or_nan, seconds_text
 
 
 def test_atomic_write_text_and_json_create_parents_and_replace(tmp_path: Path) -> None:
@@ -49,3 +49,11 @@ def test_atomic_write_temporary_keeps_the_suffix(tmp_path: Path) -> None:
 def test_float_or_nan_and_finite_or_nan(v: object, loose: float, finite: float) -> None:
     for got, want in ((float_or_nan(v), loose), (finite_or_nan(v), finite)):
         assert (math.isnan(got) and math.isnan(want)) or got == want, (v, got, want)
+
+
+def test_seconds_text_never_says_zero_for_a_short_limit() -> None:
+
+    assert seconds_text(600.0) == "600"
+    assert seconds_text(7200.0) == "7200"
+    assert seconds_text(0.5) == "0.5"
+    assert seconds_text(0.25) == "0.25"

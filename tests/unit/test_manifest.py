@@ -389,11 +389,28 @@ def test_dry_run_prints_plan(tmp_path, tiny_data_dir):
     assert str(data_dir / "Ja.ms") in out
     assert "template  faint" in out and "template  auto by flux" in out
     assert "steps     startup test_image p0 split_calibrated" in out
-    assert "resources cores=1 (WSClean -j 1)" in out
+    assert "resources WSClean -j up to 1, CASA 1 core (cores shared phase by phase in the worker)" in out
     # options may come first too; --only selects
     res = CliRunner().invoke(main, ["--dry-run", str(p), "--only", "two", "--threads-per-dataset", "2"])
     assert res.exit_code == 0, res.output
     assert "- one" not in res.output and "- two" in res.output and "cores=2" in res.output
+
+
+def test_dry_run_resources_follow_share_cores(tmp_path, tiny_data_dir):
+    """The dry-run's cores line says what the run does: a fixed -j only without sharing."""
+    for share, want in (("true", "resources WSClean -j up to 2, CASA 1 core"),
+                        ("false", "resources cores=2 (WSClean -j 2)")):
+        p = write(tmp_path, f"""
+            [cluster]
+            threads_per_dataset = 2
+            share_cores = {share}
+            [[datasets]]
+            name = "one"
+            ms = "data/Ja.ms"
+            """)
+        res = CliRunner().invoke(main, [str(p), "--dry-run", "--workers", "1"])
+        assert res.exit_code == 0, res.output
+        assert want in res.output, res.output
 
 
 def test_dry_run_invalid_dataset_exits_2(tmp_path, tiny_data_dir):

@@ -34,6 +34,15 @@ def test_set_costs_python_time_is_the_rest_never_negative() -> None:
     assert b["time_python_s"] == 0.0
 
 
+def test_core_wait_is_not_python_time() -> None:
+    """Waiting for a shared worker's cores (corepool) is its own cost, not the pipeline's Python."""
+    a = records.new_attempt("t0", "h", "pid 1")
+    records.note_step(a, "p0")
+    records.set_costs(a, wall=10.0, wsclean=4.0, casa=3.0, wsclean_runs=1, seen="t0", core_wait=2.5)
+    assert (a["time_core_wait_s"], a["time_python_s"]) == (2.5, 0.5)
+    assert records.summed([a, a])["time_core_wait_s"] == 5.0
+
+
 def test_sums_skip_attempts_that_ran_no_step() -> None:
     """A no-op resume adds a record but changes none of the summed figures."""
     first = _attempt("t0", ["startup", "p0"], wall=30.0, ws=10.0, casa=15.0, runs=3)
@@ -43,7 +52,7 @@ def test_sums_skip_attempts_that_ran_no_step() -> None:
     assert {k: v for k, v in s2.items() if k != "n_attempts"} == {k: v for k, v in s1.items() if k != "n_attempts"}
     assert (s1["n_attempts"], s2["n_attempts"]) == (1, 2)
     assert s2 == {"wall_s": 30.0, "time_wsclean_s": 10.0, "time_casa_s": 15.0, "time_python_s": 5.0,
-                  "wsclean_runs": 3, "n_attempts": 2}
+                  "wsclean_runs": 3, "time_core_wait_s": 0.0, "n_attempts": 2}
     assert noop["exit"] == "finished (nothing to redo)" and first["exit"] == "finished"
 
 
@@ -52,7 +61,7 @@ def test_sums_add_every_attempt_that_ran_including_interrupted() -> None:
     resumed = _attempt("t1", ["p0", "p1"], wall=25.0, ws=9.5, casa=12.0, runs=3)
     s = records.summed(records.close_open([killed]) + [resumed])
     assert s == {"wall_s": 45.0, "time_wsclean_s": 17.5, "time_casa_s": 21.0, "time_python_s": 6.5,
-                 "wsclean_runs": 5, "n_attempts": 2}
+                 "wsclean_runs": 5, "time_core_wait_s": 0.0, "n_attempts": 2}
 
 
 def test_open_attempt_found_at_next_start_is_interrupted() -> None:
