@@ -99,7 +99,9 @@ class DatasetResult:
     guard: dict[str, Any] = field(default_factory=dict)
     #: Joint EBs (issue 18): one record per execution block, in manifest order: ``ms``,
     #: ``final_ms``, ``input_spws``/``spws`` (the input's / the joint working copy's spw
-    #: ids), ``nchan``, ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
+    #: ids), ``nchan``, ``phase_shift_arcsec`` (how far its working copy was re-phased to
+    #: EB 1's phase centre by CASA phaseshift, 0.0 = not; its final MS keeps that centre),
+    #: ``phase_centre`` (the working copy's phase centre, CASA J2000 text), ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
     #: ``align_flux_factor`` (= 1 / align_gain^2: what the EB's visibilities were multiplied
     #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS). Empty for one MS.
     ebs: list[dict[str, Any]] = field(default_factory=list)

@@ -100,7 +100,9 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
 
 
 def read_fields(ms: str | Path) -> list[dict[str, Any]]:
-    """:func:`summarise` of the MS ``ms``, read through a private view (call in a child)."""
+    """:func:`summarise` of the MS ``ms``, read through a private view (call in a child); every
+    record also carries the MS's highest channel frequency ``freq_max_hz`` (Hz) and largest
+    ``dish_m`` (m, ANTENNA DISH_DIAMETER), 0.0 when absent."""
     from casacore.tables import table  # lazy: only the child process reads tables
 
     from selfcal_batch.ms.inspection import corr_names  # lazy: as above
@@ -124,10 +126,28 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
         dd_corr = [pols[p] if 0 <= p < len(pols) else [] for p in dd_pol]
         with table(os.path.join(view, "SPECTRAL_WINDOW"), readonly=True, ack=False) as sw:
             nchan = [int(x) for x in sw.getcol("NUM_CHAN")] if sw.nrows() else []
+            # per row: spws of different channel counts make getcol fail
+            freq = max((float(np.max(sw.getcell("CHAN_FREQ", r))) for r in range(sw.nrows())), default=0.0)
+        with table(os.path.join(view, "ANTENNA"), readonly=True, ack=False) as at:
+            dish = float(np.max(at.getcol("DISH_DIAMETER"))) if at.nrows() else 0.0
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
-    return summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)
+    # the MS's highest frequency and largest dish: the narrowest primary beam (ebjoint.shift_limit_arcsec)
+    return [{**f, "freq_max_hz": freq, "dish_m": dish} for f in summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr)]
+
+
+def copy_centre(ms: str | Path) -> dict[str, float]:
+    """Our own working copy's phase centre and largest dish: ``{"ra_deg", "dec_deg"}`` of FIELD
+    row 0's PHASE_DIR (a working copy holds its target's row only) and ``dish_m`` (m, 0.0
+    without antennas). Never call it on an input MS (it opens the tables directly)."""
+    from casacore.tables import table  # lazy: python-casacore only where a table is read
+
+    with table(os.path.join(str(ms), "FIELD"), readonly=True, ack=False) as ft:
+        ra, dec = (float(x) for x in np.asarray(ft.getcell("PHASE_DIR", 0)).reshape(-1, 2)[0])
+    with table(os.path.join(str(ms), "ANTENNA"), readonly=True, ack=False) as at:
+        dish = float(np.max(at.getcol("DISH_DIAMETER"))) if at.nrows() else 0.0
+    return {"ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec), "dish_m": dish}
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:

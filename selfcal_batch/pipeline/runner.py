@@ -226,6 +226,7 @@ def eb_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
         a = (align.get("per_eb") or [{}] * (k + 1))[k] if kept else {}
         out.append({"ms": eb.get("ms"), "final_ms": eb.get("final_ms", ""), "input_spws": eb.get("input_spws"),
                     "spws": eb.get("spws"), "nchan": eb.get("nchan"),
+                    "phase_shift_arcsec": eb.get("phase_shift_arcsec", 0.0), "phase_centre": eb.get("phase_centre"),
                     "align_gain": a.get("scale", 1.0),
                     "align_flux_factor": round(1 / a["scale"] ** 2, 5) if a.get("scale") else 1.0,
                     "align_phase_rms_deg": a.get("phase_rms_deg"),
