@@ -154,8 +154,8 @@ def casa_direction(ra_deg: float, dec_deg: float) -> str:
 #: at radius ``r`` differ by at most ``8 ln2 r d / theta^2`` (d ln A / dr); at the half-power
 #: radius ``r = theta / 2`` that is ``4 ln2 d / theta``. Kept <= 1 % (below the amplitude
 #: self-calibration's per-EB precision, and far below the 20 % plausibility cap of the
-#: alignment step): ``d <= 0.01 / (4 ln2) theta = 0.0036 theta`` (VLA 25 m: 7.5" at 1.4 GHz,
-#: 1.7" at 6 GHz; ALMA 12 m at 345 GHz: 0.06").
+#: alignment step): ``d <= 0.01 / (4 ln2) theta = 0.0036 theta`` (VLA 25 m: 6.5" at 1.4 GHz,
+#: 1.5" at 6 GHz; ALMA 12 m at 345 GHz: 0.055"; e-MERLIN with the Lovell 76 m at 5 GHz: 0.6").
 PHASE_SHIFT_PB_FRACTION = 0.01 / (4.0 * math.log(2.0))
 
 #: FWHM of a dish's power pattern in lambda / D used for that limit: 1.02, uniform
