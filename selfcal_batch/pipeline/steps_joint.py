@@ -3,7 +3,10 @@ self-calibrated together.
 
 How: each EB gets its own private view and working copy (the same ``working_copy`` job as a
 one-MS dataset, field selected by name in each), then CASA ``concat`` joins the copies into
-``work.ms``, where every EB keeps its own OBSERVATION_ID. Everything downstream is the
+``work.ms``, where every EB keeps its own OBSERVATION_ID. An EB whose target phase centre
+lies more than 1 mas from EB 1's is re-phased there first, in its working copy (CASA
+``phaseshift``, :func:`_rephase`; refused beyond ``ebjoint.shift_limit_arcsec``), so that
+concat sees one field; every final MS is then at EB 1's phase centre. Everything downstream is the
 ordinary pipeline on that one MS, which makes it joint with no second code path:
 
 * WSClean images all EBs together (one joint image per step; ``-predict`` fills MODEL_DATA
