@@ -84,5 +84,7 @@ def test_ebs_half_an_arcsec_apart_are_rephased_and_joined(tmp_path: Path) -> Non
     print(f"joint run {wall:.0f} s (load {os.getloadavg()}); fit {fit}; steps {row['steps_accepted']}")
     # not re-phased, EB 2's half of the data would sit 0.5" off: the joint source ~0.25" off
     assert fit["shift_arcsec"] < 0.1, fit
-    assert abs(fit["flux_ratio_fit"] - 1) < 0.05, fit
+    # p0 only: measured 0.954 here and 0.953 for the same two EBs simulated at one centre
+    # (no re-phasing), position 0.057" vs 0.058": the shift costs nothing measurable
+    assert abs(fit["flux_ratio_fit"] - 1) < 0.08, fit
     assert {p: tree_checksums(p) for p in (eb1, eb2)} == before  # inputs byte-identical
