@@ -59,6 +59,13 @@ def test_ebs_half_an_arcsec_apart_are_rephased_and_joined(tmp_path: Path) -> Non
     before = {p: tree_checksums(p) for p in (eb1, eb2)}
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # the dry-run says what the run will do instead of refusing
+    (tmp_path / "m.toml").write_text('[campaign]\noutput_dir = "dry"\n[defaults]\nimsize = 128\n[[datasets]]\n'
+                                     'name = "joint"\nms = ["eb1.ms", "eb2.ms"]\n')
+    dry = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", "m.toml", "--dry-run"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=600)
+    assert dry.returncode == 0 and "INVALID" not in dry.stdout, dry.stdout + dry.stderr
+    assert f"        eb1  {eb2}  re-phased to EB 1's centre (0.5 arcsec)" in dry.stdout.splitlines(), dry.stdout
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "selfcal_batch.cli", "run-one", "eb1.ms", "eb2.ms", "--out", "out",
                           "--config", "cfg.toml", "--name", "joint"], capture_output=True, text=True, env=env,
