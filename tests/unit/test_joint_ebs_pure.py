@@ -33,7 +33,8 @@ def _state(accepted: bool) -> dict:
             "ebs": [{"ms": "/d/eb1.ms", "input_spws": [0, 1], "spws": [0, 1], "nchan": [4, 4],
                      "final_ms": "/o/final/eb0.ms", "flagged_fraction": 0.01},
                     {"ms": "/d/eb2.ms", "input_spws": [1, 2], "spws": [0, 1], "nchan": [4, 4],
-                     "final_ms": "/o/final/eb1.ms", "flagged_fraction": 0.02}]}
+                     "final_ms": "/o/final/eb1.ms", "flagged_fraction": 0.02, "phase_shift_arcsec": 0.5,
+                     "phase_centre": "J2000 10h00m00.00000s +40d00m00.0000s"}]}
 
 
 def test_result_rows_carry_the_alignment_only_when_kept():
@@ -43,12 +44,16 @@ def test_result_rows_carry_the_alignment_only_when_kept():
     reverted = result_eb_rows(_state(False))
     assert [r["align_flux_factor"] for r in reverted] == [1.0, 1.0]
     assert result_eb_rows({}) == []
+    # tester s7 #6: how far each EB's working copy was re-phased (0.0: not; older states: 0.0)
+    assert [r["phase_shift_arcsec"] for r in kept] == [0.0, 0.5]
+    assert [r["phase_centre"] for r in kept] == [None, "J2000 10h00m00.00000s +40d00m00.0000s"]
 
 
 def test_report_rows():
     rows = eb_rows({"ebs": result_eb_rows(_state(True))})
     assert rows[1]["spws"] == "1,2 → 0,1" and rows[1]["final_ms"] == "eb1.ms"
     assert rows[0]["align"] == f"{1 / 0.98 ** 2:.4f}" and rows[1]["flagged"] == "2.0%"
+    assert [r["shift"] for r in rows] == ["–", "0.5 arcsec"]
     assert eb_rows({"ebs": []}) == [] and eb_rows(None) == [] and eb_rows([1]) == []
 
 
