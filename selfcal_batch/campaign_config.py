@@ -37,9 +37,10 @@ DATASET_KEYS_DOC: tuple[tuple[str, str, str], ...] = (
     ("group_tolerance_arcsec", "number (arcsec)", ("Position tolerance of group, > 0; default 1.0. A name "
                                                    "group whose positions differ more fails with one line "
                                                    "naming both MSs and the separation. It decides which fields "
-                                                   "are one source; joining them needs one phase centre (within "
-                                                   "1 mas): EBs farther apart are refused with the CASA "
-                                                   "phaseshift phasecenter to shift them to.")),
+                                                   "are one source; EBs whose phase centres differ by more than "
+                                                   "1 mas are re-phased to the first EB's centre in their "
+                                                   "working copies (CASA phaseshift), up to 0.36 % of the "
+                                                   "primary beam; farther apart they are refused in one line.")),
 )
 
 

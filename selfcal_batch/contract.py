@@ -104,7 +104,10 @@ class DatasetResult:
     #: the extra averaging factor startup applied so that all EBs share one count (1 = none)
     #: and the channels of ``final_ms``; an averaged EB also has ``delivered_resolution =
     #: "input"`` or, when that failed, ``full_resolution_error`` (then ``final_ms`` holds the
-    #: averaged channels); None in outputs older than this field), ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
+    #: averaged channels); None in outputs older than this field), ``phase_shift_arcsec`` (how
+    #: far its working copy was re-phased to EB 1's phase centre by CASA phaseshift, 0.0 = not;
+    #: its final MS keeps that centre), ``phase_centre`` (the working copy's phase centre, CASA
+    #: J2000 text), ``align_gain`` (antenna amplitude factor of align_ebs, 1 = none),
     #: ``align_flux_factor`` (= 1 / align_gain^2: what the EB's visibilities were multiplied
     #: by), ``align_phase_rms_deg``, ``flagged_fraction`` (of its final MS), ``flagged_solutions``
     #: (``{step: fraction of this EB's solutions flagged in the step's table}``). Empty for one MS.

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from selfcal_batch.ms.view import archive_hint
 from selfcal_batch.selfcal.channels import SpwChannels
-from selfcal_batch.selfcal.ebjoint import pointing_problem
+from selfcal_batch.selfcal.ebjoint import SAME_POINTING_ARCSEC, phase_shift_plan, shift_limit_arcsec
 
 #: MJD seconds of 1970-01-01 (MS TIME -> Unix time).
 _UNIX_EPOCH_MJD_S = 3506716800.0
@@ -126,37 +126,52 @@ def flagged_eb_problem(ebs: tuple[Path, ...] | list[Path], selections: list[str]
     return ""
 
 
-def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str, Any], chanbin: int,
-                   spw: str = "") -> str:
-    """One line when an EB's selected field is fully flagged (:func:`flagged_eb_problem`),
-    two EBs are one (:func:`same_eb_problem`), the EBs of one joint dataset are at different phase centres
-    (:func:`~selfcal_batch.selfcal.ebjoint.pointing_problem`) or their target's spws have
-    different channel counts after ``chanbin`` or different correlation products (the
-    startup's own messages, same words: ``steps_joint.channel_count_problem``,
-    ``steps_joint.correlation_problem``); '' otherwise, also when an EB's fields were not read
-    (the table check reports that EB).
-    Channel counts are not predicted when the dataset selects spws (``spw``: left to startup).
+def layout_check(ebs: tuple[Path, ...], selections: list[str], found: dict[str, Any], chanbin: int,
+                 spw: str = "") -> tuple[str, tuple[float, ...]]:
+    """The EBs of one joint dataset as the startup will see them: ``(problem, shifts)``.
+
+    ``problem``: one line when an EB's selected field is fully flagged
+    (:func:`flagged_eb_problem`), two EBs are one (:func:`same_eb_problem`), their phase
+    centres lie farther apart than a joint run
+    re-phases (:func:`~selfcal_batch.selfcal.ebjoint.phase_shift_plan`, limit
+    :func:`~selfcal_batch.selfcal.ebjoint.shift_limit_arcsec` from the highest frequency and
+    the largest dish of the EBs) or their target's spws have different channel counts after
+    ``chanbin`` or different correlation products (the startup's own messages, same words:
+    ``steps_joint.channel_count_problem``, ``steps_joint.correlation_problem``); '' otherwise,
+    also when an EB's fields were not read (the table check reports that EB).
+    ``shifts``: per EB, the offset (arcsec) its working copy is re-phased by (0.0: not), () when
+    the fields were not read. Channel counts are not predicted when the dataset selects spws
+    (``spw``: left to startup).
 
     ``found``: ``{ms: field records or problem}`` (:func:`selfcal_batch.ms.fields.list_fields`)."""
     # lazy: the step module, only here
     from selfcal_batch.pipeline.steps_joint import channel_count_problem, correlation_problem
 
     if flagged := flagged_eb_problem(ebs, selections, found):
-        return flagged
-    centres, nchan, corrs, idents = [], [], [], []
+        return flagged, ()
+    centres, nchan, corrs, freq, dish, idents = [], [], [], [], [], []
     for ms, sel in zip(ebs, selections, strict=True):
         info = found.get(str(ms))
         chosen = selected_fields(info, sel) if isinstance(info, list) else None
         if not chosen:
-            return ""
+            return "", ()
         idents.append(eb_identity(chosen))
         centres.append((chosen[0]["ra_deg"], chosen[0]["dec_deg"]))
+        freq.append(float(chosen[0].get("freq_max_hz") or 0.0))
+        dish.append(float(chosen[0].get("dish_m") or 0.0))
         spws = sorted({tuple(w) for f in chosen for w in f.get("spws", [])})
         nchan.append([] if spw else [working_spw(w, chanbin) for w in spws])
         corrs.append({w: c for f in chosen for w, c in (f.get("correlations") or {}).items()})
-    return same_eb_problem(ebs, idents) or pointing_problem([str(p) for p in ebs], centres) \
-        or channel_count_problem(ebs, nchan) \
-        or correlation_problem(ebs, corrs)
+    limit = shift_limit_arcsec(max(freq), max(dish)) if min(freq) > 0 and min(dish) > 0 else SAME_POINTING_ARCSEC
+    plan = phase_shift_plan([str(p) for p in ebs], centres, limit)
+    return (same_eb_problem(ebs, idents) or plan.problem or channel_count_problem(ebs, nchan)
+            or correlation_problem(ebs, corrs)), plan.shifts_arcsec
+
+
+def layout_problem(ebs: tuple[Path, ...], selections: list[str], found: dict[str, Any], chanbin: int,
+                   spw: str = "") -> str:
+    """The ``problem`` of :func:`layout_check` ('' when the EBs can be one joint dataset)."""
+    return layout_check(ebs, selections, found, chanbin, spw)[0]
 
 
 def working_spw(spw: tuple[Any, ...], chanbin: int) -> SpwChannels:
@@ -192,24 +207,35 @@ def channel_note(ebs: tuple[Path, ...], selections: list[str], found: dict[str, 
             "count); the per-EB final MSs at the input's resolution")
 
 
-def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None,
-                       notes: dict[str, str] | None = None) -> dict[str, str]:
-    """``{dataset name: one line}`` of :func:`layout_problem` for every valid joint dataset
-    (``DatasetSpec.ebs``); the EBs' fields are read in a child process (``reader``, default
+def eb_layout(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None,
+              notes: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, tuple[float, ...]]]:
+    """:func:`layout_check` of every valid joint dataset (``DatasetSpec.ebs``): ``({dataset
+    name: one line}, {dataset name: per-EB re-phasing offsets (arcsec), only when one is
+    > 0})``; the EBs' fields are read in a child process (``reader``, default
     :func:`selfcal_batch.ms.fields.list_fields`, on private read-only views). ``notes``, when
     given, receives ``{dataset name: line}`` of :func:`channel_note` (datasets startup will
     average to one channel count)."""
     joint = [d for d in datasets if d.ok and d.config is not None and len(d.ebs) > 1]
     if not joint:
-        return {}
+        return {}, {}
     if reader is None:
         from selfcal_batch.ms.fields import list_fields as reader  # lazy: starts a child, only when asked
     found = reader(sorted({str(p) for d in joint for p in d.ebs}))
-    out = {}
+    problems, shifts = {}, {}
     for d in joint:
         sels = list(d.config.eb_fields) if d.config.eb_fields else [d.config.field] * len(d.ebs)
-        if line := layout_problem(d.ebs, sels, found, d.config.chanbin, d.config.spw):
-            out[d.name] = line
-        elif notes is not None and (note := channel_note(d.ebs, sels, found, d.config.chanbin, d.config.spw)):
+        line, per = layout_check(d.ebs, sels, found, d.config.chanbin, d.config.spw)
+        if line:
+            problems[d.name] = line
+            continue
+        if any(x > 0 for x in per):
+            shifts[d.name] = per
+        if notes is not None and (note := channel_note(d.ebs, sels, found, d.config.chanbin, d.config.spw)):
             notes[d.name] = note
-    return out
+    return problems, shifts
+
+
+def eb_layout_problems(datasets: list[Any], reader: Callable[[list[str]], dict[str, Any]] | None = None,
+                       notes: dict[str, str] | None = None) -> dict[str, str]:
+    """``{dataset name: one line}`` of :func:`eb_layout` (the refusals only)."""
+    return eb_layout(datasets, reader, notes)[0]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from selfcal_batch.campaign.cluster import capacity, check_claims, describe, render_job_script, resolve_cluster
-from selfcal_batch.campaign.ebs import eb_layout_problems
+from selfcal_batch.campaign.ebs import eb_layout
 from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
 from selfcal_batch.campaign_config import ClusterSpec
 from selfcal_batch.campaign.preflight import (dataset_input_problems, input_change_messages, output_dir_problem,
@@ -38,16 +38,20 @@ def _claim(d: DatasetSpec, threads_per_dataset: int, cli_threads: int | None) ->
     return d.threads or threads_per_dataset
 
 
-def input_check(camp: Campaign, opts: RunOptions, notes: dict[str, str] | None = None) -> dict[str, list[str]]:
+def input_check(camp: Campaign, opts: RunOptions, notes: dict[str, str] | None = None,
+                shifts: dict[str, tuple[float, ...]] | None = None) -> dict[str, list[str]]:
     """The up-front input check (:func:`preflight.dataset_input_problems`, then
-    :func:`ebs.eb_layout_problems` for joint datasets), only for the pipeline task (a
-    ``--task`` stand-in reads no MS). ``notes`` receives the joint datasets' channel
-    averaging lines (:func:`ebs.channel_note`)."""
+    :func:`ebs.eb_layout` for joint datasets), only for the pipeline task (a ``--task``
+    stand-in reads no MS). ``notes`` receives the joint datasets' channel averaging lines
+    (:func:`ebs.channel_note`); ``shifts``, when given, ``{dataset: per-EB re-phasing offsets
+    (arcsec)}`` of the joint datasets whose working copies will be re-phased."""
     if opts.task != DEFAULT_TASK:
         return {}
     found = dataset_input_problems(camp.datasets)
-    # joint EBs whose inputs are sound: one pointing, one channel count (startup's own refusal)
-    layout = eb_layout_problems([d for d in camp.datasets if d.name not in found], notes=notes)
+    # joint EBs whose inputs are sound: pointings re-phasable, one channel count (startup's own refusal)
+    layout, per = eb_layout([d for d in camp.datasets if d.name not in found], notes=notes)
+    if shifts is not None:
+        shifts.update(per)
     return {**found, **{name: [line] for name, line in layout.items()}}
 
 
@@ -86,8 +90,9 @@ def _target_text(t: dict) -> str:
             f"{t['time_on_source_s']:g} s on source)")
 
 
-def _eb_lines(d: DatasetSpec) -> list[str]:
-    """The dry-run lines of a dataset's EBs and target (a grouped target: each EB's field)."""
+def _eb_lines(d: DatasetSpec, shifts: tuple[float, ...] = ()) -> list[str]:
+    """The dry-run lines of a dataset's EBs and target (a grouped target: each EB's field);
+    ``shifts``: per EB, the offset its working copy is re-phased by (arcsec, 0: not)."""
     lines = []
     per = (d.target or {}).get("ebs") or []
     if d.ebs:
@@ -95,7 +100,9 @@ def _eb_lines(d: DatasetSpec) -> list[str]:
                      + (f" (grouped by {d.group}, in order of observation):" if per else ":"))
         for k, p in enumerate(d.ebs):
             t = per[k] if k < len(per) else None
-            lines.append(f"        eb{k}  {p}" + (f"  {_target_text(t)}, start {_start(t.get('start_s'))}" if t else ""))
+            lines.append(f"        eb{k}  {p}" + (f"  {_target_text(t)}, start {_start(t.get('start_s'))}" if t else "")
+                         + (f"  re-phased to EB 1's centre ({shifts[k]:.3g} arcsec)"
+                            if k < len(shifts) and shifts[k] > 0 else ""))
     if d.target and not per:
         lines.append(f"      target    {_target_text(d.target)}")
     return lines
@@ -128,7 +135,8 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
     max_cores, _ = capacity(spec, None)
     invalid = 0
     notes: dict[str, str] = {}
-    inputs = input_check(camp, opts, notes)
+    shifts: dict[str, tuple[float, ...]] = {}
+    inputs = input_check(camp, opts, notes, shifts)
     restarts = {**restart_lines(camp, opts), **input_change_lines(camp, opts)}
     lines.append(f"datasets ({len(camp.datasets)}):")
     for d in camp.datasets:
@@ -152,7 +160,7 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                                        + "/".join(f"{x:g}" for x in cfg.template_thresholds_mjy) + " mJy")
         lines.append(f"  - {d.name}")
         lines.append(f"      ms        {d.ms}{sim}")
-        lines.extend(_eb_lines(d))
+        lines.extend(_eb_lines(d, shifts.get(d.name, ())))
         if d.name in notes:
             lines.append(f"      channels  {notes[d.name]}")
         lines.append(f"      template  {templ}")

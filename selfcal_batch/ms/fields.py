@@ -106,7 +106,9 @@ def summarise(names: list[str], phase_dirs_rad: np.ndarray, obs_modes: list[str]
 
 def read_fields(ms: str | Path) -> list[dict[str, Any]]:
     """:func:`summarise` of the MS ``ms`` with ``observations`` (:func:`read_observations`, the
-    same list in every record), read through a private view (call in a child)."""
+    same list in every record), read through a private view (call in a child); every record
+    also carries the MS's highest channel frequency ``freq_max_hz`` (Hz) and largest ``dish_m``
+    (m, ANTENNA DISH_DIAMETER), 0.0 when absent."""
     from casacore.tables import table  # lazy: only the child process reads tables
 
     from selfcal_batch.ms.inspection import corr_names  # lazy: as above
@@ -131,11 +133,16 @@ def read_fields(ms: str | Path) -> list[dict[str, Any]]:
         with table(os.path.join(view, "SPECTRAL_WINDOW"), readonly=True, ack=False) as sw:
             nchan = [int(x) for x in sw.getcol("NUM_CHAN")] if sw.nrows() else []
             edges = [spw_edge(sw.getcell("CHAN_FREQ", r), sw.getcell("CHAN_WIDTH", r)) for r in range(sw.nrows())]
+            # per row: spws of different channel counts make getcol fail
+            freq = max((float(np.max(sw.getcell("CHAN_FREQ", r))) for r in range(sw.nrows())), default=0.0)
+        with table(os.path.join(view, "ANTENNA"), readonly=True, ack=False) as at:
+            dish = float(np.max(at.getcol("DISH_DIAMETER"))) if at.nrows() else 0.0
         with table(view, readonly=True, ack=False) as t:
             present = set(t.colnames())
             cols = {c: t.getcol(c) for c in (*_COLUMNS, "STATE_ID", "FLAG_ROW", "SCAN_NUMBER") if c in present}
         observations = read_observations(view)
-    return [{**f, "observations": observations}
+    # the MS's highest frequency and largest dish: the narrowest primary beam (ebjoint.shift_limit_arcsec)
+    return [{**f, "observations": observations, "freq_max_hz": freq, "dish_m": dish}
             for f in summarise(names, dirs, modes, cols, dd_spw, nchan, dd_corr, spw_edges=edges)]
 
 
@@ -162,6 +169,19 @@ def spw_edge(chan_freq: Any, chan_width: Any) -> tuple[float, float]:
     f = np.atleast_1d(np.asarray(chan_freq, dtype=float))
     w = float(np.abs(np.median(np.atleast_1d(np.asarray(chan_width, dtype=float)))))
     return float(f.min()) - 0.5 * w, w
+
+
+def copy_centre(ms: str | Path) -> dict[str, float]:
+    """Our own working copy's phase centre and largest dish: ``{"ra_deg", "dec_deg"}`` of FIELD
+    row 0's PHASE_DIR (a working copy holds its target's row only) and ``dish_m`` (m, 0.0
+    without antennas). Never call it on an input MS (it opens the tables directly)."""
+    from casacore.tables import table  # lazy: python-casacore only where a table is read
+
+    with table(os.path.join(str(ms), "FIELD"), readonly=True, ack=False) as ft:
+        ra, dec = (float(x) for x in np.asarray(ft.getcell("PHASE_DIR", 0)).reshape(-1, 2)[0])
+    with table(os.path.join(str(ms), "ANTENNA"), readonly=True, ack=False) as at:
+        dish = float(np.max(at.getcol("DISH_DIAMETER"))) if at.nrows() else 0.0
+    return {"ra_deg": math.degrees(ra) % 360.0, "dec_deg": math.degrees(dec), "dish_m": dish}
 
 
 def list_fields(paths: list[str]) -> dict[str, list[dict[str, Any]] | str]:

@@ -28,6 +28,7 @@ from selfcal_batch.selfcal import outcome
 from selfcal_batch import process
 from selfcal_batch.pipeline import records
 from selfcal_batch.pipeline import registry
+from selfcal_batch.pipeline.eb_records import eb_rows
 from selfcal_batch.pipeline import steps_finish as steps_final
 from selfcal_batch.pipeline import restart as restart_plan
 from selfcal_batch.config import PipelineConfig
@@ -215,28 +216,6 @@ def build_result(ctx: Context, status: str, error: str, wall: float, timing: dic
             setattr(res, k, v)
         res.attempts = copy.deepcopy(attempts)
     return res
-
-
-def eb_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """Joint EBs: the result's per-EB records from the state (startup, align_ebs, split)."""
-    align = (state.get("steps") or {}).get("align_ebs") or {}
-    kept = align.get("accepted") is True
-    out = []
-    for k, eb in enumerate(state.get("ebs") or []):
-        a = (align.get("per_eb") or [{}] * (k + 1))[k] if kept else {}
-        out.append({"ms": eb.get("ms"), "final_ms": eb.get("final_ms", ""), "input_spws": eb.get("input_spws"),
-                    "spws": eb.get("spws"), "nchan": eb.get("nchan"),
-                    # what startup averaged to one channel count (steps_joint.equalise_channels)
-                    "channel_averaging": eb.get("channel_averaging"),
-                    "align_gain": a.get("scale", 1.0),
-                    "align_flux_factor": round(1 / a["scale"] ** 2, 5) if a.get("scale") else 1.0,
-                    "align_phase_rms_deg": a.get("phase_rms_deg"),
-                    "flagged_fraction": eb.get("flagged_fraction"),
-                    # fraction of this EB's solutions flagged, per step that solved (eb_solutions)
-                    "flagged_solutions": {s: r["flagged_solutions_per_eb"][k]
-                                          for s, r in (state.get("steps") or {}).items()
-                                          if isinstance(r, dict) and len(r.get("flagged_solutions_per_eb") or ()) > k}})
-    return out
 
 
 def _worker_id() -> str:

@@ -54,9 +54,28 @@ def _full_copies(ctx: Context) -> tuple[list[Path], Path]:
         working_copy(ctx, src, ctx.root / f"input_view_full{k}.ms", parts[k], f"full-copy-eb{k}",
                      f" (execution block {k + 1} of {len(ctx.ebs)})",
                      field=ctx.cfg.eb_fields[k] if ctx.cfg.eb_fields else None)
+    _rephase_like_startup(ctx, parts)
     ctx.casa([cal.job("concat_copies", parts=[str(p) for p in parts], work=str(joint))], label="concat-full")
     check_self_contained(joint, f"full-resolution copy {joint}")
     return parts, joint
+
+
+def _rephase_like_startup(ctx: Context, parts: list[Path]) -> None:
+    """The full-resolution copies of EBs startup re-phased (``phase_shift_arcsec`` > 0,
+    steps_joint._rephase) get the same CASA ``phaseshift`` to EB 1's centre, so that concat
+    joins them into one field as it did work.ms's."""
+    ebs = ctx.state.get("ebs") or []
+    shifted = [k for k, eb in enumerate(ebs) if float(eb.get("phase_shift_arcsec") or 0.0) > 0 and k < len(parts)]
+    if not shifted:
+        return
+    centre = str(ebs[0]["phase_centre"])
+    tmp = {k: parts[k].with_name(parts[k].name + ".rephased") for k in shifted}
+    ctx.remove(*tmp.values())
+    ctx.casa([cal.task("phaseshift", vis=str(parts[k]), outputvis=str(tmp[k]), phasecenter=centre, datacolumn="all")
+              for k in shifted], label="phaseshift-full")
+    for k in shifted:
+        ctx.remove(parts[k], Path(str(parts[k]) + ".flagversions"))
+        tmp[k].rename(parts[k])
 
 
 def full_resolution_finals(ctx: Context, statwt_timebin: str) -> list[str]:

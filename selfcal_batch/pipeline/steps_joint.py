@@ -3,7 +3,10 @@ self-calibrated together.
 
 How: each EB gets its own private view and working copy (the same ``working_copy`` job as a
 one-MS dataset, field selected by name in each), then CASA ``concat`` joins the copies into
-``work.ms``, where every EB keeps its own OBSERVATION_ID. Everything downstream is the
+``work.ms``, where every EB keeps its own OBSERVATION_ID. An EB whose target phase centre
+lies more than 1 mas from EB 1's is re-phased there first, in its working copy (CASA
+``phaseshift``, :func:`_rephase`; refused beyond ``ebjoint.shift_limit_arcsec``), so that
+concat sees one field; every final MS is then at EB 1's phase centre. Everything downstream is the
 ordinary pipeline on that one MS, which makes it joint with no second code path:
 
 * WSClean images all EBs together (one joint image per step; ``-predict`` fills MODEL_DATA
@@ -34,6 +37,7 @@ import numpy as np
 
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.errors import DatasetError
+from selfcal_batch.ms.fields import copy_centre
 from selfcal_batch.ms.view import check_self_contained
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.pipeline import ladder
@@ -47,8 +51,8 @@ from selfcal_batch.selfcal.templates import minblperant
 from selfcal_batch.selfcal.uvrange import cal_uvrange
 from selfcal_batch.selfcal.channels import ChannelPlan, SpwChannels, common_channels
 from selfcal_batch.selfcal.ebjoint import (SpwInfo, alignment_scales, alignment_significance, applied_alignment_scales,
-                                           eb_scale_estimate, map_spws, noise_coherence,
-                                           significant_alignment_scales)
+                                           casa_direction, eb_scale_estimate, map_spws, noise_coherence,
+                                           phase_shift_plan, shift_limit_arcsec, significant_alignment_scales)
 from selfcal_batch.selfcal.spwmap import spw_correspondence
 
 log = logging.getLogger("selfcal_batch.pipeline")
@@ -60,6 +64,41 @@ ALIGN_STEP = "align_ebs"
 def part_path(ctx: Context, k: int) -> Path:
     """EB ``k``'s private working copy (removed once joined into work.ms)."""
     return ctx.root / "work_ebs" / f"eb{k}.ms"
+
+
+def _rephased_path(ctx: Context, k: int) -> Path:
+    """Where CASA ``phaseshift`` writes EB ``k``'s re-phased copy (then moved to :func:`part_path`)."""
+    return ctx.root / "work_ebs" / f"eb{k}_rephased.ms"
+
+
+def _rephase(ctx: Context, outs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Re-phase the EBs' working copies (never the inputs) to EB 1's phase centre when they
+    lie more than 1 mas from it (CASA concat's ``dirtol``) and within the limit
+    (``ebjoint.phase_shift_plan``, ``ebjoint.shift_limit_arcsec`` from the copies' highest
+    frequency and largest dish): CASA ``phaseshift`` (datacolumn 'all'; it moves FIELD
+    PHASE_DIR, so concat then joins the EBs' FIELD rows into one field). Returns per EB
+    ``{"phase_shift_arcsec", "phase_centre"}``; a one-line DatasetError beyond the limit."""
+    geo = [copy_centre(part_path(ctx, k)) for k in range(len(ctx.ebs))]
+    freq = max(float(w["freq_max"]) for o in outs for w in o["work"]["spws"])
+    limit = shift_limit_arcsec(freq, max(g["dish_m"] for g in geo))
+    plan = phase_shift_plan([str(p) for p in ctx.ebs], [(g["ra_deg"], g["dec_deg"]) for g in geo], limit)
+    if plan.problem:
+        raise DatasetError(ctx.name, plan.problem)
+    ra, dec = geo[0]["ra_deg"], geo[0]["dec_deg"]
+    calls = []
+    for k in plan.shifted:
+        ctx.remove(_rephased_path(ctx, k))
+        calls.append(cal.task("phaseshift", vis=str(part_path(ctx, k)), outputvis=str(_rephased_path(ctx, k)),
+                              phasecenter=f"J2000 {ra:.12f}deg {dec:.12f}deg", datacolumn="all"))
+    if calls:
+        ctx.casa(calls, label="phaseshift-ebs")
+    for k in plan.shifted:
+        ctx.remove(part_path(ctx, k), Path(str(part_path(ctx, k)) + ".flagversions"))
+        _rephased_path(ctx, k).rename(part_path(ctx, k))
+        log.info("%s: EB %d (%s) re-phased to EB 1's centre %s (%.3g arcsec; limit %.3g arcsec)", ctx.name,
+                 k + 1, ctx.ebs[k], casa_direction(ra, dec), plan.shifts_arcsec[k], limit)
+    return [{"phase_shift_arcsec": round(s, 6), "phase_centre": casa_direction(ra, dec) if s > 0 else
+             casa_direction(g["ra_deg"], g["dec_deg"])} for s, g in zip(plan.shifts_arcsec, geo, strict=True)]
 
 
 def _copy_eb(ctx: Context, k: int, src: Path) -> dict[str, Any]:
@@ -187,6 +226,7 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
     try:
         for k, src in enumerate(ctx.ebs):
             outs.append(_copy_eb(ctx, k, src))
+        centres = _rephase(ctx, outs)
         if problem := correlation_problem(ctx.ebs, [o["work"]["correlations"] for o in outs]):
             raise DatasetError(ctx.name, problem)
         equalise_channels(ctx, outs)
@@ -201,8 +241,8 @@ def joint_startup(ctx: Context) -> dict[str, Any]:
         raise
     finally:
         for k in range(len(ctx.ebs)):
-            ctx.remove(part_path(ctx, k), Path(str(part_path(ctx, k)) + ".flagversions"))
-    ebs = [_eb_record(k, src, o, info["per_eb"][k], info["spws"])
+            ctx.remove(part_path(ctx, k), Path(str(part_path(ctx, k)) + ".flagversions"), _rephased_path(ctx, k))
+    ebs = [{**_eb_record(k, src, o, info["per_eb"][k], info["spws"]), **centres[k]}
            for k, (src, o) in enumerate(zip(ctx.ebs, outs, strict=True))]
     bands = map_spws([[SpwInfo(*r) for r in eb["spw_info"]] for eb in ebs])
     for eb, m in zip(ebs, bands, strict=True):

@@ -137,9 +137,10 @@ def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
     """Joint EBs (issue 18): one display row per execution block of ``result["ebs"]``
     (DatasetResult.ebs); [] for a one-MS dataset. Text cells: the EB's MS and final MS
     names, spw ids (input -> joint working copy), channels (input -> joint copy and the
-    final MS's when startup averaged them: ``channel_averaging``), the alignment's visibility
-    factor and phase rms, the final MS's flagged percentage, the EB's share of failed
-    solutions per step that solved (``'align_ebs 0%, p0 54%'``)."""
+    final MS's when startup averaged them: ``channel_averaging``), the re-phasing to eb0's
+    phase centre (arcsec, '–' when not), the alignment's visibility factor and phase rms, the
+    final MS's flagged percentage, the EB's share of failed solutions per step that solved
+    (``'align_ebs 0%, p0 54%'``)."""
     rows: list[dict[str, str]] = []
     if not isinstance(result, dict):
         return rows
@@ -150,6 +151,8 @@ def eb_rows(result: dict[str, Any] | None) -> list[dict[str, str]]:
             "final_ms": text(Path(eb["final_ms"]).name if eb.get("final_ms") else None),
             "spws": f"{','.join(map(str, spws_in))} → {','.join(map(str, spws))}" if spws_in else "–",
             "nchan": _nchan_text(eb),
+            "shift": _num(eb.get("phase_shift_arcsec"), spec=".3g", unit=" arcsec")
+            if eb.get("phase_shift_arcsec") else "–",
             "align": _num(eb.get("align_flux_factor"), spec=".4f"),
             "phase": _num(eb.get("align_phase_rms_deg"), spec=".1f", unit=" deg"),
             "flagged": _num(eb.get("flagged_fraction"), scale=100.0, spec=".1f", unit="%"),

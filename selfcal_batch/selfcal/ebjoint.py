@@ -6,7 +6,10 @@ inputs are numbers measured elsewhere (field tables, spectral-window tables, gai
 * :func:`group_targets`: expanded targets of several MSs -> groups of one target (same
   field name, or centres within a tolerance); :func:`group_ebs` orders each group's EBs by
   observation start and refuses a name group whose positions differ.
-* :func:`pointing_problem`: EBs of one joint dataset at different phase centres.
+* :func:`phase_shift_plan`: EBs of one joint dataset at different phase centres: which are
+  re-phased to the first EB's centre (CASA ``phaseshift`` of the working copies), refused
+  beyond :func:`shift_limit_arcsec` (a small fraction of the primary beam);
+  :func:`pointing_problem` is its refusal line.
 * :func:`map_spws`: per EB, spw id -> a common spectral-window key by frequency, so EBs with
   different spw numbering and channelisation line up (auto_selfcal's dominant bug class:
   peers.md, issues #12, #28, PR #8).
@@ -144,25 +147,85 @@ def casa_direction(ra_deg: float, dec_deg: float) -> str:
     return f"J2000 {'00' + ra[2:] if ra.startswith('24') else ra} {dec}"  # 23h59m59.999999s rounds to 24h
 
 
-def pointing_problem(ebs: Sequence[str], centres: Sequence[tuple[float, float]],
-                     tolerance_arcsec: float = SAME_POINTING_ARCSEC) -> str:
-    """One line naming the first EB whose target phase centre (RA, Dec in deg) lies farther
-    than ``tolerance_arcsec`` from the first EB's, with the separation and what to do: shift
-    the EBs to one phase centre with CASA ``phaseshift`` (CASA >= 6.5; the first EB's centre
-    given as its ``phasecenter``), or run them separately; '' when all agree.
+#: Largest phase-centre offset between EBs that a joint run re-phases, as a fraction of the
+#: primary beam's FWHM. CASA ``phaseshift`` moves the phase centre, not the primary beam: each
+#: EB's beam stays centred where it was observed, so one sky model sees every source through
+#: beams offset by ``d``. For a Gaussian beam of FWHM ``theta`` the EBs' responses to a source
+#: at radius ``r`` differ by at most ``8 ln2 r d / theta^2`` (d ln A / dr); at the half-power
+#: radius ``r = theta / 2`` that is ``4 ln2 d / theta``. Kept <= 1 % (below the amplitude
+#: self-calibration's per-EB precision, and far below the 20 % plausibility cap of the
+#: alignment step): ``d <= 0.01 / (4 ln2) theta = 0.0036 theta`` (VLA 25 m: 6.5" at 1.4 GHz,
+#: 1.5" at 6 GHz; ALMA 12 m at 345 GHz: 0.055"; e-MERLIN with the Lovell 76 m at 5 GHz: 0.6").
+PHASE_SHIFT_PB_FRACTION = 0.01 / (4.0 * math.log(2.0))
 
-    See :data:`SAME_POINTING_ARCSEC` for why the default is CASA concat's 1 mas. Grouping
-    (``group_tolerance_arcsec``, :func:`group_targets`) only decides which fields are one
-    source; this check decides whether they can be one working copy (tester s6 M1: a
-    tolerance above 1 mas groups EBs that only a common phase centre makes joinable)."""
-    for k in range(1, len(ebs)):
-        sep = angular_separation_arcsec(*centres[0], *centres[k])
-        if sep > tolerance_arcsec:
-            return (f"execution block {k + 1} ({ebs[k]}): phase centre {sep:.3g} arcsec from execution block 1's "
-                    f"({ebs[0]}): joint self-calibration needs one pointing (within {tolerance_arcsec * 1000:g} mas); "
-                    f"shift the EBs to one phase centre first (CASA phaseshift, phasecenter="
-                    f"'{casa_direction(*centres[0])}') or run them separately")
-    return ""
+#: FWHM of a dish's power pattern in lambda / D used for that limit: 1.02, uniform
+#: illumination, the narrowest a dish of that diameter has (the conservative end of 1.02-1.22;
+#: imaging/primary_beam.py uses 1.13 for the beam correction).
+PB_FWHM_LAMBDA_OVER_D = 1.02
+
+
+def shift_limit_arcsec(freq_max_hz: float, dish_m: float) -> float:
+    """Largest offset (arcsec) re-phased: :data:`PHASE_SHIFT_PB_FRACTION` of the primary beam
+    FWHM ``1.02 lambda / D`` at the highest frequency ``freq_max_hz`` (Hz) for the largest dish
+    ``dish_m`` (m): the narrowest beam of the data. :data:`SAME_POINTING_ARCSEC` when either
+    is unknown (<= 0 or not finite): then nothing is re-phased."""
+    if not (math.isfinite(freq_max_hz) and math.isfinite(dish_m) and freq_max_hz > 0 and dish_m > 0):
+        return SAME_POINTING_ARCSEC
+    fwhm_arcsec = math.degrees(PB_FWHM_LAMBDA_OVER_D * (299_792_458.0 / freq_max_hz) / dish_m) * 3600.0
+    return max(SAME_POINTING_ARCSEC, PHASE_SHIFT_PB_FRACTION * fwhm_arcsec)
+
+
+@dataclass(frozen=True)
+class PhaseShiftPlan:
+    """What a joint run does with its EBs' phase centres (:func:`phase_shift_plan`):
+    ``shifts_arcsec`` per EB (0.0: kept, within :data:`SAME_POINTING_ARCSEC` of EB 1's centre;
+    > 0: its working copy is re-phased to EB 1's centre, by that many arcsec); ``problem`` is
+    '' or one line refusing the dataset."""
+
+    shifts_arcsec: tuple[float, ...]
+    problem: str = ""
+
+    @property
+    def shifted(self) -> tuple[int, ...]:
+        """Indices of the EBs whose working copies are re-phased."""
+        return tuple(k for k, s in enumerate(self.shifts_arcsec) if s > 0)
+
+
+def phase_shift_plan(ebs: Sequence[str], centres: Sequence[tuple[float, float]], limit_arcsec: float,
+                     same_arcsec: float = SAME_POINTING_ARCSEC) -> PhaseShiftPlan:
+    """Which EBs of one joint dataset are re-phased to the first EB's phase centre (pure).
+
+    Args:
+        ebs: the EBs' names (paths), EB 1 first.
+        centres: each EB's target phase centre (RA, Dec in degrees).
+        limit_arcsec: the largest offset re-phased (:func:`shift_limit_arcsec`).
+        same_arcsec: offsets up to this are one pointing (CASA concat's ``dirtol``, 1 mas).
+
+    Returns:
+        The per-EB offsets to shift (0.0 within ``same_arcsec``) and, when an EB lies farther
+        than ``limit_arcsec`` from EB 1, a one-line ``problem`` naming the first such EB, the
+        offset and the limit (the EBs' primary beams do not move with a phase shift)."""
+    shifts = []
+    for k in range(len(ebs)):
+        sep = angular_separation_arcsec(*centres[0], *centres[k]) if k else 0.0
+        if sep > limit_arcsec and sep > same_arcsec:
+            return PhaseShiftPlan(tuple(0.0 for _ in ebs), (
+                f"execution block {k + 1} ({ebs[k]}): phase centre {sep:.3g} arcsec from execution block 1's "
+                f"({ebs[0]}), more than the {limit_arcsec:.3g} arcsec a joint run re-phases "
+                f"({PHASE_SHIFT_PB_FRACTION * 100:.2g}% of the primary beam: the EBs' primary beams stay "
+                "where they were observed): run them separately"))
+        shifts.append(sep if sep > same_arcsec else 0.0)
+    return PhaseShiftPlan(tuple(shifts))
+
+
+def pointing_problem(ebs: Sequence[str], centres: Sequence[tuple[float, float]],
+                     limit_arcsec: float = SAME_POINTING_ARCSEC) -> str:
+    """The one-line refusal of :func:`phase_shift_plan` ('' when every EB lies within
+    ``limit_arcsec`` of EB 1 or within 1 mas). Grouping (``group_tolerance_arcsec``,
+    :func:`group_targets`) only decides which fields are one source; this decides whether
+    they can be one working copy: within 1 mas as they are (concat joins their FIELD rows),
+    farther up to ``limit_arcsec`` after CASA ``phaseshift`` of the working copies."""
+    return phase_shift_plan(ebs, centres, limit_arcsec).problem
 
 
 @dataclass(frozen=True)

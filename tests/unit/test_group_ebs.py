@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfcal_batch.campaign.ebs import channel_note, layout_problem, selected_fields, working_nchan
+from selfcal_batch.campaign.ebs import channel_note, eb_layout, layout_check, layout_problem, selected_fields, working_nchan
 from selfcal_batch.campaign.groups import group_datasets, parse_group_keys
 from selfcal_batch.campaign.manifest import DatasetSpec
 from selfcal_batch.campaign.preflight import one_line_per_ms
 from selfcal_batch.campaign.targets import expand_datasets
 from selfcal_batch.config import PipelineConfig
-from selfcal_batch.selfcal.ebjoint import angular_separation_arcsec, group_ebs, pointing_problem
+from selfcal_batch.selfcal.ebjoint import (PHASE_SHIFT_PB_FRACTION, angular_separation_arcsec, group_ebs,
+                                           phase_shift_plan, pointing_problem, shift_limit_arcsec)
 
 DAY = 86400.0
 T0 = 5.1e9  # MJD seconds (2020s)
@@ -83,13 +84,46 @@ def test_unknown_start_goes_last() -> None:
 
 
 def test_pointing_problem_names_the_eb_and_separation() -> None:
+    """Without a known beam (default limit 1 mas) nothing is re-phased: every offset > 1 mas is refused."""
     assert pointing_problem(["a", "b"], [(150.0, 40.0), (150.0, 40.0)]) == ""
     assert pointing_problem(["a", "b"], [(150.0, 40.0), (150.0, 40.0 + 0.5e-3 / 3600)]) == ""  # 0.5 mas
     line = pointing_problem(["a.ms", "b.ms", "c.ms"], [(150.0, 40.0), (150.0, 40.0), (150.0, 40.01)])
-    assert line.startswith("execution block 3 (c.ms): phase centre 36 arcsec from execution block 1's (a.ms)")
-    # tester s6 M1: what to do, with the first EB's centre as CASA's phasecenter
-    assert line.endswith("shift the EBs to one phase centre first (CASA phaseshift, "
-                         "phasecenter='J2000 10h00m00.00000s +40d00m00.0000s') or run them separately"), line
+    assert line.startswith("execution block 3 (c.ms): phase centre 36 arcsec from execution block 1's (a.ms), "
+                           "more than the 0.001 arcsec a joint run re-phases"), line
+    assert line.endswith("the EBs' primary beams stay where they were observed): run them separately"), line
+
+
+@pytest.mark.parametrize("freq_hz, dish_m, want_arcsec", [
+    (1.4e9, 25.0, 6.5), (6.0e9, 25.0, 1.52), (345e9, 12.0, 0.055), (5e9, 76.0, 0.60)])
+def test_shift_limit_is_a_small_fraction_of_the_narrowest_primary_beam(freq_hz: float, dish_m: float,
+                                                                       want_arcsec: float) -> None:
+    """0.36 % of 1.02 lambda / D: a source at the half-power radius sees the EBs' beams
+    differ by <= 1 % (Gaussian beam: 4 ln2 d / FWHM)."""
+    assert shift_limit_arcsec(freq_hz, dish_m) == pytest.approx(want_arcsec, rel=0.02)
+    fwhm = np.degrees(1.02 * 299_792_458.0 / freq_hz / dish_m) * 3600.0
+    d = shift_limit_arcsec(freq_hz, dish_m)
+    gauss = lambda r, c: np.exp(-4 * np.log(2) * (r - c) ** 2 / fwhm ** 2)  # noqa: E731  (1-D cut through both beams)
+    r = np.linspace(-fwhm / 2, fwhm / 2, 2001)
+    assert np.max(np.abs(np.log(gauss(r, d) / gauss(r, 0.0)))) == pytest.approx(0.01, rel=0.01)
+    assert PHASE_SHIFT_PB_FRACTION == pytest.approx(0.0036, rel=0.01)
+    for bad in ((0.0, 25.0), (1e9, 0.0), (float("nan"), 25.0)):
+        assert shift_limit_arcsec(*bad) == 0.001  # unknown beam: nothing re-phased
+
+
+def test_phase_shift_plan_shifts_the_ebs_off_eb1_and_refuses_beyond_the_limit() -> None:
+    c0 = (150.0, 40.0)
+    north = lambda arcsec: (150.0, 40.0 + arcsec / 3600.0)  # noqa: E731
+    plan = phase_shift_plan(["a", "b", "c", "d"], [c0, north(0.5), north(0.0005), north(-1.2)], 1.5)
+    assert plan.problem == "" and plan.shifted == (1, 3)
+    assert plan.shifts_arcsec[0] == 0.0 and plan.shifts_arcsec[2] == 0.0  # 0.5 mas: one pointing, kept
+    assert plan.shifts_arcsec[1] == pytest.approx(0.5, rel=1e-6) and plan.shifts_arcsec[3] == pytest.approx(1.2, rel=1e-6)
+    plan = phase_shift_plan(["a", "b"], [c0, (150.0 + 0.4 / 3600 / np.cos(np.radians(40)), 40.0)], 1.5)
+    assert plan.shifted == (1,) and plan.shifts_arcsec[1] == pytest.approx(0.4, rel=1e-4)  # east: on the sky
+    plan = phase_shift_plan(["a", "b", "c"], [c0, north(0.5), north(2.0)], 1.5)
+    assert plan.shifted == () and "\n" not in plan.problem
+    assert plan.problem.startswith("execution block 3 (c): phase centre 2 arcsec from execution block 1's (a), "
+                                   "more than the 1.5 arcsec a joint run re-phases (0.36% of the primary beam"), plan
+    assert phase_shift_plan(["a"], [c0], 1.5) == phase_shift_plan(["a"], [c0], 0.001)  # one EB: nothing to do
 
 
 @pytest.mark.parametrize("ra, dec", [(150.0, 40.0), (359.9999999999, -0.5), (0.0, -89.99), (12.3456789, 7.654321)])
@@ -137,6 +171,18 @@ def test_layout_problem_on_generated_fields() -> None:
     assert layout_problem((a, Path("c6.ms")), ["1", "1"], found, 1, spw="0") == ""  # spw selection: startup's
     assert layout_problem((a, Path("bad.ms")), ["1", "1"], found, 1) == ""  # reported by the table check
     assert layout_problem((a, b), ["J*", "1"], found, 1) == ""  # a CASA pattern: left to CASA
+    # tester #6: with the beam known (6 GHz, 25 m: limit 1.52"), 0.5" off is re-phased, 5" refused
+    beam = {"freq_max_hz": 6e9, "dish_m": 25.0}
+    found["a6.ms"] = [f | beam for f in _eb(T0)]
+    found["s05.ms"] = [f | beam for f in _eb(T0 + DAY, shift_arcsec=0.5)]
+    found["s5.ms"] = [f | beam for f in _eb(T0 + DAY, shift_arcsec=5.0)]
+    line, shifts = layout_check((Path("a6.ms"), Path("s05.ms")), ["2", "2"], found, 1)
+    assert line == "" and shifts[0] == 0.0 and shifts[1] == pytest.approx(0.5, rel=1e-6)
+    assert layout_check((Path("a6.ms"), Path("s05.ms")), ["1", "1"], found, 1) == ("", (0.0, 0.0))
+    line = layout_problem((Path("a6.ms"), Path("s5.ms")), ["2", "2"], found, 1)
+    assert line.startswith("execution block 2 (s5.ms): phase centre 5 arcsec") and "1.52 arcsec" in line, line
+    assert layout_problem((a, Path("s05.ms")), ["2", "2"], found, 1).startswith(  # one EB's beam unknown: 1 mas
+        "execution block 2 (s05.ms): phase centre 0.5 arcsec")
     # tester s6 G5: RR LL with full polarisation, refused by the startup, now also by the dry-run
     found["full.ms"] = _eb(T0, corr=("RR", "RL", "LR", "LL"))
     line = layout_problem((a, Path("full.ms")), ["1", "1"], found, 1)
@@ -144,6 +190,19 @@ def test_layout_problem_on_generated_fields() -> None:
                            "(a.ms: RR,LL; full.ms: RR,RL,LR,LL)"), line
     found["full2.ms"] = _eb(T0 + DAY, corr=("RR", "RL", "LR", "LL"))
     assert layout_problem((Path("full.ms"), Path("full2.ms")), ["1", "1"], found, 1) == ""
+
+
+def test_eb_layout_gives_the_shifts_of_runnable_joint_datasets(tmp_path: Path) -> None:
+    beam = {"freq_max_hz": 6e9, "dish_m": 25.0}
+    found = {"a.ms": [f | beam for f in _eb(T0)], "s.ms": [f | beam for f in _eb(T0 + DAY, shift_arcsec=0.5)],
+             "far.ms": [f | beam for f in _eb(T0 + DAY, shift_arcsec=5.0)]}
+    cfg = PipelineConfig.from_dict({"field": "T2"})
+    ds = [DatasetSpec("near", Path("a.ms"), cfg, ebs=(Path("a.ms"), Path("s.ms"))),
+          DatasetSpec("far", Path("a.ms"), cfg, ebs=(Path("a.ms"), Path("far.ms"))),
+          DatasetSpec("same", Path("a.ms"), PipelineConfig.from_dict({"field": "T1"}), ebs=(Path("a.ms"), Path("s.ms")))]
+    problems, shifts = eb_layout(ds, reader=lambda paths: found)
+    assert list(problems) == ["far"] and "5 arcsec" in problems["far"]
+    assert list(shifts) == ["near"] and shifts["near"][1] == pytest.approx(0.5, rel=1e-6)
 
 
 def test_selected_fields() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfcal_batch.pipeline.runner import eb_rows as result_eb_rows
+from selfcal_batch.pipeline.eb_records import eb_rows as result_eb_rows
 from selfcal_batch.pipeline.steps_joint import channel_count_problem
 from selfcal_batch.report.dataset_page import eb_rows
 from selfcal_batch.selfcal.chaining import chain_after, pre_apply_chain
@@ -37,7 +37,8 @@ def _state(accepted: bool) -> dict:
             "ebs": [{"ms": "/d/eb1.ms", "input_spws": [0, 1], "spws": [0, 1], "nchan": [4, 4],
                      "final_ms": "/o/final/eb0.ms", "flagged_fraction": 0.01},
                     {"ms": "/d/eb2.ms", "input_spws": [1, 2], "spws": [0, 1], "nchan": [4, 4],
-                     "final_ms": "/o/final/eb1.ms", "flagged_fraction": 0.02}]}
+                     "final_ms": "/o/final/eb1.ms", "flagged_fraction": 0.02, "phase_shift_arcsec": 0.5,
+                     "phase_centre": "J2000 10h00m00.00000s +40d00m00.0000s"}]}
 
 
 def test_result_rows_carry_the_alignment_only_when_kept():
@@ -47,6 +48,9 @@ def test_result_rows_carry_the_alignment_only_when_kept():
     reverted = result_eb_rows(_state(False))
     assert [r["align_flux_factor"] for r in reverted] == [1.0, 1.0]
     assert result_eb_rows({}) == []
+    # tester s7 #6: how far each EB's working copy was re-phased (0.0: not; older states: 0.0)
+    assert [r["phase_shift_arcsec"] for r in kept] == [0.0, 0.5]
+    assert [r["phase_centre"] for r in kept] == [None, "J2000 10h00m00.00000s +40d00m00.0000s"]
 
 
 def test_report_rows_say_the_channel_averaging():
@@ -66,6 +70,7 @@ def test_report_rows():
     # each EB's share of the failed solutions, per step that solved (pipeline/eb_solutions.py)
     assert rows[0]["solutions_flagged"] == "align_ebs 0%, p0 0%"
     assert rows[1]["solutions_flagged"] == "align_ebs 54%, p0 37%"
+    assert [r["shift"] for r in rows] == ["–", "0.5 arcsec"]
     assert eb_rows({"ebs": []}) == [] and eb_rows(None) == [] and eb_rows([1]) == []
 
 
