@@ -40,6 +40,9 @@ class WSCleanOptions:
     multiscale_max_scales: int = 6
     multiscale_scale_bias: float = 0.7
     channels_out: int = 1
+    #: -channel-division-frequencies (Hz, ascending) with channels_out == len + 1; () = even division
+    #: (imaging/spw_order.py: windows out of frequency order).
+    channel_division_hz: tuple[float, ...] = ()
     fit_spectral_pol: int = 0
     deconvolution_channels: int = 0
     negative: bool = True
@@ -66,6 +69,7 @@ class WSCleanOptions:
         key = (self.size, self.scale, self.data_column, self.robust, self.multiscale,
                self.multiscale_scales, self.channels_out, self.taper_gaussian, self.negative)
         key = key if self.pol == "i" else key + (self.pol,)
+        key = key + (tuple(self.channel_division_hz),) if self.channel_division_hz else key
         return key + (self.minuv_l, self.maxuv_l) if (self.minuv_l or self.maxuv_l) else key
 
     def replace(self, **kw: object) -> "WSCleanOptions":
@@ -95,6 +99,19 @@ class ImageSet:
         return all(Path(m).exists() for m in (self.channel_models or (self.model,)))
 
 
+def _division_args(opts: WSCleanOptions) -> list[str]:
+    """``-channel-division-frequencies`` for ``opts`` (channels_out > 1), [] without cuts.
+    Raises ValueError unless there is one output channel per cut segment (more channels would
+    let WSClean divide the segments again, undoing imaging/spw_order.py's plan)."""
+    cuts = tuple(opts.channel_division_hz)
+    if not cuts:
+        return []
+    if opts.channels_out != len(cuts) + 1:
+        raise ValueError(f"{len(cuts)} channel division frequencies need channels_out = {len(cuts) + 1}, "
+                         f"got {opts.channels_out}")
+    return ["-channel-division-frequencies", ",".join(f"{c:.10g}" for c in sorted(cuts))]
+
+
 def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "wsclean") -> list[str]:
     """The WSClean command line for ``opts`` (pure; no file system access)."""
     if not 0 < opts.mgain <= 1:
@@ -111,7 +128,7 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
         if opts.pol != "i":
             a += ["-pol", opts.pol]
         if opts.channels_out > 1:
-            a += ["-channels-out", str(opts.channels_out)]
+            a += ["-channels-out", str(opts.channels_out), *_division_args(opts)]
         else:
             # WSClean 3.1 refuses to predict one channel into a multi-spw MS without reordering
             # ("This set contains multiple spws ... adding -reorder"); harmless for one spw.
@@ -146,7 +163,7 @@ def build_argv(opts: WSCleanOptions, ms: str | os.PathLike[str], binary: str = "
     if opts.abs_mem_gb > 0:
         a += ["-abs-mem", f"{opts.abs_mem_gb:g}"]
     if opts.channels_out > 1:
-        a += ["-channels-out", str(opts.channels_out), "-join-channels"]
+        a += ["-channels-out", str(opts.channels_out), *_division_args(opts), "-join-channels"]
         if opts.fit_spectral_pol > 0:
             a += ["-fit-spectral-pol", str(min(opts.fit_spectral_pol, opts.channels_out))]
         if 0 < opts.deconvolution_channels < opts.channels_out:

@@ -15,6 +15,7 @@ from typing import Any
 
 from selfcal_batch.imaging import imstats
 from selfcal_batch.imaging.reuse import remember_data_image, same_data_image
+from selfcal_batch.imaging.spw_order import ChannelPlan, ddid_channel_frequencies, plan_output_channels
 from selfcal_batch.casa.calibration import Call, run_casa
 from selfcal_batch.config import PipelineConfig
 from selfcal_batch.contract import FINAL_MS, IMAGE_PROPERTIES_CSV, IMAGE_ROW_KEYS, WORK_MS
@@ -99,6 +100,7 @@ class Context:
         opts = WSCleanOptions(
             name="", size=self.cfg.imsize, scale=self.cell(), niter=self.cfg.niter,
             mgain=w.mgain, gain=w.gain, nmiter=w.nmiter, channels_out=self.channels_out(),
+            channel_division_hz=self.channel_plan().division_hz,
             fit_spectral_pol=min(2, self.channels_out()), negative=self.cfg.allow_negative,
             threads=self.threads, parallel_gridding=w.parallel_gridding,
             parallel_deconvolution=w.parallel_deconvolution, use_wgridder=w.use_wgridder,
@@ -126,10 +128,23 @@ class Context:
         return cell
 
     def channels_out(self) -> int:
-        """-channels-out: configured or the band default, never above the channel count."""
+        """-channels-out: configured or the band default, never above the channel count, and
+        no more than WSClean 3.1 can write MODEL_DATA back for (:meth:`channel_plan`)."""
+        return self.channel_plan().channels_out
+
+    def channel_plan(self) -> ChannelPlan:
+        """Output channels (count, -channel-division-frequencies) from the working copy's spw
+        layout (imaging/spw_order.py); a changed plan is logged with its reason once and kept in
+        state.json ``channel_plan``."""
         nchan = sum(s["nchan"] for s in self.info.get("spws", [])) or 1
-        want = self.cfg.channels_out or band_defaults(self.instrument, self.cfg.band).nc
-        return max(1, min(want, nchan))
+        want = max(1, min(self.cfg.channels_out or band_defaults(self.instrument, self.cfg.band).nc, nchan))
+        freqs = ddid_channel_frequencies(self.info)
+        plan = plan_output_channels(freqs, want) if freqs else ChannelPlan(want)
+        if plan.reason and self.state.get("channel_plan", {}).get("reason") != plan.reason:
+            log.warning("%s: %s", self.name, plan.reason)
+            self.state.set("channel_plan", {"channels_out": plan.channels_out,
+                                            "division_hz": list(plan.division_hz), "reason": plan.reason})
+        return plan
 
     def image(
         self,

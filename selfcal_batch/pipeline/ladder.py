@@ -113,7 +113,7 @@ def economy_options(ctx: Context, opts: WSCleanOptions) -> WSCleanOptions:
     if not eco:
         return opts
     beam_args = ("-beam-shape", *(f"{v:g}" for v in eco["beam_shape"])) if eco.get("beam_shape") else ()
-    return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=int(eco["channels_out"]),
+    return opts.replace(size=min(opts.size, int(eco["size"])), channels_out=min(opts.channels_out, int(eco["channels_out"])),
                         fit_spectral_pol=min(opts.fit_spectral_pol, int(eco["channels_out"])),
                         extra_args=tuple(opts.extra_args) + beam_args)
 

@@ -59,3 +59,19 @@ def test_predict_argv():
 def test_one_channel_predict_reorders():
     a = build_argv(_opts(predict=True, channels_out=1), "x.ms")
     assert "-reorder" in a and "-channels-out" not in a
+
+
+def test_channel_division_frequencies_one_channel_per_segment():
+    cut = (6.064e9,)
+    a = build_argv(_opts(channels_out=2, channel_division_hz=cut, update_model=True), "x.ms")
+    assert a[a.index("-channel-division-frequencies") + 1] == "6064000000"
+    p = build_argv(_opts(channels_out=2, channel_division_hz=cut, predict=True), "x.ms")
+    assert p[p.index("-channel-division-frequencies") + 1] == "6064000000"
+    # one output channel (a ladder economy image, a single-channel predict): no cuts passed
+    assert "-channel-division-frequencies" not in build_argv(_opts(channels_out=1, channel_division_hz=cut), "x.ms")
+    assert "-channel-division-frequencies" not in build_argv(_opts(channels_out=3), "x.ms")
+    with pytest.raises(ValueError, match="channels_out = 2"):
+        build_argv(_opts(channels_out=4, channel_division_hz=cut), "x.ms")
+    # the cuts are part of what the image looks like; no cuts keeps the old key
+    assert _opts(channels_out=2).imaging_key() != _opts(channels_out=2, channel_division_hz=cut).imaging_key()
+    assert len(_opts(channels_out=2).imaging_key()) == len(_opts(channels_out=3).imaging_key())
