@@ -35,6 +35,16 @@ solint = { extend_ladder = false }
 """
 
 
+#: run-one / pipeline settings of the short joint-EB runs (up to p0, then the final split).
+JOINT_P0_CONFIG = """
+imsize = 128
+threads = 1
+plots = false
+steps = ["startup", "test_image", "select_refant", "p0", "split_calibrated"]
+solint = { extend_ladder = false }
+"""
+
+
 def eb_spec(seed: int = 11, short: str | None = None, **over) -> SimSpec:
     """Calibrator + three targets; ``short``: that target gets scans 10x shorter."""
     fields = [CALIBRATOR] + [FieldSpec(n, "OBSERVE_TARGET", ddec_deg=dd, components=c,

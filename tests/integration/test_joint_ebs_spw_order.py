@@ -24,17 +24,11 @@ from selfcal_batch.ms.checksum import tree_checksums
 from selfcal_batch.simulate import spec_from_preset
 
 from tests.faults.conftest import REPO
-from tests.integration.survey_data import JOINT_SKY, make
+from tests.integration.survey_data import JOINT_P0_CONFIG, JOINT_SKY, make
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-imsize = 128
-threads = 1
-plots = false
-steps = ["startup", "test_image", "select_refant", "p0", "split_calibrated"]
-solint = { extend_ladder = false }
-"""
+CONFIG = JOINT_P0_CONFIG
 COMMON = dict(components=JOINT_SKY, n_chan=4, duration_s=120.0, n_scans=2, phase_rms_deg=40.0,
               phase_timescale_s=200.0)
 

@@ -23,20 +23,14 @@ from selfcal_batch.simulate import Component, load_truth, spec_from_preset
 from selfcal_batch.simulate.evaluate import fitted_flux_vs_truth
 
 from tests.faults.conftest import REPO
-from tests.integration.survey_data import GROUP_COMMON, make
+from tests.integration.survey_data import JOINT_P0_CONFIG, GROUP_COMMON, make
 
 pytestmark = pytest.mark.integration
 
 SHIFT_ARCSEC = 0.5
 #: The sky, offsets (l, m) in arcsec from EB 1's phase centre (150 deg, +40 deg).
 SKY = ((0.08, 0.0, 0.0), (0.008, 18.0, 11.0))
-CONFIG = """
-imsize = 128
-threads = 1
-plots = false
-steps = ["startup", "test_image", "select_refant", "p0", "split_calibrated"]
-solint = { extend_ladder = false }
-"""
+CONFIG = JOINT_P0_CONFIG
 
 
 def _spec(seed: int, date: str, north_arcsec: float):

@@ -19,17 +19,11 @@ import pytest
 from selfcal_batch.ms.checksum import tree_checksums
 
 from tests.faults.conftest import REPO, one_line
-from tests.integration.survey_data import drop_spw_rows, group_eb_spec, joint_eb_specs, make
+from tests.integration.survey_data import JOINT_P0_CONFIG, drop_spw_rows, group_eb_spec, joint_eb_specs, make
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-imsize = 128
-threads = 1
-plots = false
-steps = ["startup", "test_image", "select_refant", "p0", "split_calibrated"]
-solint = { extend_ladder = false }
-"""
+CONFIG = JOINT_P0_CONFIG
 
 
 def _run_one(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
