@@ -209,7 +209,7 @@ def improvement_z(pre: Mapping[str, float], post: Mapping[str, float],
 
     With ``difference`` (the rms of the post - pre difference image,
     :func:`paired_metric_noise`) the noise of the change is the paired one; without it, or
-    where it is not measurable, the two images' uncertainties are added in quadrature
+    where it is not measurable or zero, the two images' uncertainties are added in quadrature
     (conservative: they share the visibilities' noise)."""
     sp, sq = metric_noise(pre), metric_noise(post)
     pair = paired_metric_noise(pre, post, difference) if difference else {}
@@ -217,7 +217,7 @@ def improvement_z(pre: Mapping[str, float], post: Mapping[str, float],
     for key, sign in (("snr", 1.0), ("rms_offsource", -1.0), ("rms_near", -1.0)):
         a, b = float_or_nan(pre.get(key)), float_or_nan(post.get(key))
         err = pair.get(key, math.nan)
-        if not math.isfinite(err):
+        if not (math.isfinite(err) and err > 0):  # identical images: no change, z = 0
             err = math.hypot(sp[key], sq[key])
         out[key] = sign * (b - a) / err if (math.isfinite(a) and math.isfinite(b) and err > 0) else math.nan
     return out
