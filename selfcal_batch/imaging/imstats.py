@@ -383,7 +383,8 @@ def difference_statistics(pre_image: str | Path, pre_residual: str | Path, post_
     """Robust rms (Jy/beam) of the difference of two residual images of the same field and
     grid (post - pre): ``rms_offsource`` outside both images' flux masks (the mask of
     :func:`array_statistics` at ``sigma``), ``rms_near`` in the near-field ring around them
-    (:data:`NEAR_FIELD_BEAMS`), with ``offsource_beams`` / ``near_beams``. The acceptance
+    (:data:`NEAR_FIELD_BEAMS`), with ``offsource_beams`` / ``near_beams``; ``rms_change_se``:
+    standard error of the change of the off-source rms (:func:`_change_blocks`). The acceptance
     gate's paired noise (selfcal.acceptance.paired_metric_noise) comes from these. Empty dict
     when the grids differ (shape or WCS keys) or a file cannot be read."""
     try:
@@ -407,9 +408,38 @@ def difference_statistics(pre_image: str | Path, pre_residual: str | Path, post_
     out: dict[str, float] = {}
     if off.any():
         out.update(rms_offsource=float(mad_std(d[off])), offsource_beams=float(off.sum()) / area)
+        out.update(_change_blocks(ra, rb, off))
     if src.any():
         r = max(1, int(round(NEAR_FIELD_BEAMS * 2.0 * dilation_radius_px(ha))))
         ring = binary_dilate(src, disk_structure(r), 1) & off
         if ring.any():
             out.update(rms_near=float(mad_std(d[ring])), near_beams=float(ring.sum()) / area)
     return out
+
+
+#: Blocks per image side for the standard error of an rms change (:func:`_change_blocks`).
+CHANGE_BLOCKS = 4
+
+
+def _change_blocks(pre: np.ndarray, post: np.ndarray, region: np.ndarray) -> dict[str, float]:
+    """Standard error (Jy/beam) of mad_std(post) - mad_std(pre) over ``region`` from
+    non-overlapping blocks (:data:`CHANGE_BLOCKS` per side): std of the per-block changes /
+    sqrt(blocks), the subseries estimate of a statistic's variance for correlated data
+    (Carlstein 1986, Annals of Statistics 14, 1171). It measures what the noise shared by the
+    two images leaves of the change (measured, issue 18: 1.2-1.4 % of the rms for a 30 s
+    re-solve, where independent images would give 4.2 %), beam correlation and the estimator's
+    own behaviour included. Blocks less than a quarter inside ``region`` are left out; {} with
+    fewer than 4 blocks."""
+    ny, nx = region.shape
+    ys = np.linspace(0, ny, CHANGE_BLOCKS + 1).astype(int)
+    xs = np.linspace(0, nx, CHANGE_BLOCKS + 1).astype(int)
+    changes = []
+    for y0, y1 in zip(ys[:-1], ys[1:], strict=True):
+        for x0, x1 in zip(xs[:-1], xs[1:], strict=True):
+            sel = region[y0:y1, x0:x1] & np.isfinite(pre[y0:y1, x0:x1]) & np.isfinite(post[y0:y1, x0:x1])
+            if sel.sum() >= 0.25 * sel.size and sel.sum() > 1:
+                changes.append(float(mad_std(post[y0:y1, x0:x1][sel]) - mad_std(pre[y0:y1, x0:x1][sel])))
+    if len(changes) < 4:
+        return {}
+    return {"rms_change_se": float(np.std(changes, ddof=1) / math.sqrt(len(changes))),
+            "change_blocks": float(len(changes))}

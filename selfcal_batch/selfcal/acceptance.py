@@ -174,8 +174,11 @@ def paired_metric_noise(pre: Mapping[str, float], post: Mapping[str, float],
     Both images share the visibilities' thermal noise, which cancels in the difference: under
     "nothing changed but a noise-like field of rms sigma_d", the peak changes by sigma_d
     (the field at the peak pixel; the larger of the off-source and near-field sigma_d: the
-    peak sits where the changes are largest), a mad_std rms R over N beams by
-    ``sqrt(MAD_PAIRED R sigma_d / N)`` (:data:`MAD_PAIRED`), and SNR = peak / R by
+    peak sits where the changes are largest), the off-source rms by the measured
+    ``difference["rms_change_se"]`` (block standard error of the rms change on the two
+    images themselves) or, without it and for the near-field rms, a mad_std rms R over N
+    independent beams by ``sqrt(MAD_PAIRED R sigma_d / N)`` (:data:`MAD_PAIRED`: independent
+    samples; smooth, beam-correlated images change less), and SNR = peak / R by
     ``snr sqrt((sigma_d / peak)^2 + (sigma_R / R)^2)`` (first-order propagation). Each value
     is capped at the independent-images value of :func:`improvement_z`'s fallback (the
     quadrature of :func:`metric_noise`): positively correlated images (shared noise) have
@@ -187,7 +190,8 @@ def paired_metric_noise(pre: Mapping[str, float], post: Mapping[str, float],
         r, n = float_or_nan(pre.get(key)), float_or_nan(pre.get(beams))
         d = float_or_nan(difference.get(key))
         paired = math.sqrt(MAD_PAIRED * r * d / n) if (r > 0 and d >= 0 and n > 1) else math.nan
-        out[key] = _capped(paired, math.hypot(sp[key], sq[key]))
+        se = float_or_nan(difference.get("rms_change_se")) if key == "rms_offsource" else math.nan
+        out[key] = _capped(se if se > 0 else paired, math.hypot(sp[key], sq[key]))
     peak, snr = float_or_nan(pre.get("peak")), float_or_nan(pre.get("snr"))
     rel_r = out["rms_offsource"] / float_or_nan(pre.get("rms_offsource"))
     d_peak = max(d_off, float_or_nan(difference.get("rms_near")), key=lambda v: v if math.isfinite(v) else -1.0)
