@@ -463,7 +463,8 @@ def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, A
                                   est_snr=plan.choice.est_snr, cfg=gcfg, amplitude=amplitude,
                                   exclude_antennas=_bad(ctx), significance=solved.significance,
                                   normalised=ctx.cfg.solnorm_amplitude,
-                                  difference=None if amplitude else measure.difference(pre, post))
+                                  difference=None if amplitude else measure.difference(
+                                      ctx, plan.step, plan.choice.solint, plan.choice.combine, pre, post))
     return gate_applied_flags(decision, solved.flags_before, solved.flags_after, gcfg.max_flagged_solutions)
 
 

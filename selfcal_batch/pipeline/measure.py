@@ -54,9 +54,27 @@ def measured_snr(ctx: Context) -> solint.MeasuredSNR | None:
     return found
 
 
-def difference(pre: dict[str, Any], post: dict[str, Any]) -> dict[str, float]:
-    """imaging.imstats.difference_statistics of a step's pre and post images ({} when a
-    residual is missing or the grids differ): the gate's paired noise."""
+def accepted_intervals(ctx: Context) -> list[float]:
+    """Effective intervals (s) of the phase ladder steps accepted so far."""
+    info = MSInfo.from_json(ctx.info)
+    out = []
+    for step, rec in ctx.state.steps.items():
+        if registry.is_phase(step) and rec.get("accepted") and rec.get("solint"):
+            out.append(solint.effective_solint_s(rec["solint"], rec.get("combine", ""), integration_s=info.integration_s,
+                                                 scan_s=info.scan_s(), span_s=info.time_span_s))
+    return out
+
+
+def difference(ctx: Context, step: str, solint_text: str, combine: str, pre: dict[str, Any],
+               post: dict[str, Any]) -> dict[str, float]:
+    """imaging.imstats.difference_statistics of a step's pre and post images, for a phase
+    step on a new time scale (selfcal.solint.new_time_scale); {} otherwise, when a residual
+    is missing or the grids differ (the gate then uses the independent-images noise)."""
+    info = MSInfo.from_json(ctx.info)
+    eff = solint.effective_solint_s(solint_text, combine, integration_s=info.integration_s, scan_s=info.scan_s(),
+                                    span_s=info.time_span_s)
+    if not (registry.is_phase(step) and solint.new_time_scale(eff, accepted_intervals(ctx))):
+        return {}
     if not (pre.get("residual") and post.get("residual")):
         return {}
     sigma = float(pre.get("stats", {}).get("stat_sigma") or 6.0)

@@ -183,3 +183,12 @@ def test_block_standard_error_matches_the_change_it_measures() -> None:
     beams = shape[0] * shape[1] / (math.pi * SIG_B**2 * 2)  # beam area 2 pi sigma^2 (test_imstats' beam)
     assert np.mean(ses) < 0.6 * math.sqrt(2) / math.sqrt(2 * beams)
     assert _change_blocks(np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=bool)) == {}
+
+
+def test_paired_noise_only_for_a_new_time_scale() -> None:
+    """The first phase step and steps shorter than every accepted one are judged on the
+    paired noise; a re-solve at an accepted interval (p1 at p0's 60 s) is not."""
+    assert solint.new_time_scale(60.0, [])
+    assert solint.new_time_scale(30.0, [60.0, 96.0])
+    assert not solint.new_time_scale(60.0, [60.0])
+    assert not solint.new_time_scale(48.0, [96.0, 30.0])
