@@ -14,15 +14,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from selfcal_batch.numeric import float_or_nan
 from selfcal_batch.casa import calibration as cal
 from selfcal_batch.selfcal import acceptance as gate
 from selfcal_batch.selfcal import solint
 from selfcal_batch.selfcal.applied_flags import gate_applied_flags, newly_flagged_fraction
 from selfcal_batch.selfcal.chaining import chain_after, chain_after_decision, pre_apply_chain
-from selfcal_batch.pipeline import model_keep, registry, work_ms
+from selfcal_batch.pipeline import measure, model_keep, registry, work_ms
 from selfcal_batch.pipeline.reselect import reselect
 from selfcal_batch.pipeline.state_records import GainEntry, ImageProduct, MSInfo
 from selfcal_batch.errors import CasaTaskError, DatasetError
@@ -241,6 +239,8 @@ def run_planned(ctx: Context, plan: StepPlan, rewrite: Any = None) -> tuple[str,
     rec["uvrange"] = solved.uvrange
     if solved.uvrange_reason:
         rec["uvrange_reason"] = solved.uvrange_reason
+    rec["solution_snr"] = measure.solution_snr_record(ctx, plan.choice.solint, plan.choice.combine,
+                                                      plan.params.gaintype, solved.significance)
     decision = _reject_by_solutions(ctx, plan, solved)
     post = None
     if decision is None:  # the solutions alone do not reject: the image decides
@@ -302,7 +302,8 @@ def _plan(ctx: Context, step: str, interval: str | None = None) -> StepPlan | di
                                     image_snr=estimation_snr(ctx, current["stats"]),
                                     n_antennas=info.n_antennas_present - len(st.get("bad_antennas", [])),
                                     n_spw=len(info.spws), integration_s=info.integration_s, scan_s=info.scan_s(),
-                                    time_on_source_s=info.time_on_source_s, cfg=ctx.cfg.solint)
+                                    time_on_source_s=info.time_on_source_s, cfg=ctx.cfg.solint,
+                                    measured=measure.measured_snr(ctx), span_s=info.time_span_s)
     short, why = ((interval, f"{step} retried at one solution per scan: its solutions failed")
                   if interval else _scan_limited(ctx, step, params, info))
     choice = choose(short)
@@ -397,7 +398,7 @@ def _solve(ctx: Context, plan: StepPlan, rewrite: Any = None) -> Solved:
         raise
     sols = gate.solution_stats_from_solvestats((results[2] or {}).get("solvestats", {}), info["antenna_names"])
     return Solved(table, new_map, new_chain, float(results[1]), float(results[-1]), sols,
-                  _significance(table, _bad(ctx), info["antenna_names"]), uvrange, uv_reason, extra)
+                  measure.significance(table, _bad(ctx), info["antenna_names"]), uvrange, uv_reason, extra)
 
 
 def _template_step(plan: StepPlan) -> str:
@@ -461,7 +462,9 @@ def _decide(ctx: Context, plan: StepPlan, pre: dict[str, Any], post: dict[str, A
     decision = gate.evaluate_step(pre_g, post_g, original_beam_area=original_beam, solutions=solved.sols,
                                   est_snr=plan.choice.est_snr, cfg=gcfg, amplitude=amplitude,
                                   exclude_antennas=_bad(ctx), significance=solved.significance,
-                                  normalised=ctx.cfg.solnorm_amplitude)
+                                  normalised=ctx.cfg.solnorm_amplitude,
+                                  difference=None if amplitude else measure.difference(
+                                      ctx, plan.step, plan.choice.solint, plan.choice.combine, pre, post))
     return gate_applied_flags(decision, solved.flags_before, solved.flags_after, gcfg.max_flagged_solutions)
 
 
@@ -488,13 +491,3 @@ def _keep_or_revert(ctx: Context, plan: StepPlan, decision: Any, pre: dict[str, 
     if is_phase(step) and ctx.cfg.gate.stop_on_phase_reject and gate.stops_ladder(decision):
         st.set("ladder_stopped", step)
 
-
-def _significance(table: str, bad: set[str], names: list[str]) -> dict[str, float]:
-    """Read a caltable (python-casacore) and measure how far its solutions stand above noise."""
-    from casacore.tables import table as ctable  # casacore is loaded only where a table is read
-
-    with ctable(table, ack=False) as t:
-        a1 = t.getcol("ANTENNA1")
-        gains, snr, flags = t.getcol("CPARAM"), t.getcol("SNR"), t.getcol("FLAG")
-    keep = np.array([names[a] not in bad if a < len(names) else True for a in a1], dtype=bool)
-    return gate.solution_significance(gains[keep], snr[keep], flags[keep])

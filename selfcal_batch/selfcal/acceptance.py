@@ -94,15 +94,19 @@ def solution_significance(gains: np.ndarray, snr: np.ndarray, flags: np.ndarray)
     noise at high SNR (a little more at SNR ~3), >> 1 when there are real phase errors to
     correct. ``amp``: mean of ((|g| / median|g| - 1) x SNR)^2 (~0.5 for pure noise with
     CASA's 'ap' SNR). A step whose corrections are consistent with noise can only add noise
-    (and bias a faint source's peak upwards), however its image looks.
+    (and bias a faint source's peak upwards), however its image looks. ``snr_median``: the
+    median SNR of every solution with a finite SNR, flagged ones included (minsnr failures
+    count as low; selfcal.solint.MeasuredSNR).
     """
     g = np.asarray(gains).ravel()
     s = np.asarray(snr, dtype=float).ravel()
+    finite_snr = s[np.isfinite(s)]
     ok = ~np.asarray(flags, dtype=bool).ravel() & np.isfinite(s) & (s > 0) & np.isfinite(g)
     g, s = g[ok], s[ok]
     ph = np.angle(g)
     nonref = np.abs(ph) > 1e-7
-    out = {"n_solutions": float(ok.sum()), "phase": math.nan, "amp": math.nan}
+    out = {"n_solutions": float(ok.sum()), "phase": math.nan, "amp": math.nan,
+           "snr_median": float(np.median(finite_snr)) if finite_snr.size else math.nan}
     if nonref.sum() >= 3:
         out["phase"] = float(np.mean((ph[nonref] * s[nonref]) ** 2))
     if g.size >= 3:
@@ -150,16 +154,75 @@ def metric_noise(stats: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def improvement_z(pre: Mapping[str, float], post: Mapping[str, float]) -> dict[str, float]:
-    """Signed improvement of each gate metric in units of its noise (> 0 = better):
-    ``snr`` (higher is better), ``rms_offsource`` and ``rms_near`` (lower is better); the
-    two images' uncertainties are added in quadrature (conservative: they share the
-    visibilities' noise)."""
+#: Var(change of a mad_std scale estimate) = MAD_PAIRED * sigma * sigma_d / N for N independent
+#: samples of noise sigma perturbed by an independent field of rms sigma_d << sigma: the sample
+#: median of |x| moves only by the samples that cross it (Bahadur representation of a sample
+#: quantile, Serfling 1980, *Approximation Theorems of Mathematical Statistics*, sec. 2.5):
+#: crossings ~ N g E|d| with g = 2 phi(q) / sigma the density of |x| at q = 0.6745 sigma and
+#: E|d| = sqrt(2 / pi) sigma_d, each moving the median by 1 / (N g); times 1.4826^2 (mad_std).
+#: 1.4826^2 sqrt(2/pi) / (2 phi(0.6745)) = 2.76 (Monte Carlo check: tests/unit/test_paired_noise.py).
+MAD_PAIRED = 1.4826**2 * math.sqrt(2.0 / math.pi) / (2.0 * math.exp(-0.6745**2 / 2) / math.sqrt(2 * math.pi))
+
+
+def paired_metric_noise(pre: Mapping[str, float], post: Mapping[str, float],
+                        difference: Mapping[str, float]) -> dict[str, float]:
+    """1-sigma noise of the CHANGE of each gate metric between two images of the same
+    visibilities (pure numbers), from the rms of their difference image.
+
+    ``difference``: ``rms_offsource`` / ``rms_near`` = robust rms (Jy/beam) of (post - pre
+    residual) in the off-source region / near-field ring (imaging.imstats.difference_statistics).
+    Both images share the visibilities' thermal noise, which cancels in the difference: under
+    "nothing changed but a noise-like field of rms sigma_d", the peak changes by sigma_d
+    (the field at the peak pixel; the larger of the off-source and near-field sigma_d: the
+    peak sits where the changes are largest), the off-source rms by the measured
+    ``difference["rms_change_se"]`` (block standard error of the rms change on the two
+    images themselves) or, without it and for the near-field rms, a mad_std rms R over N
+    independent beams by ``sqrt(MAD_PAIRED R sigma_d / N)`` (:data:`MAD_PAIRED`: independent
+    samples; smooth, beam-correlated images change less), and SNR = peak / R by
+    ``snr sqrt((sigma_d / peak)^2 + (sigma_R / R)^2)`` (first-order propagation). Each value
+    is capped at the independent-images value of :func:`improvement_z`'s fallback (the
+    quadrature of :func:`metric_noise`): positively correlated images (shared noise) have
+    Var(a - b) <= Var(a) + Var(b). NaN where a number is missing (the fallback then applies)."""
     sp, sq = metric_noise(pre), metric_noise(post)
+    out: dict[str, float] = {}
+    d_off = float_or_nan(difference.get("rms_offsource"))
+    for key, beams in (("rms_offsource", "offsource_beams"), ("rms_near", "near_beams")):
+        r, n = float_or_nan(pre.get(key)), float_or_nan(pre.get(beams))
+        d = float_or_nan(difference.get(key))
+        paired = math.sqrt(MAD_PAIRED * r * d / n) if (r > 0 and d >= 0 and n > 1) else math.nan
+        se = float_or_nan(difference.get("rms_change_se")) if key == "rms_offsource" else math.nan
+        out[key] = _capped(se if se > 0 else paired, math.hypot(sp[key], sq[key]))
+    peak, snr = float_or_nan(pre.get("peak")), float_or_nan(pre.get("snr"))
+    rel_r = out["rms_offsource"] / float_or_nan(pre.get("rms_offsource"))
+    d_peak = max(d_off, float_or_nan(difference.get("rms_near")), key=lambda v: v if math.isfinite(v) else -1.0)
+    paired = (snr * math.hypot(d_peak / peak, rel_r) if (peak > 0 and snr > 0 and d_peak >= 0) else math.nan)
+    out["snr"] = _capped(paired, math.hypot(sp["snr"], sq["snr"]))
+    return out
+
+
+def _capped(paired: float, independent: float) -> float:
+    if not math.isfinite(paired):
+        return math.nan
+    return min(paired, independent) if math.isfinite(independent) else paired
+
+
+def improvement_z(pre: Mapping[str, float], post: Mapping[str, float],
+                  difference: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Signed improvement of each gate metric in units of its noise (> 0 = better):
+    ``snr`` (higher is better), ``rms_offsource`` and ``rms_near`` (lower is better).
+
+    With ``difference`` (the rms of the post - pre difference image,
+    :func:`paired_metric_noise`) the noise of the change is the paired one; without it, or
+    where it is not measurable or zero, the two images' uncertainties are added in quadrature
+    (conservative: they share the visibilities' noise)."""
+    sp, sq = metric_noise(pre), metric_noise(post)
+    pair = paired_metric_noise(pre, post, difference) if difference else {}
     out = {}
     for key, sign in (("snr", 1.0), ("rms_offsource", -1.0), ("rms_near", -1.0)):
         a, b = float_or_nan(pre.get(key)), float_or_nan(post.get(key))
-        err = math.hypot(sp[key], sq[key])
+        err = pair.get(key, math.nan)
+        if not (math.isfinite(err) and err > 0):  # identical images: no change, z = 0
+            err = math.hypot(sp[key], sq[key])
         out[key] = sign * (b - a) / err if (math.isfinite(a) and math.isfinite(b) and err > 0) else math.nan
     return out
 
@@ -190,6 +253,7 @@ def evaluate_step(
     exclude_antennas: set[str] | None = None,
     significance: Mapping[str, float] | None = None,
     normalised: bool = False,
+    difference: Mapping[str, float] | None = None,
 ) -> GateDecision:
     """Compare the post-calibration image with the pre-calibration one (same settings).
 
@@ -204,14 +268,19 @@ def evaluate_step(
     With ``significance`` (from :func:`solution_significance`), the corrections must stand
     above their noise (``min_phase_significance`` / ``min_amp_significance``). With
     ``cfg.improve_sigma`` > 0 the image must also improve beyond the metrics' own noise
-    (:func:`improvement_z`): SNR up, or off-source or near-field rms down, by more than
+    (:func:`improvement_z`; for phase steps with ``difference``, the rms of the post - pre
+    difference image, the paired noise of :func:`paired_metric_noise`: amplitude steps keep
+    the independent-images noise, their corrections can raise a peak towards the model
+    without improving the data, issue 18 G4): SNR up, or off-source or near-field rms down, by more than
     ``improve_sigma`` sigma; and the near-field rms must not rise beyond that and
     ``rms_tolerance`` (unless ``est_snr > high_snr``). Metrics without a beam count
     (``offsource_beams``/``near_beams``) are not tested.
     """
     reasons: list[str] = []
     m: dict[str, float] = {}
-    z = improvement_z(pre, post)
+    z = improvement_z(pre, post, None if amplitude else difference)
+    if difference and not amplitude:
+        m["diff_rms_offsource"] = float_or_nan(difference.get("rms_offsource"))
     _check_snr_rms(pre, post, z, est_snr, cfg, reasons, m)
     if cfg.improve_sigma > 0:
         _check_improvement(pre, post, z, est_snr, cfg, reasons, m)

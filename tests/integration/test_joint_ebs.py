@@ -95,7 +95,11 @@ def test_joint_ebs_against_each_alone(faint_ebs: tuple[Path, Path], tmp_path: Pa
     damaged = _damaged_copy(eb2, tmp_path / "eb2_damaged.ms")
     before = {p: tree_checksums(p) for p in ebs}
     m = tmp_path / "c.toml"
-    m.write_text(QUICK_TOML + f'[[datasets]]\nname = "joint"\nms = ["{eb1}", "{eb2}"]\n'
+    # The ladder's default shorter-interval extension (QUICK_TOML turns it off for speed): the
+    # joint data support 30 s (measured solution SNR of p0: 9.4 at 60 s), which the flux needs.
+    quick = QUICK_TOML.replace("solint = { extend_ladder = false }\n", "")
+    assert quick != QUICK_TOML
+    m.write_text(quick + f'[[datasets]]\nname = "joint"\nms = ["{eb1}", "{eb2}"]\n'
                  f'[[datasets]]\nms = "{eb1}"\n[[datasets]]\nms = "{eb2}"\n'
                  f'[[datasets]]\nname = "missing"\nms = ["{eb1}", "{tmp_path / "nope.ms"}"]\n'
                  f'[[datasets]]\nname = "damaged"\nms = ["{eb1}", "{damaged}"]\n')
@@ -153,17 +157,13 @@ def test_joint_ebs_against_each_alone(faint_ebs: tuple[Path, Path], tmp_path: Pa
           f"{align.get('flux_significance')} {[(p.get('gain'), p.get('amp_error')) for p in align['per_eb']]}"
           f"; campaign wall {wall:.0f} s; load {os.getloadavg()}")
     assert ratio >= 1.5, err  # issue 18 must-show: joint error <= (better EB alone) / 1.5
-    if flux_off > 0.03:
-        # Measured 5.8 % low (fitted 0.942; 0.928 over the fixed truth region): the phases
-        # decorrelate inside one solution per scan (60 s scans; 50 deg rms errors with a 150 s
-        # time scale: perfect per-scan solutions leave a visibility coherence of 0.919 / 0.927
-        # in EB1 / EB2, from the truth gains); the joint flux scale is the EBs' mean (x 1.025,
-        # EB2 is 5 % high). The data support 30 s (p0 forced to 30 s: fitted 0.994, est. SNR
-        # 3.06), but very_faint has one phase step (60 s), an extension needs est. SNR >=
-        # solint.extend_min_snr (6), and the gate does not see a +6 % SNR gain at SNR ~90 as
-        # beyond 2 sigma. On the 50 mJy sky the ladder's scan-limited p1 (30 s,
-        # selfcal.solint.scan_limited_solint) reaches fitted 0.987.
-        pytest.xfail(f"issue 18 must-show: joint flux off the truth by {100 * flux_off:.1f}% (wanted <= 3%)")
+    # Issue 18 must-show: the joint image's flux within 3 % of the truth. Before the gate's paired
+    # noise (selfcal.acceptance.paired_metric_noise) and the measured solution SNR
+    # (selfcal.solint.MeasuredSNR) it was 5.8 % low (fitted 0.942): one solution per 60 s scan
+    # leaves the phases (50 deg rms, 150 s time scale) decorrelated inside each scan (coherence
+    # 0.919 / 0.927 from the truth gains); the 30 s extension step the data support was not
+    # planned (estimated SNR 4.3 < 6, CASA's own 9.5) nor kept (+6 % SNR seen as < 2 sigma).
+    assert flux_off <= 0.03, fit["joint"]
 
 
 def _start(name: str, out: Path, ebs: tuple[Path, Path]) -> subprocess.Popen[str]:
