@@ -93,6 +93,8 @@ class CoherenceVerdict:
     z: float = math.nan
     offset_arcsec: tuple[float, float] = (math.nan, math.nan)
     sources: int = 0
+    #: True when nothing was compared (``reason`` says why): the caller warns.
+    skipped: bool = False
 
     def record(self) -> dict[str, Any]:
         """JSON-ready numbers (state ``coherence``)."""
@@ -100,7 +102,7 @@ class CoherenceVerdict:
             return float(f"{x:.5g}") if math.isfinite(x) else None
         return {"fires": self.fires, "peak_in_jy": r(self.peak_in), "peak_out_jy": r(self.peak_out),
                 "loss": r(self.loss), "z": r(self.z), "offset_arcsec": [r(x) for x in self.offset_arcsec],
-                "sources": self.sources}
+                "sources": self.sources, "skipped": self.skipped}
 
 
 def psf_map(u_lambda: np.ndarray, v_lambda: np.ndarray, npix: int, cell_rad: float) -> np.ndarray:
@@ -251,21 +253,78 @@ def _short_rows(ms: str, b_max_m: float, max_rows: int) -> np.ndarray:
     return keep
 
 
-def _read(ms: str, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """DATA, FLAG (| FLAG_ROW), WEIGHT, UVW, DATA_DESC_ID and the row keys (TIME, ANTENNA1,
-    ANTENNA2, DATA_DESC_ID) of ``rows`` of ``ms``."""
+def _keys(ms: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """(nrow, 4) float array TIME, ANTENNA1, ANTENNA2, DATA_DESC_ID of ``rows`` of ``ms`` (all rows when None)."""
     from casacore.tables import table  # lazy: casacore only where a table is read
 
     with table(ms, ack=False) as t:
-        sub = t.selectrows(rows.tolist())
+        sub = t.selectrows(rows.tolist()) if rows is not None else t
+        try:
+            return np.stack([sub.getcol(c).astype(float) for c in ("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID")],
+                            axis=1)
+        finally:
+            if sub is not t:
+                sub.close()
+
+
+def _read(ms: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """DATA, FLAG (| FLAG_ROW), WEIGHT, UVW and DATA_DESC_ID of ``rows`` of ``ms``, in that order."""
+    from casacore.tables import table  # lazy: casacore only where a table is read
+
+    order = np.argsort(rows, kind="stable")
+    with table(ms, ack=False) as t:
+        sub = t.selectrows(rows[order].tolist())  # selectrows wants ascending row numbers
         try:
             out = {c: sub.getcol(c) for c in ("DATA", "FLAG", "WEIGHT", "FLAG_ROW", "UVW", "DATA_DESC_ID")}
-            keys = np.stack([sub.getcol("TIME"), sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2"),
-                             out["DATA_DESC_ID"]], axis=1)
         finally:
             sub.close()
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    out = {c: v[back] for c, v in out.items()}
     out["FLAG"] = out["FLAG"] | out["FLAG_ROW"][:, None, None]
-    return out, keys
+    return out
+
+
+def ddid_correspondence(freqs_a: list[np.ndarray], freqs_b: list[np.ndarray], rtol: float = 1e-9) -> dict[int, int]:
+    """DATA_DESC_ID of ``b`` -> DATA_DESC_ID of ``a`` with the same channel frequencies
+    (``freqs_*``: per DATA_DESC_ID, channel centres in Hz; same count, equal within ``rtol``).
+    A split renumbers spws and data descriptions (only the selected or used ones, in its own
+    order), so ids alone do not say which data are the same. Unmatched ids are left out. Pure."""
+    out: dict[int, int] = {}
+    for j, fb in enumerate(freqs_b):
+        for i, fa in enumerate(freqs_a):
+            if fa.shape == fb.shape and np.allclose(fa, fb, rtol=rtol, atol=0.0):
+                out[j] = i
+                break
+    return out
+
+
+def matching_rows(keys_a: np.ndarray, keys_b: np.ndarray, ddid_b_to_a: dict[int, int],
+                  time_tol_s: float = 1e-3) -> np.ndarray | None:
+    """For each row of ``a`` the row index of ``b`` holding the same visibility: equal TIME
+    (within ``time_tol_s``), ANTENNA1, ANTENNA2 and data description (``b``'s mapped to
+    ``a``'s by ``ddid_b_to_a``). ``keys_*``: (nrow, 4) TIME (s), ANTENNA1, ANTENNA2,
+    DATA_DESC_ID. Returns an int array of len(keys_a), or None when any row of ``a`` has no
+    match (a row dropped or changed: the data are not the same rows). Pure."""
+    if keys_a.size == 0:
+        return np.zeros(0, np.int64)
+    dd_b = np.array([ddid_b_to_a.get(int(d), -1) for d in keys_b[:, 3]], np.int64) if keys_b.size else np.zeros(0, np.int64)
+    t = np.round(np.concatenate([keys_a[:, 0], keys_b[:, 0]]) / time_tol_s).astype(np.int64)
+    _, rank = np.unique(t, return_inverse=True)
+    n_ant = int(max(keys_a[:, 1:3].max(), keys_b[:, 1:3].max() if keys_b.size else 0)) + 1
+    n_dd = int(max(keys_a[:, 3].max(), dd_b.max() if dd_b.size else 0)) + 2
+
+    def code(r: np.ndarray, k: np.ndarray, dd: np.ndarray) -> np.ndarray:
+        return ((r * n_ant + k[:, 1].astype(np.int64)) * n_ant + k[:, 2].astype(np.int64)) * n_dd + (dd + 1)
+
+    ca = code(rank[:len(keys_a)], keys_a, keys_a[:, 3].astype(np.int64))
+    cb = code(rank[len(keys_a):], keys_b, dd_b)
+    order = np.argsort(cb, kind="stable")
+    pos = np.searchsorted(cb[order], ca)
+    pos = np.minimum(pos, max(cb.size - 1, 0))
+    if cb.size == 0 or not np.array_equal(cb[order][pos], ca):
+        return None
+    return order[pos]
 
 
 def _noise(d: dict[str, np.ndarray], ok: np.ndarray, p: int) -> float:
@@ -285,8 +344,10 @@ def measure_coherence(input_ms: str, delivered_ms: str, *, max_loss: float = DEF
     baselines short enough for :data:`NPIX` pixels (3 per resolution element), parallel hands
     averaged, visibilities unflagged in both. The map noise is ``sqrt(noise_var / (2 N))``
     (N visibilities, ``noise_var`` from adjacent-channel differences, :func:`noise_variance`).
-    A verdict that does not fire (with a note as reason) when the rows of the two do not
-    match or there are no short baselines."""
+    Rows are paired by TIME, antennas and data description (:func:`matching_rows`; a split
+    may renumber spws and reorder rows). A verdict that does not fire, ``skipped`` with the
+    reason, when a row of the input has no match in the delivered MS or there are no short
+    baselines."""
     geo = ms_geometry(input_ms)
     dish, dd_freqs = geo["dish_m"], geo["chan_freq"]
     allf = np.concatenate(dd_freqs)
@@ -294,11 +355,13 @@ def measure_coherence(input_ms: str, delivered_ms: str, *, max_loss: float = DEF
     uv_max = 1.0 / (3 * cell)
     rows = _short_rows(input_ms, uv_max * C_LIGHT / float(allf.max()), max_rows)
     if rows.size < 10:
-        return CoherenceVerdict(False, "no short baselines to compare")
-    a, keys_a = _read(input_ms, rows)
-    b, keys_b = _read(delivered_ms, rows)
-    if keys_a.shape != keys_b.shape or not np.allclose(keys_a, keys_b):
-        return CoherenceVerdict(False, "rows of the delivered MS do not match the input's: not compared")
+        return CoherenceVerdict(False, "no short baselines to compare", skipped=True)
+    rows_b = matching_rows(_keys(input_ms, rows), _keys(delivered_ms),
+                           ddid_correspondence(dd_freqs, ms_geometry(delivered_ms)["chan_freq"]))
+    if rows_b is None:
+        return CoherenceVerdict(False, "rows of the delivered MS do not match the input's "
+                                "(time, antennas, channel frequencies): not compared", skipped=True)
+    a, b = _read(input_ms, rows), _read(delivered_ms, rows_b)
     nchan, ncorr = a["DATA"].shape[1:]
     f = np.stack([dd_freqs[int(k)][:nchan] for k in a["DATA_DESC_ID"]]) / C_LIGHT  # (nrow, nchan) 1/m
     hands = [0, ncorr - 1] if ncorr > 1 else [0]

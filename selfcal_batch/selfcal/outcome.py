@@ -366,6 +366,9 @@ def coherence_kept(ctx: "Context") -> bool:
         log.warning("%s: short-baseline coherence check failed: %s", ctx.name, str(exc).splitlines()[0][:300])
         return True
     ctx.state.set("coherence", {**v.record(), "note": v.reason if not v.fires else ""})
+    if v.skipped:
+        log.warning("%s: short-baseline coherence check skipped: %s", ctx.name, v.reason)
+        return True
     log.info("%s: short-baseline map, the source that lost most: %.4g -> %.4g Jy (%d compared)%s", ctx.name,
              v.peak_in, v.peak_out, v.sources, f" ({v.reason})" if v.reason and not v.fires else "")
     if not v.fires:

@@ -145,3 +145,42 @@ def test_source_positions_explain_sidelobes_by_their_source():
     assert [(x - NPIX // 2, y - NPIX // 2) for y, x in pos] == [(0, 0), (12, -8)]
     assert C.source_peaks(img, psf, pos) == pytest.approx([1.0, 0.4], abs=0.02)
     assert psf[NPIX, NPIX] == pytest.approx(1.0)
+
+
+def _keys_grid(n_t=5, n_ant=4, ddids=(0, 1)):
+    rows = [(100.0 + 10 * t, a1, a2, d) for t in range(n_t) for d in ddids
+            for a1 in range(n_ant) for a2 in range(a1 + 1, n_ant)]
+    return np.array(rows, float)
+
+
+def test_matching_rows_pairs_reordered_and_renumbered_rows():
+    from selfcal_batch.selfcal.coherence import ddid_correspondence, matching_rows
+
+    rng = np.random.default_rng(3)
+    a = _keys_grid()
+    perm = rng.permutation(len(a))
+    b = a[perm].copy()
+    b[:, 3] = 1 - b[:, 3]  # the split swapped the two data descriptions
+    b[:, 0] += 2e-4  # time written back with rounding
+    fa = [np.array([1e9, 1.1e9]), np.array([2e9, 2.1e9])]
+    dd = ddid_correspondence(fa, [fa[1], fa[0]])
+    assert dd == {0: 1, 1: 0}
+    idx = matching_rows(a, b, dd)
+    assert idx is not None
+    back = b[idx].copy()
+    back[:, 3] = 1 - back[:, 3]
+    assert np.allclose(back, a, atol=1e-3)
+    # a sample of a's rows (what the check reads) pairs with the same rows
+    sub = a[::7]
+    assert np.array_equal(b[matching_rows(sub, b, dd)][:, 1:3], sub[:, 1:3])
+
+
+def test_matching_rows_refuses_missing_rows_and_unknown_spws():
+    from selfcal_batch.selfcal.coherence import ddid_correspondence, matching_rows
+
+    a = _keys_grid()
+    assert matching_rows(a, a[1:], {0: 0, 1: 1}) is None  # a row dropped
+    assert matching_rows(a, a, {0: 0}) is None  # ddid 1 has no counterpart
+    assert matching_rows(a, np.zeros((0, 4)), {}) is None
+    assert matching_rows(np.zeros((0, 4)), a, {0: 0}).size == 0
+    assert ddid_correspondence([np.array([1e9, 1.1e9])], [np.array([1e9, 1.1e9, 1.2e9])]) == {}
