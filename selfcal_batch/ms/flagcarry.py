@@ -37,7 +37,8 @@ def carry_flags(avg_ms: Path, full_ms: Path, ids_ms: Path) -> dict[str, Any]:
     ``full_ms``'s spws onto ``ids_ms``'s (the MS whose spw ids the gain tables use; same rows).
 
     Returns ``{"rows": n, "flagged_before": f0, "flagged_after": f1, "spw_map": {full spw:
-    ids_ms spw}}`` (fractions of ``full_ms``'s samples). Raises ValueError (one line) when
+    ids_ms spw}, "spws_per_observation": {observation id: [full spws with its rows]}}``
+    (fractions of ``full_ms``'s samples). Raises ValueError (one line) when
     the rows do not correspond or a full-resolution spw holds rows of two spws of ``ids_ms``."""
     from casacore.tables import table  # lazy: only here (our own working MSs)
 
@@ -47,12 +48,12 @@ def carry_flags(avg_ms: Path, full_ms: Path, ids_ms: Path) -> dict[str, Any]:
     with table(str(avg_ms), ack=False) as a, table(str(full_ms), readonly=False, ack=False) as f:
         if not a.nrows() == f.nrows() == len(dd_ids):
             raise ValueError(f"{a.nrows()} rows averaged vs {f.nrows()} at full resolution")
-        if a.nrows() != f.nrows():
-            raise ValueError(f"{a.nrows()} rows averaged vs {f.nrows()} at full resolution")
         for col in ("TIME", "ANTENNA1", "ANTENNA2", "OBSERVATION_ID"):
             if not np.array_equal(a.getcol(col), f.getcol(col)):
                 raise ValueError(f"the rows differ in {col}")
         dd_full, dd_avg = f.getcol("DATA_DESC_ID"), a.getcol("DATA_DESC_ID")
+        obs = f.getcol("OBSERVATION_ID")
+        own = {int(o): sorted({int(x) for x in spw_full[np.unique(dd_full[obs == o])]}) for o in np.unique(obs)}
         before = after = total = 0
         spw_map: dict[int, int] = {}
         for d in np.unique(dd_full):
@@ -70,4 +71,4 @@ def carry_flags(avg_ms: Path, full_ms: Path, ids_ms: Path) -> dict[str, Any]:
                     fs.putcol("FLAG", new)
                 before, after, total = before + int(flags.sum()), after + int(new.sum()), total + flags.size
     return {"rows": int(len(dd_full)), "flagged_before": before / max(1, total),
-            "flagged_after": after / max(1, total), "spw_map": spw_map}
+            "flagged_after": after / max(1, total), "spw_map": spw_map, "spws_per_observation": own}

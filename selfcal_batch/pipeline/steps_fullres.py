@@ -12,7 +12,7 @@ row by row onto the joint copy's (``ms.flagcarry.carry_flags``), then through ea
 spwmap. The flags the pipeline added on the averaged data (autoflag, bad antennas, calflag,
 statwt) are carried onto the fine channels of the same rows (an averaged channel's flag
 flags all of its channels). Then the chain is applied (applycal, ``linearperobs``), each
-averaged EB split by observation id into ``final/eb<k>.ms`` (+ statwt as final.ms got).
+averaged EB split by observation id and its own spws into ``final/eb<k>.ms`` (+ statwt as final.ms got).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from selfcal_batch.casa import calibration as cal
 from selfcal_batch.errors import CasaTaskError, DatasetError
 from selfcal_batch.ms.view import check_self_contained
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.eb_records import final_spw_ids
 from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.work_ms import tables
 
@@ -102,8 +103,10 @@ def full_resolution_finals(ctx: Context, statwt_timebin: str) -> list[str]:
         outs = {k: ctx.root / "final" / f"eb{k}.ms.partial" for k in todo}  # the averaged finals stay until done
         for k, out in outs.items():
             ctx.remove(out, Path(str(out) + ".flagversions"))
+            own = carried["spws_per_observation"].get(k, [])  # EBs may share a joint spw, not a fine one
             calls.append(cal.task("split", vis=str(joint), outputvis=str(out), observation=str(k),
-                                  datacolumn="corrected" if chain else "data", keepflags=True))
+                                  spw=",".join(map(str, own)), datacolumn="corrected" if chain else "data",
+                                  keepflags=True))
             if ctx.cfg.statwt_final and chain:
                 calls.append(cal.task("statwt", vis=str(out), statalg="chauvenet", timebin=statwt_timebin,
                                       datacolumn="data"))
@@ -134,6 +137,8 @@ def _publish(ctx: Context, ebs: list[dict[str, Any]], outs: dict[int, Path], res
         ctx.remove(out, Path(str(out) + ".flagversions"), Path(str(part) + ".flagversions"))
         part.rename(out)
         vals = [next(per) for _ in range(per_eb)]
+        ebs[k]["final_spws"] = final_spw_ids(ebs[k], (ctx.state.get("msinfo") or {}).get("spws") or [],
+                                             vals[-1]["spws"])
         ebs[k].get("channel_averaging", {}).pop("full_resolution_error", None)
         ebs[k]["flagged_fraction"] = round(float(vals[-2]), 5)
         ebs[k]["channel_averaging"]["delivered_nchan"] = [int(w["nchan"]) for w in vals[-1]["spws"]]

@@ -42,6 +42,7 @@ from selfcal_batch.ms.view import check_self_contained
 from selfcal_batch.ms.polarisation import gaintype_for
 from selfcal_batch.pipeline import ladder
 from selfcal_batch.pipeline.context import Context
+from selfcal_batch.pipeline.eb_records import final_spw_ids, own_spws
 from selfcal_batch.pipeline.eb_solutions import with_eb_breakdown
 from selfcal_batch.pipeline.step_tools import working_copy
 from selfcal_batch.pipeline.state_records import MSInfo, WorkMSState
@@ -451,21 +452,25 @@ def _rewrite_alignment(ctx: Context, table: str, plan: ladder.StepPlan) -> dict[
 
 
 def split_ebs(ctx: Context) -> list[str]:
-    """One ``final/eb<k>.ms`` per EB, split from the joint final.ms by observation id."""
+    """One ``final/eb<k>.ms`` per EB, split from the joint final.ms by observation id and the
+    EB's own spws (``eb_records.own_spws``); records ``final_spws`` (``eb_records.final_spw_ids``)."""
     out_dir = ctx.root / "final"
     out_dir.mkdir(exist_ok=True)
+    ebs = ctx.state.get("ebs") or []
     paths, calls = [], []
-    for k, _eb in enumerate(ctx.state.get("ebs") or []):
+    for k, eb in enumerate(ebs):
         out = out_dir / f"eb{k}.ms"
         ctx.remove(out, Path(str(out) + ".flagversions"))
         calls += [cal.task("split", vis=str(ctx.final_ms), outputvis=str(out), observation=str(k),
-                           datacolumn="data", keepflags=True), cal.job("flag_fraction", vis=str(out))]
+                           spw=",".join(map(str, own_spws(eb))), datacolumn="data", keepflags=True),
+                  cal.job("flag_fraction", vis=str(out)), cal.job("inspect_ms", vis=str(out))]
         paths.append(out)
     results = ctx.casa(calls, label="final-split-ebs")
-    ebs = ctx.state.get("ebs")
+    joint_spws = (ctx.state.get("msinfo") or {}).get("spws") or []
     for k, p in enumerate(paths):
         check_self_contained(p, f"final split {p}")
         ebs[k]["final_ms"] = str(p)
-        ebs[k]["flagged_fraction"] = round(float(results[2 * k + 1]), 5)
+        ebs[k]["flagged_fraction"] = round(float(results[3 * k + 1]), 5)
+        ebs[k]["final_spws"] = final_spw_ids(ebs[k], joint_spws, results[3 * k + 2]["spws"])
     ctx.state.set("ebs", ebs)
     return [str(p) for p in paths]

@@ -58,6 +58,14 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _n_spw(ms: Path) -> int:
+    """Rows of ``ms``'s SPECTRAL_WINDOW table (our own output MS)."""
+    from casacore.tables import table  # test check only: reads a delivered MS
+
+    with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as t:
+        return t.nrows()
+
+
 def _nchan(ms: Path) -> list[int]:
     """Channels per spw holding rows of ``ms`` (our own output MS; python-casacore)."""
     from casacore.tables import table  # test check only: reads a delivered MS
@@ -135,8 +143,9 @@ def test_mixed_channel_counts_run_jointly(ebs: dict[str, Path], tmp_path: Path) 
         {"input_nchan": [8, 8], "chanbin": 1, "factor": [2, 2], "delivered_nchan": [8, 8],
          "delivered_resolution": "input"}]
     assert [e["input_spws"] for e in mixed] == [[0, 1], [1, 2]] and [e["nchan"] for e in mixed] == [[4, 4]] * 2
-    for e in mixed:  # the delivered per-EB finals hold the recorded channel counts
+    for e in mixed:  # the delivered per-EB finals hold the recorded channel counts, and only their own spws
         assert _nchan(Path(e["final_ms"])) == e["channel_averaging"]["delivered_nchan"]
+        assert _n_spw(Path(e["final_ms"])) == len(e["input_spws"]) and e["final_spws"] == [0, 1], e
     log = (out / "mixed" / "logs" / "pipeline.log").read_text()
     assert "WARNING selfcal_batch.pipeline: mixed: EB 2: spws averaged x2/2 (8,8 -> 4 channels)" in log
     # EB2 at full resolution holds what the joint copy calibrated: averaged x2 it is final.ms's

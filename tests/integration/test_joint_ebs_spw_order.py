@@ -33,6 +33,14 @@ COMMON = dict(components=JOINT_SKY, n_chan=4, duration_s=120.0, n_scans=2, phase
               phase_timescale_s=200.0)
 
 
+def _spw_freqs(ms: Path) -> list[float]:
+    """Each spw's mean channel frequency (Hz), by spw id."""
+    from casacore.tables import table
+
+    with table(str(ms / "SPECTRAL_WINDOW"), ack=False) as t:
+        return [float(t.getcell("CHAN_FREQ", i).mean()) for i in range(t.nrows())]
+
+
 def test_joint_ebs_with_interleaved_spws_and_integrations_finish(tmp_path: Path) -> None:
     eb1 = make(spec_from_preset("vla-c", n_spw=2, integration_s=10.0, seed=41, start_date="2024-01-01", **COMMON),
                tmp_path / "eb1.ms")
@@ -62,6 +70,15 @@ def test_joint_ebs_with_interleaved_spws_and_integrations_finish(tmp_path: Path)
     assert argv[argv.index("-channels-out") + 1] == str(plan["channels_out"])
     assert "-channel-division-frequencies" in argv and "-update-model-required" in argv
     assert "not numbered in frequency order" in (root / "logs" / "pipeline.log").read_text()
+    # each per-EB final holds only its own spws (tester s7-break2 #1: split by observation id
+    # alone kept the other EB's windows as empty spws), at the input's frequencies
+    for k, src in enumerate((eb1, eb2)):
+        eb = row["ebs"][k]
+        final, inp = _spw_freqs(Path(eb["final_ms"])), _spw_freqs(src)
+        assert len(final) == len(inp) == len(eb["input_spws"]), (final, inp)
+        assert eb["final_spws"] == list(range(len(inp)))
+        for i, f in zip(eb["input_spws"], eb["final_spws"], strict=True):
+            assert abs(final[f] - inp[i]) < 1.0, (k, i, f, final, inp)
     assert {p: tree_checksums(p) for p in (eb1, eb2)} == before  # inputs untouched
     print(f"joint interleaved spws: {wall:.0f} s, plan {plan['channels_out']} channels cut at "
           f"{plan['division_hz']}; load {os.getloadavg()}")

@@ -14,7 +14,7 @@ from selfcal_batch.pipeline.steps_fullres import composed_spwmaps
 
 
 def _ms(path: Path, nchan: list[int], dd: list[int], spw_of_dd: list[int], flags: list[np.ndarray] | None = None,
-        times: list[float] | None = None) -> Path:
+        times: list[float] | None = None, obs: list[int] | None = None) -> Path:
     from casacore.tables import default_ms, table  # test data only
 
     shutil.rmtree(path, ignore_errors=True)
@@ -24,6 +24,7 @@ def _ms(path: Path, nchan: list[int], dd: list[int], spw_of_dd: list[int], flags
     t.putcol("ANTENNA1", np.zeros(len(dd), int))
     t.putcol("ANTENNA2", np.ones(len(dd), int))
     t.putcol("DATA_DESC_ID", np.asarray(dd))
+    t.putcol("OBSERVATION_ID", np.asarray(obs if obs is not None else np.zeros(len(dd), int)))
     for r, d in enumerate(dd):
         t.putcell("FLAG", r, flags[r] if flags is not None else np.zeros((nchan[spw_of_dd[d]], 2), bool))
     t.close()
@@ -48,10 +49,12 @@ def test_carry_flags_and_spw_map(tmp_path: Path) -> None:
     avg_flags = [np.zeros((2, 2), bool) for _ in range(4)]
     avg_flags[0][0, :] = True  # EB1 row: channel 0, both correlations
     avg_flags[3][1, 0] = True  # EB2 row: averaged channel 1, first correlation
-    avg = _ms(tmp_path / "avg.ms", [2, 2], [0, 1, 0, 1], [0, 1], avg_flags)
-    full = _ms(tmp_path / "full.ms", [2, 2, 4, 4], [0, 1, 2, 3], [0, 1, 2, 3])
+    avg = _ms(tmp_path / "avg.ms", [2, 2], [0, 1, 0, 1], [0, 1], avg_flags, obs=[0, 0, 1, 1])
+    full = _ms(tmp_path / "full.ms", [2, 2, 4, 4], [0, 1, 2, 3], [0, 1, 2, 3], obs=[0, 0, 1, 1])
     out = carry_flags(avg, full, avg)
     assert out["spw_map"] == {0: 0, 1: 1, 2: 0, 3: 1} and out["rows"] == 4
+    # each EB's own fine spws (its final is split with them; the joint spws 0/1 are shared)
+    assert out["spws_per_observation"] == {0: [0, 1], 1: [2, 3]}
     from casacore.tables import table  # test check only
 
     with table(str(full), ack=False) as t:

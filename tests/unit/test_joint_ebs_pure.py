@@ -190,3 +190,21 @@ def test_correlation_problem_names_each_eb_setup() -> None:
     line = correlation_problem(["a.ms", "b.ms"], [dual, full])
     assert line.startswith("the execution blocks have different correlation products (a.ms: RR,LL; "
                            "b.ms: RR,RL,LR,LL)") and "correlation='RR,LL'" in line and "\n" not in line
+
+
+def test_own_spws_and_final_spw_ids_follow_frequency():
+    from selfcal_batch.pipeline.eb_records import final_spw_ids, own_spws
+
+    def spw(i, lo, hi):
+        return {"id": i, "freq_min": lo, "freq_max": hi}
+
+    # joint copy: EB1's windows 0, 1; EB2's 2, 3, 4 (interleaved in frequency)
+    joint = [spw(0, 1.0e9, 1.1e9), spw(1, 1.2e9, 1.3e9), spw(2, 0.95e9, 1.05e9), spw(3, 1.15e9, 1.25e9),
+             spw(4, 1.35e9, 1.45e9)]
+    eb2 = {"input_spws": [0, 1, 2], "spws": [4, 2, 3]}  # input spw 0 is the upper window
+    assert own_spws(eb2) == [2, 3, 4] and own_spws({"spws": [None, 1]}) == [1]
+    # split with spw="2,3,4" renumbers 0, 1, 2; a final at input resolution spans the averaged band
+    final = [spw(0, 0.9499e9, 1.0501e9), spw(1, 1.1499e9, 1.2501e9), spw(2, 1.3499e9, 1.4501e9)]
+    assert final_spw_ids(eb2, joint, final) == [2, 0, 1]
+    # a window the final does not hold, and an input spw with no joint counterpart
+    assert final_spw_ids({"spws": [4, None]}, joint, final[:2]) == [None, None]
