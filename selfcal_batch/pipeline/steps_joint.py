@@ -139,7 +139,18 @@ def channel_count_problem(ebs: tuple[Path, ...] | list[Path], nchan: Sequence[Se
     why = "; ".join(f"{ebs[k]} {text}" for k, text in plan.reasons)
     return (f"the execution blocks' spws have different channel counts ({what}) that cannot be averaged to one "
             f"count ({why}): joint self-calibration needs one channel count (WSClean 3.1 cannot write a model "
-            "into spws of different widths); set chanbin so that the counts match or run the EBs separately")
+            f"into spws of different widths); {_common_count_advice(ebs, counts)}")
+
+
+def _common_count_advice(ebs: Sequence[Path], counts: list[list[int]]) -> str:
+    """What the user can do: average every spw to the greatest common divisor of the counts
+    beforehand (CASA split ``width`` per EB and spw; one ``chanbin`` for all EBs keeps their
+    ratio, so it cannot make 64 and 96 match), or run the EBs separately. Pure."""
+    g = math.gcd(*[n for per in counts for n in per])
+    if g < 2:
+        return "run the EBs separately (their channel counts have no common divisor above 1)"
+    widths = "; ".join(f"{p}: {','.join(str(n // g) for n in per)}" for p, per in zip(ebs, counts, strict=True))
+    return (f"average every spw to {g} channels first (CASA split width {widths}) or run the EBs separately")
 
 
 def _as_spws(nchan: Sequence[Sequence[int | SpwChannels]]) -> list[list[SpwChannels]]:

@@ -79,7 +79,11 @@ def test_refusal_is_one_line_naming_each_eb_and_reason() -> None:
     assert "\n" not in line and "(/d/a.ms: 64,64; /d/b.ms: 128,96; /d/c.ms: 128)" in line
     assert "/d/b.ms spw 1 has 96 channels, not a multiple of 64" in line
     assert "/d/b.ms spw 0" not in line  # 128 = 2 x 64: not a reason
-    assert "set chanbin so that the counts match or run the EBs separately" in line
+    # one chanbin keeps the ratio 128 : 96; the advice is the common divisor, per EB and spw
+    assert "average every spw to 32 channels first (CASA split width /d/a.ms: 2,2; /d/b.ms: 4,3; /d/c.ms: 4)" in line
+    assert line.endswith("or run the EBs separately")
+    odd = channel_count_problem([a, b], [[4], [7]])
+    assert odd.endswith("run the EBs separately (their channel counts have no common divisor above 1)")
     edges = channel_count_problem([a, c], [[_band(0, 1000, 64, 2)], [_band(0, 1001, 128, 1)]])
     assert "/d/c.ms spw 0 averaged x2: its channel edges are 0.50 of a channel off execution block 1's spw 0" in edges
 
