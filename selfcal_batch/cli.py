@@ -201,9 +201,10 @@ def _fail(msg: str, code: int) -> None:
 @click.option("--threads", type=int, default=None, help="Cores for WSClean/CASA (default: config threads).")
 @click.option("--restart", is_flag=True, help="Run from scratch.")
 @click.option("--restart-from", default=None, metavar="STEP", help="Redo STEP and everything after it.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved plan (the campaign's up-front checks) and exit.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 def run_one_cmd(ms_list: tuple[Path, ...], out_dir: Path, config_file: Path | None, name: str | None,
-                threads: int | None, restart: bool, restart_from: str | None, verbose: int) -> None:
+                threads: int | None, restart: bool, restart_from: str | None, dry_run: bool, verbose: int) -> None:
     """Self-calibrate one MS in this process (no Dask); several MSs are the execution blocks
     of one target, self-calibrated jointly (as ``ms = [...]`` in a manifest)."""
     import tomllib  # lazy: the CLI starts fast
@@ -246,6 +247,12 @@ def run_one_cmd(ms_list: tuple[Path, ...], out_dir: Path, config_file: Path | No
         _fail(f"--restart-from: unknown step {restart_from!r} (choose from: {', '.join(STEP_NAMES)})", 2)
     name = name or ms.name.rsplit(".", 1)[0]
     out_dir = out_dir.expanduser().resolve()
+    if dry_run:
+        from selfcal_batch.campaign.plan import RunOptions, run_one_plan_text  # lazy: the CLI starts fast
+
+        text, invalid = run_one_plan_text(name, ebs, cfg, out_dir, RunOptions(restart=restart, restart_from=restart_from))
+        click.echo(text)
+        sys.exit(2 if invalid else 0)
     if problem := output_inside_input(out_dir, list(ebs)):
         _fail(problem, 2)
     try:

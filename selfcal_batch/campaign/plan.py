@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from selfcal_batch.campaign.cluster import capacity, check_claims, describe, render_job_script, resolve_cluster
 from selfcal_batch.campaign.ebs import eb_layout
@@ -11,7 +12,7 @@ from selfcal_batch.campaign.manifest import Campaign, DatasetSpec
 from selfcal_batch.campaign_config import ClusterSpec
 from selfcal_batch.campaign.preflight import (dataset_input_problems, input_change_messages, output_dir_problem,
                                               output_inside_input, restart_messages)
-from selfcal_batch.config import STEP_ALIASES, STEP_NAMES
+from selfcal_batch.config import STEP_ALIASES, STEP_NAMES, PipelineConfig
 from selfcal_batch.errors import ConfigError
 from selfcal_batch.pipeline.registry import steps_for
 
@@ -115,9 +116,24 @@ def _resources_text(spec: ClusterSpec, threads: int) -> str:
     return f"cores={threads} (WSClean -j {threads})"
 
 
-def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
+def run_one_plan_text(name: str, ebs: tuple[Path, ...], cfg: PipelineConfig, out_dir: Path,
+                      opts: RunOptions) -> tuple[str, int]:
+    """``run-one --dry-run``: :func:`plan_text` of a one-dataset campaign (several ``ebs``: a
+    joint dataset), with the same up-front checks, and a ``process`` line instead of the
+    cluster (run-one runs in its own process: no Dask, no core sharing, WSClean ``-j`` =
+    ``threads``)."""
+    spec = DatasetSpec(name=name, ms=ebs[0], config=cfg, ebs=ebs if len(ebs) > 1 else ())
+    camp = Campaign(name=name, path=Path("run-one"), output_dir=out_dir, description="",
+                    defaults={}, templates={}, cluster=ClusterSpec(workers=1, threads_per_dataset=cfg.threads,
+                                                                  share_cores=False),
+                    datasets=(spec,), base_config=cfg)
+    return plan_text(camp, opts, process=f"this process (no Dask): WSClean -j {cfg.threads}, CASA in a child process")
+
+
+def plan_text(campaign: Campaign, opts: RunOptions, process: str = "") -> tuple[str, int]:
     """The resolved plan printed by ``--dry-run``; also the number of problems (invalid
-    datasets, including those failing the input check, plus an unusable output directory)."""
+    datasets, including those failing the input check, plus an unusable output directory).
+    ``process``: a line that replaces the cluster and retry lines (``run-one``)."""
     check_restart_step(opts)
     camp = campaign.select(opts.only)
     spec = resolve_cluster(camp.cluster, default_threads=camp.base_config.threads,
@@ -125,11 +141,11 @@ def plan_text(campaign: Campaign, opts: RunOptions) -> tuple[str, int]:
                            scheduler_address=opts.scheduler_address, n_datasets=len(camp.datasets))
     out_problem = output_inside_input(camp.output_dir, [p for d in camp.datasets for p in d.inputs]) \
         or output_dir_problem(camp.output_dir)
-    lines = [f"campaign {camp.name}  (manifest {camp.path})",
-             f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else ""),
-             f"cluster  {describe(spec)}",
-             f"retries  {spec.retries} worker death(s) per dataset"
-             + ("" if spec.kind != "address" else " (here: the scheduler's allowed-failures)")]
+    lines = [f"run-one  {camp.name}" if process else f"campaign {camp.name}  (manifest {camp.path})",
+             f"output   {camp.output_dir}" + (f"  PROBLEM: {out_problem}" if out_problem else "")]
+    lines += [f"process  {process}"] if process else [
+        f"cluster  {describe(spec)}", f"retries  {spec.retries} worker death(s) per dataset"
+        + ("" if spec.kind != "address" else " (here: the scheduler's allowed-failures)")]
     if opts.restart or opts.restart_from:
         lines.append(f"restart  {'all steps' if opts.restart else 'from ' + str(opts.restart_from)}")
     max_cores, _ = capacity(spec, None)

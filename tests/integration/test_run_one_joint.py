@@ -39,6 +39,12 @@ def test_run_one_with_two_ebs_runs_them_jointly(tmp_path: Path) -> None:
     drop_spw_rows(eb2, 0)
     (tmp_path / "cfg.toml").write_text(CONFIG)
     before = {p: tree_checksums(p) for p in (eb1, eb2)}
+    dry = _run_one("eb1.ms", "eb2.ms", "--out", "out space", "--config", "cfg.toml", "--name", "joint", "--dry-run",
+                   cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.stdout.startswith("run-one  joint\n") and "process  this process (no Dask): WSClean -j 1" in dry.stdout
+    assert f"        eb0  {eb1}\n        eb1  {eb2}\n" in dry.stdout and " align_ebs p0 " in dry.stdout
+    assert not (tmp_path / "out space" / "datasets").exists()  # a dry-run makes no dataset
     t0 = time.monotonic()
     # an output path with a space (CASA concat cut absolute paths at it: tester s7-break #1)
     res = _run_one("eb1.ms", "eb2.ms", "--out", "out space", "--config", "cfg.toml", "--name", "joint", cwd=tmp_path)
