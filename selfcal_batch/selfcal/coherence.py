@@ -336,6 +336,23 @@ def _noise(d: dict[str, np.ndarray], ok: np.ndarray, p: int) -> float:
     return float(np.median(2.0 / w[w > 0])) if (w > 0).any() else math.nan
 
 
+def _delivered_rows(input_ms: str, delivered_ms: str, rows: np.ndarray, dd_freqs: list[np.ndarray]) -> np.ndarray | None:
+    """The rows of ``delivered_ms`` holding ``rows`` of ``input_ms`` (:func:`matching_rows`).
+    The usual case, a split row for row, is checked on the same row numbers first; only when
+    that fails are all of the delivered MS's row keys read (4 columns of every row)."""
+    from casacore.tables import table  # lazy: casacore only where a table is read
+
+    dd = ddid_correspondence(dd_freqs, ms_geometry(delivered_ms)["chan_freq"])
+    keys_a = _keys(input_ms, rows)
+    with table(delivered_ms, ack=False) as t:
+        n_b = t.nrows()
+    if n_b > int(rows.max()):
+        same = matching_rows(keys_a, _keys(delivered_ms, rows), dd)
+        if same is not None and np.array_equal(same, np.arange(rows.size)):
+            return rows
+    return matching_rows(keys_a, _keys(delivered_ms), dd)
+
+
 def measure_coherence(input_ms: str, delivered_ms: str, *, max_loss: float = DEFAULT_MAX_LOSS,
                       nsigma: float = DEFAULT_NSIGMA, max_rows: int = MAX_ROWS) -> CoherenceVerdict:
     """:func:`lost_flux` of ``delivered_ms``'s DATA against ``input_ms``'s DATA (the private
@@ -356,8 +373,7 @@ def measure_coherence(input_ms: str, delivered_ms: str, *, max_loss: float = DEF
     rows = _short_rows(input_ms, uv_max * C_LIGHT / float(allf.max()), max_rows)
     if rows.size < 10:
         return CoherenceVerdict(False, "no short baselines to compare", skipped=True)
-    rows_b = matching_rows(_keys(input_ms, rows), _keys(delivered_ms),
-                           ddid_correspondence(dd_freqs, ms_geometry(delivered_ms)["chan_freq"]))
+    rows_b = _delivered_rows(input_ms, delivered_ms, rows, dd_freqs)
     if rows_b is None:
         return CoherenceVerdict(False, "rows of the delivered MS do not match the input's "
                                 "(time, antennas, channel frequencies): not compared", skipped=True)

@@ -184,3 +184,41 @@ def test_matching_rows_refuses_missing_rows_and_unknown_spws():
     assert matching_rows(a, np.zeros((0, 4)), {}) is None
     assert matching_rows(np.zeros((0, 4)), a, {0: 0}).size == 0
     assert ddid_correspondence([np.array([1e9, 1.1e9])], [np.array([1e9, 1.1e9, 1.2e9])]) == {}
+
+
+def _tiny_ms(path, keys, spw_freqs):
+    """A default_ms with rows ``keys`` (TIME, ANTENNA1, ANTENNA2, DATA_DESC_ID) and one data
+    description per spw of ``spw_freqs`` (channel frequencies, Hz)."""
+    from casacore.tables import default_ms, table  # test data only
+
+    t = default_ms(str(path))
+    t.addrows(len(keys))
+    for i, c in enumerate(("TIME", "ANTENNA1", "ANTENNA2", "DATA_DESC_ID")):
+        t.putcol(c, keys[:, i].astype(float if i == 0 else int))
+    t.close()
+    with table(str(path / "SPECTRAL_WINDOW"), readonly=False, ack=False) as sw:
+        sw.addrows(len(spw_freqs))
+        for i, f in enumerate(spw_freqs):
+            sw.putcell("NUM_CHAN", i, len(f))
+            sw.putcell("CHAN_FREQ", i, np.asarray(f, float))
+            sw.putcell("CHAN_WIDTH", i, np.full(len(f), 1e6))
+    with table(str(path / "DATA_DESCRIPTION"), readonly=False, ack=False) as dd:
+        dd.addrows(len(spw_freqs))
+        dd.putcol("SPECTRAL_WINDOW_ID", np.arange(len(spw_freqs)))
+    return str(path)
+
+
+def test_delivered_rows_reads_same_row_numbers_or_pairs_by_keys(tmp_path):
+    from selfcal_batch.selfcal.coherence import _delivered_rows
+
+    a = _keys_grid(n_t=3)
+    f = [np.array([1e9, 1.001e9]), np.array([2e9, 2.001e9])]
+    src = _tiny_ms(tmp_path / "in.ms", a, f)
+    rows = np.array([1, 4, 7, 20])
+    assert np.array_equal(_delivered_rows(src, _tiny_ms(tmp_path / "same.ms", a, f), rows, f), rows)
+    perm = np.random.default_rng(1).permutation(len(a))
+    b = a[perm].copy()
+    b[:, 3] = 1 - b[:, 3]
+    got = _delivered_rows(src, _tiny_ms(tmp_path / "swapped.ms", b, [f[1], f[0]]), rows, f)
+    assert np.array_equal(perm[got], rows)  # the delivered row holds the input's row
+    assert _delivered_rows(src, _tiny_ms(tmp_path / "short.ms", a[:10], f), rows, f) is None
